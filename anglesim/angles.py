@@ -1,0 +1,65 @@
+"""Arithmetic on orientations: angles in [0, π) with period π.
+
+Every module that compares or averages orientations goes through these helpers, so the
+wrap-around at 0/π is handled in exactly one place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+PERIOD = math.pi
+"""The period of orientation: θ and θ + π are the same grating."""
+
+ArrayLike = np.ndarray | torch.Tensor | float
+
+
+def wrap(theta: ArrayLike) -> ArrayLike:
+    """Map angles to [0, π). Works on floats, numpy arrays and torch tensors (autograd-safe)."""
+    if isinstance(theta, torch.Tensor):
+        return torch.remainder(theta, PERIOD)
+    return np.mod(theta, PERIOD)
+
+
+def difference(a: ArrayLike, b: ArrayLike) -> ArrayLike:
+    """Signed orientation difference a − b, wrapped to [−π/2, π/2).
+
+    The gradient with respect to either argument is ±1 everywhere except at the wrap point.
+    """
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        a = torch.as_tensor(a)
+        b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
+        return torch.remainder(a - b + PERIOD / 2, PERIOD) - PERIOD / 2
+    return np.mod(np.asarray(a) - np.asarray(b) + PERIOD / 2, PERIOD) - PERIOD / 2
+
+
+def circular_mean(theta: ArrayLike, axis: int = -1, weights: ArrayLike | None = None) -> ArrayLike:
+    """Mean orientation on the half-circle: arg(Σ w·e^{2iθ}) / 2, wrapped to [0, π)."""
+    if isinstance(theta, torch.Tensor):
+        w = torch.ones_like(theta) if weights is None else torch.as_tensor(weights).to(theta)
+        c = (w * torch.cos(2 * theta)).sum(axis)
+        s = (w * torch.sin(2 * theta)).sum(axis)
+        return torch.remainder(torch.atan2(s, c) / 2, PERIOD)
+    theta = np.asarray(theta)
+    w = np.ones_like(theta) if weights is None else np.asarray(weights)
+    c = (w * np.cos(2 * theta)).sum(axis)
+    s = (w * np.sin(2 * theta)).sum(axis)
+    return np.mod(np.arctan2(s, c) / 2, PERIOD)
+
+
+def circular_variance(theta: ArrayLike, axis: int = -1) -> ArrayLike:
+    """Variance of orientations in radians² on the half-circle.
+
+    Uses the wrapped-normal relation on doubled angles: with R = |mean e^{2iθ}|,
+    Var(θ) = −ln(R²) / 4 = −ln(R) / 2 (Mardia & Jupp 2000, §2.3.4, rescaled for period π).
+    For concentrated samples this equals the ordinary variance to second order.
+    """
+    if isinstance(theta, torch.Tensor):
+        r = torch.sqrt(torch.cos(2 * theta).mean(axis) ** 2 + torch.sin(2 * theta).mean(axis) ** 2)
+        return -torch.log(r.clamp_min(1e-12)) / 2
+    theta = np.asarray(theta)
+    r = np.hypot(np.cos(2 * theta).mean(axis), np.sin(2 * theta).mean(axis))
+    return -np.log(np.maximum(r, 1e-12)) / 2
