@@ -1,0 +1,233 @@
+"""anglesim.io: canonical JSON, provenance, and netCDF round trips."""
+
+import dataclasses
+import datetime as dt
+import hashlib
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import anglesim
+from anglesim import io
+
+needs_h5py = pytest.mark.skipif(
+    importlib.util.find_spec("h5py") is None,
+    reason="h5netcdf needs h5py to read/write netCDF4 files, and h5py is not installed",
+)
+
+
+@dataclasses.dataclass
+class _Inner:
+    width: int
+    where: Path
+
+
+@dataclasses.dataclass
+class _Outer:
+    name: str
+    inner: _Inner
+    shape: tuple
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON and hashes
+
+
+def test_to_json_is_canonical_and_encodes_common_types():
+    obj = {"b": np.float32(0.5), "a": (1, np.int64(2)), "c": np.arange(3),
+           "d": _Outer("net", _Inner(4, Path("/x/y")), (2, 3)), "e": {3, 1, 2}, "f": None}
+    text = io.to_json(obj)
+    assert text == ('{"a":[1,2],"b":0.5,"c":[0,1,2],"d":{"inner":{"where":"/x/y","width":4},'
+                    '"name":"net","shape":[2,3]},"e":[1,2,3],"f":null}')
+    assert io.to_json(dict(reversed(list(obj.items())))) == text
+    assert io.to_json({"θ": "ü"}) == '{"θ":"ü"}'
+
+
+def test_to_json_rejects_unknown_types_with_value_error():
+    with pytest.raises(ValueError, match="object"):
+        io.to_json({"x": object()})
+
+
+def test_config_hash_is_short_stable_and_order_independent():
+    h = io.config_hash({"b": [1, 2], "a": 1})
+    assert h == hashlib.sha256(b'{"a":1,"b":[1,2]}').hexdigest()[:16]
+    assert h == io.config_hash({"a": 1, "b": (1, 2)})
+    assert h != io.config_hash({"a": 1, "b": [2, 1]})
+    assert io.config_hash({"a": 1}) != io.config_hash({"a": 1.0})
+    with pytest.raises(ValueError, match="config must be a dict"):
+        io.config_hash([1, 2])
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance
+
+
+def test_provenance_records_versions_config_and_seed():
+    prov = io.provenance({"lr": 0.1, "arch": "cnn"}, seed=7)
+    assert prov["anglesim_version"] == anglesim.__version__
+    assert prov["config"] == '{"arch":"cnn","lr":0.1}'
+    assert prov["seed"] == 7
+    assert prov["numpy"] == np.__version__ and prov["xarray"] == xr.__version__
+    assert prov["torch"] and prov["python"] and prov["platform"]
+    created = dt.datetime.fromisoformat(prov["created"])
+    assert created.utcoffset() == dt.timedelta(0)
+    assert abs(dt.datetime.now(dt.timezone.utc) - created) < dt.timedelta(minutes=5)
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", prov["git_rev"])
+    assert all(isinstance(v, (str, int)) for v in prov.values())
+    assert set(prov) <= set(io.PROVENANCE_KEYS)
+
+
+def test_provenance_without_config_or_seed():
+    prov = io.provenance()
+    assert prov["config"] == "null" and "seed" not in prov
+    with pytest.raises(ValueError, match="seed"):
+        io.provenance(seed=1.5)
+
+
+def test_git_revision_is_unknown_outside_a_checkout(tmp_path, monkeypatch):
+    pkg = tmp_path / "anglesim"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    assert io._git_revision(pkg) == "unknown"
+    assert io._git_revision(tmp_path / "missing") == "unknown"
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git executable at all
+    assert io._git_revision(Path(anglesim.__file__).parent) == "unknown"
+
+
+def test_git_revision_of_this_checkout():
+    pkg = Path(anglesim.__file__).resolve().parent
+    if not (pkg.parent / ".git").exists():
+        pytest.skip("anglesim is not running from a git checkout")
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", io._git_revision(pkg))
+
+
+# ---------------------------------------------------------------------------------------------
+# attribute encoding (no file needed)
+
+
+def test_attribute_encoding_inverts():
+    attrs = {"d": {"a": [1, 2]}, "l": [1, "x"], "n": None, "b": True, "nb": np.bool_(False),
+             "s": "ü", "e": "", "i": 3, "f": 0.25, "arr": np.array([1.5, 2.5]),
+             "t": (1, 2), "big": 2**70}
+    encoded = io._encode_attrs(attrs, "test")
+    for value in encoded.values():
+        assert isinstance(value, (str, int, float, np.ndarray))
+    assert json.loads(encoded[io.JSON_ATTRS_KEY]) == ["d", "l", "n", "b", "nb", "e", "t", "big"]
+    decoded = io._decode_attrs(encoded, "test")
+    assert decoded.keys() == attrs.keys()
+    for key in ("d", "l", "n", "b", "nb", "s", "e", "i", "f", "big"):
+        assert decoded[key] == attrs[key]
+    assert decoded["t"] == [1, 2]
+    np.testing.assert_array_equal(decoded["arr"], attrs["arr"])
+    with pytest.raises(ValueError, match="'bad'"):
+        io._encode_attrs({"bad": object()}, "test")
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def _sample() -> xr.Dataset:
+    ds = xr.Dataset(
+        {
+            "flag": ("angle", np.array([True, False, True])),
+            "label": ("angle", np.array(["ok", "βγ", ""])),
+            "fi": (("layer", "angle"), np.array([[1.0, np.nan, 2.0], [3.0, 4.0, 5.0]])),
+            "f32": ("angle", np.arange(3, dtype=np.float32)),
+            "count": ("layer", np.array([2**40, -3], dtype=np.int64)),
+            "scalar": ((), 1.5),
+        },
+        coords={"angle": [0.0, 1.0, 2.0], "layer": ["conv1", "fc"],
+                "active": ("layer", np.array([True, False]))},
+        attrs={"spec": {"size": 32, "noise": None}, "names": ["a", "b"], "done": True,
+               "missing": None, "units": "rad⁻²", "n": 4},
+    )
+    ds["fi"].attrs = {"units": "1/rad^2", "meta": {"method": "propagated"}}
+    return ds
+
+
+def _without_provenance(ds: xr.Dataset) -> xr.Dataset:
+    out = ds.copy()
+    out.attrs = {k: v for k, v in ds.attrs.items() if k not in io.PROVENANCE_KEYS}
+    return out
+
+
+@needs_h5py
+def test_round_trip_keeps_types_values_and_attrs(tmp_path):
+    ds = _sample()
+    before = ds.copy(deep=True)
+    path = io.save_dataset(ds, tmp_path / "sub" / "dir" / "data.nc", config={"k": 1}, seed=3)
+    assert path == tmp_path / "sub" / "dir" / "data.nc" and path.is_file()
+    xr.testing.assert_identical(ds, before)  # the input is untouched
+    loaded = io.load_dataset(path)
+    xr.testing.assert_identical(_without_provenance(loaded), ds)
+    for name, var in ds.variables.items():
+        assert loaded[name].dtype.kind == var.dtype.kind, name
+    assert loaded["f32"].dtype == np.float32 and loaded["count"].dtype == np.int64
+    assert loaded.attrs["spec"] == {"size": 32, "noise": None}
+    assert loaded["fi"].attrs["meta"] == {"method": "propagated"}
+    assert loaded.attrs["config"] == '{"k":1}' and loaded.attrs["seed"] == 3
+    assert loaded.attrs["anglesim_version"] == anglesim.__version__
+    assert set(io.PROVENANCE_KEYS) <= set(loaded.attrs)
+    assert list(tmp_path.glob("sub/dir/*")) == [path]  # no temporary file left behind
+
+
+@needs_h5py
+def test_resave_keeps_config_and_overwrites_atomically(tmp_path):
+    path = io.save_dataset(_sample(), tmp_path / "a.nc", config={"k": 1}, seed=3)
+    first = io.load_dataset(path)
+    first["fi"] = first["fi"] * 2
+    io.save_dataset(first, path)  # no config or seed given: the recorded ones stay
+    second = io.load_dataset(path)
+    assert second.attrs["config"] == '{"k":1}' and second.attrs["seed"] == 3
+    xr.testing.assert_identical(_without_provenance(second), _without_provenance(first))
+
+
+@needs_h5py
+def test_failed_write_leaves_existing_file_and_no_temp(tmp_path):
+    path = io.save_dataset(_sample(), tmp_path / "a.nc")
+    bad = xr.Dataset({"mixed": ("x", np.array([1, "a", None], dtype=object))})
+    with pytest.raises(Exception):  # noqa: B017 - whatever xarray raises for an unwritable var
+        io.save_dataset(bad, path)
+    assert sorted(tmp_path.iterdir()) == [path]
+    xr.testing.assert_identical(_without_provenance(io.load_dataset(path)), _sample())
+
+
+@needs_h5py
+def test_load_rejects_plain_netcdf(tmp_path):
+    path = tmp_path / "plain.nc"
+    xr.Dataset({"x": ("t", [1.0, 2.0])}).to_netcdf(path, engine="h5netcdf")
+    with pytest.raises(ValueError, match="not an anglesim Dataset .no anglesim_version"):
+        io.load_dataset(path)
+
+
+@needs_h5py
+def test_load_rejects_corrupt_file(tmp_path):
+    path = io.save_dataset(_sample(), tmp_path / "a.nc")
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        io.load_dataset(path)
+    junk = tmp_path / "junk.nc"
+    junk.write_text("not a netCDF file")
+    with pytest.raises(ValueError, match=re.escape(str(junk))):
+        io.load_dataset(junk)
+
+
+def test_load_missing_file_names_the_path(tmp_path):
+    path = tmp_path / "nope.nc"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
+        io.load_dataset(path)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="directory"):
+        io.load_dataset(tmp_path)
+    with pytest.raises(ValueError, match="directory"):
+        io.save_dataset(_sample(), tmp_path)
+    with pytest.raises(ValueError, match="ds must be an xarray.Dataset, got DataArray"):
+        io.save_dataset(xr.DataArray([1.0]), tmp_path / "x.nc")
