@@ -1,0 +1,597 @@
+"""Small networks that read an orientation out of a grating image.
+
+Every network is an :class:`AngleNet`: an ordered set of named blocks (``conv1``, ``conv2``, …,
+``fc``, ``head``) applied one after the other, so fine-tuning strategies can address blocks by
+name and Fisher estimators can run the network from or up to any block with
+:meth:`AngleNet.run_blocks` (a plain functional composition, safe under ``torch.func``).
+
+Images are float tensors ``[N, C, P, P]``; orientation θ lies in [0, π) with period π.
+The network's output is read in one of four ways (the *readout*):
+
+* ``"angle"``: one unit, θ̂ = output mod π;
+* ``"cossin"``: two units estimating (cos 2θ, sin 2θ), θ̂ = atan2(s, c)/2 mod π;
+* ``"bins"``: K logits over bins centred at c_k = (k + ½)π/K, θ̂ = the circular mean of the
+  softmax posterior over the bin centres (differentiable);
+* ``"scalar"``: one unit that is not an angle (auxiliary regression targets such as contrast).
+
+Two families are built here: a configurable CNN (:class:`CNNConfig`, :func:`build_model`) and
+the fully-connected reference network of the research this package grows from
+(:func:`reference_mlp`). :func:`model_from_config` rebuilds either from ``AngleNet.config``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import angles as ang
+
+READOUTS = ("angle", "cossin", "bins", "scalar")
+"""Ways to read the network output; see the module docstring."""
+
+ANGLE_READOUTS = ("angle", "cossin", "bins")
+"""The readouts that decode to an orientation."""
+
+NONLINEARITIES = ("relu", "leaky_relu", "gelu", "softplus", "tanh")
+POOLS = ("max", "avg", "none")
+KINDS = ("cnn", "mlp")
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def readout_size(readout: str, n_bins: int | None = None) -> int:
+    """Number of output units for ``readout``: angle 1, cossin 2, bins ``n_bins``, scalar 1."""
+    _check_choice("readout", readout, READOUTS)
+    if readout == "bins":
+        _check_int("n_bins", n_bins, 2)
+        return int(n_bins)
+    return 2 if readout == "cossin" else 1
+
+
+# --------------------------------------------------------------------------------------------
+# decoding and targets
+
+
+def bin_centres(
+    n_bins: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Centres c_k = (k + ½)π/K, k = 0 … K−1, of K equal orientation bins covering [0, π)."""
+    _check_int("n_bins", n_bins, 2)
+    k = torch.arange(n_bins, dtype=dtype or torch.get_default_dtype(), device=device)
+    return (k + 0.5) * (math.pi / n_bins)
+
+
+def check_output(output: Any, readout: str, n_bins: int | None = None) -> int:
+    """Check that ``output`` is a 2-D tensor [N, D] of the width ``readout`` needs; return D.
+
+    For "bins" D must equal ``n_bins`` when given (else any D >= 2). Raises ValueError.
+    """
+    if not isinstance(output, torch.Tensor) or output.ndim != 2:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValueError(f"output must be a 2-D tensor [N, out_dim], got {shape}")
+    width = output.shape[1]
+    if readout == "bins":
+        if n_bins is not None:
+            _check_int("n_bins", n_bins, 2)
+            if width != n_bins:
+                raise ValueError(
+                    f"output has {width} columns but n_bins={n_bins} for readout 'bins'"
+                )
+        elif width < 2:
+            raise ValueError(f"readout 'bins' needs at least 2 output columns, got {width}")
+    else:
+        need = readout_size(readout)
+        if width != need:
+            raise ValueError(
+                f"readout {readout!r} needs {need} output column(s), got output of width {width}"
+            )
+    return width
+
+
+def decode(output: torch.Tensor, readout: str, n_bins: int | None = None) -> torch.Tensor:
+    """Decode network output [N, D] to orientations θ̂ [N] in [0, π) (differentiable).
+
+    * angle:  θ̂ = output[:, 0] mod π
+    * cossin: output = (c, s) estimates (cos 2θ, sin 2θ); θ̂ = atan2(s, c)/2 mod π
+    * bins:   K logits for bins centred at c_k = (k + ½)π/K;
+      θ̂ = arg(Σ_k softmax_k · e^{2i c_k}) / 2 mod π, the circular mean of the class posterior
+      on the doubled-angle circle (Mardia & Jupp 2000, §2.2, rescaled for period π).
+
+    ``n_bins`` is optional for "bins" (the number of columns is used); when given it must
+    match. The "scalar" readout is not an angle and raises ValueError.
+    """
+    _check_choice("readout", readout, READOUTS)
+    if readout == "scalar":
+        raise ValueError("readout 'scalar' is not an angle and cannot be decoded to θ̂")
+    width = check_output(output, readout, n_bins)
+    if readout == "angle":
+        return ang.wrap(output[:, 0])
+    if readout == "cossin":
+        return ang.wrap(torch.atan2(output[:, 1], output[:, 0]) / 2)
+    probs = torch.softmax(output, dim=1)
+    centres = bin_centres(width, dtype=output.dtype, device=output.device)
+    return ang.circular_mean(centres, axis=-1, weights=probs)
+
+
+def angle_targets(theta: torch.Tensor, readout: str, n_bins: int | None = None) -> torch.Tensor:
+    """Training targets for orientations θ [N] under ``readout``.
+
+    * angle:  θ[:, None]
+    * cossin: stack(cos 2θ, sin 2θ) → [N, 2]
+    * bins:   long class index floor(wrap(θ)·K/π), clipped to K − 1 → [N]
+    * scalar: θ[:, None] (the value itself, for auxiliary regression targets)
+    """
+    _check_choice("readout", readout, READOUTS)
+    if not isinstance(theta, torch.Tensor) or theta.ndim != 1:
+        shape = tuple(theta.shape) if isinstance(theta, torch.Tensor) else type(theta).__name__
+        raise ValueError(f"theta must be a 1-D tensor [N], got {shape}")
+    if readout in ("angle", "scalar"):
+        return theta[:, None]
+    if readout == "cossin":
+        return torch.stack((torch.cos(2 * theta), torch.sin(2 * theta)), dim=1)
+    _check_int("n_bins", n_bins, 2)
+    index = torch.floor(ang.wrap(theta) * (n_bins / math.pi)).long()
+    return index.clamp(0, n_bins - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+
+
+def _nonlinearity(name: str) -> nn.Module:
+    _check_choice("nonlinearity", name, NONLINEARITIES)
+    return {
+        "relu": nn.ReLU,
+        "leaky_relu": nn.LeakyReLU,
+        "gelu": nn.GELU,
+        "softplus": nn.Softplus,
+        "tanh": nn.Tanh,
+    }[name]()
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """Architecture of the small CNN built by :func:`build_model`.
+
+    One conv block per entry of ``channels`` (``conv1``, ``conv2``, …): Conv2d with odd
+    ``kernel_size`` and 'same' padding, the nonlinearity, a 2×2 stride-2 pool (unless
+    ``pool="none"``) and dropout (when > 0). Then an optional fully-connected block ``fc``
+    (Flatten, Linear to ``fc_units``, nonlinearity, dropout; absent when ``fc_units=0``) and
+    the ``head`` (Linear to the readout size, after a Flatten when there is no ``fc``).
+    """
+
+    image_size: int = 32
+    in_channels: int = 1
+    channels: tuple[int, ...] = (8, 16)
+    kernel_size: int = 5
+    nonlinearity: str = "relu"
+    dropout: float = 0.0
+    pool: str = "max"
+    fc_units: int = 64
+    readout: str = "cossin"
+    n_bins: int = 36
+
+    def __post_init__(self) -> None:
+        _check_int("image_size", self.image_size, 1)
+        _check_int("in_channels", self.in_channels, 1)
+        channels = self.channels
+        if isinstance(channels, list):
+            channels = tuple(channels)
+            object.__setattr__(self, "channels", channels)
+        if (
+            not isinstance(channels, tuple)
+            or len(channels) == 0
+            or not all(_is_int(c) and c >= 1 for c in channels)
+        ):
+            raise ValueError(
+                f"channels must be a non-empty tuple of integers >= 1, got {self.channels!r}"
+            )
+        _check_int("kernel_size", self.kernel_size, 1)
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd for 'same' padding, got {self.kernel_size}")
+        _check_choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
+        if (
+            not isinstance(self.dropout, int | float)
+            or isinstance(self.dropout, bool)
+            or not 0.0 <= self.dropout < 1.0
+        ):
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        _check_choice("pool", self.pool, POOLS)
+        _check_int("fc_units", self.fc_units, 0)
+        _check_choice("readout", self.readout, READOUTS)
+        _check_int("n_bins", self.n_bins, 2)
+        if self.pool != "none":
+            depth = len(channels)
+            if self.image_size < 2**depth:
+                raise ValueError(
+                    f"image_size={self.image_size} is too small for {depth} 2×2 pooling stages "
+                    f"(pool={self.pool!r}); it must be at least {2**depth}"
+                )
+
+    @property
+    def final_size(self) -> int:
+        """Spatial side length after the conv blocks: P // 2^(number of blocks) when pooling."""
+        if self.pool == "none":
+            return self.image_size
+        return self.image_size // 2 ** len(self.channels)
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-able dict: ``{"kind": "cnn", <fields>}`` with ``channels`` as a list."""
+        out: dict[str, Any] = {"kind": "cnn"}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> CNNConfig:
+        """Inverse of :meth:`to_config`. ``kind`` (if present) must be "cnn"; a ``heads``
+        entry (extra heads, as in ``AngleNet.config``) is not part of the architecture and is
+        ignored here; other unknown keys raise ValueError."""
+        if not isinstance(cfg, Mapping):
+            raise ValueError(f"cfg must be a mapping, got {type(cfg).__name__}")
+        cfg = dict(cfg)
+        kind = cfg.pop("kind", "cnn")
+        if kind != "cnn":
+            raise ValueError(f"CNNConfig.from_config needs kind 'cnn', got {kind!r}")
+        cfg.pop("heads", None)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(cfg) - names)
+        if unknown:
+            raise ValueError(f"unknown CNNConfig field(s) {unknown}; known: {sorted(names)}")
+        return cls(**cfg)
+
+
+# --------------------------------------------------------------------------------------------
+# the network
+
+
+class AngleNet(nn.Module):
+    """An ordered stack of named blocks ending in ``head``, plus optional extra heads.
+
+    ``blocks`` are applied in order by :meth:`forward`; every block's output is the next
+    block's input. ``heads`` holds extra heads (multitask training) that read the output of the
+    last trunk block (the block before ``head``). Build one with :func:`build_model` or
+    :func:`reference_mlp` rather than directly.
+    """
+
+    def __init__(
+        self,
+        blocks: Mapping[str, nn.Module],
+        readout: str,
+        n_bins: int,
+        config: Mapping[str, Any],
+    ) -> None:
+        super().__init__()
+        names = list(blocks.keys())
+        if len(names) < 2 or names[-1] != "head":
+            raise ValueError(
+                f"blocks must hold at least one trunk block and end with 'head', got {names}"
+            )
+        _check_choice("readout", readout, READOUTS)
+        _check_int("n_bins", n_bins, 2)
+        if not isinstance(config, Mapping) or config.get("kind") not in KINDS:
+            raise ValueError(
+                f"config must be a mapping with 'kind' in {list(KINDS)}, got {config!r}"
+            )
+        self.blocks = nn.ModuleDict(dict(blocks))
+        self.heads = nn.ModuleDict()
+        self.readout = readout
+        self.n_bins = n_bins
+        self.head_readouts: dict[str, str] = {}
+        self.head_n_bins: dict[str, int] = {}
+        self._base_config = copy.deepcopy(dict(config))
+        self._base_config.pop("heads", None)
+
+    # ---- structure -------------------------------------------------------------------------
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """JSON-able description: the architecture (with ``kind`` "cnn" or "mlp") and
+        ``heads`` ({name: {"readout", "n_bins"}} for the extra heads); a fresh copy."""
+        cfg = copy.deepcopy(self._base_config)
+        cfg["heads"] = {
+            name: {"readout": self.head_readouts[name], "n_bins": self.head_n_bins[name]}
+            for name in self.heads
+        }
+        return cfg
+
+    @property
+    def block_names(self) -> list[str]:
+        """Names of the blocks in the order forward applies them, e.g. conv1, conv2, fc, head."""
+        return list(self.blocks.keys())
+
+    @property
+    def trunk_names(self) -> list[str]:
+        """All block names except the final ``head``."""
+        return self.block_names[:-1]
+
+    def readout_of(self, head: str) -> str:
+        """Readout of ``head``: "head" (the main head) or the name of an extra head."""
+        if head == "head":
+            return self.readout
+        if head in self.head_readouts:
+            return self.head_readouts[head]
+        raise ValueError(f"head must be 'head' or one of {list(self.heads)}, got {head!r}")
+
+    def n_bins_of(self, head: str) -> int:
+        """Number of bins configured for ``head`` (meaningful for the "bins" readout)."""
+        if head == "head":
+            return self.n_bins
+        if head in self.head_n_bins:
+            return self.head_n_bins[head]
+        raise ValueError(f"head must be 'head' or one of {list(self.heads)}, got {head!r}")
+
+    # ---- running ---------------------------------------------------------------------------
+
+    def _index(self, name: str | None, default: int, which: str) -> int:
+        if name is None:
+            return default
+        names = self.block_names
+        if name not in names:
+            raise ValueError(f"{which} must be one of {names}, got {name!r}")
+        return names.index(name)
+
+    def run_blocks(
+        self, h: torch.Tensor, start: str | None = None, stop: str | None = None
+    ) -> torch.Tensor:
+        """Apply blocks ``start`` … ``stop`` (both inclusive; defaults: first and last) to ``h``.
+
+        ``h`` must be what block ``start`` expects (the image for the first block). Purely
+        functional — no hooks, no in-place ops on ``h`` — so it works under torch.func
+        (jacrev, jvp, vmap); dropout in train mode needs vmap's ``randomness`` setting.
+        """
+        names = self.block_names
+        first = self._index(start, 0, "start")
+        last = self._index(stop, len(names) - 1, "stop")
+        if first > last:
+            raise ValueError(f"start={start!r} comes after stop={stop!r} in {names}")
+        for name in names[first : last + 1]:
+            h = self.blocks[name](h)
+        return h
+
+    def forward(self, x: torch.Tensor, head: str = "head") -> torch.Tensor:
+        """Network output [N, out_dim] of ``head`` for images ``x`` [N, C, P, P].
+
+        ``head="head"`` runs every block; another name applies that extra head to the output
+        of the last trunk block.
+        """
+        if head == "head":
+            return self.run_blocks(x)
+        if head not in self.heads:
+            raise ValueError(f"head must be 'head' or one of {list(self.heads)}, got {head!r}")
+        return self.heads[head](self.run_blocks(x, stop=self.trunk_names[-1]))
+
+    def activations(
+        self, x: torch.Tensor, layers: Sequence[str] | str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Output of each requested block (default: all) for images ``x``, in one forward pass.
+
+        Shapes are kept (conv blocks give [N, C, H, W]). Keys follow block order; the pass
+        stops after the last requested block.
+        """
+        names = self.block_names
+        if layers is None:
+            wanted = set(names)
+        else:
+            if isinstance(layers, str):
+                layers = [layers]
+            wanted = set(layers)
+            unknown = [n for n in layers if n not in names]
+            if unknown or not wanted:
+                raise ValueError(f"layers must be a non-empty subset of {names}, got {layers!r}")
+        out: dict[str, torch.Tensor] = {}
+        h = x
+        for name in names:
+            h = self.blocks[name](h)
+            if name in wanted:
+                out[name] = h
+                if len(out) == len(wanted):
+                    break
+        return out
+
+    def decode(self, output: torch.Tensor, readout: str | None = None) -> torch.Tensor:
+        """θ̂ [N] in [0, π) from ``output`` (see module-level :func:`decode`).
+
+        ``readout`` defaults to the main head's; with "bins" the bin count is taken from the
+        output's width (so extra heads with their own bin counts decode correctly).
+        """
+        if readout is None:
+            return decode(output, self.readout, self.n_bins if self.readout == "bins" else None)
+        return decode(output, readout)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoded orientation θ̂ [N] of the main head: decode(forward(x))."""
+        return self.decode(self.forward(x))
+
+    # ---- multitask -------------------------------------------------------------------------
+
+    def add_head(self, name: str, readout: str, n_bins: int = 36) -> None:
+        """Add an extra head ``name``: a Linear map from the trunk output to the readout size.
+
+        The new head takes the same input as ``blocks["head"]`` (with a Flatten when the trunk
+        ends in a conv block), lives on the same device/dtype and is initialised by PyTorch's
+        default (global torch RNG). Its readout is stored in ``head_readouts[name]``.
+        """
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"name must be a non-empty identifier string, got {name!r}")
+        if name in self.blocks or name in self.heads:
+            taken = self.block_names + list(self.heads)
+            raise ValueError(f"name {name!r} clashes with an existing block or head: {taken}")
+        out_dim = readout_size(readout, n_bins)
+        _check_int("n_bins", n_bins, 2)
+        main = self.blocks["head"]
+        linear = [m for m in main.modules() if isinstance(m, nn.Linear)]
+        if len(linear) != 1:
+            raise ValueError("blocks['head'] must hold exactly one Linear layer to mirror")
+        ref = linear[0]
+        layers: list[nn.Module] = []
+        if any(isinstance(m, nn.Flatten) for m in main.modules()):
+            layers.append(nn.Flatten())
+        layers.append(
+            nn.Linear(ref.in_features, out_dim, device=ref.weight.device, dtype=ref.weight.dtype)
+        )
+        self.heads[name] = nn.Sequential(*layers)
+        self.head_readouts[name] = readout
+        self.head_n_bins[name] = n_bins
+
+
+# --------------------------------------------------------------------------------------------
+# builders
+
+
+def _build_cnn(cfg: CNNConfig) -> AngleNet:
+    blocks: dict[str, nn.Module] = {}
+    c_in = cfg.in_channels
+    for i, c_out in enumerate(cfg.channels, start=1):
+        layers: list[nn.Module] = [
+            nn.Conv2d(c_in, c_out, cfg.kernel_size, padding=cfg.kernel_size // 2),
+            _nonlinearity(cfg.nonlinearity),
+        ]
+        if cfg.pool == "max":
+            layers.append(nn.MaxPool2d(2, 2))
+        elif cfg.pool == "avg":
+            layers.append(nn.AvgPool2d(2, 2))
+        if cfg.dropout > 0:
+            layers.append(nn.Dropout(cfg.dropout))
+        blocks[f"conv{i}"] = nn.Sequential(*layers)
+        c_in = c_out
+    features = c_in * cfg.final_size**2
+    out_dim = readout_size(cfg.readout, cfg.n_bins)
+    if cfg.fc_units > 0:
+        layers = [nn.Flatten(), nn.Linear(features, cfg.fc_units), _nonlinearity(cfg.nonlinearity)]
+        if cfg.dropout > 0:
+            layers.append(nn.Dropout(cfg.dropout))
+        blocks["fc"] = nn.Sequential(*layers)
+        blocks["head"] = nn.Sequential(nn.Linear(cfg.fc_units, out_dim))
+    else:
+        blocks["head"] = nn.Sequential(nn.Flatten(), nn.Linear(features, out_dim))
+    return AngleNet(blocks, cfg.readout, cfg.n_bins, cfg.to_config())
+
+
+def reference_mlp(
+    image_size: int = 101,
+    readout: str = "cossin",
+    hidden: tuple[int, int] | None = None,
+    n_bins: int = 36,
+) -> AngleNet:
+    """The fully-connected reference network for a P×P single-channel image.
+
+    Flattened pixels P² → P → 20 → out with ReLU, as in the research anglesim grows from:
+    ``fc1`` (Flatten, Linear P²→P, ReLU), ``fc2`` (Linear P→20, ReLU), ``head`` (Linear 20→out,
+    out = 2 for the default (cos 2θ, sin 2θ) readout). ``hidden=(h1, h2)`` overrides (P, 20);
+    ``n_bins`` sets the output size for the "bins" readout.
+    """
+    _check_int("image_size", image_size, 1)
+    _check_choice("readout", readout, READOUTS)
+    _check_int("n_bins", n_bins, 2)
+    if hidden is None:
+        hidden = (image_size, 20)
+    if (
+        not isinstance(hidden, tuple | list)
+        or len(hidden) != 2
+        or not all(_is_int(h) and h >= 1 for h in hidden)
+    ):
+        raise ValueError(f"hidden must be two integers >= 1, got {hidden!r}")
+    h1, h2 = int(hidden[0]), int(hidden[1])
+    out_dim = readout_size(readout, n_bins)
+    blocks = {
+        "fc1": nn.Sequential(nn.Flatten(), nn.Linear(image_size**2, h1), nn.ReLU()),
+        "fc2": nn.Sequential(nn.Linear(h1, h2), nn.ReLU()),
+        "head": nn.Sequential(nn.Linear(h2, out_dim)),
+    }
+    config = {
+        "kind": "mlp",
+        "image_size": image_size,
+        "in_channels": 1,
+        "readout": readout,
+        "n_bins": n_bins,
+        "hidden": [h1, h2],
+    }
+    return AngleNet(blocks, readout, n_bins, config)
+
+
+_MLP_KEYS = {"kind", "image_size", "in_channels", "readout", "n_bins", "hidden", "heads"}
+
+
+def build_model(config: CNNConfig | Mapping[str, Any]) -> AngleNet:
+    """Build an AngleNet from a :class:`CNNConfig`, a dict of CNNConfig fields, or an
+    ``AngleNet.config`` / ``to_config()`` dict of either kind ("cnn" or "mlp").
+
+    Extra heads listed under ``heads`` are added (in order) after the main network, so a
+    model and its config-rebuilt copy share parameter names and shapes.
+    """
+    if isinstance(config, CNNConfig):
+        return _build_cnn(config)
+    if not isinstance(config, Mapping):
+        raise ValueError(
+            f"config must be a CNNConfig or a mapping, got {type(config).__name__}"
+        )
+    kind = config.get("kind", "cnn")
+    _check_choice("kind", kind, KINDS)
+    if kind == "cnn":
+        model = _build_cnn(CNNConfig.from_config(config))
+    else:
+        unknown = sorted(set(config) - _MLP_KEYS)
+        if unknown:
+            raise ValueError(f"unknown mlp config key(s) {unknown}; known: {sorted(_MLP_KEYS)}")
+        if config.get("in_channels", 1) != 1:
+            raise ValueError(
+                f"in_channels must be 1 for the reference mlp, got {config['in_channels']!r}"
+            )
+        hidden = config.get("hidden")
+        model = reference_mlp(
+            image_size=config.get("image_size", 101),
+            readout=config.get("readout", "cossin"),
+            hidden=tuple(hidden) if isinstance(hidden, list) else hidden,
+            n_bins=config.get("n_bins", 36),
+        )
+    heads = config.get("heads") or {}
+    if not isinstance(heads, Mapping):
+        raise ValueError(f"heads must be a mapping name -> {{readout, n_bins}}, got {heads!r}")
+    for name, spec in heads.items():
+        if not isinstance(spec, Mapping) or "readout" not in spec:
+            raise ValueError(f"heads[{name!r}] must be a mapping with 'readout', got {spec!r}")
+        model.add_head(name, spec["readout"], spec.get("n_bins", 36))
+    return model
+
+
+def model_from_config(cfg: Mapping[str, Any]) -> AngleNet:
+    """Rebuild a freshly initialised AngleNet from ``AngleNet.config`` (either kind).
+
+    Load the weights with ``load_state_dict`` afterwards, e.g. to reload a checkpoint in
+    another process. Unlike :func:`build_model`, ``cfg`` must say its ``kind``.
+    """
+    if not isinstance(cfg, Mapping) or "kind" not in cfg:
+        raise ValueError(f"cfg must be an AngleNet.config mapping with a 'kind' key, got {cfg!r}")
+    return build_model(cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Total number of parameter elements of ``model`` (shared parameters counted once)."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return sum(p.numel() for p in model.parameters())
