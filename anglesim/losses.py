@@ -1,0 +1,283 @@
+"""Losses on the half-circle, registered by name.
+
+A loss *factory* takes the readout (and the bin count, and its own parameters) and returns a
+function ``loss(output, theta) -> scalar`` that averages over the batch; ``output`` is the
+network output [N, D] for that readout and ``theta`` the true orientations [N] in radians
+(period π) — or, for the "scalar" readout, the regression targets. Every distance between
+angles goes through :func:`anglesim.angles.difference`, so all angle losses are invariant
+under θ → θ + π and continuous across the wrap at 0/π.
+
+Add a loss with the :func:`register_loss` decorator::
+
+    @register_loss("my_loss", readouts=("cossin",))
+    def my_loss(readout, n_bins=None, scale=1.0):
+        return lambda output, theta: ...
+
+and get it by name with :func:`get_loss`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import angles as ang
+from .models import ANGLE_READOUTS, READOUTS, angle_targets, check_output, decode
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFactory = Callable[..., LossFn]
+
+LOSSES: dict[str, LossFactory] = {}
+"""Registered loss factories by name."""
+
+LOSS_READOUTS: dict[str, tuple[str, ...] | None] = {}
+"""Readouts each registered loss accepts (None: any)."""
+
+_LOG_PI = math.log(math.pi)
+
+
+def register_loss(
+    name: str, readouts: Sequence[str] | None = None, replace: bool = False
+) -> Callable[[LossFactory], LossFactory]:
+    """Decorator registering a loss factory under ``name``.
+
+    The factory is called as ``factory(readout, n_bins=n_bins, **params)`` and must return
+    ``loss(output, theta) -> scalar tensor``. ``readouts`` lists the readouts it supports
+    (None: any); :func:`get_loss` enforces it. Registering an existing name raises ValueError
+    unless ``replace=True``.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if readouts is not None:
+        readouts = tuple(readouts)
+        bad = [r for r in readouts if r not in READOUTS]
+        if bad or not readouts:
+            raise ValueError(
+                f"readouts must be a non-empty subset of {list(READOUTS)}, got {readouts!r}"
+            )
+    if name in LOSSES and not replace:
+        raise ValueError(f"loss {name!r} is already registered; pass replace=True to override it")
+
+    def decorator(factory: LossFactory) -> LossFactory:
+        if not callable(factory):
+            raise ValueError(f"a loss factory must be callable, got {factory!r}")
+        LOSSES[name] = factory
+        LOSS_READOUTS[name] = readouts
+        return factory
+
+    return decorator
+
+
+def loss_names() -> list[str]:
+    """Names of the registered losses, sorted."""
+    return sorted(LOSSES)
+
+
+def get_loss(name: str, readout: str, n_bins: int | None = None, **params) -> LossFn:
+    """The loss ``name`` for ``readout``: a function (output [N, D], theta [N]) -> mean loss.
+
+    Raises ValueError for an unknown name (listing the known ones), an unknown readout, a
+    readout the loss does not support (naming both), a bad ``n_bins``, and parameters the
+    loss does not take or whose values are out of range.
+    """
+    if name not in LOSSES:
+        raise ValueError(f"loss must be one of {loss_names()}, got {name!r}")
+    if not isinstance(readout, str) or readout not in READOUTS:
+        raise ValueError(f"readout must be one of {list(READOUTS)}, got {readout!r}")
+    allowed = LOSS_READOUTS.get(name)
+    if allowed is not None and readout not in allowed:
+        raise ValueError(
+            f"loss {name!r} does not support readout {readout!r}; it needs one of {list(allowed)}"
+        )
+    if n_bins is not None and (
+        not isinstance(n_bins, int) or isinstance(n_bins, bool) or n_bins < 2
+    ):
+        raise ValueError(f"n_bins must be an integer >= 2 or None, got {n_bins!r}")
+    factory = LOSSES[name]
+    sig = inspect.signature(factory)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    if not takes_any:
+        accepted = [
+            p.name
+            for p in list(sig.parameters.values())[1:]
+            if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            and p.name != "n_bins"
+        ]
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"loss {name!r} got unknown parameter(s) {unknown}; it accepts {accepted}"
+            )
+    return factory(readout, n_bins=n_bins, **params)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _theta(output: torch.Tensor, theta: torch.Tensor, readout: str, n_bins: int | None):
+    """Validate shapes; return theta as a 1-D tensor in output's dtype/device."""
+    check_output(output, readout, n_bins)
+    if not isinstance(theta, torch.Tensor):
+        raise ValueError(f"theta must be a tensor, got {type(theta).__name__}")
+    if theta.ndim == 2 and theta.shape[1] == 1:
+        theta = theta[:, 0]
+    if theta.ndim != 1 or theta.shape[0] != output.shape[0]:
+        raise ValueError(
+            f"theta must have shape [{output.shape[0]}] to match output {tuple(output.shape)}, "
+            f"got {tuple(theta.shape)}"
+        )
+    return theta.to(dtype=output.dtype, device=output.device)
+
+
+def _check_positive(name: str, value: float) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------------------------
+# built-in losses
+
+
+@register_loss("wrapped_mse", readouts=ANGLE_READOUTS)
+def wrapped_mse(readout: str, n_bins: int | None = None) -> LossFn:
+    """Wrapped squared error: L = mean_i Δ_i², Δ = difference(θ̂, θ) ∈ [−π/2, π/2).
+
+    θ̂ = decode(output, readout), so any angle readout works.
+    """
+
+    def loss(output: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        theta = _theta(output, theta, readout, n_bins)
+        delta = ang.difference(decode(output, readout, n_bins), theta)
+        return (delta**2).mean()
+
+    return loss
+
+
+@register_loss("cosine", readouts=ANGLE_READOUTS)
+def cosine(readout: str, n_bins: int | None = None) -> LossFn:
+    """Cosine loss on the doubled angle: L = mean_i [1 − cos 2(θ̂_i − θ_i)].
+
+    For the cossin readout it is computed as 1 − û·(cos 2θ, sin 2θ) with û = output/‖output‖,
+    which equals 1 − cos 2(θ̂ − θ) exactly (û = (cos 2θ̂, sin 2θ̂)) without the atan2; for other
+    readouts θ̂ = decode(output, readout).
+    """
+
+    def loss(output: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        theta = _theta(output, theta, readout, n_bins)
+        if readout == "cossin":
+            u = F.normalize(output, dim=1, eps=1e-12)
+            return (1 - (u * angle_targets(theta, "cossin")).sum(1)).mean()
+        theta_hat = decode(output, readout, n_bins)
+        return (1 - torch.cos(2 * ang.difference(theta_hat, theta))).mean()
+
+    return loss
+
+
+@register_loss("vector_mse", readouts=("cossin",))
+def vector_mse(readout: str, n_bins: int | None = None) -> LossFn:
+    """Squared error of the output vector: L = mean_i ‖output_i − (cos 2θ_i, sin 2θ_i)‖².
+
+    cossin readout only; penalises the norm of the output as well as its direction.
+    """
+
+    def loss(output: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        theta = _theta(output, theta, readout, n_bins)
+        return ((output - angle_targets(theta, "cossin")) ** 2).sum(1).mean()
+
+    return loss
+
+
+@register_loss("lp", readouts=ANGLE_READOUTS)
+def lp(readout: str, n_bins: int | None = None, p: float = 2.0, eps: float = 1e-3) -> LossFn:
+    """Lp loss of the wrapped error: L = mean_i |Δ_i|^p, Δ = difference(θ̂, θ), p > 0.
+
+    For p < 1, |Δ|^p has an infinite gradient at Δ = 0, so the smoothed form
+    (Δ² + ε²)^{p/2} − ε^p is used instead (ε = ``eps``, default 1e-3): it is 0 at Δ = 0, has a
+    finite (zero) gradient there, and differs from |Δ|^p by at most ε^p. For p >= 1 the exact
+    |Δ|^p is used (its gradient at 0 is finite).
+    """
+    p = _check_positive("p", p)
+    eps = _check_positive("eps", eps)
+
+    def loss(output: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        theta = _theta(output, theta, readout, n_bins)
+        delta = ang.difference(decode(output, readout, n_bins), theta)
+        if p < 1:
+            return ((delta**2 + eps**2) ** (p / 2) - eps**p).mean()
+        return (delta.abs() ** p).mean()
+
+    return loss
+
+
+@register_loss("vonmises_nll", readouts=("cossin",))
+def vonmises_nll(readout: str, n_bins: int | None = None) -> LossFn:
+    """Von Mises negative log-likelihood with the output as natural parameters on 2θ.
+
+    The output v = κ(cos 2μ, sin 2μ) gives concentration κ = ‖v‖ and mean μ = arg(v)/2 of
+    p(θ) = exp(κ cos 2(θ − μ)) / (π I0(κ)) on [0, π) (Mardia & Jupp 2000, §3.5.4, for the
+    doubled angle 2θ; the density of φ = 2θ on the circle times the Jacobian dφ/dθ = 2). So
+
+        NLL = −v·(cos 2θ, sin 2θ) + log I0(‖v‖) + log π,
+
+    with log I0(k) = log i0e(k) + k for numerical stability. cossin readout only.
+    """
+
+    def loss(output: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        theta = _theta(output, theta, readout, n_bins)
+        # ‖v‖ with a floor so the gradient at v = 0 is 0 (d log I0/dκ = I1/I0 → 0), not NaN
+        kappa = (output**2).sum(1).clamp_min(1e-24).sqrt()
+        log_i0 = torch.log(torch.special.i0e(kappa)) + kappa
+        fit = (output * angle_targets(theta, "cossin")).sum(1)
+        return (-fit + log_i0 + _LOG_PI).mean()
+
+    return loss
+
+
+@register_loss("cross_entropy", readouts=("bins",))
+def cross_entropy(
+    readout: str, n_bins: int | None = None, label_smoothing: float = 0.0
+) -> LossFn:
+    """Cross-entropy over K orientation bins: L = −mean_i log softmax(output_i)[k_i].
+
+    k_i = floor(θ_i K/π) (clipped to K − 1) is the true bin (:func:`angle_targets`); with
+    label smoothing α the target puts 1 − α on k_i and α/K on every bin (Szegedy et al. 2016).
+    bins readout only; K is the output width (it must equal ``n_bins`` when given).
+    """
+    if (
+        not isinstance(label_smoothing, int | float)
+        or isinstance(label_smoothing, bool)
+        or not 0.0 <= label_smoothing < 1.0
+    ):
+        raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
+
+    def loss(output: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        theta = _theta(output, theta, readout, n_bins)
+        target = angle_targets(theta, "bins", output.shape[1])
+        return F.cross_entropy(output, target, label_smoothing=float(label_smoothing))
+
+    return loss
+
+
+@register_loss("mse", readouts=("scalar",))
+def mse(readout: str, n_bins: int | None = None) -> LossFn:
+    """Plain squared error for the "scalar" readout: L = mean_i (output_i − y_i)².
+
+    Here ``theta`` holds the scalar targets y (e.g. contrast in a multitask phase), not angles.
+    """
+
+    def loss(output: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        target = _theta(output, theta, readout, n_bins)
+        return ((output[:, 0] - target) ** 2).mean()
+
+    return loss
