@@ -1,0 +1,687 @@
+"""Fisher information about orientation: propagated through a network, and from samples.
+
+Two families of estimators live here, and both return numbers in rad⁻².
+
+* **Propagated (linearised) FI** — `propagated_fisher`. The image is x(θ) + n with additive
+  Gaussian pixel noise n ~ N(0, Σ_x); a layer's activations r(x) are linearised at the noiseless
+  image, r ≈ r(x(θ)) + A n with A = ∂r/∂x, so r is Gaussian with mean derivative A ẋ and
+  covariance A Σ_x Aᵀ, and its Fisher information about θ is
+  J(θ) = (A ẋ)ᵀ (A Σ_x Aᵀ)⁻¹ (A ẋ). All derivatives come from torch.func (vjp/jvp under vmap);
+  nothing is a finite difference.
+* **Sampled linear FI** — `linear_fisher_from_samples` (bias-corrected estimator of
+  Kanitscheider, Coen-Cagli, Kohn & Pouget 2015, PLoS Comput Biol 11(6): e1004218),
+  `linear_fisher_variance`, `linear_fisher_shrinkage` (Ledoit & Wolf 2004 covariance), and the
+  cross-validated `decoder_fisher`, for responses measured at θ ± Δθ/2.
+
+`poisson_fisher` and `discrimination_threshold` are the closed forms the tests and studies
+compare against. `fisher_dataarray` builds every result the same way (dims ("layer", "angle")).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch.func import jvp, vjp, vmap
+
+from .stimuli import render_clean
+
+if TYPE_CHECKING:
+    from .stimuli import GratingSpec
+
+ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
+
+UNITS = "rad^-2"
+INPUT = "input"
+OUTPUT = "output"
+DEFAULT_N_PHASES = 8
+# Elements one vmapped chunk of Jacobian rows/columns may hold, over all images of a chunk:
+# bounds the memory of the Jacobian computation whatever the number of units or pixels.
+_JACOBIAN_BUDGET = 2**24
+
+
+# --------------------------------------------------------------------------------------------
+# Shared result builder
+# --------------------------------------------------------------------------------------------
+
+
+def fisher_dataarray(
+    values: ArrayLike,
+    angles: ArrayLike,
+    layers: Sequence[str] | None,
+    method: str,
+    **attrs: Any,
+) -> xr.DataArray:
+    """Wrap Fisher-information values in a DataArray named "fisher", the same way everywhere.
+
+    ``values`` has shape [len(layers), len(angles)] with dims ("layer", "angle"), or
+    [len(angles)] with dims ("angle",) when ``layers`` is None. The angle coordinate is float64
+    radians, the layer coordinate str. attrs: ``method``, units "rad^-2", long_name
+    "Fisher information", then any extra ``attrs`` (which may override the defaults).
+    """
+    vals = _to_numpy(values, "values")
+    ang = _to_numpy(angles, "angles")
+    if ang.ndim != 1:
+        raise ValueError(f"angles must be 1-D, got shape {ang.shape}")
+    if not isinstance(method, str) or not method:
+        raise ValueError(f"method must be a non-empty string, got {method!r}")
+    base = {"method": method, "units": UNITS, "long_name": "Fisher information"}
+    base.update(attrs)
+    if layers is None:
+        if vals.shape != ang.shape:
+            raise ValueError(f"values has shape {vals.shape}, expected {ang.shape} (angle,)")
+        return xr.DataArray(vals, dims=("angle",), coords={"angle": ang}, name="fisher",
+                            attrs=base)
+    names = [str(n) for n in layers]
+    if vals.shape != (len(names), ang.size):
+        raise ValueError(
+            f"values has shape {vals.shape}, expected {(len(names), ang.size)} (layer, angle)"
+        )
+    return xr.DataArray(
+        vals,
+        dims=("layer", "angle"),
+        coords={"layer": np.array(names, dtype=object), "angle": ang},
+        name="fisher",
+        attrs=base,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Propagated (linearised) Fisher information
+# --------------------------------------------------------------------------------------------
+
+
+def propagated_fisher(
+    model: torch.nn.Module,
+    spec: GratingSpec,
+    angles: ArrayLike,
+    layers: Sequence[str] | None = None,
+    sigma: float | None = None,
+    eps: float = 1e-6,
+    phases: ArrayLike | None = None,
+    chunk_size: int = 8,
+    device: torch.device | str | None = None,
+) -> xr.DataArray:
+    """Linearised Fisher information about θ in each layer, from additive Gaussian pixel noise.
+
+    The image is x(θ) + n, n ~ N(0, Σ_x) with Σ_x = diag(V), V the spec's
+    ``noise_variance_map()`` with its noise_std set to σ (σ² on every pixel unless the spec
+    masks the noise with its aperture or gates it with noise_prob < 1). Linearising a layer's
+    activations r(x) at the noiseless image x(θ) = ``render_clean(θ, spec)`` (A = ∂r/∂x,
+    ẋ = ∂x/∂θ) gives r ~ N(r(x(θ)), A Σ_x Aᵀ) locally, whose (linear, mean-term) Fisher
+    information is (Kay 1993, Fundamentals of Statistical Signal Processing I, §3.9, without
+    the covariance-derivative term)
+
+        J(θ) = (A ẋ)ᵀ (A Σ_x Aᵀ + ε_abs I)⁻¹ (A ẋ),   ε_abs = ε · tr(A Σ_x Aᵀ) / N,
+
+    N the number of units. The ridge ε_abs is ε times the mean eigenvalue of the response
+    covariance; it makes rank-deficient layers (dead ReLUs, more units than pixels) well posed
+    and, as ε → 0, J → ‖P u‖² with u = Σ_x^{-1/2} ẋ and P the projector on the row space of
+    A Σ_x^{1/2} — for Σ_x = σ² I that is ‖P_row(A) ẋ‖²/σ². With ε > 0 every layer obeys the
+    data-processing inequality J ≤ ẋᵀ Σ_x⁻¹ ẋ exactly.
+
+    Computation (float64 after the Jacobian): with B = A Σ_x^{1/2} (N × P) the smaller Gram
+    matrix is formed and Cholesky-factored — N ≤ P: J = gᵀ(BBᵀ + ε_abs I)⁻¹g with g = A ẋ;
+    N > P: J = uᵀ(BᵀB + ε_abs I)⁻¹BᵀB u (the same number by the push-through identity, and
+    a P × P instead of N × N system). Eigendecomposition with eigenvalues clipped at 0 is the
+    fallback when a Cholesky factorisation fails. A ẋ is formed from the same Jacobian (not a
+    separate jvp) so that it lies exactly in A's column space, which matters with a small ridge.
+    A comes from reverse mode (vmap over N one-hot cotangents of a vjp) when N ≤ P and from
+    forward mode (vmap over P one-hot tangents of a jvp) otherwise, chunked over images and over
+    Jacobian rows, so memory is bounded whatever the layer size.
+
+    Special layers: "input" is the pixels' own information ẋᵀ Σ_x⁻¹ ẋ = Σ_{V>0} ẋ²/V, and
+    "output" the decoded angle θ̂ = model.decode(model(x)), J = (∂θ̂/∂θ)² / (∂θ̂/∂x Σ_x ∂θ̂/∂xᵀ)
+    (no ridge, so a one-unit layer feeding θ̂ has J_output / (1 + ε); 0 where θ̂ does not
+    depend on the image). Pixels with V = 0 (noise masked away)
+    are left out of every layer: they are treated as carrying no information.
+
+    Random phase (``spec.phase is None``) or explicit ``phases``: J is computed at each phase
+    (default 8 evenly spaced in [0, 2π)) and averaged — the phase-conditional FI averaged over
+    phase, an upper bound on the FI of the phase-marginal image distribution.
+
+    The model must treat the images of a batch independently (eval mode; it is switched to
+    eval for the measurement and restored afterwards).
+
+    Args:
+        model: an AngleNet-like module with ``block_names``, ``run_blocks(h, start, stop)``,
+            ``decode(output)`` and ``forward``.
+        spec: the grating spec (its noise sets Σ_x unless ``sigma`` is given).
+        angles: [A] angles in radians.
+        layers: names among "input", the model's blocks and "output"; default all. The
+            result is ordered "input", blocks in model order, "output".
+        sigma: pixel noise standard deviation; default ``spec.noise_std``.
+        eps: relative ridge ε > 0 (see above).
+        phases: grating phases to average over (radians).
+        chunk_size: images per chunk (memory knob).
+        device: where to compute; default the model's device (the model is copied there if it
+            lives elsewhere).
+
+    Returns:
+        DataArray "fisher", dims ("layer", "angle"), attrs method="propagated", sigma, eps,
+        ridge, quantity, units "rad^-2", noise_model (and noise_model_note, phase_average when
+        they apply).
+    """
+    if not (isinstance(eps, int | float) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    model, dev, dtype = _model_on_device(model, device)
+    theta = _angles_tensor(angles, dev, dtype)
+    names = _resolve_layers(model, layers)
+
+    attrs: dict[str, Any] = {}
+    if phases is None and spec.phase is None:
+        phases = torch.arange(DEFAULT_N_PHASES, dtype=torch.float64) * (
+            2 * math.pi / DEFAULT_N_PHASES
+        )
+    if phases is not None:
+        phi = _angles_tensor(phases, dev, dtype, name="phases")
+        attrs["phase_average"] = (
+            f"phase-conditional Fisher information averaged over {phi.numel()} grating phases "
+            "(an upper bound on the Fisher information of the phase-marginal image distribution)"
+        )
+        attrs["n_phases"] = int(phi.numel())
+    else:
+        phi = None
+    n_ph = 1 if phi is None else phi.numel()
+    item_theta = theta.repeat_interleave(n_ph)
+    item_phase = None if phi is None else phi.repeat(theta.numel())
+
+    variance, sigma_used, noise_model = _pixel_variance(spec, sigma, dev)
+    attrs.update(
+        sigma=sigma_used,
+        eps=float(eps),
+        ridge="eps * trace(A Sigma_x A^T) / N_units added to the diagonal of A Sigma_x A^T",
+        quantity=(
+            "linearised Fisher information about the orientation theta carried by each "
+            "layer's activations, for additive Gaussian pixel noise propagated through the "
+            "network's Jacobian at the noiseless image: "
+            "J = (A xdot)^T (A Sigma_x A^T + eps_abs I)^-1 (A xdot)"
+        ),
+        noise_model=noise_model,
+    )
+    if not spec.gaussian_noise_only:
+        attrs["noise_model_note"] = (
+            "the propagated estimator assumes additive Gaussian pixel noise; this spec's noise "
+            "is not (only) additive Gaussian, so use a sampled estimator "
+            "(linear_fisher_from_samples, decoder_fisher) for its actual noise"
+        )
+
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            sizes = _layer_sizes(model, render_clean(item_theta[:1], spec, _sl(item_phase, 0, 1)))
+            out = []
+            for start in range(0, item_theta.numel(), chunk_size):
+                stop = min(start + chunk_size, item_theta.numel())
+                out.append(
+                    _chunk_fisher(model, spec, item_theta[start:stop],
+                                  _sl(item_phase, start, stop), names, sizes, variance, eps)
+                )
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+    values = torch.cat(out, dim=1).reshape(len(names), theta.numel(), n_ph).mean(-1)
+    return fisher_dataarray(values.cpu().numpy(), _to_numpy(angles, "angles"), names,
+                            "propagated", **attrs)
+
+
+def _sl(t: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
+    return None if t is None else t[start:stop]
+
+
+def _model_on_device(
+    model: torch.nn.Module, device: torch.device | str | None
+) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
+    for attr in ("block_names", "run_blocks", "decode"):
+        if not hasattr(model, attr):
+            raise ValueError(f"model must be AngleNet-like (have {attr!r}), got {type(model)}")
+    param = next(iter(model.parameters()), None)
+    current = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.get_default_dtype()
+    dev = torch.device(device) if device is not None else current
+    if dev != current:
+        import copy
+
+        model = copy.deepcopy(model).to(dev)
+    return model, dev, dtype
+
+
+def _angles_tensor(
+    values: ArrayLike, dev: torch.device, dtype: torch.dtype, name: str = "angles"
+) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        t = values.detach().to(device=dev, dtype=dtype)
+    else:
+        t = torch.as_tensor(_to_numpy(values, name), device=dev, dtype=dtype)
+    if t.ndim != 1 or t.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got {t.tolist()}")
+    return t
+
+
+def _resolve_layers(model: torch.nn.Module, layers: Sequence[str] | None) -> list[str]:
+    order = [INPUT, *list(model.block_names), OUTPUT]
+    if layers is None:
+        return order
+    if isinstance(layers, str):
+        layers = [layers]
+    unknown = [n for n in layers if n not in order]
+    if unknown or len(layers) == 0:
+        raise ValueError(f"layers {list(layers)!r} must be a non-empty subset of {order}")
+    wanted = set(layers)
+    return [n for n in order if n in wanted]
+
+
+def _pixel_variance(
+    spec: GratingSpec, sigma: float | None, dev: torch.device
+) -> tuple[torch.Tensor, float, str]:
+    """Per-pixel noise variance V (flat, float64), the σ used, and a description.
+
+    V is ``spec.noise_variance_map()`` of the spec with ``noise_std`` replaced by σ, so the
+    aperture (when ``mask_after_noise``) and the Gaussian gate probability come from the spec
+    and σ only sets the scale.
+    """
+    if sigma is None:
+        if spec.noise_std <= 0:
+            raise ValueError(
+                f"spec.noise_std is {spec.noise_std!r}, so there is no pixel noise to "
+                "propagate: pass sigma=<pixel noise standard deviation>"
+            )
+        sigma = spec.noise_std
+    if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    sigma = float(sigma)
+    scaled = spec if sigma == spec.noise_std else dataclasses.replace(spec, noise_std=sigma)
+    flat = torch.as_tensor(scaled.noise_variance_map()).to(dev, torch.float64).reshape(-1)
+    if not (torch.isfinite(flat).all() and (flat >= 0).all() and (flat > 0).any()):
+        raise ValueError(
+            f"spec.noise_variance_map() must be finite, >= 0 and positive somewhere, got "
+            f"values in [{float(flat.min())}, {float(flat.max())}] (noise_prob="
+            f"{getattr(spec, 'noise_prob', None)!r})"
+        )
+    if float(flat.max() - flat.min()) <= 1e-12 * float(flat.max()):
+        return flat, sigma, (
+            f"additive Gaussian pixel noise, variance {float(flat[0]):g} on every pixel"
+        )
+    return flat, sigma, (
+        f"additive Gaussian pixel noise, per-pixel variance spec.noise_variance_map() with "
+        f"noise_std = sigma = {sigma:g}; pixels with zero variance left out"
+    )
+
+
+def _layer_sizes(model: torch.nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Number of units per image at each block's output."""
+    sizes, h = {}, x
+    for name in model.block_names:
+        h = model.run_blocks(h, start=name, stop=name)
+        sizes[name] = int(h[0].numel())
+    return sizes
+
+
+def _chunk_fisher(
+    model: torch.nn.Module,
+    spec: GratingSpec,
+    theta: torch.Tensor,
+    phase: torch.Tensor | None,
+    names: list[str],
+    sizes: dict[str, int],
+    variance: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    """J [len(names), C] (float64) for one chunk of C (angle, phase) items."""
+    x, xdot = jvp(lambda a: render_clean(a, spec, phase), (theta,), (torch.ones_like(theta),))
+    n_img, n_pix = x.shape[0], x[0].numel()
+    if variance.numel() != n_pix:
+        raise ValueError(
+            f"spec.noise_variance_map() has {variance.numel()} pixels, the image {n_pix}"
+        )
+    keep = variance > 0
+    all_pixels = bool(keep.all())
+    v = variance if all_pixels else variance[keep]
+    xd = xdot.reshape(n_img, n_pix).double()
+    xd = xd if all_pixels else xd[:, keep]
+    u = xd / v.sqrt()  # Σ_x^{-1/2} ẋ
+    rows = []
+    for name in names:
+        if name == INPUT:
+            rows.append((u * u).sum(1))
+            continue
+        if name == OUTPUT:
+            def decoded(z: torch.Tensor) -> torch.Tensor:
+                return model.decode(model(z)).reshape(n_img, 1)
+            jac = _jacobian(decoded, x, 1, n_pix, sum(sizes.values()))[:, 0, :]
+            a = jac.double() if all_pixels else jac.double()[:, keep]
+            num = (a * xd).sum(1) ** 2
+            den = (a * a * v).sum(1)
+            rows.append(torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 0.0))
+            continue
+
+        def activations(z: torch.Tensor, stop: str = name) -> torch.Tensor:
+            return model.run_blocks(z, stop=stop).reshape(n_img, -1)
+
+        upto = list(model.block_names).index(name) + 1
+        act = sum(sizes[b] for b in list(model.block_names)[:upto])
+        jac = _jacobian(activations, x, sizes[name], n_pix, act)
+        b = jac.double() if all_pixels else jac.double()[:, :, keep]
+        del jac
+        b.mul_(v.sqrt())  # B = A Σ_x^{1/2}
+        rows.append(_ridge_fisher(b, u, eps))
+    return torch.stack(rows)
+
+
+def _jacobian(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_out: int, n_in: int,
+    act: int,
+) -> torch.Tensor:
+    """Per-image Jacobian [C, n_out, n_in] of fn: [C, ...] -> [C, n_out] at x.
+
+    Images must not interact inside fn, so one one-hot (co)tangent repeated over the batch
+    yields every image's row (reverse mode) or column (forward mode) at once. ``act`` (units
+    the computation passes through, per image) sizes the vmap chunks.
+    """
+    n_img = x.shape[0]
+    chunk = max(1, _JACOBIAN_BUDGET // (n_img * max(n_in, act)))
+    if n_out <= n_in:
+        out, pullback = vjp(fn, x)
+
+        def row(i: torch.Tensor) -> torch.Tensor:
+            e = (torch.arange(n_out, device=x.device) == i).to(out.dtype)
+            return pullback(e.expand(n_img, n_out))[0].reshape(n_img, n_in)
+
+        rows = vmap(row, chunk_size=min(chunk, n_out))(torch.arange(n_out, device=x.device))
+        return rows.permute(1, 0, 2)
+
+    def col(j: torch.Tensor) -> torch.Tensor:
+        e = (torch.arange(n_in, device=x.device) == j).to(x.dtype).reshape(x.shape[1:])
+        return jvp(fn, (x,), (e.expand_as(x),))[1]
+
+    cols = vmap(col, chunk_size=min(chunk, n_in))(torch.arange(n_in, device=x.device))
+    return cols.permute(1, 2, 0)
+
+
+def _ridge_fisher(b: torch.Tensor, u: torch.Tensor, eps: float) -> torch.Tensor:
+    """J = (Bu)ᵀ(BBᵀ + ε_abs I)⁻¹(Bu), ε_abs = ε tr(BBᵀ)/N, for b [C, N, P], u [C, P]."""
+    n_units, n_pix = b.shape[1], b.shape[2]
+    g = torch.einsum("cnp,cp->cn", b, u)  # A ẋ
+    if n_units <= n_pix:
+        gram = b @ b.transpose(1, 2)
+        left = right = g
+    else:
+        gram = b.transpose(1, 2) @ b
+        left, right = u, torch.einsum("cnp,cn->cp", b, g)  # u and BᵀB u
+    trace = torch.diagonal(gram, dim1=1, dim2=2).sum(1)
+    dead = trace <= 0  # no unit responds to the image: A = 0, J = 0
+    ridge = torch.where(dead, 1.0, eps * trace / n_units)
+    j = _quadratic(gram, ridge, left, right)
+    return torch.where(dead, 0.0, j)
+
+
+def _quadratic(
+    gram: torch.Tensor, ridge: torch.Tensor, left: torch.Tensor, right: torch.Tensor
+) -> torch.Tensor:
+    """leftᵀ (gram + ridge I)⁻¹ right, batched; Cholesky, eigh fallback for failures."""
+    n = gram.shape[-1]
+    eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
+    shifted = gram + ridge[:, None, None] * eye
+    chol, info = torch.linalg.cholesky_ex(shifted)
+    wl = torch.linalg.solve_triangular(chol, left[..., None], upper=False)
+    wr = torch.linalg.solve_triangular(chol, right[..., None], upper=False)
+    result = (wl * wr).sum((-2, -1))
+    bad = info != 0
+    if bad.any():
+        evals, evecs = torch.linalg.eigh(gram[bad])
+        evals = evals.clamp_min(0) + ridge[bad, None]
+        pl = (evecs.transpose(1, 2) @ left[bad][..., None])[..., 0]
+        pr = (evecs.transpose(1, 2) @ right[bad][..., None])[..., 0]
+        result[bad] = (pl * pr / evals).sum(-1)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Closed forms
+# --------------------------------------------------------------------------------------------
+
+
+def poisson_fisher(f: ArrayLike, f_prime: ArrayLike) -> float | np.ndarray:
+    """Fisher information of independent Poisson neurons: J = Σ_i f_i'(θ)² / f_i(θ).
+
+    (Seung & Sompolinsky 1993, PNAS 90: 10749.) ``f`` and ``f_prime`` are mean rates and their
+    derivatives with units along the last axis; a float for 1-D input, else an array over the
+    leading axes. For von Mises tuning on the doubled angle, f_i(θ) = r_max
+    exp(κ(cos 2(θ − θ_i) − 1)) with N uniformly spaced θ_i, it equals
+    4 N κ r_max e^{−κ} I₁(κ) (I₁ the modified Bessel function).
+    """
+    fa = _to_numpy(f, "f")
+    fp = _to_numpy(f_prime, "f_prime")
+    if fa.shape != fp.shape or fa.ndim == 0:
+        raise ValueError(f"f and f_prime must have the same shape, got {fa.shape} and {fp.shape}")
+    if not (np.isfinite(fa).all() and (fa > 0).all()):
+        raise ValueError(f"f must be finite and > 0 (Poisson means), got min {fa.min()!r}")
+    j = (fp**2 / fa).sum(-1)
+    return float(j) if j.ndim == 0 else j
+
+
+def discrimination_threshold(J: float | np.ndarray | xr.DataArray, d_prime: float = 1.0) -> Any:
+    """Orientation difference Δθ at which a discrimination reaches ``d_prime``: d' / √J.
+
+    From d'² = J Δθ² for a locally unbiased estimator at the Cramér–Rao bound (e.g. Seriès,
+    Stocker & Simoncelli 2009, Neural Comput 21: 3271). J = 0 gives an infinite threshold.
+    Works on floats, numpy arrays and xarray DataArrays (returns the same kind).
+    """
+    if not (isinstance(d_prime, int | float) and math.isfinite(d_prime) and d_prime > 0):
+        raise ValueError(f"d_prime must be a finite number > 0, got {d_prime!r}")
+    values = np.asarray(J.values if isinstance(J, xr.DataArray) else J, dtype=np.float64)
+    if np.isnan(values).any() or (values < 0).any():
+        raise ValueError(f"J must be >= 0 (Fisher information), got {J!r}")
+    with np.errstate(divide="ignore"):
+        if isinstance(J, xr.DataArray):
+            return d_prime / np.sqrt(J)
+        out = d_prime / np.sqrt(values)
+    return float(out) if out.ndim == 0 else out
+
+
+# --------------------------------------------------------------------------------------------
+# Linear Fisher information from samples
+# --------------------------------------------------------------------------------------------
+
+
+def linear_fisher_from_samples(
+    r_minus: ArrayLike, r_plus: ArrayLike, dtheta: float, bias_corrected: bool = True
+) -> float:
+    """Linear Fisher information from T trials of N units at θ − Δθ/2 and θ + Δθ/2.
+
+    f' = (mean r_plus − mean r_minus)/Δθ, Σ̂ = (Σ̂₋ + Σ̂₊)/2 (unbiased covariances), naive
+    I = f'ᵀ Σ̂⁻¹ f'. Its mean is (I + 2N/(TΔθ²)) (2T − 2)/(2T − N − 3) for Gaussian responses,
+    so the bias-corrected estimator (Kanitscheider, Coen-Cagli, Kohn & Pouget 2015,
+    PLoS Comput Biol 11(6): e1004218) is
+
+        I_bc = I_naive (2T − N − 3)/(2T − 2) − 2N/(T Δθ²),
+
+    unbiased for Gaussian responses. Both need 2T − N − 3 > 0 (otherwise the naive estimator's
+    mean is infinite); use `linear_fisher_shrinkage` for fewer trials. The finite difference
+    of means makes f' exact only to O(Δθ²).
+    """
+    rm, rp, n_trials, n_units, dtheta = _paired_samples(r_minus, r_plus, dtheta)
+    if 2 * n_trials - n_units - 3 <= 0:
+        raise ValueError(
+            f"2T - N - 3 must be > 0 for the linear Fisher estimator, got T={n_trials} trials "
+            f"and N={n_units} units; record more trials or use linear_fisher_shrinkage"
+        )
+    fprime = (rp.mean(0) - rm.mean(0)) / dtheta
+    cov = (np.cov(rm, rowvar=False) + np.cov(rp, rowvar=False)) / 2
+    naive = float(fprime @ np.linalg.solve(np.atleast_2d(cov), fprime))
+    if not bias_corrected:
+        return naive
+    return naive * (2 * n_trials - n_units - 3) / (2 * n_trials - 2) - 2 * n_units / (
+        n_trials * dtheta**2
+    )
+
+
+def linear_fisher_variance(
+    I: float | np.ndarray, T: int, N: int, dtheta: float
+) -> float | np.ndarray:
+    """Variance of the bias-corrected linear FI estimator for Gaussian responses.
+
+    Kanitscheider et al. 2015 (PLoS Comput Biol 11(6): e1004218):
+
+        Var(I_bc) = 2 I² / (2T − N − 5) · [1 + 4(2T − 3)/(T I Δθ²) + 4N(2T − 3)/(T² I² Δθ⁴)].
+
+    Derivation (implemented in the equivalent form without 1/I): with d the difference of
+    means and W = (2T − 2) Σ̂ ~ Wishart(Σ, 2T − 2) independent of d, dᵀΣ⁻¹d = (2/T)·χ'²_N(λ),
+    λ = TΔθ²I/2, and dᵀΣ⁻¹d / dᵀW⁻¹d ~ χ²_m, m = 2T − N − 1, independent of d; the moments
+    E[1/χ²_m] = 1/(m − 2), E[1/χ²_m²] = 1/((m − 2)(m − 4)) and those of the noncentral χ²
+    give the expression above. Needs 2T − N − 5 > 0. ``I`` is the true (or estimated) FI.
+    """
+    for name, val in (("T", T), ("N", N)):
+        if not isinstance(val, int | np.integer) or isinstance(val, bool) or val < 1:
+            raise ValueError(f"{name} must be a positive integer, got {val!r}")
+    _check_dtheta(dtheta)
+    m4 = 2 * T - N - 5
+    if m4 <= 0:
+        raise ValueError(f"2T - N - 5 must be > 0 for a finite variance, got T={T}, N={N}")
+    info = np.asarray(I, dtype=np.float64)
+    if np.isnan(info).any() or (info < 0).any():
+        raise ValueError(f"I must be >= 0, got {I!r}")
+    a = 2.0 / (T * dtheta**2)
+    var = 2.0 / m4 * (info**2 + 2 * a * info * (2 * T - 3) + a**2 * N * (2 * T - 3))
+    return float(var) if var.ndim == 0 else var
+
+
+def ledoit_wolf_covariance(x: ArrayLike, centered: bool = False) -> tuple[np.ndarray, float]:
+    """Ledoit–Wolf shrinkage covariance of samples x [n, p]; returns (Σ*, shrinkage δ).
+
+    Ledoit & Wolf 2004 (J Multivar Anal 88: 365), with ‖M‖² = tr(MMᵀ)/p:
+    S = XᵀX/n (X centred), m = tr(S)/p, d² = ‖S − mI‖², b̄² = (1/n²) Σ_k ‖x_k x_kᵀ − S‖²,
+    b² = min(b̄², d²), and Σ* = (b²/d²) m I + (1 − b²/d²) S, so δ = b²/d² ∈ [0, 1].
+    ``centered=True`` takes x as residuals already centred (e.g. around per-class means).
+    """
+    xs = _to_numpy(x, "x")
+    if xs.ndim != 2 or xs.shape[0] < 2:
+        raise ValueError(f"x must be [n >= 2, p], got shape {xs.shape}")
+    n, p = xs.shape
+    if not centered:
+        xs = xs - xs.mean(0)
+    s = xs.T @ xs / n
+    mu = np.trace(s) / p
+    d2 = float(((s - mu * np.eye(p)) ** 2).sum() / p)
+    if d2 <= 0:
+        return s, 0.0  # S is already a multiple of the identity
+    sq = (xs**2).sum(1)
+    # Σ_k ‖x_k x_kᵀ − S‖_F² = Σ_k (|x_k|⁴ − 2 x_kᵀ S x_k) + n ‖S‖_F²
+    quad = np.einsum("ki,ij,kj->k", xs, s, xs)
+    b2_bar = float(((sq**2 - 2 * quad).sum() + n * (s**2).sum()) / (p * n**2))
+    delta = min(b2_bar, d2) / d2
+    return delta * mu * np.eye(p) + (1 - delta) * s, delta
+
+
+def linear_fisher_shrinkage(r_minus: ArrayLike, r_plus: ArrayLike, dtheta: float) -> float:
+    """Linear FI f'ᵀ Σ*⁻¹ f' with a Ledoit–Wolf (2004) shrinkage covariance Σ*.
+
+    f' = (mean r_plus − mean r_minus)/Δθ; Σ* is `ledoit_wolf_covariance` of the residuals of
+    both conditions around their own means. BIASED (no correction exists for the shrunk
+    covariance: shrinkage pulls it down, the noise in f' pushes it up) but finite and usable
+    when T is small relative to N, where `linear_fisher_from_samples` is undefined.
+    """
+    rm, rp, _, _, dtheta = _paired_samples(r_minus, r_plus, dtheta)
+    fprime = (rp.mean(0) - rm.mean(0)) / dtheta
+    resid = np.concatenate([rm - rm.mean(0), rp - rp.mean(0)])
+    cov, _ = ledoit_wolf_covariance(resid, centered=True)
+    return float(fprime @ np.linalg.solve(cov, fprime))
+
+
+def decoder_fisher(
+    r_minus: ArrayLike,
+    r_plus: ArrayLike,
+    dtheta: float,
+    ridge: float = 1e-3,
+    n_folds: int = 5,
+    seed: int = 0,
+) -> float:
+    """Fisher information from a cross-validated linear discriminant: d'²/Δθ².
+
+    For each of ``n_folds`` folds (trials of each condition shuffled with
+    ``numpy.random.default_rng(seed)`` and split), Fisher's linear discriminant
+    w = (Σ̂ + ridge · tr(Σ̂)/N · I)⁻¹ (μ̂₊ − μ̂₋) is fitted on the training folds (Σ̂ the pooled
+    unbiased covariance, the ridge relative to its mean eigenvalue) and applied to the held-out
+    trials: d'_k = (mean wᵀr₊ − mean wᵀr₋) / √((var wᵀr₊ + var wᵀr₋)/2). The estimate is
+    max(mean_k d'_k, 0)² / Δθ² (d'² = I Δθ² for linear FI I).
+
+    Biased LOW: a discriminant fitted to finite data is suboptimal on new trials (and the
+    ridge shrinks it further), so it is a lower bound in expectation rather than an unbiased
+    estimate — typically within 10–20% of I for T ≫ N (e.g. Kanitscheider et al. 2015).
+    """
+    rm, rp, _, n_units, dtheta = _paired_samples(r_minus, r_plus, dtheta, same_trials=False)
+    if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge >= 0):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
+    if not isinstance(n_folds, int) or isinstance(n_folds, bool) or n_folds < 2:
+        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+    if min(len(rm), len(rp)) < 2 * n_folds:
+        raise ValueError(
+            f"need at least 2 * n_folds = {2 * n_folds} trials per condition, got "
+            f"{len(rm)} and {len(rp)}"
+        )
+    rng = np.random.default_rng(seed)
+    folds_m = np.array_split(rng.permutation(len(rm)), n_folds)
+    folds_p = np.array_split(rng.permutation(len(rp)), n_folds)
+    dprimes = []
+    for k in range(n_folds):
+        test_m, test_p = rm[folds_m[k]], rp[folds_p[k]]
+        train_m = np.delete(rm, folds_m[k], axis=0)
+        train_p = np.delete(rp, folds_p[k], axis=0)
+        cov = (np.cov(train_m, rowvar=False) + np.cov(train_p, rowvar=False)) / 2
+        cov = np.atleast_2d(cov)
+        cov = cov + ridge * np.trace(cov) / n_units * np.eye(n_units)
+        w = np.linalg.solve(cov, train_p.mean(0) - train_m.mean(0))
+        proj_m, proj_p = test_m @ w, test_p @ w
+        sd = math.sqrt((proj_m.var(ddof=1) + proj_p.var(ddof=1)) / 2)
+        dprimes.append((proj_p.mean() - proj_m.mean()) / sd if sd > 0 else 0.0)
+    return max(float(np.mean(dprimes)), 0.0) ** 2 / dtheta**2
+
+
+# --------------------------------------------------------------------------------------------
+# Input helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _to_numpy(values: Any, name: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numeric, got {type(values).__name__}") from err
+    return arr
+
+
+def _check_dtheta(dtheta: float) -> float:
+    if not (isinstance(dtheta, int | float | np.floating) and math.isfinite(dtheta)
+            and dtheta > 0):
+        raise ValueError(f"dtheta must be a finite number > 0, got {dtheta!r}")
+    return float(dtheta)
+
+
+def _paired_samples(
+    r_minus: ArrayLike, r_plus: ArrayLike, dtheta: float, same_trials: bool = True
+) -> tuple[np.ndarray, np.ndarray, int, int, float]:
+    """Validate [T, N] responses at θ ∓ Δθ/2; return them as float64 with T, N, Δθ."""
+    rm = _to_numpy(r_minus, "r_minus")
+    rp = _to_numpy(r_plus, "r_plus")
+    for name, r in (("r_minus", rm), ("r_plus", rp)):
+        if r.ndim != 2 or r.shape[0] < 2 or r.shape[1] < 1:
+            raise ValueError(f"{name} must be [T >= 2 trials, N >= 1 units], got {r.shape}")
+        if not np.isfinite(r).all():
+            raise ValueError(f"{name} must be finite")
+    if (same_trials and rm.shape != rp.shape) or rm.shape[1] != rp.shape[1]:
+        raise ValueError(
+            f"r_minus and r_plus must have the same shape [T, N], got {rm.shape} and {rp.shape}"
+        )
+    return rm, rp, rm.shape[0], rm.shape[1], _check_dtheta(dtheta)

@@ -1,0 +1,425 @@
+"""Fisher-information estimators against closed forms and simulated populations.
+
+Propagated FI: a linear layer has a closed form, an overcomplete one keeps all the pixels'
+information, every layer of a nonlinear network obeys the data-processing inequality, and the
+decoded output matches an explicit autograd computation. Sampled FI: von Mises populations with
+known noise (independent, information-limiting, Poisson) and the bias and variance formulas of
+Kanitscheider et al. 2015.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from scipy.special import ive
+from torch import nn
+
+from anglesim.fisher import (
+    decoder_fisher,
+    discrimination_threshold,
+    fisher_dataarray,
+    ledoit_wolf_covariance,
+    linear_fisher_from_samples,
+    linear_fisher_shrinkage,
+    linear_fisher_variance,
+    poisson_fisher,
+    propagated_fisher,
+)
+from anglesim.models import AngleNet, CNNConfig, build_model
+from anglesim.stimuli import GratingSpec, render_clean
+
+ANGLES = torch.tensor([0.1, 0.7, 1.3, 2.0, 2.9], dtype=torch.float64)
+
+
+def seeded(model: nn.Module, seed: int) -> nn.Module:
+    """Re-initialise every parameter from an explicit generator: U(−1/√fan_in, 1/√fan_in)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            bound = 1 / math.sqrt(p[0].numel()) if p.ndim > 1 else 0.1
+            p.copy_((torch.rand(p.shape, generator=g, dtype=torch.float64) * 2 - 1) * bound)
+    return model
+
+
+def linear_net(weight: torch.Tensor) -> AngleNet:
+    """An AngleNet whose block "fc" is r = W x (flattened pixels), then a (cos 2θ, sin 2θ) head."""
+    n_units, n_pix = weight.shape
+    blocks = {"fc": nn.Sequential(nn.Flatten(), nn.Linear(n_pix, n_units, bias=False)),
+              "head": nn.Sequential(nn.Linear(n_units, 2))}
+    net = seeded(AngleNet(blocks, "cossin", 36, {"kind": "mlp"}), n_units).to(weight.dtype)
+    with torch.no_grad():
+        net.blocks["fc"][1].weight.copy_(weight)
+    return net
+
+
+def small_spec(**kw) -> GratingSpec:
+    base = dict(size=8, frequency=1.5, phase=0.3, contrast=1.0, aperture=0.9,
+                aperture_edge=0.2, noise_std=0.5)
+    base.update(kw)
+    return GratingSpec(**base)
+
+
+def xdot_fd(angles: torch.Tensor, spec: GratingSpec, h: float = 1e-5) -> torch.Tensor:
+    """∂x/∂θ by central finite differences in float64, [A, P²]."""
+    plus = render_clean(angles + h, spec).reshape(len(angles), -1).double()
+    minus = render_clean(angles - h, spec).reshape(len(angles), -1).double()
+    return (plus - minus) / (2 * h)
+
+
+# ------------------------------------------------------------------------------------------
+# Propagated Fisher information
+# ------------------------------------------------------------------------------------------
+
+
+def test_linear_layer_matches_closed_form():
+    spec = small_spec()
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(20, 64, generator=g, dtype=torch.float64)
+    sigma = 0.5
+    xd = xdot_fd(ANGLES, spec)
+    for eps in (1e-6, 0.05):  # a large ridge checks its exact definition ε·tr(σ²WWᵀ)/N
+        fi = propagated_fisher(linear_net(w), spec, ANGLES, layers=["fc"], eps=eps)
+        cov = sigma**2 * w @ w.T
+        cov = cov + eps * torch.trace(cov) / 20 * torch.eye(20, dtype=torch.float64)
+        expected = [float(w @ v @ torch.linalg.solve(cov, w @ v)) for v in xd]
+        assert fi.dims == ("layer", "angle")
+        assert list(fi["layer"].values) == ["fc"]
+        np.testing.assert_allclose(fi.sel(layer="fc").values, expected, rtol=1e-4)
+    # a 20-unit code of 64 pixels loses information
+    assert (fi.sel(layer="fc").values < (xd**2).sum(1).numpy() / sigma**2 * 0.9).all()
+
+
+def test_overcomplete_linear_layer_keeps_all_pixel_information():
+    spec = small_spec()
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(150, 64, generator=g, dtype=torch.float64)  # N = 150 > P² = 64
+    fi = propagated_fisher(linear_net(w), spec, ANGLES, layers=["input", "fc"])
+    pixels = (xdot_fd(ANGLES, spec) ** 2).sum(1).numpy() / spec.noise_std**2
+    np.testing.assert_allclose(fi.sel(layer="input").values, pixels, rtol=1e-6)
+    np.testing.assert_allclose(fi.sel(layer="fc").values, pixels, rtol=1e-4)
+
+
+def test_sigma_scales_information_as_inverse_variance():
+    spec = small_spec()
+    w = torch.randn(30, 64, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    net = linear_net(w)
+    a = propagated_fisher(net, spec, ANGLES, sigma=0.5)
+    b = propagated_fisher(net, spec, ANGLES, sigma=1.0)
+    np.testing.assert_allclose(a.values, 4 * b.values, rtol=1e-6)
+    assert a.attrs["sigma"] == 0.5 and b.attrs["sigma"] == 1.0
+
+
+def conv_net(seed: int, **config) -> AngleNet:
+    """A small random CNN on 8 × 8 images (float64)."""
+    base = dict(image_size=8, channels=(4, 6), kernel_size=3, fc_units=12, readout="cossin")
+    base.update(config)
+    return seeded(build_model(CNNConfig(**base)), seed).double()
+
+
+def test_data_processing_inequality_in_a_nonlinear_network():
+    spec = small_spec()
+    angles = torch.linspace(0, math.pi, 9, dtype=torch.float64)[:-1]
+    nets = [
+        conv_net(0),  # conv1: 64 units = P² (reverse-mode Jacobian), ReLU zeros
+        conv_net(1, pool="none", nonlinearity="tanh", readout="bins", n_bins=12),  # 256 > P²
+        conv_net(2, channels=(3,), fc_units=0, readout="angle"),
+    ]
+    for net in nets:
+        fi = propagated_fisher(net, spec, angles, chunk_size=3)
+        assert list(fi["layer"].values) == ["input", *net.block_names, "output"]
+        vals = fi.values
+        assert np.isfinite(vals).all() and (vals >= 0).all()
+        assert (vals[1:] > 0).any(axis=1).all()  # every layer carries some information
+        assert (vals <= vals[0] * (1 + 1e-6)).all()  # no layer beats the pixels
+        # each layer is a function of the one before it, so J can only decrease along the net
+        # (up to the ridge: a 1-unit head has J_output / (1 + eps))
+        assert (np.diff(vals, axis=0) <= vals[:-1] * 1e-5).all()
+
+
+def test_output_layer_matches_explicit_autograd():
+    spec = small_spec()
+    net = conv_net(3)
+    fi = propagated_fisher(net, spec, ANGLES, layers=["output"], sigma=0.7)
+    xd = xdot_fd(ANGLES, spec)
+    expected = []
+    for k, theta in enumerate(ANGLES):
+        x = render_clean(theta.reshape(1), spec).double().requires_grad_(True)
+        theta_hat = net.decode(net(x))[0]
+        (grad,) = torch.autograd.grad(theta_hat, x)
+        grad = grad.reshape(-1)
+        expected.append(float((grad @ xd[k]) ** 2 / (0.7**2 * grad @ grad)))
+    np.testing.assert_allclose(fi.sel(layer="output").values, expected, rtol=1e-5)
+
+
+def test_random_phase_is_the_average_of_fixed_phases():
+    spec = small_spec(phase=None)
+    net = conv_net(4)
+    fi = propagated_fisher(net, spec, ANGLES[:3], layers=["input", "fc", "output"])
+    assert fi.dims == ("layer", "angle") and fi.shape == (3, 3)
+    assert "averaged over 8" in fi.attrs["phase_average"] and fi.attrs["n_phases"] == 8
+    fixed = [
+        propagated_fisher(net, spec.replace(phase=float(p)), ANGLES[:3],
+                          layers=["input", "fc", "output"]).values
+        for p in np.arange(8) * 2 * math.pi / 8
+    ]
+    np.testing.assert_allclose(fi.values, np.mean(fixed, axis=0), rtol=1e-6)
+    # explicit phases with a fixed-phase spec are averaged as well
+    two = propagated_fisher(net, small_spec(), ANGLES[:3], layers=["fc"], phases=[0.0, 1.0])
+    assert two.attrs["n_phases"] == 2
+
+
+def test_thousand_units_on_a_64px_image_with_small_chunks():
+    spec = GratingSpec(size=64, frequency=4.0, noise_std=1.0)
+    w = torch.randn(1000, 64 * 64, generator=torch.Generator().manual_seed(5)) / 64
+    angles = torch.arange(16) * math.pi / 16
+    fi = propagated_fisher(linear_net(w), spec, angles, layers=["input", "fc"], chunk_size=2)
+    assert fi.shape == (2, 16) and np.isfinite(fi.values).all()
+    assert (fi.sel(layer="fc") > 0).all()
+    assert (fi.sel(layer="fc") <= fi.sel(layer="input") * (1 + 1e-4)).all()
+
+
+def test_noise_variance_map_is_used_per_pixel():
+    spec = small_spec(mask_after_noise=True)
+    var = spec.noise_variance_map().double().reshape(-1)
+    assert var.max() > var[var > 0].min() * 1.01  # the map is not constant
+    xd = xdot_fd(ANGLES, spec)
+    keep = var > 0
+    expected = (xd[:, keep] ** 2 / var[keep]).sum(1).numpy()
+    identity = linear_net(torch.eye(64, dtype=torch.float64))
+    fi = propagated_fisher(identity, spec, ANGLES)
+    np.testing.assert_allclose(fi.sel(layer="input").values, expected, rtol=1e-6)
+    np.testing.assert_allclose(fi.sel(layer="fc").values, expected, rtol=1e-4)
+    assert "noise_variance_map" in fi.attrs["noise_model"]
+    # a 20-unit linear layer: (Wẋ)ᵀ(W diag(V) Wᵀ + ε_abs I)⁻¹(Wẋ)
+    w = torch.randn(20, 64, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    lin = propagated_fisher(linear_net(w), spec, ANGLES, layers=["fc"]).sel(layer="fc")
+    cov = w @ torch.diag(var) @ w.T
+    cov = cov + 1e-6 * torch.trace(cov) / 20 * torch.eye(20, dtype=torch.float64)
+    closed = [float(w @ v @ torch.linalg.solve(cov, w @ v)) for v in xd]
+    np.testing.assert_allclose(lin.values, closed, rtol=1e-4)
+    # decoded output: (∂θ̂/∂x · ẋ)² / (∂θ̂/∂x diag(V) ∂θ̂/∂xᵀ)
+    x = render_clean(ANGLES, spec).double().requires_grad_(True)
+    (grad,) = torch.autograd.grad(identity.decode(identity(x)).sum(), x)
+    grad = grad.reshape(len(ANGLES), -1)[:, keep]
+    out = ((grad * xd[:, keep]).sum(1) ** 2 / (grad**2 * var[keep]).sum(1)).numpy()
+    np.testing.assert_allclose(fi.sel(layer="output").values, out, rtol=1e-5)
+
+
+def test_propagated_fisher_validates_and_annotates():
+    net = linear_net(torch.randn(10, 64, generator=torch.Generator().manual_seed(7),
+                                 dtype=torch.float64))
+    with pytest.raises(ValueError, match="sigma"):
+        propagated_fisher(net, small_spec(noise_std=0.0), ANGLES)
+    with pytest.raises(ValueError, match="layers"):
+        propagated_fisher(net, small_spec(), ANGLES, layers=["conv9"])
+    with pytest.raises(ValueError, match="eps"):
+        propagated_fisher(net, small_spec(), ANGLES, eps=0.0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        propagated_fisher(net, small_spec(), ANGLES, chunk_size=0)
+    net.train()
+    fi = propagated_fisher(net, small_spec(noise_std=0.0), ANGLES,
+                           layers=["output", "fc", "input"], sigma=0.3)
+    assert net.training  # mode restored
+    # measured in eval mode: dropout is off, so a model in train mode gives the eval numbers
+    drop = conv_net(8, dropout=0.5).train()
+    in_train = propagated_fisher(drop, small_spec(), ANGLES[:2]).values
+    np.testing.assert_array_equal(in_train, propagated_fisher(drop.eval(), small_spec(),
+                                                              ANGLES[:2]).values)
+    assert list(fi["layer"].values) == ["input", "fc", "output"]
+    assert fi.attrs["method"] == "propagated" and fi.attrs["units"] == "rad^-2"
+    assert fi.attrs["sigma"] == 0.3 and fi.attrs["eps"] == 1e-6
+    assert "noise_model_note" not in fi.attrs and "phase_average" not in fi.attrs
+    np.testing.assert_allclose(fi["angle"].values, ANGLES.numpy())
+    noisy = small_spec(noise_prob=0.1)
+    assert not noisy.gaussian_noise_only
+    note = propagated_fisher(net, noisy, ANGLES, layers=["fc"]).attrs["noise_model_note"]
+    assert "Gaussian" in note and "sampled" in note
+
+
+def test_fisher_dataarray_checks_shapes():
+    da = fisher_dataarray(np.ones((2, 3)), [0.0, 1.0, 2.0], ["a", "b"], "test", sigma=1.0)
+    assert da.dims == ("layer", "angle") and da.name == "fisher"
+    assert da.attrs == {"method": "test", "units": "rad^-2", "long_name": "Fisher information",
+                        "sigma": 1.0}
+    assert fisher_dataarray(np.ones(3), [0.0, 1.0, 2.0], None, "test").dims == ("angle",)
+    with pytest.raises(ValueError, match="values"):
+        fisher_dataarray(np.ones((3, 2)), [0.0, 1.0, 2.0], ["a", "b"], "test")
+
+
+# ------------------------------------------------------------------------------------------
+# Sampled linear Fisher information
+# ------------------------------------------------------------------------------------------
+
+
+def von_mises_population(n: int, amplitude=10.0, kappa=2.0, baseline=2.0):
+    """Tuning f_i(θ) = b + a exp(κ(cos 2(θ − θ_i) − 1)) and its exact derivative."""
+    pref = np.arange(n) * math.pi / n
+
+    def f(theta):
+        return baseline + amplitude * np.exp(kappa * (np.cos(2 * (theta - pref)) - 1))
+
+    def f_prime(theta):
+        bump = amplitude * np.exp(kappa * (np.cos(2 * (theta - pref)) - 1))
+        return -2 * kappa * bump * np.sin(2 * (theta - pref))
+
+    return f, f_prime
+
+
+def test_independent_gaussian_population_is_recovered():
+    n, trials, theta, dtheta = 50, 2000, 0.6, 0.05
+    f, f_prime = von_mises_population(n)
+    rng = np.random.default_rng(0)
+    sd = rng.uniform(1.0, 3.0, n)
+    true = float(np.sum(f_prime(theta) ** 2 / sd**2))
+    r_minus = f(theta - dtheta / 2) + sd * rng.standard_normal((trials, n))
+    r_plus = f(theta + dtheta / 2) + sd * rng.standard_normal((trials, n))
+    bc = linear_fisher_from_samples(r_minus, r_plus, dtheta)
+    assert abs(bc - true) < 0.1 * true
+    assert abs(bc - true) < 3 * math.sqrt(linear_fisher_variance(true, trials, n, dtheta))
+    naive = linear_fisher_from_samples(r_minus, r_plus, dtheta, bias_corrected=False)
+    assert bc == pytest.approx(naive * (2 * trials - n - 3) / (2 * trials - 2)
+                               - 2 * n / (trials * dtheta**2), rel=1e-12)
+    # torch input gives the same number
+    assert linear_fisher_from_samples(torch.as_tensor(r_minus), torch.as_tensor(r_plus),
+                                      dtheta) == pytest.approx(bc, rel=1e-12)
+    # the cross-validated decoder is biased low but close with T >> N
+    dec = decoder_fisher(r_minus, r_plus, dtheta)
+    assert 0.8 * true < dec < 1.05 * true
+    shrunk = linear_fisher_shrinkage(r_minus, r_plus, dtheta)
+    assert abs(shrunk - true) < 0.15 * true
+
+
+def simulate_linear_population(rng, fprime, dtheta, trials, repeats):
+    """Unit-variance independent noise around means ∓ (Δθ/2) f'; naive and corrected FI."""
+    n = len(fprime)
+    naive = np.empty(repeats)
+    corrected = np.empty(repeats)
+    for k in range(repeats):
+        r_minus = -dtheta / 2 * fprime + rng.standard_normal((trials, n))
+        r_plus = dtheta / 2 * fprime + rng.standard_normal((trials, n))
+        naive[k] = linear_fisher_from_samples(r_minus, r_plus, dtheta, bias_corrected=False)
+        corrected[k] = linear_fisher_from_samples(r_minus, r_plus, dtheta)
+    return naive, corrected
+
+
+def test_naive_bias_and_corrected_variance_match_the_formulas():
+    n, trials, dtheta, info = 20, 60, 0.3, 20.0
+    rng = np.random.default_rng(1)
+    fprime = rng.standard_normal(n)
+    fprime *= math.sqrt(info / np.sum(fprime**2))  # I = |f'|² with unit variances
+    naive, corrected = simulate_linear_population(rng, fprime, dtheta, trials, 1000)
+    predicted_naive = (info + 2 * n / (trials * dtheta**2)) * (2 * trials - 2) / (
+        2 * trials - n - 3)
+    assert predicted_naive > 1.5 * info  # the bias is large here
+    se = naive.std(ddof=1) / math.sqrt(len(naive))
+    assert abs(naive.mean() - predicted_naive) < 3 * se
+    assert abs(corrected.mean() - info) < 3 * corrected.std(ddof=1) / math.sqrt(len(naive))
+    predicted_var = linear_fisher_variance(info, trials, n, dtheta)
+    assert corrected.var(ddof=1) == pytest.approx(predicted_var, rel=0.15)
+    # the published form 2I²/(2T−N−5)·[1 + 4(2T−3)/(TIΔθ²) + 4N(2T−3)/(T²I²Δθ⁴)]
+    published = 2 * info**2 / (2 * trials - n - 5) * (
+        1 + 4 * (2 * trials - 3) / (trials * info * dtheta**2)
+        + 4 * n * (2 * trials - 3) / (trials**2 * info**2 * dtheta**4))
+    assert predicted_var == pytest.approx(published, rel=1e-12)
+
+
+def test_decoder_is_biased_low_when_trials_are_few():
+    n, trials, dtheta, info = 40, 200, 0.1, 400.0
+    rng = np.random.default_rng(2)
+    fprime = rng.standard_normal(n)
+    fprime *= math.sqrt(info / np.sum(fprime**2))
+    dec, bc = [], []
+    for seed in range(8):
+        r_minus = -dtheta / 2 * fprime + rng.standard_normal((trials, n))
+        r_plus = dtheta / 2 * fprime + rng.standard_normal((trials, n))
+        dec.append(decoder_fisher(r_minus, r_plus, dtheta, seed=seed))
+        bc.append(linear_fisher_from_samples(r_minus, r_plus, dtheta))
+    assert np.mean(dec) < 0.92 * info
+    assert abs(np.mean(bc) - info) < 0.08 * info
+
+
+def test_information_limiting_correlations():
+    n, trials, theta, dtheta = 50, 2000, 0.6, 0.1
+    f, f_prime = von_mises_population(n)
+    fp = f_prime(theta)
+    rng = np.random.default_rng(3)
+    sd = rng.uniform(1.0, 3.0, n)
+    info0 = float(np.sum(fp**2 / sd**2))
+    eps = 1.0 / info0  # halves the information
+    cov = np.diag(sd**2) + eps * np.outer(fp, fp)
+    true = info0 / (1 + eps * info0)
+    chol = np.linalg.cholesky(cov)
+    mean = f(theta)
+    r_minus = mean - dtheta / 2 * fp + rng.standard_normal((trials, n)) @ chol.T
+    r_plus = mean + dtheta / 2 * fp + rng.standard_normal((trials, n)) @ chol.T
+    bc = linear_fisher_from_samples(r_minus, r_plus, dtheta)
+    assert true == pytest.approx(info0 / 2)
+    assert abs(bc - true) < 0.1 * true
+    assert abs(bc - true) < 3 * math.sqrt(linear_fisher_variance(true, trials, n, dtheta))
+
+
+def test_sampled_estimators_validate_input():
+    rng = np.random.default_rng(4)
+    few = rng.standard_normal((20, 40))  # 2T − N − 3 = −3
+    with pytest.raises(ValueError, match=r"T=20.*N=40.*shrinkage"):
+        linear_fisher_from_samples(few, few + 1, 0.1)
+    ok = rng.standard_normal((50, 5))
+    with pytest.raises(ValueError, match="same shape"):
+        linear_fisher_from_samples(ok, ok[:40], 0.1)
+    with pytest.raises(ValueError, match="dtheta"):
+        linear_fisher_from_samples(ok, ok + 1, 0.0)
+    with pytest.raises(ValueError, match="2T - N - 5"):
+        linear_fisher_variance(10.0, 20, 35, 0.1)
+    with pytest.raises(ValueError, match="n_folds"):
+        decoder_fisher(ok, ok + 1, 0.1, n_folds=1)
+    # shrinkage works where the bias-corrected estimator cannot
+    assert 0 < linear_fisher_shrinkage(few, few + 0.1, 0.1) < np.inf
+
+
+def test_ledoit_wolf_matches_its_definition():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((30, 6)) @ np.diag([3.0, 2.0, 1.0, 1.0, 0.5, 0.2])
+    cov, delta = ledoit_wolf_covariance(x)
+    n, p = x.shape
+    xc = x - x.mean(0)
+    s = xc.T @ xc / n
+    m = np.trace(s) / p
+    d2 = np.sum((s - m * np.eye(p)) ** 2) / p
+    b2 = sum(np.sum((np.outer(v, v) - s) ** 2) / p for v in xc) / n**2
+    expected = min(b2, d2) / d2
+    assert delta == pytest.approx(expected, rel=1e-10)
+    np.testing.assert_allclose(cov, expected * m * np.eye(p) + (1 - expected) * s, rtol=1e-10)
+    # isotropic data are shrunk almost fully, strongly anisotropic data with many samples barely
+    _, iso = ledoit_wolf_covariance(rng.standard_normal((40, 30)))
+    _, aniso = ledoit_wolf_covariance(rng.standard_normal((4000, 5)) * [10, 5, 1, 0.5, 0.1])
+    assert iso > 0.8 and aniso < 0.01
+
+
+def test_poisson_population_closed_form():
+    n, r_max, kappa, theta = 360, 20.0, 1.7, 0.4
+    pref = np.arange(n) * math.pi / n
+    f = r_max * np.exp(kappa * (np.cos(2 * (theta - pref)) - 1))
+    f_prime = -2 * kappa * f * np.sin(2 * (theta - pref))
+    closed = 4 * n * kappa * r_max * ive(1, kappa)  # 4Nκ r_max e^{−κ} I₁(κ)
+    assert poisson_fisher(f, f_prime) == pytest.approx(closed, rel=1e-10)
+    batched = poisson_fisher(np.stack([f, 2 * f]), np.stack([f_prime, 2 * f_prime]))
+    np.testing.assert_allclose(batched, [closed, 2 * closed], rtol=1e-10)
+    with pytest.raises(ValueError, match="f must"):
+        poisson_fisher(f - r_max, f_prime)
+
+
+def test_discrimination_threshold():
+    assert discrimination_threshold(4.0) == pytest.approx(0.5)
+    assert discrimination_threshold(4.0, d_prime=2.0) == pytest.approx(1.0)
+    np.testing.assert_allclose(discrimination_threshold(np.array([1.0, 100.0, 0.0])),
+                               [1.0, 0.1, np.inf])
+    da = xr.DataArray([1.0, 4.0], dims=("angle",))
+    assert isinstance(discrimination_threshold(da), xr.DataArray)
+    with pytest.raises(ValueError, match="J"):
+        discrimination_threshold(-1.0)
+    with pytest.raises(ValueError, match="d_prime"):
+        discrimination_threshold(1.0, d_prime=0)
