@@ -1,0 +1,396 @@
+"""Training phases: pretrain, fine-tune, multitask — run in order on one model.
+
+A `Phase` says what the network sees (a prior over angles and a grating spec, drawn on the fly
+or as a fixed finite dataset), what it is trained to do (one or several `Task`s: a head, a loss
+and a weight), how (optimiser, learning rate, epochs, batch size), and which named blocks may
+change. `train(model, phases, seed)` runs the phases in order and returns a per-epoch history.
+
+Conventions:
+
+* Blocks outside ``Phase.trainable`` have ``requires_grad`` switched off and are left out of
+  the optimiser, so they stay bit-for-bit unchanged (weight decay cannot touch them either).
+* ``Phase.reset_optimizer=False`` carries the optimiser's per-parameter state (Adam's moment
+  estimates and step counts) over from the previous phase; ``True`` starts it afresh.
+* With ``dataset_size=D`` the phase trains on a fixed set of 8D images with validation (2D)
+  and test (2D) sets, stops early when the validation loss has not improved for ``patience``
+  epochs, and restores the best checkpoint — the reference research's protocol (Adam, lr 1e−3,
+  batch 32). Without it, every batch is fresh (``steps_per_epoch`` batches an epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import xarray as xr
+
+from . import angles as ang
+from .data import FiniteDataset, draw, evaluation_grid, reference_split
+from .distributions import AnglePrior
+from .losses import get_loss
+from .models import AngleNet
+from .stimuli import GratingSpec, render
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
+
+
+@dataclass
+class Task:
+    """One objective in a phase: train ``head`` with ``loss``, weighted by ``weight``.
+
+    ``prior``/``spec`` of None share the phase's images; a task with its own prior or spec
+    draws its own batch each step (e.g. a second angle distribution on a second head).
+    """
+
+    head: str = "head"
+    loss: str = "cosine"
+    loss_params: dict = field(default_factory=dict)
+    weight: float = 1.0
+    prior: AnglePrior | None = None
+    spec: GratingSpec | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.weight, int | float) and math.isfinite(self.weight)):
+            raise ValueError(f"weight must be a finite number, got {self.weight!r}")
+        if self.weight < 0:
+            raise ValueError(f"weight must be >= 0, got {self.weight!r}")
+
+
+@dataclass
+class Phase:
+    """One stage of training (see the module docstring for the conventions)."""
+
+    name: str
+    prior: AnglePrior
+    spec: GratingSpec
+    loss: str = "cosine"
+    loss_params: dict = field(default_factory=dict)
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 10
+    steps_per_epoch: int = 50
+    batch_size: int = 32
+    dataset_size: int | None = None
+    patience: int = 5
+    trainable: Sequence[str] | None = None
+    reset_optimizer: bool = True
+    tasks: Sequence[Task] | None = None
+    eval_angles: int = 32
+    eval_repeats: int = 4
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        for name in ("epochs", "steps_per_epoch", "batch_size", "patience", "eval_angles",
+                     "eval_repeats"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.dataset_size is not None:
+            if not isinstance(self.dataset_size, int) or self.dataset_size < 1:
+                raise ValueError(
+                    f"dataset_size must be a positive integer or None, got {self.dataset_size!r}"
+                )
+            if self.tasks is not None and any(
+                t.prior is not None or t.spec is not None for t in self.tasks
+            ):
+                raise ValueError(
+                    "tasks with their own prior or spec need on-the-fly data; "
+                    f"got dataset_size={self.dataset_size!r}"
+                )
+        if self.tasks is not None and len(self.tasks) == 0:
+            raise ValueError("tasks must be None or a non-empty sequence, got []")
+
+    def task_list(self) -> list[Task]:
+        """The phase's tasks; a single-task phase trains ``head`` with the phase's loss."""
+        if self.tasks is not None:
+            return list(self.tasks)
+        return [Task(head="head", loss=self.loss, loss_params=dict(self.loss_params))]
+
+    def to_config(self) -> dict:
+        """A JSON-able description (priors and specs by their own configs)."""
+        return {
+            "name": self.name,
+            "prior": self.prior.to_config(),
+            "spec": self.spec.to_config(),
+            "loss": self.loss,
+            "loss_params": dict(self.loss_params),
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "epochs": self.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "batch_size": self.batch_size,
+            "dataset_size": self.dataset_size,
+            "patience": self.patience,
+            "trainable": None if self.trainable is None else list(self.trainable),
+            "reset_optimizer": self.reset_optimizer,
+            "tasks": None
+            if self.tasks is None
+            else [
+                {
+                    "head": t.head,
+                    "loss": t.loss,
+                    "loss_params": dict(t.loss_params),
+                    "weight": t.weight,
+                    "prior": None if t.prior is None else t.prior.to_config(),
+                    "spec": None if t.spec is None else t.spec.to_config(),
+                }
+                for t in self.tasks
+            ],
+        }
+
+
+def make_generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
+    """A torch.Generator seeded from an integer seed via numpy's SeedSequence."""
+    state = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint32)
+    g = torch.Generator(device=device or "cpu")
+    g.manual_seed(int(state[0]) << 32 | int(state[1]))
+    return g
+
+
+@torch.no_grad()
+def evaluate_error(
+    model: AngleNet,
+    spec: GratingSpec,
+    n_angles: int = 32,
+    repeats: int = 4,
+    generator: torch.Generator | None = None,
+    head: str = "head",
+) -> xr.DataArray:
+    """Mean absolute angular error |θ̂ − θ| (wrapped, radians) at each angle of the grid.
+
+    Each angle is rendered ``repeats`` times with fresh noise; chance is π/4.
+    """
+    device = next(model.parameters()).device
+    grid = evaluation_grid(n_angles, device=device)
+    theta = grid.repeat(repeats)
+    was_training = model.training
+    model.eval()
+    images = render(theta, spec, generator=generator)
+    output = model(images, head=head)
+    theta_hat = model.decode(output, model.readout_of(head))
+    model.train(was_training)
+    err = ang.difference(theta_hat, theta).abs().reshape(repeats, n_angles).mean(0)
+    return xr.DataArray(
+        err.cpu().numpy().astype(np.float64),
+        dims=("angle",),
+        coords={"angle": grid.cpu().numpy().astype(np.float64)},
+        name="abs_error",
+        attrs={"units": "rad", "long_name": "mean absolute angular error"},
+    )
+
+
+def _set_trainable(model: AngleNet, trainable: Sequence[str] | None) -> list[torch.nn.Parameter]:
+    """Switch requires_grad per named block and head; return the parameters that train."""
+    names = set(model.block_names) | set(model.heads.keys())
+    if trainable is None:
+        chosen = names
+    else:
+        chosen = set(trainable)
+        unknown = chosen - names
+        if unknown:
+            raise ValueError(
+                f"trainable names unknown blocks {sorted(unknown)}; the model has {sorted(names)}"
+            )
+    params = []
+    for name, module in list(model.blocks.items()) + list(model.heads.items()):
+        flag = name in chosen
+        for p in module.parameters():
+            p.requires_grad_(flag)
+            if flag:
+                params.append(p)
+    if not params:
+        raise ValueError(f"trainable={trainable!r} selects no parameters")
+    return params
+
+
+def _make_optimizer(
+    phase: Phase, params: list[torch.nn.Parameter], previous: torch.optim.Optimizer | None
+) -> torch.optim.Optimizer:
+    opt = OPTIMIZERS[phase.optimizer](params, lr=phase.lr, weight_decay=phase.weight_decay)
+    if not phase.reset_optimizer and previous is not None:
+        if type(previous) is not type(opt):
+            raise ValueError(
+                f"phase {phase.name!r} keeps optimiser state but changes optimiser to "
+                f"{phase.optimizer!r}; set reset_optimizer=True"
+            )
+        for p in params:
+            if p in previous.state:
+                opt.state[p] = previous.state[p]
+    return opt
+
+
+def _batch_loss(
+    model: AngleNet,
+    tasks: list[Task],
+    losses: list[Callable],
+    images: torch.Tensor,
+    theta: torch.Tensor,
+    phase: Phase,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    total = images.new_zeros(())
+    trunk = None
+    for task, loss_fn in zip(tasks, losses, strict=True):
+        if task.prior is None and task.spec is None:
+            if trunk is None:
+                trunk = model.run_blocks(images, stop=model.trunk_names[-1])
+            features, target = trunk, theta
+        else:
+            x, target = draw(task.prior or phase.prior, task.spec or phase.spec,
+                             phase.batch_size, generator, images.device)
+            features = model.run_blocks(x, stop=model.trunk_names[-1])
+        head = model.blocks["head"] if task.head == "head" else model.heads[task.head]
+        total = total + task.weight * loss_fn(head(features), target)
+    return total
+
+
+def train(
+    model: AngleNet,
+    phases: Sequence[Phase],
+    seed: int,
+    generator: torch.Generator | None = None,
+    on_epoch: Callable[[dict, AngleNet], None] | None = None,
+    on_phase_end: Callable[[Phase, AngleNet], None] | None = None,
+) -> xr.Dataset:
+    """Train ``model`` through ``phases`` in order; return the per-epoch history.
+
+    The history has one entry per epoch over all phases (dim ``epoch``) with coordinates
+    ``epoch_phase`` (the phase's name; not ``phase``, so the history merges with measurements
+    that have a ``phase`` dimension) and ``epoch_in_phase``, and variables ``train_loss``,
+    ``val_loss`` (NaN for on-the-fly phases) and ``eval_error`` (mean absolute angular error on
+    the phase's spec over a fixed angle grid; chance is π/4).
+
+    ``on_epoch(record, model)`` is called after each epoch with that epoch's history entry, and
+    ``on_phase_end(phase, model)`` after each phase (model in eval mode), e.g. to measure Fisher
+    information between phases. A non-finite loss raises FloatingPointError naming the phase and
+    epoch, so a replicate manager records the failure instead of keeping garbage.
+    """
+    if len(phases) == 0:
+        raise ValueError("phases must hold at least one Phase, got none")
+    device = next(model.parameters()).device
+    gen = generator if generator is not None else make_generator(seed, device)
+    records: list[dict] = []
+    optimizer: torch.optim.Optimizer | None = None
+    try:
+        for phase in phases:
+            optimizer = _run_phase(model, phase, gen, optimizer, seed, records, on_epoch)
+            if on_phase_end is not None:
+                model.eval()
+                with torch.enable_grad():
+                    on_phase_end(phase, model)
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        model.eval()
+    return _history(records)
+
+
+def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
+    device = next(model.parameters()).device
+    tasks = phase.task_list()
+    losses = []
+    for task in tasks:
+        if task.head != "head" and task.head not in model.heads:
+            raise ValueError(f"task head {task.head!r} is not a head of the model")
+        losses.append(get_loss(task.loss, model.readout_of(task.head), n_bins=model.n_bins,
+                               **task.loss_params))
+    params = _set_trainable(model, phase.trainable)
+    opt = _make_optimizer(phase, params, previous_opt)
+    finite: tuple[FiniteDataset, FiniteDataset, FiniteDataset] | None = None
+    if phase.dataset_size is not None:
+        finite = reference_split(phase.prior, phase.spec, phase.dataset_size, gen, device)
+    best_val, best_state, since_best = math.inf, None, 0
+
+    for epoch in range(phase.epochs):
+        model.train()
+        if finite is None:
+            batches = (draw(phase.prior, phase.spec, phase.batch_size, gen, device)
+                       for _ in range(phase.steps_per_epoch))
+        else:
+            batches = finite[0].batches(phase.batch_size, gen)
+        total, count = 0.0, 0
+        for images, theta in batches:
+            loss = _batch_loss(model, tasks, losses, images, theta, phase, gen)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} in phase {phase.name!r}, epoch {epoch}"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(theta)
+            count += len(theta)
+        val_loss = math.nan
+        if finite is not None:
+            val_loss = _dataset_loss(model, tasks, losses, finite[1], phase, gen)
+            if val_loss < best_val:
+                best_val, since_best = val_loss, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+        # The same evaluation images every epoch of the phase, so epochs are comparable.
+        err = evaluate_error(model, phase.spec, phase.eval_angles, phase.eval_repeats,
+                             make_generator(seed + 7919, device))
+        record = {
+            "phase": phase.name,
+            "epoch_in_phase": epoch,
+            "train_loss": total / count,
+            "val_loss": val_loss,
+            "eval_error": float(err.mean()),
+        }
+        records.append(record)
+        if on_epoch is not None:
+            on_epoch(record, model)
+        if finite is not None and since_best >= phase.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return opt
+
+
+@torch.no_grad()
+def _dataset_loss(model, tasks, losses, dataset, phase, gen) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for images, theta in dataset.batches(256, shuffle=False):
+        total += _batch_loss(model, tasks, losses, images, theta, phase, gen).item() * len(theta)
+        count += len(theta)
+    model.train()
+    return total / count
+
+
+def _history(records: list[dict]) -> xr.Dataset:
+    n = len(records)
+    ds = xr.Dataset(
+        {
+            "train_loss": ("epoch", np.array([r["train_loss"] for r in records])),
+            "val_loss": ("epoch", np.array([r["val_loss"] for r in records])),
+            "eval_error": ("epoch", np.array([r["eval_error"] for r in records])),
+        },
+        coords={
+            "epoch": np.arange(n),
+            "epoch_phase": ("epoch", np.array([r["phase"] for r in records], dtype=str)),
+            "epoch_in_phase": ("epoch", np.array([r["epoch_in_phase"] for r in records])),
+        },
+    )
+    ds["eval_error"].attrs = {"units": "rad", "long_name": "mean absolute angular error"}
+    ds["train_loss"].attrs = {"long_name": "training loss (weighted sum over tasks)"}
+    ds["val_loss"].attrs = {"long_name": "validation loss (finite-dataset phases only)"}
+    return ds
