@@ -1,0 +1,189 @@
+"""Figure functions: a saved Dataset in, a matplotlib Figure out, one shared style.
+
+Every figure function is registered in `FIGURES` under the study name that produces its
+Dataset, so `anglesim figures` can redraw every figure from `results/*.nc` without training.
+Bands are 95% confidence intervals of the mean over replicates (Student t); angles are shown
+in degrees, orientation wrapping at 180°.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; never open a window (CI, clusters)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from . import angles as ang  # noqa: E402
+
+STYLE = {
+    "figure.dpi": 110,
+    "savefig.dpi": 200,
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "lines.linewidth": 1.5,
+}
+PHASE_COLOURS = ("#4d4d4d", "#d6604d", "#4393c3", "#5aae61", "#9970ab")
+
+FIGURES: dict[str, Callable[[xr.Dataset], plt.Figure]] = {}
+
+
+def register_figure(study: str):
+    """Register a figure function for the Datasets of ``study``."""
+
+    def deco(fn):
+        FIGURES[study] = fn
+        return fn
+
+    return deco
+
+
+def mean_ci(da: xr.DataArray, dim: str = "replicate", level: float = 0.95):
+    """Mean over ``dim`` and the half-width of its Student-t confidence interval (NaN-aware).
+
+    With one valid replicate the half-width is 0 (no band is drawn).
+    """
+    mean = da.mean(dim, skipna=True)
+    n = da.count(dim)
+    sem = da.std(dim, ddof=1, skipna=True) / np.sqrt(n)
+    t = xr.apply_ufunc(lambda k: stats.t.ppf(0.5 + level / 2, np.maximum(k - 1, 1)), n)
+    half = (t * sem).where(n > 1, 0.0)
+    return mean, half
+
+
+def near_far_masks(density: xr.DataArray, near: float = np.pi / 8, far: float = np.pi / 4):
+    """Boolean masks over ``angle``: within ``near`` of the density's peak, and beyond ``far``.
+
+    Distances wrap at π. The defaults (22.5° and 45°) are the quickstart's definition of
+    "near the fine-tuning prior's peak" and "far from it".
+    """
+    theta = density["angle"]
+    peak = float(theta[int(density.argmax("angle"))])
+    dist = np.abs(ang.difference(theta.values, peak))
+    return (
+        xr.DataArray(dist <= near, dims="angle", coords={"angle": theta}),
+        xr.DataArray(dist >= far, dims="angle", coords={"angle": theta}),
+    )
+
+
+def _band(ax, x_deg, mean, half, colour, label):
+    ax.plot(x_deg, mean, color=colour, label=label)
+    ax.fill_between(x_deg, mean - half, mean + half, color=colour, alpha=0.25, linewidth=0)
+
+
+def _angle_axis(ax):
+    ax.set_xlim(0, 180)
+    ax.set_xticks([0, 45, 90, 135, 180])
+    ax.set_xlabel("orientation θ (deg)")
+
+
+def _successful(ds: xr.Dataset) -> xr.Dataset:
+    if "failed" in ds:
+        keep = ~ds["failed"].astype(bool)
+        return ds.where(keep)
+    return ds
+
+
+@register_figure("quickstart")
+def plot_quickstart(ds: xr.Dataset) -> plt.Figure:
+    """Quickstart: prior, Fisher information and error before and after fine-tuning.
+
+    Panels: (a) the training priors of each phase; (b) Fisher information of the decoded
+    angle (propagated pixel noise) against θ, log scale; (c) mean absolute decoding error
+    against θ; (d) FI after fine-tuning over FI before, per layer, near the fine-tuning prior's
+    peak against far from it.
+    """
+    ds = _successful(ds)
+    # The quickstart grid has one condition axis; average over it only if it has one value.
+    extra = [d for d in ds["fisher"].dims if d not in ("replicate", "phase", "layer", "angle")]
+    ds = ds.isel({d: 0 for d in extra})
+    phases = [str(p) for p in ds["phase"].values]
+    theta_deg = np.degrees(ds["angle"].values)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 4, figsize=(11, 2.8), constrained_layout=True)
+        ax = axes[0]
+        for i, ph in enumerate(phases):
+            dens = ds["prior_density"].sel(phase=ph).isel(replicate=0)
+            ax.plot(theta_deg, dens, color=PHASE_COLOURS[i], label=ph)
+        ax.set_ylabel("prior density p(θ) (1/rad)")
+        ax.set_ylim(bottom=0)
+        _angle_axis(ax)
+        ax.legend(frameon=False)
+        ax.set_title("a  training priors", loc="left")
+
+        ax = axes[1]
+        for i, ph in enumerate(phases):
+            mean, half = mean_ci(ds["fisher"].sel(phase=ph, layer="output"))
+            _band(ax, theta_deg, mean, half, PHASE_COLOURS[i], f"after {ph}")
+        ax.set_yscale("log")
+        ax.set_ylabel("Fisher information of θ̂ (rad⁻²)")
+        _angle_axis(ax)
+        ax.legend(frameon=False)
+        ax.set_title("b  FI at the decoded output", loc="left")
+
+        ax = axes[2]
+        for i, ph in enumerate(phases):
+            mean, half = mean_ci(np.degrees(ds["abs_error"].sel(phase=ph)))
+            _band(ax, theta_deg, mean, half, PHASE_COLOURS[i], f"after {ph}")
+        ax.axhline(45, color="0.6", lw=0.8, ls=":", label="chance")
+        ax.set_ylabel("mean |θ̂ − θ| (deg)")
+        ax.set_ylim(bottom=0)
+        _angle_axis(ax)
+        ax.legend(frameon=False)
+        ax.set_title("c  decoding error", loc="left")
+
+        ax = axes[3]
+        near, far = near_far_masks(ds["prior_density"].sel(phase=phases[-1]).isel(replicate=0))
+        ratio = np.log2(ds["fisher"].sel(phase=phases[-1]) / ds["fisher"].sel(phase=phases[0]))
+        layers = [str(v) for v in ds["layer"].values if str(v) != "input"]
+        x = np.arange(len(layers))
+        for offset, (mask, label, colour) in enumerate(
+            [(near, "near peak", PHASE_COLOURS[1]), (far, "far from peak", PHASE_COLOURS[2])]
+        ):
+            per_rep = ratio.where(mask).mean("angle").sel(layer=layers)
+            mean, half = mean_ci(per_rep)
+            ax.errorbar(x + (offset - 0.5) * 0.25, mean, yerr=half, fmt="o", color=colour,
+                        label=label, capsize=2, ms=4)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xticks(x, layers, rotation=30)
+        ax.set_ylabel("log₂ FI after / before")
+        ax.legend(frameon=False)
+        ax.set_title("d  change per layer", loc="left")
+        n_ok = int(ds["replicate"].size - (ds["failed"].sum() if "failed" in ds else 0))
+        fig.suptitle(f"quickstart: {n_ok} replicates, mean ± 95% CI", fontsize=9)
+    return fig
+
+
+def save_figure(fig: plt.Figure, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")):
+    """Save ``fig`` as ``stem.png`` and ``stem.pdf``; return the paths written."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        fig.savefig(path, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def draw_figure(ds: xr.Dataset) -> plt.Figure:
+    """Draw the registered figure for a Dataset, chosen by its ``study`` attribute."""
+    study = ds.attrs.get("study")
+    if study not in FIGURES:
+        raise ValueError(
+            f"no figure is registered for study {study!r}; known studies: {sorted(FIGURES)}"
+        )
+    return FIGURES[study](ds)
