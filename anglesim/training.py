@@ -309,7 +309,8 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
     for task in tasks:
         if task.head != "head" and task.head not in model.heads:
             raise ValueError(f"task head {task.head!r} is not a head of the model")
-        losses.append(get_loss(task.loss, model.readout_of(task.head), n_bins=model.n_bins,
+        losses.append(get_loss(task.loss, model.readout_of(task.head),
+                              n_bins=model.n_bins_of(task.head),
                                **task.loss_params))
     params = _set_trainable(model, phase.trainable)
     opt = _make_optimizer(phase, params, previous_opt)

@@ -147,3 +147,12 @@ def test_unknown_trainable_block_is_named():
 def test_changing_optimiser_while_keeping_state_is_an_error():
     with pytest.raises(ValueError, match="sgd"):
         train(small_model(), [phase(), phase(optimizer="sgd", reset_optimizer=False)], seed=0)
+
+
+def test_extra_bins_head_uses_its_own_bin_count():
+    """A cossin network with an added 12-bin head trains that head with 12-class targets."""
+    model = small_model()
+    model.add_head("coarse", readout="bins", n_bins=12)
+    tasks = [Task(head="head", loss="cosine"), Task(head="coarse", loss="cross_entropy")]
+    hist = train(model, [phase(tasks=tasks)], seed=0)
+    assert hist["train_loss"].notnull().all()
