@@ -78,9 +78,13 @@ def near_far_masks(density: xr.DataArray, near: float = np.pi / 8, far: float = 
     )
 
 
-def _band(ax, x_deg, mean, half, colour, label):
+def _band(ax, x_deg, mean, half, colour, label, log=False):
+    """Mean line with its CI band; with ``log`` the inputs are log10 values (geometric mean)."""
+    lo, hi = mean - half, mean + half
+    if log:
+        mean, lo, hi = 10.0**mean, 10.0**lo, 10.0**hi
     ax.plot(x_deg, mean, color=colour, label=label)
-    ax.fill_between(x_deg, mean - half, mean + half, color=colour, alpha=0.25, linewidth=0)
+    ax.fill_between(x_deg, lo, hi, color=colour, alpha=0.25, linewidth=0)
 
 
 def _angle_axis(ax):
@@ -101,7 +105,8 @@ def plot_quickstart(ds: xr.Dataset) -> plt.Figure:
     """Quickstart: prior, Fisher information and error before and after fine-tuning.
 
     Panels: (a) the training priors of each phase; (b) Fisher information of the decoded
-    angle (propagated pixel noise) against θ, log scale; (c) mean absolute decoding error
+    angle (propagated pixel noise) against θ, geometric mean and CI over replicates on a log
+    scale; (c) mean absolute decoding error
     against θ; (d) FI after fine-tuning over FI before, per layer, near the fine-tuning prior's
     peak against far from it.
     """
@@ -125,8 +130,9 @@ def plot_quickstart(ds: xr.Dataset) -> plt.Figure:
 
         ax = axes[1]
         for i, ph in enumerate(phases):
-            mean, half = mean_ci(ds["fisher"].sel(phase=ph, layer="output"))
-            _band(ax, theta_deg, mean, half, PHASE_COLOURS[i], f"after {ph}")
+            # FI is positive and spans decades: average and bound it on a log scale.
+            mean, half = mean_ci(np.log10(ds["fisher"].sel(phase=ph, layer="output")))
+            _band(ax, theta_deg, mean, half, PHASE_COLOURS[i], f"after {ph}", log=True)
         ax.set_yscale("log")
         ax.set_ylabel("Fisher information of θ̂ (rad⁻²)")
         _angle_axis(ax)
