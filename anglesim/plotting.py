@@ -172,6 +172,103 @@ def plot_quickstart(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
+def _log_band(ax, theta_deg, fi, colour, label):
+    """Geometric mean of a positive curve over replicates with its CI (log-space t interval)."""
+    mean, half = mean_ci(np.log10(fi.where(fi > 0)))
+    _band(ax, theta_deg, mean, half, colour, label, log=True)
+
+
+def _mark_angle(ax, theta: float, text: str, colour: str = "0.5") -> None:
+    deg = float(np.degrees(theta))
+    ax.axvline(deg, color=colour, lw=0.8, ls="--")
+    ax.annotate(text, (deg, 1.0), xycoords=("data", "axes fraction"), ha="center",
+                va="bottom", fontsize=7, color=colour)
+
+
+def _replicate_count(ds: xr.Dataset) -> str:
+    n = int(ds["replicate"].size)
+    return f"{n} replicates per condition, mean ± 95% CI"
+
+
+@register_figure("prior_specialisation")
+def plot_prior_specialisation(ds: xr.Dataset) -> plt.Figure:
+    """Prior specialisation: FI and error after training on prior A, then what B left of A.
+
+    Panels: (a) FI of the decoded angle after training on A (von Mises at 45°), per κ;
+    (b) decoding error after training on A, per κ; (c) FI after fine-tuning on B (135°)
+    against a control trained on B from scratch, largest κ; (d) per-κ measures with 95% CIs
+    over replicates: specialisation log₂(FI near A / FI far from A), what A left behind
+    log₂(FI near A, fine-tuned / control), and the replicate spread of log₂ FI.
+    """
+    spread = ds["measure_spread"]  # per κ, not per replicate: keep it out of the masking
+    ds = _successful(ds)
+    theta_deg = np.degrees(ds["angle"].values)
+    loc_a = float(ds["angle"][int(ds["prior_density"].sel(prior="A").isel(
+        replicate=0, kappa=0).argmax("angle"))])
+    loc_b = float(ds["angle"][int(ds["prior_density"].sel(prior="B").isel(
+        replicate=0, kappa=0).argmax("angle"))])
+    kappas = [float(k) for k in ds["kappa"].values]
+    fi = ds["fisher"].sel(layer="output")
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 4, figsize=(12, 3.0), constrained_layout=True)
+        ax = axes[0]
+        for i, kappa in enumerate(kappas):
+            _log_band(ax, theta_deg, fi.sel(kappa=kappa, stage="first"),
+                      PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)], f"κ = {kappa:g}")
+        ax.set_yscale("log")
+        ax.set_ylabel("FI of θ̂ (rad⁻²)")
+        _mark_angle(ax, loc_a, "A")
+        _angle_axis(ax)
+        ax.legend(frameon=False)
+        ax.set_title("a  after training on A", loc="left", pad=12)
+
+        ax = axes[1]
+        for i, kappa in enumerate(kappas):
+            mean, half = mean_ci(np.degrees(ds["abs_error"].sel(kappa=kappa, stage="first")))
+            _band(ax, theta_deg, mean, half, PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)],
+                  f"κ = {kappa:g}")
+        ax.axhline(45, color="0.6", lw=0.8, ls=":", label="chance")
+        ax.set_ylabel("mean |θ̂ − θ| (deg)")
+        ax.set_ylim(bottom=0)
+        _mark_angle(ax, loc_a, "A")
+        _angle_axis(ax)
+        ax.legend(frameon=False)
+        ax.set_title("b  error after training on A", loc="left", pad=12)
+
+        ax = axes[2]
+        kappa = kappas[-1]
+        for i, (stage, label) in enumerate([("second", "A, then fine-tuned on B"),
+                                            ("control", "B only (control)")]):
+            _log_band(ax, theta_deg, fi.sel(kappa=kappa, stage=stage), PHASE_COLOURS[i],
+                      label)
+        ax.set_yscale("log")
+        ax.set_ylabel("FI of θ̂ (rad⁻²)")
+        _mark_angle(ax, loc_a, "A")
+        _mark_angle(ax, loc_b, "B")
+        _angle_axis(ax)
+        ax.legend(frameon=False)
+        ax.set_title(f"c  after B (κ = {kappa:g})", loc="left", pad=12)
+
+        ax = axes[3]
+        x = np.arange(len(kappas))
+        for offset, (var, label, colour) in enumerate(
+            [("measure_specialisation", "specialisation to A", PHASE_COLOURS[1]),
+             ("measure_left_behind", "left behind by A", PHASE_COLOURS[2])]
+        ):
+            mean, half = mean_ci(ds[var])
+            ax.errorbar(x + (offset - 0.5) * 0.25, mean, yerr=half, fmt="o", color=colour,
+                        label=label, capsize=2, ms=4)
+        ax.bar(x, spread.values, width=0.6, color="0.85", label="replicate spread",
+               zorder=0)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xticks(x, [f"κ = {k:g}" for k in kappas])
+        ax.set_ylabel("log₂ FI ratio")
+        ax.legend(frameon=False)
+        ax.set_title("d  measures", loc="left", pad=12)
+        fig.suptitle(f"prior specialisation: {_replicate_count(ds)}", fontsize=9)
+    return fig
+
+
 def save_figure(fig: plt.Figure, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")):
     """Save ``fig`` as ``stem.png`` and ``stem.pdf``; return the paths written."""
     stem = Path(stem)

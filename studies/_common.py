@@ -1,0 +1,81 @@
+"""What every study script shares: run a grid through the replicate manager and save it.
+
+A study module defines its replicate function ``replicate(condition, replicate, seed, size)``
+at module level (so joblib's worker processes can import it), its grid and sizes, and calls
+:func:`run_grid` from its ``run(...)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from anglesim.io import save_dataset
+from anglesim.replicates import run_study
+
+
+def run_grid(
+    name: str,
+    replicate: Callable[..., xr.Dataset],
+    grid: Mapping[str, Sequence],
+    *,
+    quick: bool,
+    n_replicates: int,
+    config: Mapping[str, Any],
+    results: Path = Path("results"),
+    seed: int = 0,
+    n_jobs: int = 1,
+    cache: bool = True,
+    retry_failed: bool = False,
+    progress: bool = True,
+    postprocess: Callable[[xr.Dataset], xr.Dataset] | None = None,
+    **manager: Any,
+) -> Path:
+    """Run ``replicate`` over ``grid`` × ``n_replicates`` and save ``results/<name>[_quick].nc``.
+
+    ``replicate`` is called as ``replicate(condition, replicate_index, seed, size=...)`` with
+    size "quick" or "full"; the Dataset gets ``attrs["study"] = name`` so ``anglesim figures``
+    knows which figure to draw. ``postprocess(ds)`` may add derived variables (fits, summary
+    measures) before saving, so that figures only draw what the Dataset holds. Extra keyword
+    arguments (e.g. ``backend``) go to :func:`anglesim.replicates.run_study`. Returns the path
+    of the saved file.
+    """
+    size = "quick" if quick else "full"
+    results = Path(results)
+    n_tasks = n_replicates * max(1, _n_conditions(grid))
+    ds = run_study(
+        functools.partial(replicate, size=size),
+        grid,
+        n_replicates=n_replicates,
+        seed=seed,
+        n_jobs=min(n_jobs, n_tasks) if n_jobs > 0 else n_jobs,
+        cache_dir=results / "cache" if cache else None,
+        name=f"{name}-{size}",
+        config=dict(config),
+        progress=progress,
+        retry_failed=retry_failed,
+        **manager,
+    )
+    if postprocess is not None:
+        ds = postprocess(ds)
+    ds.attrs["study"] = name
+    path = results / (f"{name}_quick.nc" if quick else f"{name}.nc")
+    return save_dataset(ds, path, config=dict(config), seed=seed)
+
+
+def _n_conditions(grid: Mapping[str, Sequence]) -> int:
+    n = 1
+    for values in grid.values():
+        n *= len(values)
+    return n
+
+
+def successful(ds: xr.Dataset) -> xr.Dataset:
+    """The Dataset with failed replicates' values masked to NaN."""
+    if "failed" in ds:
+        return ds.where(~ds["failed"].astype(bool))
+    return ds
