@@ -11,7 +11,7 @@ test: setup
 	.venv/bin/python -m pytest -m "not slow" -q
 
 figures: setup
-	.venv/bin/anglesim figures
+	.venv/bin/anglesim figures --results figures/data --out figures
 
 lint: setup
 	.venv/bin/ruff check .
