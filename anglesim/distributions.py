@@ -33,6 +33,7 @@ import torch
 from scipy.special import i0e
 
 from . import angles as ang
+from ._checks import real as _real
 
 PI = ang.PERIOD
 
@@ -50,16 +51,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # validation and random-number helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _real(name: str, value: Any) -> float:
-    """``value`` as a finite float, or ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    return out
 
 
 def _count(n: Any) -> int:

@@ -39,18 +39,9 @@ import numpy as np
 import torch
 
 from . import angles as ang
+from ._checks import real as _real
 
 __all__ = ["GratingSpec", "render", "render_clean"]
-
-
-def _real(name: str, value: Any) -> float:
-    """``value`` as a finite float, or ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    return out
 
 
 @dataclass(frozen=True)
