@@ -24,21 +24,17 @@ import xarray as xr
 from anglesim.data import evaluation_grid
 from anglesim.distributions import VonMises
 from anglesim.fisher import propagated_fisher
-from anglesim.models import CNNConfig, build_model
-from anglesim.stimuli import GratingSpec
+from anglesim.models import build_model
 from anglesim.training import Phase, evaluate_error, make_generator, train
 
 try:  # run as ``studies.prior_specialisation`` (CLI, workers) or as a script
-    from studies._common import run_grid, successful
+    from studies._common import SPEC, run_grid, standard_cnn, successful
 except ImportError:  # pragma: no cover - direct ``python studies/prior_specialisation.py``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from studies._common import run_grid, successful
+    from studies._common import SPEC, run_grid, standard_cnn, successful
 
 NAME = "prior_specialisation"
-SPEC = GratingSpec(size=32, frequency=4.0, phase=0.0, contrast=1.0, aperture=0.9,
-                   aperture_edge=0.1, noise_std=1.0)
-MODEL = CNNConfig(image_size=32, channels=(8, 16), kernel_size=5, nonlinearity="relu",
-                  fc_units=64, readout="cossin")
+MODEL = standard_cnn("cossin")
 LOC_A, LOC_B = math.pi / 4, 3 * math.pi / 4
 STAGES = ("first", "second", "control")
 """first: trained on A; second: first fine-tuned on B; control: trained from scratch on B."""

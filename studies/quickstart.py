@@ -10,7 +10,6 @@ Run: ``anglesim quickstart`` (or ``python studies/quickstart.py``).
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 from pathlib import Path
@@ -22,17 +21,17 @@ import xarray as xr
 from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform, VonMises
 from anglesim.fisher import propagated_fisher
-from anglesim.io import save_dataset
-from anglesim.models import CNNConfig, build_model
-from anglesim.replicates import run_study
-from anglesim.stimuli import GratingSpec
+from anglesim.models import build_model
 from anglesim.training import Phase, evaluate_error, make_generator, train
 
+try:  # run as ``studies.quickstart`` (CLI, workers) or as a script
+    from studies._common import SPEC, run_grid, standard_cnn, successful
+except ImportError:  # pragma: no cover - direct ``python studies/quickstart.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from studies._common import SPEC, run_grid, standard_cnn, successful
+
 NAME = "quickstart"
-SPEC = GratingSpec(size=32, frequency=4.0, phase=0.0, contrast=1.0, aperture=0.9,
-                   aperture_edge=0.1, noise_std=1.0)
-MODEL = CNNConfig(image_size=32, channels=(8, 16), kernel_size=5, nonlinearity="relu",
-                  fc_units=64, readout="cossin")
+MODEL = standard_cnn("cossin")
 FINETUNE_LOC = math.pi / 2
 
 # name: (pretrain epochs, fine-tune epochs, steps per epoch, batch, angles, replicates)
@@ -82,40 +81,23 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     return xr.merge([ds, history], combine_attrs="drop_conflicts")
 
 
-def run(quick: bool = False, n_jobs: int = 1, replicates: int | None = None, seed: int = 0,
-        results: Path = Path("results"), cache: bool = True, retry_failed: bool = False,
-        progress: bool = True) -> Path:
+def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
     """Run the study across replicates and save its Dataset; return the Dataset's path."""
     size = "quick" if quick else "full"
     sz = SIZES[size]
-    n_rep = replicates or sz["replicates"]
     grid = {"kappa": [4.0]}
     config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
               "model": MODEL.to_config(), "finetune_loc": FINETUNE_LOC,
               "phases": [p.to_config() for p in phases(grid["kappa"][0], sz)]}
-    ds = run_study(
-        functools.partial(replicate, size=size),
-        grid,
-        n_replicates=n_rep,
-        seed=seed,
-        n_jobs=min(n_jobs, n_rep),
-        cache_dir=results / "cache" if cache else None,
-        name=f"{NAME}-{size}",
-        config=config,
-        progress=progress,
-        retry_failed=retry_failed,
-    )
-    ds.attrs["study"] = NAME
-    path = results / (f"{NAME}_quick.nc" if quick else f"{NAME}.nc")
-    return save_dataset(ds, path, config=config, seed=seed)
+    return run_grid(NAME, replicate, grid, quick=quick,
+                    n_replicates=replicates or sz["replicates"], config=config, **options)
 
 
 def summarise(ds: xr.Dataset) -> str:
     """What the run measured, in numbers (means over successful replicates)."""
     from anglesim.plotting import near_far_masks
 
-    ok = ds.where(~ds["failed"].astype(bool)) if "failed" in ds else ds
-    ok = ok.isel(kappa=0)
+    ok = successful(ds).isel(kappa=0)
     lines = ["decoding error, mean |θ̂ − θ| over the angle grid (chance 45°):"]
     for ph in ok["phase"].values:
         err = np.degrees(ok["abs_error"].sel(phase=ph).mean("angle"))
