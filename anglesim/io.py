@@ -12,6 +12,13 @@ them and removes the list again, so a round trip gives back the same values (tup
 as lists). Boolean variables are stored as int8 with xarray's ``dtype="bool"`` marker and come
 back as bool; unicode string variables are stored as variable-length strings and come back
 as fixed-width numpy unicode arrays (dtype kind ``"U"``).
+
+Integrity: :func:`save_dataset` stores a SHA-256 digest of the data (:func:`data_checksum`) in
+the attribute :data:`CHECKSUM_ATTR`, writes to a temporary file, flushes it to disk and renames
+it into place; :func:`load_dataset` recomputes the digest and refuses a file whose data no
+longer match it (a flipped bit, a partly overwritten file), then drops the attribute, so a
+loaded Dataset equals the saved one. Files without the attribute (written before it existed)
+load unchecked.
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ PROVENANCE_KEYS = (
     "config", "seed",
 )
 """The attribute names that :func:`provenance` may set."""
+
+CHECKSUM_ATTR = "anglesim_checksum"
+"""Attribute of a saved file holding :func:`data_checksum` of its Dataset."""
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -245,6 +255,55 @@ def _require_backend() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# checksum
+
+
+def _normalised_bytes(values: np.ndarray) -> tuple[str, bytes]:
+    """A type tag and the bytes of an array, the same before saving and after loading."""
+    kind = values.dtype.kind
+    if kind in "USO":
+        flat = values.ravel()
+        if kind == "O" and not all(isinstance(v, str) for v in flat):
+            return "object", repr(flat.tolist()).encode("utf-8")
+        parts = []
+        for v in flat:
+            text = v.decode("utf-8") if isinstance(v, bytes) else str(v)
+            raw = text.encode("utf-8")
+            parts.append(len(raw).to_bytes(8, "little") + raw)
+        return "str", b"".join(parts)
+    if kind == "b":
+        return "bool", np.ascontiguousarray(values, dtype=np.uint8).tobytes()
+    if kind == "M":
+        return "datetime64[ns]", np.ascontiguousarray(values.astype("datetime64[ns]")).tobytes()
+    if kind == "m":
+        return "timedelta64[ns]", np.ascontiguousarray(
+            values.astype("timedelta64[ns]")).tobytes()
+    little = values.dtype.newbyteorder("<")
+    return little.str, np.ascontiguousarray(values, dtype=little).tobytes()
+
+
+def data_checksum(ds: xr.Dataset) -> str:
+    """SHA-256 (hex) of a Dataset's variables: for each variable and coordinate, sorted by name,
+    its name, dimensions, shape, a type tag and its values' bytes (little-endian numbers, bools
+    as bytes, strings as length-prefixed UTF-8, datetimes as int64 nanoseconds).
+
+    Attributes are not included (they are metadata, and netCDF re-encodes some of them); the
+    digest is the same for a Dataset and for what :func:`load_dataset` gives back after
+    :func:`save_dataset`, and changes with any value, dtype family, dimension or name.
+    """
+    if not isinstance(ds, xr.Dataset):
+        raise ValueError(f"ds must be an xarray.Dataset, got {type(ds).__name__}")
+    digest = hashlib.sha256()
+    for name in sorted(str(n) for n in ds.variables):
+        var = ds.variables[name]
+        tag, raw = _normalised_bytes(np.asarray(var.values))
+        head = to_json([name, [str(d) for d in var.dims], list(var.shape), tag])
+        digest.update(len(head).to_bytes(8, "little") + head.encode("utf-8"))
+        digest.update(len(raw).to_bytes(8, "little") + raw)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
 # save / load
 
 
@@ -257,8 +316,10 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str],
     kept when the corresponding argument is None). Attribute values netCDF cannot store are
     written as JSON (see the module docstring). The file is written to a temporary name in the
     target directory and moved into place with :func:`os.replace`, so readers never see a
-    half-written file and a failed write leaves an existing file untouched. Parent
-    directories are created. ``ds`` itself is not modified.
+    half-written file and a failed write leaves an existing file untouched; the temporary
+    file is flushed to disk (``fsync``) before the rename, so a crash of the machine does not
+    leave an empty file under the final name. The data's :func:`data_checksum` is stored in
+    :data:`CHECKSUM_ATTR`. Parent directories are created. ``ds`` itself is not modified.
 
     Returns:
         The path written.
@@ -279,6 +340,7 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str],
     if config is None and "config" in ds.attrs:
         del prov["config"]
     out = ds.copy(deep=False)
+    prov[CHECKSUM_ATTR] = data_checksum(ds)
     out.attrs = _encode_attrs({**ds.attrs, **prov}, "the Dataset")
     out.encoding = {}
     for name, var in out.variables.items():
@@ -289,6 +351,7 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str],
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         out.to_netcdf(tmp, engine=ENGINE)
+        _fsync(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -296,16 +359,32 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str],
     return path
 
 
+def _fsync(path: Path) -> None:
+    """Flush a written file's data to disk (best effort: not every file system allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def load_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
     """Read a Dataset written by :func:`save_dataset` fully into memory and close the file.
 
     JSON-encoded attributes are decoded and string variables come back as numpy unicode
-    arrays, so the result equals what was saved.
+    arrays, so the result equals what was saved. If the file holds a checksum
+    (:data:`CHECKSUM_ATTR`), the data are verified against it and the attribute is dropped.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if ``path`` is a directory, is not a readable netCDF4 file, or has no
-            ``anglesim_version`` attribute (not written by anglesim).
+            ``anglesim_version`` attribute (not written by anglesim), or its data do not match
+            its checksum.
         ModuleNotFoundError: if h5py (needed by h5netcdf) is not installed.
     """
     path = Path(path)
@@ -317,8 +396,10 @@ def load_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
     try:
         ds = xr.load_dataset(path, engine=ENGINE)
     except Exception as exc:
-        raise ValueError(f"cannot read {path} as a netCDF4 file: "
-                         f"{type(exc).__name__}: {exc}") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"cannot read {path} as an anglesim Dataset: not a readable netCDF4 "
+                         f"file (truncated, or another format?): {type(exc).__name__}: "
+                         f"{first_line}") from exc
     if "anglesim_version" not in ds.attrs:
         raise ValueError(f"{path} is not an anglesim Dataset (no anglesim_version attribute)")
 
@@ -335,4 +416,10 @@ def load_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
             ds = ds.assign_coords({name: restored})
         else:
             ds[name] = restored
+    stored = ds.attrs.pop(CHECKSUM_ATTR, None)
+    if stored is not None:
+        found = data_checksum(ds)
+        if found != stored:
+            raise ValueError(f"{path} is corrupted: its data's checksum is {found[:16]}…, the "
+                             f"file records {str(stored)[:16]}…")
     return ds

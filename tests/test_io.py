@@ -231,3 +231,64 @@ def test_bad_arguments(tmp_path):
         io.save_dataset(_sample(), tmp_path)
     with pytest.raises(ValueError, match="ds must be an xarray.Dataset, got DataArray"):
         io.save_dataset(xr.DataArray([1.0]), tmp_path / "x.nc")
+
+
+# ---------------------------------------------------------------------------------------------
+# checksum
+
+
+def test_data_checksum_is_stable_and_sensitive():
+    ds = _sample()
+    digest = io.data_checksum(ds)
+    assert re.fullmatch(r"[0-9a-f]{64}", digest)
+    assert io.data_checksum(ds.copy(deep=True)) == digest
+    # attributes are metadata, not part of the digest
+    relabelled = ds.copy()
+    relabelled.attrs = {"other": 1}
+    assert io.data_checksum(relabelled) == digest
+    # object-dtype strings hash like the unicode array netCDF gives back
+    as_object = ds.assign(label=("angle", np.array(["ok", "βγ", ""], dtype=object)))
+    assert io.data_checksum(as_object) == digest
+    changed = [
+        ds.assign(f32=ds["f32"] + np.float32(1e-6)),             # one value, last bits
+        ds.assign(f32=ds["f32"].astype(np.float64)),             # dtype
+        ds.assign(label=("angle", np.array(["ok", "βγ", " "]))),  # one character
+        ds.rename({"fi": "fj"}),                                   # a name
+        ds.assign(flag=("angle", np.array([True, False, False]))),
+        ds.assign_coords(angle=[0.0, 1.0, 2.5]),                   # a coordinate
+    ]
+    digests = {io.data_checksum(c) for c in changed}
+    assert digest not in digests and len(digests) == len(changed)
+    with pytest.raises(ValueError, match="ds must be an xarray.Dataset"):
+        io.data_checksum(xr.DataArray([1.0]))
+
+
+@needs_h5py
+def test_saved_file_carries_checksum_that_load_verifies(tmp_path):
+    import h5py
+
+    ds = _sample()
+    path = io.save_dataset(ds, tmp_path / "a.nc")
+    with h5py.File(path, "r") as f:
+        assert f.attrs[io.CHECKSUM_ATTR] == io.data_checksum(ds)
+    loaded = io.load_dataset(path)
+    assert io.CHECKSUM_ATTR not in loaded.attrs
+    assert io.data_checksum(loaded) == io.data_checksum(ds)
+    # change one stored value in place, leaving the file a valid netCDF4 file
+    with h5py.File(path, "r+") as f:
+        f["f32"][1] = np.float32(7.0)
+    with pytest.raises(ValueError, match=re.escape(f"{path} is corrupted")):
+        io.load_dataset(path)
+
+
+@needs_h5py
+def test_flipped_byte_in_the_data_is_detected(tmp_path):
+    values = np.arange(1000, dtype=np.float64) * np.pi
+    path = io.save_dataset(xr.Dataset({"v": ("i", values)}), tmp_path / "a.nc")
+    raw = bytearray(path.read_bytes())
+    where = raw.find(values[500:502].tobytes())
+    assert where > 0  # the values are stored uncompressed and contiguous
+    raw[where + 3] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="is corrupted"):
+        io.load_dataset(path)
