@@ -93,11 +93,25 @@ def _angle_axis(ax):
     ax.set_xlabel("orientation θ (deg)")
 
 
-def _successful(ds: xr.Dataset) -> xr.Dataset:
-    if "failed" in ds:
-        keep = ~ds["failed"].astype(bool)
-        return ds.where(keep)
-    return ds
+def successful(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with failed replicates' values set to NaN.
+
+    Only floating-point variables that carry every dim of ``failed`` (condition axes and
+    ``replicate``) are masked; per-condition or per-loss variables and the bookkeeping
+    variables keep their shape and values.
+    """
+    if "failed" not in ds:
+        return ds
+    keep = ~ds["failed"].astype(bool)
+    masked = {
+        name: var.where(keep)
+        for name, var in ds.data_vars.items()
+        if set(keep.dims) <= set(var.dims) and np.issubdtype(var.dtype, np.floating)
+    }
+    return ds.assign(masked)
+
+
+_successful = successful
 
 
 @register_figure("quickstart")
@@ -200,7 +214,7 @@ def plot_prior_specialisation(ds: xr.Dataset) -> plt.Figure:
     over replicates: specialisation log₂(FI near A / FI far from A), what A left behind
     log₂(FI near A, fine-tuned / control), and the replicate spread of log₂ FI.
     """
-    spread = ds["measure_spread"]  # per κ, not per replicate: keep it out of the masking
+    spread = ds["measure_spread"]
     ds = _successful(ds)
     theta_deg = np.degrees(ds["angle"].values)
     loc_a = float(ds["angle"][int(ds["prior_density"].sel(prior="A").isel(
@@ -266,6 +280,84 @@ def plot_prior_specialisation(ds: xr.Dataset) -> plt.Figure:
         ax.legend(frameon=False)
         ax.set_title("d  measures", loc="left", pad=12)
         fig.suptitle(f"prior specialisation: {_replicate_count(ds)}", fontsize=9)
+    return fig
+
+
+@register_figure("loss_concentration")
+def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
+    """Loss and concentration: how sharply FI follows the prior, per training loss.
+
+    Panels: (a) FI of the decoded angle normalised to ∫√J dθ = 1 (geometric mean over
+    replicates) for each loss at the largest κ, with the prior's own p² (infomax) and p^{2/3}
+    (squared error) predictions; (b) log normalised FI against log prior density, pooled over
+    κ, with the predicted slopes; (c) fitted exponent α per loss and κ (mean ± 95% CI over
+    replicates) against the prediction 2/(p + 1); (d) mean absolute decoding error.
+    """
+    from .theory import predicted_fisher, sqrt_total
+
+    ds = _successful(ds)
+    predicted = ds["alpha_predicted"]
+    theta_deg = np.degrees(ds["angle"].values)
+    losses = [str(v) for v in ds["loss"].values]
+    kappas = [float(k) for k in ds["kappa"].values]
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(losses)))
+    fi = ds["fisher"].sel(layer="output")
+    norm = fi / sqrt_total(fi) ** 2
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3.2), constrained_layout=True)
+        ax = axes[0]
+        kappa = kappas[-1]
+        for colour, label in zip(colours, losses, strict=True):
+            _log_band(ax, theta_deg, norm.sel(loss=label, kappa=kappa), colour, label)
+        density = ds["prior_density"].sel(kappa=kappa).isel(loss=0, replicate=0)
+        unit = xr.ones_like(density)
+        for alpha, style in [(2.0, "--"), (2 / 3, ":")]:
+            pred = predicted_fisher(density, alpha, normalise_to=unit)
+            ax.plot(theta_deg, pred / sqrt_total(unit) ** 2, color="k", ls=style, lw=1,
+                    label=f"∝ p^{alpha:.2g}")
+        ax.set_yscale("log")
+        ax.set_ylabel("FI of θ̂ / (∫√J dθ)²")
+        _angle_axis(ax)
+        ax.legend(frameon=False, fontsize=6, ncol=2)
+        ax.set_title(f"a  normalised FI (κ = {kappa:g})", loc="left")
+
+        ax = axes[1]
+        for colour, label in zip(colours, losses, strict=True):
+            x = np.log10(ds["prior_density"].sel(loss=label)).mean("replicate")
+            y = np.log10(norm.sel(loss=label)).mean("replicate")
+            ax.plot(x.values.ravel(), y.values.ravel(), ".", ms=2, color=colour, label=label)
+        ax.set_xlabel("log₁₀ prior density p(θ)")
+        ax.set_ylabel("log₁₀ normalised FI")
+        ax.set_title("b  FI against density", loc="left")
+
+        ax = axes[2]
+        x = np.arange(len(losses))
+        width = 0.6 / max(len(kappas), 1)
+        for k, kappa in enumerate(kappas):
+            mean, half = mean_ci(ds["alpha"].sel(kappa=kappa, layer="output"))
+            ax.errorbar(x + (k - (len(kappas) - 1) / 2) * width, mean, yerr=half, fmt="o",
+                        ms=3, capsize=2, color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
+                        label=f"κ = {kappa:g}")
+        ax.scatter(x, predicted, marker="_", s=250, color="k", label="prediction 2/(p+1)",
+                   zorder=3)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xticks(x, losses, rotation=35, ha="right")
+        ax.set_ylabel("fitted α in J ∝ p^α")
+        ax.legend(frameon=False, fontsize=7)
+        ax.set_title("c  exponent per loss", loc="left")
+
+        ax = axes[3]
+        for k, kappa in enumerate(kappas):
+            mean, half = mean_ci(np.degrees(ds["abs_error"].sel(kappa=kappa)).mean("angle"))
+            ax.errorbar(x + (k - (len(kappas) - 1) / 2) * width, mean, yerr=half, fmt="o",
+                        ms=3, capsize=2, color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
+                        label=f"κ = {kappa:g}")
+        ax.set_xticks(x, losses, rotation=35, ha="right")
+        ax.set_ylabel("mean |θ̂ − θ| over θ (deg)")
+        ax.set_ylim(bottom=0)
+        ax.legend(frameon=False, fontsize=7)
+        ax.set_title("d  error on a uniform grid", loc="left")
+        fig.suptitle(f"loss and concentration: {_replicate_count(ds)}", fontsize=9)
     return fig
 
 

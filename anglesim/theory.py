@@ -38,6 +38,7 @@ __all__ = [
     "loss_exponent",
     "lp_exponent",
     "predicted_fisher",
+    "sqrt_total",
 ]
 
 
@@ -98,6 +99,15 @@ def _periodic_integral(values: np.ndarray, angles: np.ndarray, axis: int = -1) -
     return np.sum(0.5 * (v + nxt) * widths.reshape(shape), axis=axis)
 
 
+def sqrt_total(fisher: xr.DataArray) -> xr.DataArray:
+    """The resource ∫√J dθ over [0, π) of FI curves (dim ``angle``; periodic trapezoid)."""
+    if "angle" not in fisher.dims:
+        raise ValueError(f"fisher must have an 'angle' dim, got dims {fisher.dims}")
+    return xr.apply_ufunc(_periodic_integral, np.sqrt(fisher),
+                          kwargs={"angles": fisher["angle"].values},
+                          input_core_dims=[["angle"]])
+
+
 def predicted_fisher(
     density: xr.DataArray,
     exponent: float,
@@ -117,12 +127,7 @@ def predicted_fisher(
         raise ValueError("density must be >= 0 everywhere")
     curve = density**exponent
     if normalise_to is not None:
-        angles = density["angle"].values
-        total = xr.apply_ufunc(_periodic_integral, np.sqrt(normalise_to), kwargs={"angles": angles},
-                               input_core_dims=[["angle"]])
-        own = xr.apply_ufunc(_periodic_integral, np.sqrt(curve), kwargs={"angles": angles},
-                             input_core_dims=[["angle"]])
-        curve = curve * (total / own) ** 2
+        curve = curve * (sqrt_total(normalise_to) / sqrt_total(curve)) ** 2
     curve.name = "fisher_predicted"
     curve.attrs = {"units": "rad^-2", "exponent": exponent, "source": source,
                    "long_name": "efficient-coding prediction J = c p^alpha"}

@@ -16,6 +16,7 @@ import xarray as xr
 
 from anglesim.io import save_dataset
 from anglesim.models import CNNConfig
+from anglesim.plotting import successful  # noqa: F401  (re-exported for the studies)
 from anglesim.replicates import run_study
 from anglesim.stimuli import GratingSpec
 
@@ -88,10 +89,3 @@ def _n_conditions(grid: Mapping[str, Sequence]) -> int:
     for values in grid.values():
         n *= len(values)
     return n
-
-
-def successful(ds: xr.Dataset) -> xr.Dataset:
-    """The Dataset with failed replicates' values masked to NaN."""
-    if "failed" in ds:
-        return ds.where(~ds["failed"].astype(bool))
-    return ds
