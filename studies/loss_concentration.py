@@ -1,0 +1,156 @@
+"""Loss and concentration: does the loss set how sharply Fisher information follows the prior?
+
+Efficient-coding theory predicts that a code minimising the expected Lp error under a fixed
+budget ∫√J dθ has J ∝ p(θ)^{2/(p+1)} (Wang, Stocker & Lee 2016): the smaller the loss's power,
+the more FI concentrates where stimuli are likely (p → 0 is the infomax limit J ∝ p²). Here
+CNNs are trained from scratch on orientations drawn from a von Mises prior on 2θ centred at 90°
+(several concentrations κ), each with one loss; after training we measure the propagated
+(linearised) Fisher information of the decoded angle and of the last hidden layer on a grid of
+angles, and the decoding error. The exponent α of J ∝ p^α is fitted per replicate and stored
+beside the prediction.
+
+Run: ``anglesim run loss_concentration [--quick]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from anglesim.data import evaluation_grid
+from anglesim.distributions import VonMises
+from anglesim.fisher import propagated_fisher
+from anglesim.models import CNNConfig, build_model
+from anglesim.theory import fit_exponents, loss_exponent
+from anglesim.training import Phase, evaluate_error, make_generator, train
+
+try:  # run as ``studies.loss_concentration`` (CLI, workers) or as a script
+    from studies._common import SPEC, run_grid, standard_cnn
+except ImportError:  # pragma: no cover - direct ``python studies/loss_concentration.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from studies._common import SPEC, run_grid, standard_cnn
+
+NAME = "loss_concentration"
+PRIOR_LOC = math.pi / 2
+N_BINS = 36
+
+# label: (registered loss name, loss parameters, readout, Lp power the theory assigns or None)
+LOSSES: dict[str, tuple[str, dict, str]] = {
+    "L0.5": ("lp", {"p": 0.5}, "cossin"),
+    "L1": ("lp", {"p": 1.0}, "cossin"),
+    "L2": ("lp", {"p": 2.0}, "cossin"),
+    "L4": ("lp", {"p": 4.0}, "cossin"),
+    "cosine": ("cosine", {}, "cossin"),
+    "vonmises_nll": ("vonmises_nll", {}, "cossin"),
+    "cross_entropy": ("cross_entropy", {}, "bins"),
+}
+
+SIZES = {
+    "full": dict(epochs=10, steps=50, batch=64, n_angles=64, replicates=4,
+                 kappas=[1.0, 2.0, 4.0], losses=list(LOSSES)),
+    "quick": dict(epochs=1, steps=4, batch=16, n_angles=8, replicates=2,
+                  kappas=[2.0], losses=["L2", "cross_entropy"]),
+}
+
+
+def model_config(readout: str) -> CNNConfig:
+    """The studies' standard CNN with the readout a loss needs."""
+    return standard_cnn(readout, n_bins=N_BINS)
+
+
+def phase(loss_label: str, kappa: float, size: dict) -> Phase:
+    """Training from scratch on VonMises(90°, κ) with the given loss."""
+    loss, params, _ = LOSSES[loss_label]
+    return Phase("train", VonMises(PRIOR_LOC, kappa), SPEC, loss=loss, loss_params=params,
+                 lr=2e-3, epochs=size["epochs"], steps_per_epoch=size["steps"],
+                 batch_size=size["batch"], eval_angles=size["n_angles"])
+
+
+def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+    """Train one network with one loss on one prior; measure FI and error on the angle grid."""
+    sz = SIZES[size]
+    label, kappa = str(condition["loss"]), float(condition["kappa"])
+    torch.manual_seed(seed)
+    model = build_model(model_config(LOSSES[label][2]))
+    plan = phase(label, kappa, sz)
+    history = train(model, [plan], seed)
+    grid = evaluation_grid(sz["n_angles"])
+    fisher = propagated_fisher(model, SPEC, grid, layers=["fc", "output"], sigma=SPEC.noise_std)
+    error = evaluate_error(model, SPEC, sz["n_angles"], repeats=16,
+                           generator=make_generator(seed + 1))
+    angle = grid.double().numpy()
+    ds = xr.Dataset(
+        {
+            "fisher": fisher.assign_coords(angle=angle),
+            "abs_error": error.assign_coords(angle=angle),
+            "prior_density": ("angle", plan.prior.pdf(angle)),
+        }
+    )
+    ds["prior_density"].attrs = {"units": "1/rad", "long_name": "training prior density"}
+    return xr.merge([ds, history], combine_attrs="drop_conflicts")
+
+
+def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
+    """Run the loss × κ grid across replicates and save its Dataset; return the path."""
+    size = "quick" if quick else "full"
+    sz = SIZES[size]
+    grid = {"loss": sz["losses"], "kappa": sz["kappas"]}
+    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
+              "model": model_config("cossin").to_config(), "prior_loc": PRIOR_LOC,
+              "losses": {k: list(v) for k, v in LOSSES.items()}}
+    return run_grid(NAME, replicate, grid, quick=quick,
+                    n_replicates=replicates or sz["replicates"], config=config,
+                    postprocess=add_fits, **options)
+
+
+def add_fits(ds: xr.Dataset) -> xr.Dataset:
+    """Add the fitted exponent α of J ∝ p^α per layer, loss, κ and replicate, and the prediction.
+
+    ``alpha``/``alpha_r2``: least squares of log J on log p over the angle grid
+    (:func:`anglesim.theory.fit_exponents`); ``alpha_predicted``: the efficient-coding exponent
+    2/(p + 1) of each loss (:func:`anglesim.theory.loss_exponent`).
+    """
+    fits = fit_exponents(ds["fisher"], ds["prior_density"])
+    predicted = [loss_exponent(LOSSES[str(label)][0], LOSSES[str(label)][1])
+                 for label in ds["loss"].values]
+    out = ds.assign(alpha=fits["alpha"], alpha_r2=fits["r2"])
+    out["alpha_predicted"] = xr.DataArray([a for a, _ in predicted], dims="loss",
+                                          coords={"loss": ds["loss"]})
+    out["alpha_predicted"].attrs = {
+        "long_name": "efficient-coding exponent 2/(p+1) (Wang, Stocker & Lee 2016)",
+        "approximation": json.dumps({str(k): why for k, (_, why) in
+                                     zip(ds["loss"].values, predicted, strict=True)}),
+    }
+    return out
+
+
+def summarise(ds: xr.Dataset) -> str:
+    """Fitted exponents per loss and κ (mean over replicates) beside the decoding error."""
+    from studies._common import successful
+
+    ok = successful(ds)
+    lines = ["exponent α of J_output ∝ p(θ)^α, mean ± s.e. over replicates (predicted) | "
+             "mean abs. error:"]
+    for label in ok["loss"].values:
+        cells = []
+        for kappa in ok["kappa"].values:
+            alpha = ok["alpha"].sel(loss=label, kappa=kappa, layer="output")
+            se = float(alpha.std("replicate", ddof=1) / np.sqrt(alpha.count("replicate")))
+            a = f"{float(alpha.mean()):+.2f} ± {se:.2f}"
+            e = float(np.degrees(ok["abs_error"].sel(loss=label, kappa=kappa).mean()))
+            cells.append(f"κ={kappa:g}: α={a}, err={e:.2f}°")
+        pred = float(ds["alpha_predicted"].sel(loss=label))
+        lines.append(f"  {label:>13} ({pred:.2f}): " + "; ".join(cells))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from anglesim.cli import main
+
+    sys.exit(main(["run", NAME, *sys.argv[1:]]))

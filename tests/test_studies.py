@@ -1,0 +1,49 @@
+"""Every study (other than the quickstart, tested on its own) runs end to end in --quick mode.
+
+Each study writes its Dataset with the documented dims and variables, draws its figure, and
+``anglesim figures`` redraws that figure from the saved file alone.
+"""
+
+import numpy as np
+import pytest
+
+from anglesim.cli import available_studies, main
+from anglesim.io import load_dataset
+
+# study: (dims the Dataset must have, variables it must hold)
+EXPECTED = {
+    "prior_specialisation": (
+        {"kappa", "replicate", "stage", "layer", "angle", "prior", "epoch"},
+        {"fisher", "abs_error", "prior_density", "measure_specialisation",
+         "measure_left_behind", "measure_spread", "measure_error_ratio", "failed"},
+    ),
+    "loss_concentration": (
+        {"loss", "kappa", "replicate", "layer", "angle", "epoch"},
+        {"fisher", "abs_error", "prior_density", "alpha", "alpha_predicted", "failed"},
+    ),
+}
+
+
+def test_every_study_is_covered():
+    assert set(available_studies()) - {"quickstart"} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("study", sorted(EXPECTED))
+def test_study_quick_end_to_end(study, tmp_path):
+    results = tmp_path / "results"
+    code = main(["run", study, "--quick", "--n-jobs", "1", "--results", str(results),
+                 "--quiet"])
+    assert code == 0
+    ds = load_dataset(results / f"{study}_quick.nc")
+    dims, variables = EXPECTED[study]
+    assert ds.attrs["study"] == study
+    assert dims <= set(ds.dims), set(ds.dims)
+    assert variables <= set(ds.data_vars), set(ds.data_vars)
+    assert not ds["failed"].any()
+    assert np.isfinite(ds["fisher"]).all() and (ds["fisher"] >= 0).all()
+    assert (results / f"{study}_quick.png").stat().st_size > 1000
+
+    out = tmp_path / "figures"
+    assert main(["figures", "--results", str(results), "--out", str(out)]) == 0
+    assert (out / f"{study}_quick.png").stat().st_size > 1000
+    assert (out / f"{study}_quick.pdf").stat().st_size > 1000
