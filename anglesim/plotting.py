@@ -361,6 +361,56 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
+@register_figure("pretrain_imprint")
+def plot_pretrain_imprint(ds: xr.Dataset) -> plt.Figure:
+    """Pretraining imprint: do children of one pretrained parent share their FI wiggles?
+
+    Panels (a, b): residual log FI of the decoded angle (each child's curve minus the mean over
+    all children of all parents) for the children of up to three parents, optimiser state reset
+    (a) and kept (b) at the phase boundary; (c) mean correlation of residuals between children of
+    the same parent and of different parents, mean ± 95% CI over parents.
+    """
+    ds = _successful(ds).isel(kappa=0)
+    theta_deg = np.degrees(ds["angle"].values)
+    logfi = np.log10(ds["fisher"].sel(layer="output"))
+    resid = logfi - logfi.mean(("replicate", "child"))
+    parents = ds["replicate"].values[:3]
+    states = [str(s) for s in ds["state"].values]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(10, 3.0), constrained_layout=True)
+        for ax, state, letter in zip(axes[:2], states, "ab", strict=False):
+            for i, parent in enumerate(parents):
+                colour = PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)]
+                curves = resid.sel(state=state, replicate=parent)
+                for j, child in enumerate(curves["child"].values):
+                    ax.plot(theta_deg, curves.sel(child=child), color=colour, lw=0.9,
+                            alpha=0.8, label=f"parent {parent}" if j == 0 else None)
+            ax.axhline(0, color="0.6", lw=0.8)
+            ax.set_ylabel("residual log₁₀ FI of θ̂")
+            _angle_axis(ax)
+            ax.legend(frameon=False, fontsize=7)
+            ax.set_title(f"{letter}  children, optimiser state {state}", loc="left")
+        ax = axes[2]
+        x = np.arange(len(states))
+        for offset, (var, label, colour) in enumerate(
+            [("imprint_within", "same parent", PHASE_COLOURS[1]),
+             ("imprint_between", "different parents", PHASE_COLOURS[2])]
+        ):
+            mean, half = mean_ci(ds[var])
+            ax.errorbar(x + (offset - 0.5) * 0.2, mean.sel(state=states),
+                        yerr=half.sel(state=states), fmt="o", color=colour, label=label,
+                        capsize=2, ms=4)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xticks(x, [f"optimiser {s}" for s in states])
+        ax.set_xlim(-0.6, len(states) - 0.4)
+        ax.set_ylabel("correlation of FI residuals")
+        ax.legend(frameon=False)
+        ax.set_title("c  fingerprint", loc="left")
+        fig.suptitle(f"pretraining imprint: {int(ds['replicate'].size)} parents × "
+                     f"{int(ds['child'].size)} children, mean ± 95% CI", fontsize=9)
+    return fig
+
+
 def save_figure(fig: plt.Figure, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")):
     """Save ``fig`` as ``stem.png`` and ``stem.pdf``; return the paths written."""
     stem = Path(stem)

@@ -21,6 +21,10 @@ EXPECTED = {
         {"loss", "kappa", "replicate", "layer", "angle", "epoch"},
         {"fisher", "abs_error", "prior_density", "alpha", "alpha_predicted", "failed"},
     ),
+    "pretrain_imprint": (
+        {"kappa", "replicate", "state", "child", "layer", "angle"},
+        {"fisher", "parent_fisher", "imprint_within", "imprint_between", "imprint", "failed"},
+    ),
 }
 
 

@@ -1,0 +1,186 @@
+"""Pretraining imprint: does a pretrained network leave a fingerprint on its fine-tuned children?
+
+Each replicate is one *parent*: a CNN pretrained on uniformly distributed orientations. Several
+*children* are fine-tuned from it on a von Mises prior at 90°, differing only in the seed of
+their fine-tuning data — once with the optimiser state reset between the phases, once with
+Adam's state kept from pretraining. We measure every child's Fisher information (FI) of the
+decoded angle, remove the curve shared by all children of all parents, and ask whether the
+small-scale wiggles that remain correlate more between children of the same parent than
+between children of different parents — a fingerprint of pretraining that fine-tuning does
+not erase.
+
+Run: ``anglesim run pretrain_imprint [--quick]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from anglesim.data import evaluation_grid
+from anglesim.distributions import Uniform, VonMises
+from anglesim.fisher import propagated_fisher
+from anglesim.models import build_model
+from anglesim.training import Phase, make_generator, train
+
+try:  # run as ``studies.pretrain_imprint`` (CLI, workers) or as a script
+    from studies._common import SPEC, run_grid, standard_cnn, successful
+except ImportError:  # pragma: no cover - direct ``python studies/pretrain_imprint.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from studies._common import SPEC, run_grid, standard_cnn, successful
+
+NAME = "pretrain_imprint"
+MODEL = standard_cnn("cossin")
+FINETUNE_LOC = math.pi / 2
+STATES = ("reset", "kept")
+
+SIZES = {
+    "full": dict(pre_epochs=8, ft_epochs=4, steps=50, batch=64, n_angles=48, children=4,
+                 replicates=6),
+    "quick": dict(pre_epochs=1, ft_epochs=1, steps=3, batch=16, n_angles=8, children=2,
+                  replicates=2),
+}
+
+
+def phases(kappa: float, sz: dict, state: str) -> tuple[Phase, Phase]:
+    """Pretraining on a uniform prior, fine-tuning on VonMises(90°, κ) at half the rate."""
+    common = dict(spec=SPEC, loss="cosine", steps_per_epoch=sz["steps"],
+                  batch_size=sz["batch"], eval_angles=sz["n_angles"], eval_repeats=1)
+    return (
+        Phase("pretrain", Uniform(), lr=2e-3, epochs=sz["pre_epochs"], **common),
+        Phase("finetune", VonMises(FINETUNE_LOC, kappa), lr=1e-3, epochs=sz["ft_epochs"],
+              reset_optimizer=state == "reset", **common),
+    )
+
+
+def child_seed(seed: int, child: int) -> int:
+    """The fine-tuning data seed of one child, derived from the parent's seed."""
+    return int(np.random.SeedSequence([seed, child]).generate_state(1, dtype=np.uint64)[0]
+               >> 1)
+
+
+def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+    """One parent and its children, fine-tuned with optimiser state reset and kept."""
+    sz = SIZES[size]
+    kappa = float(condition["kappa"])
+    grid = evaluation_grid(sz["n_angles"])
+    angle = grid.double().numpy()
+
+    def measure(net) -> xr.DataArray:
+        return propagated_fisher(net, SPEC, grid, layers=["fc", "output"], sigma=SPEC.noise_std)
+
+    torch.manual_seed(seed)
+    init = build_model(MODEL)
+    pre, _ = phases(kappa, sz, "reset")
+    parent = copy.deepcopy(init)
+    train(parent, [pre], seed)
+    parent_fisher = measure(parent)
+
+    curves = {state: [] for state in STATES}
+    for child in range(sz["children"]):
+        cs = child_seed(seed, child)
+        # reset: the fine-tuning phase alone, from a copy of the parent, with a fresh optimiser
+        net = copy.deepcopy(parent)
+        train(net, [phases(kappa, sz, "reset")[1]], cs)
+        curves["reset"].append(measure(net))
+        # kept: pretraining is replayed exactly (same init, same seed) so Adam's state exists;
+        # the data generator is re-seeded at the phase boundary, so only fine-tuning differs.
+        net = copy.deepcopy(init)
+        gen = make_generator(seed)
+
+        def reseed(phase: Phase, _net, gen=gen, cs=cs) -> None:
+            if phase.name == "pretrain":
+                gen.manual_seed(int(make_generator(cs).initial_seed()))
+
+        train(net, list(phases(kappa, sz, "kept")), seed, generator=gen, on_phase_end=reseed)
+        curves["kept"].append(measure(net))
+
+    fisher = xr.concat(
+        [xr.concat(curves[s], dim="child") for s in STATES], dim="state"
+    ).assign_coords(state=list(STATES), child=np.arange(sz["children"]), angle=angle)
+    return xr.Dataset(
+        {
+            "fisher": fisher,
+            "parent_fisher": parent_fisher.assign_coords(angle=angle),
+        }
+    )
+
+
+def imprint(ds: xr.Dataset, layer: str = "output") -> xr.Dataset:
+    """Within- and between-parent correlation of the children's FI wiggles, per state and κ.
+
+    For each state, log FI minus its mean over every child of every parent (the shared shape)
+    leaves each child's residual curve. ``within``: per parent, the mean Pearson correlation
+    over pairs of its children; ``between``: per parent, the mean correlation of its children
+    with the children of every other parent. ``imprint`` = within − between, per parent.
+    """
+    ok = successful(ds)
+    logfi = np.log(ok["fisher"].sel(layer=layer))
+    resid = logfi - logfi.mean(("replicate", "child"))
+    resid = resid - resid.mean("angle")
+    z = resid / np.sqrt((resid**2).sum("angle"))
+
+    def _pairs(zz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # zz: [parent, child, angle] of unit-norm, mean-zero curves: dot products = correlations
+        n_par, n_ch, _ = zz.shape
+        corr = np.einsum("pca,qda->pcqd", zz, zz)
+        within = np.full(n_par, np.nan)
+        between = np.full(n_par, np.nan)
+        for p in range(n_par):
+            pairs = [corr[p, c, p, d] for c, d in itertools.combinations(range(n_ch), 2)]
+            within[p] = np.nanmean(pairs) if pairs else np.nan
+            others = [corr[p, :, q, :].ravel() for q in range(n_par) if q != p]
+            between[p] = np.nanmean(np.concatenate(others)) if others else np.nan
+        return within, between
+
+    within, between = xr.apply_ufunc(
+        _pairs, z.transpose(..., "replicate", "child", "angle"),
+        input_core_dims=[["replicate", "child", "angle"]],
+        output_core_dims=[["replicate"], ["replicate"]], vectorize=True,
+    )
+    return xr.Dataset({"within": within, "between": between, "imprint": within - between})
+
+
+def add_imprint(ds: xr.Dataset) -> xr.Dataset:
+    """The Dataset with :func:`imprint` added (variables prefixed ``imprint_``)."""
+    m = imprint(ds)
+    return ds.assign({f"imprint_{k}" if k != "imprint" else "imprint": v
+                      for k, v in m.data_vars.items()})
+
+
+def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
+    """Run the parents across replicates and save the Dataset; return its path."""
+    size = "quick" if quick else "full"
+    sz = SIZES[size]
+    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
+              "model": MODEL.to_config(), "finetune_loc": FINETUNE_LOC,
+              "phases": [p.to_config() for p in phases(4.0, sz, "kept")]}
+    return run_grid(NAME, replicate, {"kappa": [4.0]}, quick=quick,
+                    n_replicates=replicates or sz["replicates"], config=config,
+                    postprocess=add_imprint, **options)
+
+
+def summarise(ds: xr.Dataset) -> str:
+    """Within- and between-parent correlations, mean ± s.e. over parents, per state."""
+    lines = ["correlation of children's FI residuals (output), mean ± s.e. over parents:"]
+    for state in ds["state"].values:
+        cells = []
+        for var in ("imprint_within", "imprint_between", "imprint"):
+            v = ds[var].sel(state=state).isel(kappa=0)
+            se = float(v.std("replicate", ddof=1) / np.sqrt(v.count("replicate")))
+            cells.append(f"{var.replace('imprint_', '')} {float(v.mean()):+.3f} ± {se:.3f}")
+        lines.append(f"  optimiser {state}: " + "; ".join(cells))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from anglesim.cli import main
+
+    sys.exit(main(["run", NAME, *sys.argv[1:]]))
