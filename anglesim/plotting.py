@@ -326,6 +326,14 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
             x = np.log10(ds["prior_density"].sel(loss=label)).mean("replicate")
             y = np.log10(norm.sel(loss=label)).mean("replicate")
             ax.plot(x.values.ravel(), y.values.ravel(), ".", ms=2, color=colour, label=label)
+        x_all = np.log10(ds["prior_density"]).mean("replicate")
+        y_all = np.log10(norm).mean("replicate")
+        xr_ = np.array([float(x_all.min()), float(x_all.max())])
+        x0, y0 = float(x_all.mean()), float(y_all.mean())
+        for alpha, style in [(2.0, "--"), (2 / 3, ":")]:
+            ax.plot(xr_, y0 + alpha * (xr_ - x0), color="k", ls=style, lw=1,
+                    label=f"slope {alpha:.2g}")
+        ax.legend(frameon=False, fontsize=6, ncol=2, markerscale=3)
         ax.set_xlabel("log₁₀ prior density p(θ)")
         ax.set_ylabel("log₁₀ normalised FI")
         ax.set_title("b  FI against density", loc="left")
