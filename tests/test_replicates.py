@@ -16,12 +16,18 @@ import xarray as xr
 
 from anglesim import io
 from anglesim.replicates import (
+    FAILURES_ATTR,
     CacheWarning,
+    StudyInspected,
     condition_id,
     condition_key,
+    configure_malloc,
+    failure_table,
+    inspecting,
     iter_conditions,
     replicate_seed,
     run_study,
+    study_status,
 )
 
 needs_h5py = pytest.mark.skipif(
@@ -78,6 +84,43 @@ def crashes(condition: dict, replicate: int, seed: int) -> xr.Dataset:
     if condition["kappa"] == 2.0 and replicate == 0:
         os._exit(3)
     return torch_default_rng(condition, replicate, seed)
+
+
+def tiny_training(condition: dict, replicate: int, seed: int) -> xr.Dataset:
+    """A few SGD steps of a tiny MLP on gratings: real float32 training, whose last bits
+    depend on the torch thread count."""
+    from anglesim.distributions import Uniform
+    from anglesim.models import reference_mlp
+    from anglesim.stimuli import GratingSpec
+    from anglesim.training import Phase, train
+
+    spec = GratingSpec(size=8, frequency=2.0, phase=0.0, contrast=1.0, noise_std=1.0)
+    torch.manual_seed(seed)
+    model = reference_mlp(image_size=8, hidden=(32, 8))
+    phase = Phase("p", Uniform(), spec, loss="cosine", optimizer="adam", lr=condition["kappa"],
+                  epochs=2, steps_per_epoch=4, batch_size=64, eval_angles=4, eval_repeats=1)
+    history = train(model, [phase], seed)
+    weights = torch.cat([p.detach().flatten() for p in model.parameters()]).numpy()
+    return xr.Dataset({"weights": ("w", weights), "loss": ("epoch", history["train_loss"].values),
+                       "threads": ((), torch.get_num_threads())})
+
+
+def page_faults_of_reuse(condition: dict, replicate: int, seed: int) -> xr.Dataset:
+    """Minor page faults of 8 rounds of making two 16 MiB tensors, their sum, and freeing them
+    (the pattern of a loop over chunks of Jacobians)."""
+    import resource
+
+    def faults() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+    n = 4 * 2**20  # float32: 16 MiB
+    (torch.ones(n) + torch.ones(n)).sum()  # the first round may grow the heap
+    before = faults()
+    for _ in range(8):
+        x, y = torch.ones(n), torch.ones(n)  # torch.ones touches every page
+        (x + y).sum()
+        del x, y
+    return xr.Dataset({"faults": ((), faults() - before)})
 
 
 def returns_array(condition: dict, replicate: int, seed: int) -> np.ndarray:
@@ -353,7 +396,7 @@ def test_cache_skips_finished_replicates(tmp_path):
     first = run_study(fn, GRID, 2, cache_dir=tmp_path / "cache", config={"v": 1},
                       progress=False, name="s")
     assert calls(log) == 12
-    files = sorted(p.name for p in (tmp_path / "cache" / "s").iterdir())
+    files = sorted(p.name for p in (tmp_path / "cache" / "s").iterdir() if p.name != "study.log")
     assert len(files) == 12 and all(re.fullmatch(r".+-[0-9a-f]{8}__r[01]\.nc", f) for f in files)
     assert "kappa=4.0,loss=mse-" in " ".join(files)
     second = run_study(fn, GRID, 2, cache_dir=tmp_path / "cache", config={"v": 1},
@@ -447,4 +490,267 @@ def test_retry_that_succeeds_replaces_the_failure_record(tmp_path):
     fixed = run_study(functools.partial(counted, log_dir=str(log)), grid, 1, cache_dir=cache,
                       progress=False, name="s", retry_failed=True)
     assert not fixed["failed"].any()
-    assert [p.suffix for p in (cache / "s").iterdir()] == [".nc"]
+    assert sorted(p.suffix for p in (cache / "s").iterdir()) == [".log", ".nc"]
+
+
+# determinism across n_jobs and backends, threads, malloc ---------------------------------------
+
+
+def test_real_training_is_bit_identical_whatever_n_jobs():
+    grid = {"kappa": [0.01, 0.02]}
+    one = run_study(tiny_training, grid, 2, seed=7, progress=False)
+    assert (one["threads"] == 1).all()  # the default is fixed, not derived from n_jobs
+    for n_jobs in (2, -1):
+        other = run_study(tiny_training, grid, 2, seed=7, n_jobs=n_jobs, progress=False)
+        xr.testing.assert_identical(data_only(one), data_only(other))
+    # an explicit thread count reaches every task
+    two_threads = run_study(tiny_training, grid, 2, seed=7, threads_per_worker=2,
+                            progress=False)
+    assert (two_threads["threads"] == 2).all()
+
+
+def test_auto_threads_fill_the_cores():
+    auto = run_study(torch_default_rng, {"kappa": [1.0]}, 1, threads_per_worker="auto",
+                     progress=False)
+    assert auto["threads"].item() == joblib_cpu_count()
+    with pytest.raises(ValueError, match="threads_per_worker must be >= 1, got 0"):
+        run_study(noisy, GRID, 1, threads_per_worker=0, progress=False)
+
+
+def joblib_cpu_count() -> int:
+    import joblib
+
+    return joblib.cpu_count()
+
+
+@pytest.mark.skipif(not configure_malloc(), reason="malloc tuning needs Linux with glibc")
+def test_tasks_reuse_freed_memory_instead_of_faulting_it_in_again():
+    ds = run_study(page_faults_of_reuse, {"kappa": [1.0]}, 1, n_jobs=2, progress=False)
+    pages = 16 * 2**20 // 4096
+    # untuned, glibc maps and unmaps these blocks each round: measured 53 000 faults (3 tensors
+    # × 4096 pages × 8 rounds, less some reuse); tuned, the heap keeps them: measured 8 000
+    assert ds["faults"].item() < 8 * pages
+
+
+def test_dask_local_cluster_in_threads_matches_loky():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster):
+            remote = run_study(noisy, GRID, 2, n_jobs=2, backend="dask", progress=False)
+    local = run_study(noisy, GRID, 2, n_jobs=2, progress=False)
+    xr.testing.assert_identical(data_only(remote), data_only(local))
+
+
+def test_dask_cluster_by_scheduler_address_gives_loky_results():
+    """Two worker processes reached by address (as on a real cluster), real training."""
+    distributed = pytest.importorskip("distributed")
+    grid = {"kappa": [0.01, 0.02]}
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        remote = run_study(tiny_training, grid, 2, seed=7, n_jobs=2, backend="dask",
+                           scheduler=cluster.scheduler_address, progress=False)
+    local = run_study(tiny_training, grid, 2, seed=7, n_jobs=2, progress=False)
+    xr.testing.assert_identical(data_only(remote), data_only(local))
+
+
+def test_scheduler_needs_the_dask_backend():
+    with pytest.raises(ValueError, match="scheduler must be a dask scheduler address used with "
+                                         "backend='dask'"):
+        run_study(noisy, GRID, 1, scheduler="tcp://127.0.0.1:1", progress=False)
+
+
+def test_unreachable_scheduler_is_a_one_line_error(monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setattr("anglesim.replicates.DASK_CONNECT_TIMEOUT", 1.0)
+    with pytest.raises(ValueError, match="cannot connect to the dask scheduler"):
+        run_study(noisy, {"kappa": [1.0], "loss": ["a"]}, 2, n_jobs=2, backend="dask",
+                  scheduler="tcp://127.0.0.1:9", progress=False)
+
+
+# failure table, log, progress -------------------------------------------------------------------
+
+
+@needs_h5py
+def test_failure_table_survives_saving(tmp_path):
+    fn = functools.partial(failing, log_dir=str(tmp_path))
+    ds = run_study(fn, GRID, 2, seed=3, progress=False)
+    table = failure_table(ds)
+    assert list(table.columns) == ["kappa", "loss", "replicate", "seed", "error", "traceback"]
+    assert len(table) == 4 and (table["loss"] == "mse").all()
+    pairs = sorted(zip(table["kappa"], table["replicate"], strict=True))
+    assert pairs == [(1.0, 0), (1.0, 1), (4.0, 0), (4.0, 1)]
+    for _, row in table.iterrows():
+        assert row["seed"] == ds["replicate_seed"].sel(kappa=row["kappa"], loss="mse",
+                                                        replicate=row["replicate"]).item()
+        assert row["error"] == f"RuntimeError: diverged at kappa={row['kappa']}"
+        assert "Traceback" in row["traceback"] and "in failing" in row["traceback"]
+    loaded = io.load_dataset(io.save_dataset(ds, tmp_path / "s.nc"))
+    assert loaded.attrs[FAILURES_ATTR] == ds.attrs[FAILURES_ATTR]
+    assert failure_table(loaded).equals(table)
+    clean = run_study(noisy, GRID, 1, progress=False)
+    assert clean.attrs[FAILURES_ATTR] == [] and failure_table(clean).empty
+    with pytest.raises(ValueError, match="made by run_study"):
+        failure_table(xr.Dataset())
+
+
+@needs_h5py
+def test_a_nan_loss_is_a_recorded_failure(tmp_path):
+    ds = run_study(tiny_training, {"kappa": [0.01, 1e30]}, 1, cache_dir=tmp_path,
+                   progress=False, name="nan")
+    assert ds["failed"].values.tolist() == [[False], [True]]
+    row = failure_table(ds).iloc[0]
+    assert row["kappa"] == 1e30
+    assert row["error"].startswith("FloatingPointError: loss became nan")
+    record = json.loads(next((tmp_path / "nan").glob("*.failed.json")).read_text())
+    assert record["error"] == row["error"] and record["traceback"] == row["traceback"]
+
+
+@needs_h5py
+def test_one_log_file_per_study(tmp_path):
+    fn = functools.partial(failing, log_dir=str(tmp_path))
+    grid = {"kappa": [1.0], "loss": ["cosine", "mse"]}
+    ds = run_study(fn, grid, 2, cache_dir=tmp_path / "cache", progress=False, name="s")
+    log_path = tmp_path / "cache" / "s" / "study.log"
+    assert ds.attrs["log_file"] == str(log_path)
+    text = log_path.read_text()
+    assert "2 of 4 replicates failed" in text
+    assert text.count(" done in ") == 2  # one line per computed replicate, with its time
+    assert text.count("Traceback (most recent call last)") == 2
+    assert "manager time per replicate" in text
+    run_study(fn, grid, 2, cache_dir=tmp_path / "cache", progress=False, name="s")
+    again = log_path.read_text()
+    assert again.startswith(text)  # appended, not replaced
+    assert "recorded earlier as failed" in again[len(text):]
+    assert list((tmp_path / "cache").glob("*/*.log")) == [log_path]
+    run_study(fn, grid, 1, cache_dir=tmp_path / "cache", progress=False, name="other")
+    assert len(list((tmp_path / "cache").glob("*/*.log"))) == 2
+
+
+def test_log_file_without_cache(tmp_path):
+    path = tmp_path / "run.log"
+    ds = run_study(noisy, {"kappa": [1.0], "loss": ["a"]}, 2, progress=False, log_file=path)
+    assert ds.attrs["log_file"] == str(path) and path.read_text().count(" done in ") == 2
+
+
+@needs_h5py
+def test_progress_bar_shows_done_failed_and_eta(tmp_path, capsys):
+    fn = functools.partial(failing, log_dir=str(tmp_path))
+    grid = {"kappa": [1.0], "loss": ["cosine", "mse"]}
+    run_study(fn, grid, 2, progress=True, name="bar", cache_dir=tmp_path / "c")
+    err = capsys.readouterr().err
+    assert re.search(r"bar: 4/4 \|.*\| \[\d\d:\d\d, ETA 00:00, done=4, failed=2, cached=0\]",
+                     err), err
+    # a resumed run starts the bar at what is cached, so its ETA counts computed ones only
+    run_study(fn, {"kappa": [1.0, 2.0], "loss": ["cosine", "mse"]}, 2, progress=True,
+              name="bar", cache_dir=tmp_path / "c")
+    err = capsys.readouterr().err
+    assert "bar: 4/8 |" in err and "done=8, failed=4, cached=4" in err
+
+
+# bad input, corrupt files, status --------------------------------------------------------------
+
+
+@needs_h5py
+def test_unwritable_cache_dir_is_a_clear_error_and_deletes_nothing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    with pytest.raises(ValueError, match=re.escape(f"cache_dir {str(blocker)!r} is not "
+                                                   f"writable")):
+        run_study(noisy, GRID, 1, cache_dir=blocker, progress=False)
+    assert blocker.read_text() == "keep me"
+    if os.geteuid() == 0:
+        return  # root writes through permission bits; the rest needs an ordinary user
+    cache = tmp_path / "cache"
+    run_study(noisy, GRID, 1, cache_dir=cache, progress=False, name="s")
+    before = sorted(p.name for p in (cache / "s").iterdir())
+    (cache / "s").chmod(0o500)
+    try:
+        with pytest.raises(ValueError, match="is not writable"):
+            run_study(noisy, GRID, 1, cache_dir=cache, progress=False, name="s")
+    finally:
+        (cache / "s").chmod(0o700)
+    assert sorted(p.name for p in (cache / "s").iterdir()) == before
+
+
+@needs_h5py
+def test_checksum_mismatch_is_detected_kept_aside_and_recomputed(tmp_path):
+    import h5py
+
+    log = tmp_path / "log"
+    log.mkdir()
+    fn = functools.partial(counted, log_dir=str(log))
+    grid = {"kappa": [1.0], "loss": ["cosine", "vm"]}
+    first = run_study(fn, grid, 2, cache_dir=tmp_path / "c", progress=False, name="s")
+    victim = next((tmp_path / "c" / "s").glob("*loss=vm*__r0.nc"))
+    with h5py.File(victim, "r+") as f:  # a valid netCDF file whose data changed
+        f["fisher"][0] = 123.0
+    with pytest.warns(CacheWarning, match=re.escape(f"{victim} cannot be used")):
+        again = run_study(fn, grid, 2, cache_dir=tmp_path / "c", progress=False, name="s")
+    assert calls(log) == 4 + 1 and calls(log, "vm-0-*") == 2
+    xr.testing.assert_identical(data_only(first), data_only(again))
+    kept = victim.with_name(victim.name + ".corrupt")
+    assert kept.exists() and "is corrupted" in (tmp_path / "c" / "s" / "study.log").read_text()
+    with h5py.File(kept, "r") as f:
+        assert f["fisher"][0] == 123.0
+
+
+@needs_h5py
+def test_status_reports_without_running_or_changing_anything(tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+    fn = functools.partial(failing, log_dir=str(log))
+    grid = {"kappa": [1.0], "loss": ["cosine", "mse", "vm"]}
+    kw = dict(cache_dir=tmp_path / "c", name="s", config={"v": 1})
+    empty = study_status(grid, 2, **kw)
+    assert (len(empty.cached), len(empty.failed), len(empty.missing)) == (0, 0, 6)
+    assert not (tmp_path / "c").exists()  # nothing created
+    run_study(fn, {"kappa": [1.0], "loss": ["cosine", "mse"]}, 2, progress=False, **kw)
+    folder = tmp_path / "c" / "s"
+    victim = next(folder.glob("*loss=cosine*__r1.nc"))
+    victim.write_bytes(victim.read_bytes()[:100])
+    snapshot = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()}
+    n_calls = calls(log)
+
+    status = study_status(grid, 2, **kw)
+    assert status.total == 6
+    assert status.cached == [({"kappa": 1.0, "loss": "cosine"}, 0)]
+    assert [(f["condition"]["loss"], f["replicate"]) for f in status.failed] == [("mse", 0),
+                                                                                 ("mse", 1)]
+    assert status.failed[0]["error"] == "RuntimeError: diverged at kappa=1.0"
+    assert status.missing == [({"kappa": 1.0, "loss": "cosine"}, 1),
+                              ({"kappa": 1.0, "loss": "vm"}, 0),
+                              ({"kappa": 1.0, "loss": "vm"}, 1)]
+    assert [p[:2] for p in status.problems] == [("corrupt", victim.name)]
+    text = status.summary()
+    assert "6 replicates: 1 cached, 2 failed, 3 missing" in text and "1 corrupt file" in text
+    # another config: everything stored is stale, so missing
+    other = study_status(grid, 2, cache_dir=tmp_path / "c", name="s", config={"v": 2})
+    assert len(other.missing) == 6
+    assert sorted(p[0] for p in other.problems) == ["corrupt", "stale", "stale", "stale"]
+    assert calls(log) == n_calls
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()} == snapshot
+
+
+@needs_h5py
+def test_run_study_inside_inspecting_runs_nothing(tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+    fn = functools.partial(counted, log_dir=str(log))
+    after = []
+
+    def study_script() -> None:
+        run_study(fn, GRID, 2, cache_dir=tmp_path, name="s")
+        after.append("saved")  # never reached while inspecting
+
+    with inspecting() as found:
+        try:
+            study_script()
+        except Exception:  # a study's own handler does not swallow the stop
+            pytest.fail("StudyInspected was caught as an Exception")
+    assert issubclass(StudyInspected, BaseException) and not issubclass(StudyInspected,
+                                                                        Exception)
+    assert after == [] and calls(log) == 0 and len(found) == 1
+    assert found[0].name == "s" and len(found[0].missing) == 12
+    study_script()  # outside the context it runs
+    assert after == ["saved"] and calls(log) == 12
