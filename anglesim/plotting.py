@@ -419,6 +419,76 @@ def plot_pretrain_imprint(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
+@register_figure("model_choices")
+def plot_model_choices(ds: xr.Dataset) -> plt.Figure:
+    """Model choices: roughness and peaks of FI curves by nonlinearity, readout and data.
+
+    Panels: (a) FI of the decoded angle for each nonlinearity (first readout, stream data;
+    geometric mean over replicates); (b) roughness, the fraction of log-FI variance above the
+    cut-off harmonic, per nonlinearity and readout (stream data); (c) number of FI peaks;
+    (d) ln FI at the training angles minus at fresh angles, finite set against stream.
+    """
+    ds = _successful(ds)
+    theta_deg = np.degrees(ds["angle"].values)
+    nls = [str(v) for v in ds["nonlinearity"].values]
+    readouts = [str(v) for v in ds["readout"].values]
+    datas = [str(v) for v in ds["data"].values]
+    stream = ds.sel(data="stream") if "stream" in datas else ds.isel(data=0)
+    x = np.arange(len(nls))
+
+    def _dots(ax, var, groups, select, width=0.6):
+        step = width / max(len(groups), 1)
+        for g, group in enumerate(groups):
+            mean, half = mean_ci(select(group)[var])
+            ax.errorbar(x + (g - (len(groups) - 1) / 2) * step, mean.sel(nonlinearity=nls),
+                        yerr=half.sel(nonlinearity=nls), fmt="o", ms=3, capsize=2,
+                        color=PHASE_COLOURS[(g + 1) % len(PHASE_COLOURS)], label=group)
+        ax.set_xticks(x, nls, rotation=30)
+
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3.0), constrained_layout=True)
+        ax = axes[0]
+        colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(nls)))
+        for colour, nl in zip(colours, nls, strict=True):
+            fi = stream["fisher"].sel(layer="output", nonlinearity=nl, readout=readouts[0])
+            _log_band(ax, theta_deg, fi, colour, nl)
+        ax.set_yscale("log")
+        ax.set_ylabel("FI of θ̂ (rad⁻²)")
+        _angle_axis(ax)
+        ax.legend(frameon=False, fontsize=7)
+        ax.set_title(f"a  FI, {readouts[0]} readout", loc="left")
+
+        ax = axes[1]
+        _dots(ax, "roughness", readouts, lambda r: stream.sel(readout=r))
+        ax.set_ylabel("roughness (power above cut-off)")
+        ax.set_ylim(0, 1)
+        ax.legend(frameon=False, fontsize=7, title="readout", title_fontsize=7)
+        ax.set_title("b  roughness", loc="left")
+
+        ax = axes[2]
+        _dots(ax, "n_peaks", readouts, lambda r: stream.sel(readout=r))
+        ax.set_ylabel("peaks of FI")
+        ax.set_ylim(bottom=0)
+        ax.legend(frameon=False, fontsize=7, title="readout", title_fontsize=7)
+        ax.set_title("c  peaks", loc="left")
+
+        ax = axes[3]
+        _dots(ax, "train_fresh_log_ratio", datas, lambda d: _pool_readouts(ds.sel(data=d)),
+              width=0.4)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_ylabel("ln FI(train angles) − ln FI(fresh)")
+        ax.legend(frameon=False, fontsize=7, title="training data", title_fontsize=7)
+        ax.set_title("d  training angles vs fresh", loc="left")
+        fig.suptitle(f"model choices: {_replicate_count(ds)}", fontsize=9)
+    return fig
+
+
+def _pool_readouts(ds: xr.Dataset) -> xr.Dataset:
+    """Treat (readout, replicate) pairs as replicates, for measures pooled over readouts."""
+    pooled = ds.stack(pooled=("readout", "replicate")).reset_index("pooled", drop=True)
+    return pooled.rename(pooled="replicate")
+
+
 def save_figure(fig: plt.Figure, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")):
     """Save ``fig`` as ``stem.png`` and ``stem.pdf``; return the paths written."""
     stem = Path(stem)

@@ -45,3 +45,17 @@ def test_finite_dataset_validation():
     ds = make_finite(Uniform(), SPEC, 4)
     with pytest.raises(ValueError, match="batch_size"):
         next(ds.batches(0))
+
+
+def test_training_set_angles_are_the_generators_first_prior_draws():
+    """studies/model_choices replays a finite training set's angles from its seed."""
+    import torch
+
+    from anglesim.data import reference_split
+    from anglesim.distributions import Uniform
+    from anglesim.stimuli import GratingSpec
+    from anglesim.training import make_generator
+
+    train, _, _ = reference_split(Uniform(), GratingSpec(size=16), 4, make_generator(3))
+    replay = Uniform().sample(32, generator=make_generator(3))
+    assert torch.equal(train.angles, replay)

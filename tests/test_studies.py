@@ -25,6 +25,10 @@ EXPECTED = {
         {"kappa", "replicate", "state", "child", "layer", "angle"},
         {"fisher", "parent_fisher", "imprint_within", "imprint_between", "imprint", "failed"},
     ),
+    "model_choices": (
+        {"nonlinearity", "readout", "data", "replicate", "layer", "angle", "epoch"},
+        {"fisher", "abs_error", "roughness", "n_peaks", "train_fresh_log_ratio", "failed"},
+    ),
 }
 
 
@@ -51,3 +55,19 @@ def test_study_quick_end_to_end(study, tmp_path):
     assert main(["figures", "--results", str(results), "--out", str(out)]) == 0
     assert (out / f"{study}_quick.png").stat().st_size > 1000
     assert (out / f"{study}_quick.pdf").stat().st_size > 1000
+
+
+def test_model_choices_roughness_and_peaks_on_known_curves():
+    from anglesim.cli import load_study
+
+    mc = load_study("model_choices")
+    theta = np.arange(64) * np.pi / 64
+    assert mc.roughness(np.cos(2 * 3 * theta)) == pytest.approx(0.0, abs=1e-20)
+    assert mc.roughness(np.cos(2 * 9 * theta)) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    # white noise spreads its power evenly over the 32 harmonics: 28/32 lie above the 4th
+    mean = np.mean([mc.roughness(rng.normal(size=64)) for _ in range(200)])
+    assert mean == pytest.approx(28 / 32, abs=0.03)
+    for k in (1, 2, 5):
+        assert mc.n_peaks(np.cos(2 * k * theta)) == k
+    assert mc.n_peaks(0.01 * np.cos(2 * 3 * theta)) == 0  # below the prominence threshold
