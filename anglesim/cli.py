@@ -1,9 +1,14 @@
-"""Command line: ``anglesim quickstart | run STUDY | figures``.
+"""Command line: ``anglesim quickstart | run STUDY | status STUDY | figures | list``.
 
 Studies are scripts in the repository's ``studies/`` folder (one module per study, each with a
-``run(args) -> Path`` function and a module-level replicate function, so joblib workers can
-import it). The folder is found, in order, from ``$ANGLESIM_STUDIES``, the checkout that holds
-this package, or ``./studies``.
+``run(quick, replicates, **options) -> Path`` function that hands ``options`` on to
+:func:`anglesim.replicates.run_study`, and a module-level replicate function, so joblib workers
+can import it). The folder is found, in order, from ``$ANGLESIM_STUDIES``, the checkout that
+holds this package, or ``./studies``.
+
+Exit codes: 0 success; 1 the study finished but some replicates failed (a summary is printed);
+2 bad input (a one-line error naming the problem; nothing cached is deleted); 130 interrupted
+(finished replicates stay cached; rerun to resume).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 DEFAULT_RESULTS = Path("results")
 DEFAULT_FIGURES = Path("figures")
+FAILURES_SHOWN = 10
 
 
 def studies_dir() -> Path:
@@ -64,15 +70,33 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _threads(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def _add_study_options(p: argparse.ArgumentParser) -> None:
+    """Options that decide which replicates a study has (shared by run and status)."""
     p.add_argument("--quick", action="store_true", help="tiny sizes, for tests and CI")
-    p.add_argument("--n-jobs", type=int, default=None,
-                   help="parallel workers (default: the number of CPU cores)")
     p.add_argument("--replicates", type=_positive_int, default=None,
                    help="replicates per condition (default: the study's own)")
     p.add_argument("--seed", type=int, default=0, help="study seed (default 0)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
                    help="folder for the Dataset, figure and replicate cache (default results/)")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    _add_study_options(p)
+    p.add_argument("--n-jobs", type=int, default=None,
+                   help="parallel workers (default: the number of CPU cores available)")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N|auto",
+                   help="torch threads per worker (default 1, so results do not depend on "
+                        "--n-jobs; 'auto': cores // workers)")
+    p.add_argument("--backend", choices=["loky", "dask"], default=None,
+                   help="where workers run: loky processes on this machine (default) or a "
+                        "dask.distributed cluster")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies --backend "
+                        "dask; without it dask starts a local cluster)")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute every replicate instead of reusing cached ones")
     p.add_argument("--retry-failed", action="store_true",
@@ -91,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run one study from studies/")
     r.add_argument("study", help="study name (a script in studies/)")
     _add_run_options(r)
+    s = sub.add_parser("status", help="what a study has cached, failed and still to run "
+                                      "(runs nothing)")
+    s.add_argument("study", help="study name (a script in studies/)")
+    _add_study_options(s)
     f = sub.add_parser("figures", help="redraw every figure from saved Datasets (no training)")
     f.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
                    help="folder holding the saved Datasets (default results/)")
@@ -100,11 +128,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_results_folder(results: Path, study: str, quick: bool) -> None:
+    """Refuse, before anything runs, a results path that is a file, or a results file in the
+    way that is not an anglesim Dataset (it would be overwritten)."""
+    from .io import load_dataset
+
+    if results.exists() and not results.is_dir():
+        raise ValueError(f"--results {results} is a file, not a folder")
+    target = results / (f"{study}_quick.nc" if quick else f"{study}.nc")
+    if target.is_file():
+        try:
+            load_dataset(target)
+        except ValueError as exc:
+            raise ValueError(f"results file {target} is not an anglesim Dataset, and the run "
+                             f"would overwrite it; move it away or choose another --results "
+                             f"({exc})") from None
+
+
+def _manager_options(args: argparse.Namespace) -> dict:
+    """Only the options given, so that studies that do not know an option still run."""
+    options = {}
+    backend = args.backend
+    if args.scheduler is not None:
+        if backend == "loky":
+            raise ValueError(f"--scheduler {args.scheduler} needs --backend dask, got "
+                             f"--backend loky")
+        backend = "dask"
+        options["scheduler"] = args.scheduler
+    if backend is not None:
+        options["backend"] = backend
+    if args.threads is not None:
+        options["threads_per_worker"] = args.threads
+    return options
+
+
+def _failure_summary(ds, path: Path) -> str:
+    from .replicates import failure_table
+
+    n_failed = int(ds.attrs.get("n_failed", 0))
+    total = int(ds["failed"].size)
+    lines = [f"{n_failed} of {total} replicate(s) failed:"]
+    try:
+        table = failure_table(ds)
+    except ValueError:
+        table = None
+    if table is not None:
+        axes = [c for c in table.columns if c not in ("replicate", "seed", "error", "traceback")]
+        for _, row in table.head(FAILURES_SHOWN).iterrows():
+            condition = ", ".join(f"{a}={row[a]}" for a in axes) or "-"
+            lines.append(f"  {condition}, replicate {row['replicate']} (seed {row['seed']}): "
+                         f"{row['error']}")
+        if len(table) > FAILURES_SHOWN:
+            lines.append(f"  … and {len(table) - FAILURES_SHOWN} more")
+    where = f" and in {ds.attrs['log_file']}" if ds.attrs.get("log_file") else ""
+    lines.append(f"tracebacks: the 'failures' attribute of {path}{where}; rerun only the "
+                 f"failed replicates with --retry-failed")
+    return "\n".join(lines)
+
+
 def _run(study: str, args: argparse.Namespace) -> int:
     module = load_study(study)
-    n_jobs = args.n_jobs if args.n_jobs is not None else (os.cpu_count() or 1)
-    if n_jobs == 0:
+    if args.n_jobs == 0:
         raise ValueError("--n-jobs must not be 0")
+    if args.n_jobs is None:
+        import joblib
+
+        n_jobs = joblib.cpu_count()
+    else:
+        n_jobs = args.n_jobs
+    options = _manager_options(args)
+    _check_results_folder(args.results, study, args.quick)
     path = module.run(
         quick=args.quick,
         n_jobs=n_jobs,
@@ -114,23 +207,38 @@ def _run(study: str, args: argparse.Namespace) -> int:
         cache=not args.no_cache,
         retry_failed=args.retry_failed,
         progress=not args.quiet,
+        **options,
     )
     from .io import load_dataset
-    from .plotting import draw_figure, save_figure
+    from .plotting import FIGURES, draw_figure, save_figure
 
     ds = load_dataset(path)
-    figure_paths = save_figure(draw_figure(ds), path.with_suffix(""))
     print(f"dataset: {path}")
-    for fp in figure_paths:
-        print(f"figure:  {fp}")
-    summary = getattr(module, "summarise", None)
-    if summary is not None:
-        print(summary(ds))
     n_failed = int(ds.attrs.get("n_failed", 0))
+    if ds.attrs.get("study") in FIGURES and n_failed < ds["failed"].size:
+        for fp in save_figure(draw_figure(ds), path.with_suffix("")):
+            print(f"figure:  {fp}")
+    summary = getattr(module, "summarise", None)
+    if summary is not None and n_failed < ds["failed"].size:
+        print(summary(ds))
     if n_failed:
-        print(f"{n_failed} replicate(s) failed; see the 'error' variable in {path}",
-              file=sys.stderr)
+        print(_failure_summary(ds, path), file=sys.stderr)
         return 1
+    return 0
+
+
+def _status(study: str, args: argparse.Namespace) -> int:
+    from .replicates import inspecting
+
+    module = load_study(study)
+    with inspecting() as found:
+        module.run(quick=args.quick, n_jobs=1, replicates=args.replicates, seed=args.seed,
+                   results=args.results, cache=True, retry_failed=False, progress=False)
+    if not found:
+        raise ValueError(f"study {study!r} did not ask the replicate manager for any "
+                         f"replicates, so there is nothing to report")
+    for status in found:
+        print(status.summary())
     return 0
 
 
@@ -151,6 +259,13 @@ def _figures(results: Path, out: Path) -> int:
     return 0
 
 
+def _one_line(err: BaseException) -> str:
+    text = str(err)
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.strerror}: {err.filename}"
+    return " ".join(text.split()) or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -159,14 +274,20 @@ def main(argv: list[str] | None = None) -> int:
             return _run("quickstart", args)
         if args.command == "run":
             return _run(args.study, args)
+        if args.command == "status":
+            return _status(args.study, args)
         if args.command == "figures":
             return _figures(args.results, args.out)
         if args.command == "list":
             print("\n".join(available_studies()))
             return 0
-    except (ValueError, FileNotFoundError) as err:
-        print(f"anglesim: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # FileNotFoundError, PermissionError, ...
+        print(f"anglesim: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("anglesim: interrupted; finished replicates are cached, run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
     return 2
 
 
