@@ -489,6 +489,60 @@ def _pool_readouts(ds: xr.Dataset) -> xr.Dataset:
     return pooled.rename(pooled="replicate")
 
 
+@register_figure("adapt_loop")
+def plot_adapt_loop(ds: xr.Dataset) -> plt.Figure:
+    """Adaptive loop: the prior and FI over rounds of p ← p/√J, and convergence per mode.
+
+    Panels: (a) training prior of each round and (b) FI of the decoded angle after it
+    (geometric mean over replicates), first mode; (c) coefficient of variation of FI over
+    angles and (d) KL divergence between successive priors, per round and mode, mean ± 95% CI
+    over replicates.
+    """
+    ds = _successful(ds)
+    theta_deg = np.degrees(ds["angle"].values)
+    modes = [str(m) for m in ds["mode"].values]
+    rounds = ds["round"].values
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(rounds)))
+    first = ds.sel(mode=modes[0])
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3.0), constrained_layout=True)
+        ax = axes[0]
+        for colour, r in zip(colours, rounds, strict=True):
+            mean, half = mean_ci(first["prior_density"].sel(round=r))
+            _band(ax, theta_deg, mean, half, colour, f"round {int(r)}")
+        ax.set_ylabel("training prior p(θ) (1/rad)")
+        ax.set_ylim(bottom=0)
+        _angle_axis(ax)
+        ax.legend(frameon=False, fontsize=7)
+        ax.set_title(f"a  prior ({modes[0]})", loc="left")
+
+        ax = axes[1]
+        for colour, r in zip(colours, rounds, strict=True):
+            _log_band(ax, theta_deg, first["fisher"].sel(round=r), colour, f"round {int(r)}")
+        ax.set_yscale("log")
+        ax.set_ylabel("FI of θ̂ (rad⁻²)")
+        _angle_axis(ax)
+        ax.set_title(f"b  FI ({modes[0]})", loc="left")
+
+        for ax, var, label, letter in [
+            (axes[2], "fisher_cv", "CV of FI over θ", "c"),
+            (axes[3], "prior_kl", "KL(p_r ‖ p_{r−1}) (nats)", "d"),
+        ]:
+            for m, mode in enumerate(modes):
+                mean, half = mean_ci(ds[var].sel(mode=mode))
+                ax.errorbar(rounds + (m - 1) * 0.08, mean, yerr=half, fmt="o-", ms=3,
+                            capsize=2, color=PHASE_COLOURS[(m + 1) % len(PHASE_COLOURS)],
+                            label=mode)
+            ax.set_xticks(rounds)
+            ax.set_xlabel("round")
+            ax.set_ylabel(label)
+            ax.set_ylim(bottom=0)
+            ax.legend(frameon=False, fontsize=7)
+            ax.set_title(f"{letter}  convergence", loc="left")
+        fig.suptitle(f"adaptive loop: {_replicate_count(ds)}", fontsize=9)
+    return fig
+
+
 def save_figure(fig: plt.Figure, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")):
     """Save ``fig`` as ``stem.png`` and ``stem.pdf``; return the paths written."""
     stem = Path(stem)

@@ -29,6 +29,10 @@ EXPECTED = {
         {"nonlinearity", "readout", "data", "replicate", "layer", "angle", "epoch"},
         {"fisher", "abs_error", "roughness", "n_peaks", "train_fresh_log_ratio", "failed"},
     ),
+    "adapt_loop": (
+        {"mode", "replicate", "round", "angle"},
+        {"fisher", "prior_density", "fisher_cv", "prior_kl", "stop_round", "failed"},
+    ),
 }
 
 
@@ -71,3 +75,21 @@ def test_model_choices_roughness_and_peaks_on_known_curves():
     for k in (1, 2, 5):
         assert mc.n_peaks(np.cos(2 * k * theta)) == k
     assert mc.n_peaks(0.01 * np.cos(2 * 3 * theta)) == 0  # below the prominence threshold
+
+
+def test_adapt_loop_update_rule():
+    from anglesim.cli import load_study
+
+    al = load_study("adapt_loop")
+    theta = np.arange(48) * np.pi / 48
+    p = np.full(48, 1 / np.pi)
+    fisher = np.exp(np.cos(2 * theta))  # smooth: the low-pass keeps it exactly
+    new = al.update_prior(p, fisher, damping=1.0)
+    assert np.mean(new) * np.pi == pytest.approx(1.0)  # a density on [0, π)
+    expected = np.exp(-0.5 * np.cos(2 * theta))
+    np.testing.assert_allclose(new, expected / expected.mean() / np.pi, rtol=1e-10)
+    # a flat FI leaves the prior unchanged: the rule's fixed point
+    np.testing.assert_allclose(al.update_prior(new, np.full(48, 7.0), 0.5), new, rtol=1e-12)
+    with pytest.raises(ValueError, match="damping"):
+        al.update_prior(p, fisher, damping=0.0)
+    assert al.kl_divergence(new, new) == pytest.approx(0.0, abs=1e-15)

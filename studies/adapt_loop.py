@@ -1,0 +1,195 @@
+"""Adaptive loop: reshape the training prior from measured Fisher information, round by round.
+
+The reference research's iterative rule: measure the network's Fisher information (FI) J(θ),
+smooth it on the circle, set the next training prior to p ← p/√J (renormalised) — more
+training where the network is least sensitive — and fine-tune on it; repeat. Here the loop
+starts from a CNN trained on a von Mises prior at 90° (κ = 4), so its FI is concentrated there,
+and runs k rounds in three modes: fine-tuning the previous round's network with the optimiser
+state reset each round or kept, or fine-tuning the original network every round. A damping
+λ ∈ (0, 1] mixes the update geometrically, p ← p^{1−λ}·(p/√J)^{λ}.
+
+Convergence is tracked by scale-free diagnostics: the coefficient of variation of J over
+angles (0 for a flat FI curve — the rule's fixed point), the KL divergence between successive
+priors, and their spread over replicates. Every replicate runs all k rounds (so all share one
+structure); ``stop_round`` records the first round at which the stopping rule
+(CV < ``CV_TOL`` or KL < ``KL_TOL``) would have ended the loop.
+
+Run: ``anglesim run adapt_loop [--quick]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from anglesim.data import evaluation_grid
+from anglesim.distributions import Gridded, VonMises
+from anglesim.fisher import propagated_fisher
+from anglesim.models import build_model
+from anglesim.training import Phase, train
+
+try:  # run as ``studies.adapt_loop`` (CLI, workers) or as a script
+    from studies._common import SPEC, run_grid, standard_cnn
+except ImportError:  # pragma: no cover - direct ``python studies/adapt_loop.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from studies._common import SPEC, run_grid, standard_cnn
+
+NAME = "adapt_loop"
+MODEL = standard_cnn("cossin")
+START_PRIOR = VonMises(math.pi / 2, 4.0)
+MODES = ("previous_reset", "previous_kept", "original")
+SMOOTH_ORDER = 3
+"""Harmonics of 2θ kept when smoothing log FI on the circle before the update."""
+CV_TOL, KL_TOL = 0.25, 0.01
+
+SIZES = {
+    "full": dict(pre_epochs=8, epochs=3, steps=50, batch=64, n_angles=48, rounds=4,
+                 damping=0.5, replicates=4),
+    "quick": dict(pre_epochs=1, epochs=1, steps=3, batch=16, n_angles=16, rounds=2,
+                  damping=0.5, replicates=2),
+}
+
+
+def smooth_periodic(values: np.ndarray, order: int = SMOOTH_ORDER) -> np.ndarray:
+    """Keep the Fourier harmonics up to ``order`` of samples on an even grid over one period."""
+    coeffs = np.fft.rfft(values)
+    coeffs[order + 1:] = 0
+    return np.fft.irfft(coeffs, n=values.size)
+
+
+def update_prior(density: np.ndarray, fisher: np.ndarray, damping: float) -> np.ndarray:
+    """p ← p^{1−λ}·(p/√J_s)^λ, renormalised to a density on [0, π); J_s smoothed on the circle.
+
+    Smoothing is of log J (FI spans decades), so J_s = exp(smooth(log J)) stays positive.
+    """
+    if not 0 < damping <= 1:
+        raise ValueError(f"damping must be in (0, 1], got {damping!r}")
+    log_j = smooth_periodic(np.log(fisher))
+    new = density * np.exp(-0.5 * damping * log_j)
+    return new / (new.mean() * math.pi)
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    """KL(p ‖ q) of two densities sampled on an even grid over [0, π)."""
+    return float(np.mean(p * np.log(p / q)) * math.pi)
+
+
+def cv(fisher: np.ndarray) -> float:
+    """Coefficient of variation of J over the angle grid: std/mean, scale-free."""
+    return float(fisher.std() / fisher.mean())
+
+
+def phase(name: str, prior, sz: dict, epochs: int, lr: float, reset: bool = True) -> Phase:
+    return Phase(name, prior, SPEC, loss="cosine", lr=lr, epochs=epochs,
+                 steps_per_epoch=sz["steps"], batch_size=sz["batch"],
+                 eval_angles=sz["n_angles"], eval_repeats=1, reset_optimizer=reset)
+
+
+def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+    """Run the loop for one mode; record prior and FI at every round."""
+    sz = SIZES[size]
+    mode = str(condition["mode"])
+    grid = evaluation_grid(sz["n_angles"])
+    angle = grid.double().numpy()
+
+    def measure(net) -> np.ndarray:
+        return propagated_fisher(net, SPEC, grid, layers=["output"],
+                                 sigma=SPEC.noise_std).values[0]
+
+    torch.manual_seed(seed)
+    original = build_model(MODEL)
+    train(original, [phase("start", START_PRIOR, sz, sz["pre_epochs"], 2e-3)], seed)
+    priors = [START_PRIOR.pdf(angle)]
+    fishers = [measure(original)]
+
+    if mode == "original":
+        for r in range(1, sz["rounds"] + 1):
+            density = update_prior(priors[-1], fishers[-1], sz["damping"])
+            net = copy.deepcopy(original)
+            train(net, [phase(f"round{r}", Gridded(density), sz, sz["epochs"], 1e-3)], seed + r)
+            priors.append(density)
+            fishers.append(measure(net))
+    else:
+        # One train() call over all rounds, so Adam's state can be kept between them; each
+        # round's prior is set from the FI measured at the end of the previous round.
+        reset = mode == "previous_reset"
+        rounds = [phase(f"round{r}", Gridded(priors[0]), sz, sz["epochs"], 1e-3, reset)
+                  for r in range(1, sz["rounds"] + 1)]
+        density = update_prior(priors[-1], fishers[-1], sz["damping"])
+        rounds[0].prior = Gridded(density)
+        priors.append(density)
+        net = copy.deepcopy(original)
+
+        def next_round(ph: Phase, model) -> None:
+            fishers.append(measure(model))
+            r = int(ph.name.removeprefix("round"))
+            if r < len(rounds):
+                new = update_prior(priors[-1], fishers[-1], sz["damping"])
+                rounds[r].prior = Gridded(new)
+                priors.append(new)
+
+        train(net, rounds, seed + 1, on_phase_end=next_round)
+
+    fisher = np.stack(fishers)
+    prior = np.stack(priors)
+    cvs = np.array([cv(f) for f in fisher])
+    kls = np.array([np.nan] + [kl_divergence(prior[i], prior[i - 1])
+                               for i in range(1, len(prior))])
+    met = np.flatnonzero((cvs < CV_TOL) | (kls < KL_TOL))
+    rounds_idx = np.arange(len(fishers))
+    ds = xr.Dataset(
+        {
+            "fisher": (("round", "angle"), fisher),
+            "prior_density": (("round", "angle"), prior),
+            "fisher_cv": ("round", cvs),
+            "prior_kl": ("round", kls),
+            "stop_round": ((), float(met[0]) if met.size else np.nan),
+        },
+        coords={"round": rounds_idx, "angle": angle},
+    )
+    ds["fisher"].attrs = {"units": "rad^-2", "long_name": "FI of the decoded angle (propagated)"}
+    ds["prior_density"].attrs = {"units": "1/rad", "long_name": "training prior of the round"}
+    ds["fisher_cv"].attrs = {"long_name": "coefficient of variation of FI over angles"}
+    ds["prior_kl"].attrs = {"long_name": "KL(prior of round r || prior of round r-1)"}
+    ds["stop_round"].attrs = {"long_name": f"first round with CV < {CV_TOL} or KL < {KL_TOL}"}
+    return ds
+
+
+def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
+    """Run the three modes across replicates and save the Dataset; return its path."""
+    size = "quick" if quick else "full"
+    sz = SIZES[size]
+    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
+              "model": MODEL.to_config(), "start_prior": START_PRIOR.to_config(),
+              "smooth_order": SMOOTH_ORDER, "cv_tol": CV_TOL, "kl_tol": KL_TOL}
+    return run_grid(NAME, replicate, {"mode": list(MODES)}, quick=quick,
+                    n_replicates=replicates or sz["replicates"], config=config, **options)
+
+
+def summarise(ds: xr.Dataset) -> str:
+    """CV of FI and KL between successive priors per round, mean over replicates, per mode."""
+    from studies._common import successful
+
+    ok = successful(ds)
+    lines = ["per mode, per round: CV of FI (KL to the previous prior), mean over replicates"]
+    for mode in ok["mode"].values:
+        c = ok.sel(mode=mode)
+        cells = [f"r{int(r)} {float(c['fisher_cv'].sel(round=r).mean()):.2f}"
+                 f" ({float(c['prior_kl'].sel(round=r).mean()):.3f})" for r in c["round"].values]
+        stop = c["stop_round"]
+        lines.append(f"  {mode:>15}: " + ", ".join(cells)
+                     + f"; rule met by round {float(stop.mean()):.1f} on average"
+                     f" ({int(stop.count())}/{int(stop.size)} replicates)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from anglesim.cli import main
+
+    sys.exit(main(["run", NAME, *sys.argv[1:]]))
