@@ -543,6 +543,78 @@ def plot_adapt_loop(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
+@register_figure("reference_replication")
+def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
+    """Reference replication: d′ and FI around the orientation circle, and the prior's effect.
+
+    Panels: (a, b) polar plots against 2θ (so the half-circle of orientations closes) of the
+    output's linear FI and of d′ for Δθ = 2°, uniform training against the most concentrated
+    prior, largest D (mean over replicates); (c) log₂ FI of concentrated over uniform networks
+    near the prior's peak (±22.5°) and far from it (>45°) against D, averaged over the priors'
+    centres, per κ, ± 1.96 s.e.; (d) mean absolute decoding error against D per prior.
+    """
+    ds = _successful(ds)
+    two_theta = 2 * ds["angle"].values
+    two_theta = np.append(two_theta, two_theta[:1] + 2 * np.pi)
+    d_max = ds["dataset_size"].values.max()
+    priors = [str(p) for p in ds["prior"].values]
+    conc = [p for p in priors if p != "uniform"]
+    show = ["uniform"] + ([conc[-1]] if conc else [])
+    sizes = ds["dataset_size"].values
+    with plt.rc_context(STYLE):
+        fig = plt.figure(figsize=(12, 3.3), constrained_layout=True)
+        for k, (var, label) in enumerate([("fisher", "linear FI (rad⁻²)"),
+                                          ("d_prime", "d′ (Δθ = 2°)")]):
+            ax = fig.add_subplot(1, 4, k + 1, projection="polar")
+            for i, prior in enumerate(show):
+                values = ds[var].sel(prior=prior, dataset_size=d_max).mean("replicate")
+                values = np.clip(np.append(values.values, values.values[:1]), 0, None)
+                ax.plot(two_theta, values, color=PHASE_COLOURS[i], label=prior)
+            ax.set_title(f"{'ab'[k]}  {label}, D = {int(d_max)}", loc="left", fontsize=8)
+            ax.set_xticks(np.radians([0, 90, 180, 270]), ["0°", "45°", "90°", "135°"])
+            ax.tick_params(labelsize=6)
+            if k == 0:
+                ax.legend(frameon=False, fontsize=6, loc="lower left",
+                          bbox_to_anchor=(-0.25, -0.2))
+
+        ax = fig.add_subplot(1, 4, 3)
+        kappas = sorted({p.split("_")[0] for p in conc})
+        for i, kap in enumerate(kappas):
+            members = [p for p in conc if p.startswith(kap + "_")]
+            for region, marker, ls in (("near", "o", "-"), ("far", "s", "--")):
+                gain = ds[f"gain_{region}"].sel(concentrated=members)
+                se = ds[f"gain_{region}_se"].sel(concentrated=members)
+                mean = gain.mean("concentrated")
+                half = 1.96 * np.sqrt((se**2).sum("concentrated")) / len(members)
+                ax.errorbar(sizes, mean.sel(dataset_size=sizes), yerr=half.sel(
+                    dataset_size=sizes), fmt=marker + ls, ms=3, capsize=2,
+                    color=PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)],
+                    label=f"κ = {kap[2:]}, {region} peak")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlim(sizes.min() / 1.4, sizes.max() * 1.4)  # also when every gain is NaN
+        ax.set_xlabel("dataset size D")
+        ax.set_ylabel("log₂ FI, concentrated / uniform")
+        ax.legend(frameon=False, fontsize=6)
+        ax.set_title("c  effect of the prior", loc="left")
+
+        ax = fig.add_subplot(1, 4, 4)
+        colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(priors)))
+        for colour, prior in zip(colours, priors, strict=True):
+            err = np.degrees(ds["abs_error"].sel(prior=prior)).mean("angle")
+            mean, half = mean_ci(err)
+            ax.errorbar(sizes, mean.sel(dataset_size=sizes), yerr=half.sel(dataset_size=sizes),
+                        fmt="o-", ms=3, capsize=2, color=colour, label=prior)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("dataset size D")
+        ax.set_ylabel("mean |θ̂ − θ| over θ (deg)")
+        ax.set_ylim(bottom=0)
+        ax.legend(frameon=False, fontsize=6)
+        ax.set_title("d  error", loc="left")
+        fig.suptitle(f"reference replication: {_replicate_count(ds)}", fontsize=9)
+    return fig
+
+
 def save_figure(fig: plt.Figure, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")):
     """Save ``fig`` as ``stem.png`` and ``stem.pdf``; return the paths written."""
     stem = Path(stem)

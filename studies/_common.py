@@ -77,8 +77,8 @@ def run_grid(
         retry_failed=retry_failed,
         **manager,
     )
-    if postprocess is not None:
-        ds = postprocess(ds)
+    if postprocess is not None and not bool(ds["failed"].all()):
+        ds = postprocess(ds)  # when every replicate failed there is nothing to derive
     ds.attrs["study"] = name
     path = results / (f"{name}_quick.nc" if quick else f"{name}.nc")
     return save_dataset(ds, path, config=dict(config), seed=seed)
