@@ -862,9 +862,10 @@ def run_study(
         retry_failed: recompute replicates whose failure is recorded in the cache.
         threads_per_worker: torch threads inside each task; default :data:`DEFAULT_THREADS`
             (1), the same whatever ``n_jobs`` so that results are too. ``"auto"`` uses
-            ``max(1, cores // workers)`` (joblib's count of cores, which honours CPU affinity
-            and container limits): faster when there are fewer tasks than cores, but results
-            then differ in their last bits between different ``n_jobs``.
+            ``max(1, cores // workers)`` with loky or in this process (joblib's count of
+            cores, which honours CPU affinity and container limits; dask tasks keep 1): faster
+            when there are fewer tasks than cores, but results then differ in their last bits
+            between different ``n_jobs``.
         backend: joblib backend for ``n_jobs != 1``, one of :data:`BACKENDS`.
         scheduler: with ``backend="dask"``, the address of a dask.distributed scheduler
             (e.g. ``"tcp://10.0.0.5:8786"``) to connect to for this run; without it the current
