@@ -291,7 +291,10 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
     replicates) for each loss at the largest κ, with the prior's own p² (infomax) and p^{2/3}
     (squared error) predictions; (b) log normalised FI against log prior density, pooled over
     κ, with the predicted slopes; (c) fitted exponent α per loss and κ (mean ± 95% CI over
-    replicates) against the prediction 2/(p + 1); (d) mean absolute decoding error.
+    replicates) against the prediction 2/(p + 1); (d) mean absolute decoding error; (e)
+    locality: FI at the density level 1/π (from each replicate's fit) relative to the least
+    concentrated prior, against the change a fixed budget of ∫√J would force (bars); 0 means
+    FI depends on the local density only.
     """
     from .theory import predicted_fisher, sqrt_total
 
@@ -304,7 +307,7 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
     fi = ds["fisher"].sel(layer="output")
     norm = fi / sqrt_total(fi) ** 2
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 4, figsize=(13, 3.2), constrained_layout=True)
+        fig, axes = plt.subplots(1, 5, figsize=(16, 3.2), constrained_layout=True)
         ax = axes[0]
         kappa = kappas[-1]
         for colour, label in zip(colours, losses, strict=True):
@@ -365,6 +368,26 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
         ax.set_ylim(bottom=0)
         ax.legend(frameon=False, fontsize=7)
         ax.set_title("d  error on a uniform grid", loc="left")
+
+        ax = axes[4]
+        if "fisher_at_uniform_level" in ds:
+            level = ds["fisher_at_uniform_level"].sel(layer="output")
+            rel = np.log2(level / level.isel(kappa=0).mean("replicate"))
+            budget = np.log2(ds["budget_ratio_predicted"])
+            for k, kap in enumerate(kappas[1:], start=1):
+                mean, half = mean_ci(rel.sel(kappa=kap))
+                off = (k - (len(kappas) - 1) / 2) * width
+                ax.errorbar(x + off, mean, yerr=half, fmt="o", ms=3, capsize=2,
+                            color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
+                            label=f"κ = {kap:g}, measured")
+                ax.scatter(x + off, budget.sel(kappa=kap), marker="_", s=120,
+                           color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)], zorder=3)
+            ax.scatter([], [], marker="_", color="k", label="fixed-budget prediction")
+            ax.axhline(0, color="0.6", lw=0.8, label="local code")
+            ax.set_xticks(x, losses, rotation=35, ha="right")
+            ax.set_ylabel(f"log₂ J at p = 1/π, vs κ = {kappas[0]:g}")
+            ax.legend(frameon=False, fontsize=6)
+        ax.set_title("e  locality", loc="left")
         fig.suptitle(f"loss and concentration: {_replicate_count(ds)}", fontsize=9)
     return fig
 

@@ -32,6 +32,7 @@ from ._checks import real
 
 __all__ = [
     "ExponentFit",
+    "budget_scale",
     "fit_exponent",
     "fit_exponents",
     "ganguli_simoncelli_exponent",
@@ -175,20 +176,35 @@ def fit_exponent(fisher: Any, density: Any, level: float = 0.95) -> ExponentFit:
 
 
 def fit_exponents(fisher: xr.DataArray, density: xr.DataArray) -> xr.Dataset:
-    """:func:`fit_exponent` along ``angle`` for every other index: ``alpha``, ``r2`` Datasets.
+    """:func:`fit_exponent` along ``angle`` for every other index.
 
-    Cells where the fit is impossible (fewer than 3 usable points) get NaN.
+    Returns a Dataset with ``alpha``, ``intercept`` (c in log J = α log p + c, natural logs)
+    and ``r2``; cells where the fit is impossible (fewer than 3 usable points) get NaN.
     """
 
     def _one(j, p):
         try:
             f = fit_exponent(j, p)
         except ValueError:
-            return np.nan, np.nan
-        return f.alpha, f.r2
+            return np.nan, np.nan, np.nan
+        return f.alpha, f.intercept, f.r2
 
-    alpha, r2 = xr.apply_ufunc(_one, fisher, density, input_core_dims=[["angle"], ["angle"]],
-                               output_core_dims=[[], []], vectorize=True)
+    alpha, intercept, r2 = xr.apply_ufunc(
+        _one, fisher, density, input_core_dims=[["angle"], ["angle"]],
+        output_core_dims=[[], [], []], vectorize=True)
     alpha.attrs = {"long_name": "fitted exponent alpha of J ∝ p^alpha"}
+    intercept.attrs = {"long_name": "fitted c in ln J = alpha ln p + c"}
     r2.attrs = {"long_name": "r² of log J against log p"}
-    return xr.Dataset({"alpha": alpha, "r2": r2})
+    return xr.Dataset({"alpha": alpha, "intercept": intercept, "r2": r2})
+
+
+def budget_scale(density: xr.DataArray, exponent: float) -> xr.DataArray:
+    """The scale c of J = c·p^α when the total ∫√J dθ is held at 1: c = (∫p^{α/2} dθ)^{−2}.
+
+    Under a fixed global budget, J at a given density level changes with the density
+    elsewhere through c; comparing c between priors (e.g. c_κ/c_κ′) gives the change a
+    fixed-budget efficient code predicts, against which a local code (J a function of p(θ)
+    alone, c unchanged) can be tested.
+    """
+    exponent = real("exponent", exponent)
+    return sqrt_total(density**exponent) ** -2.0

@@ -27,7 +27,7 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import VonMises
 from anglesim.fisher import propagated_fisher
 from anglesim.models import CNNConfig, build_model
-from anglesim.theory import fit_exponents, loss_exponent
+from anglesim.theory import budget_scale, fit_exponents, loss_exponent
 from anglesim.training import Phase, evaluate_error, make_generator, train
 
 try:  # run as ``studies.loss_concentration`` (CLI, workers) or as a script
@@ -120,6 +120,19 @@ def add_fits(ds: xr.Dataset) -> xr.Dataset:
     predicted = [loss_exponent(LOSSES[str(label)][0], LOSSES[str(label)][1])
                  for label in ds["loss"].values]
     out = ds.assign(alpha=fits["alpha"], alpha_r2=fits["r2"])
+    # Locality: FI at the uniform density level 1/π from each replicate's fit, relative to the
+    # least concentrated prior, against the change a fixed global budget ∫√J would force.
+    level = np.exp(fits["intercept"] + fits["alpha"] * math.log(1 / math.pi))
+    out["fisher_at_uniform_level"] = level
+    out["fisher_at_uniform_level"].attrs = {
+        "units": "rad^-2", "long_name": "fitted J where p(θ) = 1/π (exp(c + α ln(1/π)))"}
+    density = ds["prior_density"].isel(replicate=0, loss=0)
+    scales = xr.concat([budget_scale(density, a) for a, _ in predicted],
+                       dim=ds["loss"])
+    out["budget_ratio_predicted"] = scales / scales.isel(kappa=0)
+    out["budget_ratio_predicted"].attrs = {
+        "long_name": "J at a fixed density level relative to the first kappa, predicted by a "
+                     "fixed budget of total sqrt(J) with alpha = alpha_predicted"}
     out["alpha_predicted"] = xr.DataArray([a for a, _ in predicted], dims="loss",
                                           coords={"loss": ds["loss"]})
     out["alpha_predicted"].attrs = {
@@ -147,6 +160,15 @@ def summarise(ds: xr.Dataset) -> str:
             cells.append(f"κ={kappa:g}: α={a}, err={e:.2f}°")
         pred = float(ds["alpha_predicted"].sel(loss=label))
         lines.append(f"  {label:>13} ({pred:.2f}): " + "; ".join(cells))
+    lines.append("locality: J at density 1/π relative to κ = "
+                 f"{float(ok['kappa'][0]):g}, measured (fixed-budget prediction):")
+    level = ok["fisher_at_uniform_level"].sel(layer="output")
+    rel = level.mean("replicate") / level.isel(kappa=0).mean("replicate")
+    for label in ok["loss"].values:
+        cells = [f"κ={float(k):g}: {float(rel.sel(loss=label, kappa=k)):.2f} "
+                 f"({float(ds['budget_ratio_predicted'].sel(loss=label, kappa=k)):.2f})"
+                 for k in ok["kappa"].values]
+        lines.append(f"  {label:>13}: " + "; ".join(cells))
     return "\n".join(lines)
 
 

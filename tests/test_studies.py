@@ -19,7 +19,8 @@ EXPECTED = {
     ),
     "loss_concentration": (
         {"loss", "kappa", "replicate", "layer", "angle", "epoch"},
-        {"fisher", "abs_error", "prior_density", "alpha", "alpha_predicted", "failed"},
+        {"fisher", "abs_error", "prior_density", "alpha", "alpha_predicted", "failed",
+         "fisher_at_uniform_level", "budget_ratio_predicted"},
     ),
     "pretrain_imprint": (
         {"kappa", "replicate", "state", "child", "layer", "angle"},
