@@ -46,10 +46,10 @@ START_PRIOR = VonMises(math.pi / 2, 4.0)
 MODES = ("previous_reset", "previous_kept", "original")
 SMOOTH_ORDER = 3
 """Harmonics of 2θ kept when smoothing log FI on the circle before the update."""
-CV_TOL, KL_TOL = 0.25, 0.01
+CV_TOL, KL_TOL = 0.25, 0.002
 
 SIZES = {
-    "full": dict(pre_epochs=8, epochs=3, steps=50, batch=64, n_angles=48, rounds=4,
+    "full": dict(pre_epochs=8, epochs=3, steps=50, batch=64, n_angles=48, rounds=8,
                  damping=0.5, replicates=4),
     "quick": dict(pre_epochs=1, epochs=1, steps=3, batch=16, n_angles=16, rounds=2,
                   damping=0.5, replicates=2),
