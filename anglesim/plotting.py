@@ -638,6 +638,50 @@ def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
+@register_figure("finetune_data_size")
+def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
+    """Fine-tuning data size: error and FI near the new and old peak against D_ft.
+
+    Panels, each against the number D_ft of fine-tuning images (log axis), whole network
+    against first layer frozen, mean ± 95% CI over replicates (parents): (a) mean absolute
+    error within 22.5° of the new prior's peak, the parent's as a dotted line; (b) linear FI of
+    the output near the new peak; (c) near the old peak.
+    """
+    ds = _successful(ds).isel(shift=0)
+    sizes = ds["finetune_size"].values
+    modes = [str(m) for m in ds["frozen"].values]
+    new_mask = xr.DataArray(np.abs(ang.difference(ds["angle"].values, np.pi / 2)) <= np.pi / 8,
+                            coords={"angle": ds["angle"]})
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(10, 3.0), constrained_layout=True)
+        panels = [
+            (axes[0], np.degrees(ds["error_near_new"]), "mean |θ̂ − θ| near new peak (deg)",
+             "a  error", np.degrees(ds["parent_abs_error"].where(new_mask).mean("angle"))),
+            (axes[1], ds["fisher_near_new"], "linear FI near new peak (rad⁻²)",
+             "b  FI near the new peak", None),
+            (axes[2], ds["fisher_near_old"], "linear FI near old peak (rad⁻²)",
+             "c  FI near the old peak", None),
+        ]
+        for ax, var, ylabel, title, parent in panels:
+            for m, mode in enumerate(modes):
+                mean, half = mean_ci(var.sel(frozen=mode))
+                label = "whole network" if mode == "none" else f"{mode} frozen"
+                ax.errorbar(sizes, mean.sel(finetune_size=sizes),
+                            yerr=half.sel(finetune_size=sizes), fmt="o-", ms=3, capsize=2,
+                            color=PHASE_COLOURS[(m + 1) % len(PHASE_COLOURS)], label=label)
+            if parent is not None:
+                ax.axhline(float(parent.mean()), color="0.5", ls=":", lw=1,
+                           label="parent (before)")
+            ax.set_xscale("log", base=2)
+            ax.set_xlim(sizes.min() / 1.4, sizes.max() * 1.4)
+            ax.set_xlabel("fine-tuning images D_ft")
+            ax.set_ylabel(ylabel)
+            ax.legend(frameon=False, fontsize=7)
+            ax.set_title(title, loc="left")
+        fig.suptitle(f"fine-tuning data size: {_replicate_count(ds)}", fontsize=9)
+    return fig
+
+
 def save_figure(fig: plt.Figure, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")):
     """Save ``fig`` as ``stem.png`` and ``stem.pdf``; return the paths written."""
     stem = Path(stem)

@@ -39,6 +39,11 @@ EXPECTED = {
         {"fisher", "fisher_stderr", "d_prime", "abs_error", "prior_density", "gain_near",
          "gain_far", "gain_near_se", "gain_far_se", "failed"},
     ),
+    "finetune_data_size": (
+        {"shift", "replicate", "finetune_size", "frozen", "angle"},
+        {"fisher", "abs_error", "parent_fisher", "fisher_near_new", "fisher_near_old",
+         "error_near_new", "failed"},
+    ),
 }
 
 
