@@ -548,8 +548,8 @@ def plot_adapt_loop(ds: xr.Dataset) -> plt.Figure:
         ax.set_title(f"b  FI ({modes[0]})", loc="left")
 
         for ax, var, label, letter in [
-            (axes[2], "fisher_cv", "CV of FI over θ", "c"),
-            (axes[3], "prior_kl", "KL(p_r ‖ p_{r−1}) (nats)", "d"),
+            (axes[2], "fisher_cv", "CV of FI over θ", "c  flatness of FI"),
+            (axes[3], "prior_kl", "KL(p_r ‖ p_{r−1}) (nats)", "d  step between priors"),
         ]:
             for m, mode in enumerate(modes):
                 mean, half = mean_ci(ds[var].sel(mode=mode))
@@ -561,7 +561,7 @@ def plot_adapt_loop(ds: xr.Dataset) -> plt.Figure:
             ax.set_ylabel(label)
             ax.set_ylim(bottom=0)
             ax.legend(frameon=False, fontsize=7)
-            ax.set_title(f"{letter}  convergence", loc="left")
+            ax.set_title(letter, loc="left")
         fig.suptitle(f"adaptive loop: {_replicate_count(ds)}", fontsize=9)
     return fig
 

@@ -183,9 +183,10 @@ def summarise(ds: xr.Dataset) -> str:
         cells = [f"r{int(r)} {float(c['fisher_cv'].sel(round=r).mean()):.2f}"
                  f" ({float(c['prior_kl'].sel(round=r).mean()):.3f})" for r in c["round"].values]
         stop = c["stop_round"]
+        met = (f"rule met by round {float(stop.mean()):.1f} on average" if stop.count()
+               else f"rule (CV < {CV_TOL} or KL < {KL_TOL}) not met")
         lines.append(f"  {mode:>15}: " + ", ".join(cells)
-                     + f"; rule met by round {float(stop.mean()):.1f} on average"
-                     f" ({int(stop.count())}/{int(stop.size)} replicates)")
+                     + f"; {met} ({int(stop.count())}/{int(stop.size)} replicates)")
     return "\n".join(lines)
 
 
