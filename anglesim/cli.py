@@ -56,6 +56,17 @@ def load_study(name: str):
     root = str(folder.parent)
     if root not in sys.path:
         sys.path.insert(0, root)
+    # A `studies` package imported earlier from another folder (another checkout, a stand-in
+    # folder, an unrelated package of that name) would shadow this one: drop it and its modules.
+    loaded = sys.modules.get("studies")
+    if loaded is not None and folder not in {
+        Path(p).resolve() for p in getattr(loaded, "__path__", [])
+    }:
+        for key in [m for m in sys.modules if m == "studies" or m.startswith("studies.")]:
+            del sys.modules[key]
+        sys.path.remove(root)
+        sys.path.insert(0, root)
+        importlib.invalidate_caches()
     # Worker processes (loky) start fresh interpreters: tell them where `studies` lives.
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if root not in paths:

@@ -188,3 +188,21 @@ def test_failed_replicates_keep_their_nan_fill(tiny, monkeypatch):
     ds = io.load_dataset(results / "tiny.nc")
     assert np.isnan(ds["weights"].sel(lr=1e30)).all()
     assert np.isfinite(ds["weights"].sel(lr=0.05)).all()
+
+
+def test_load_study_is_not_shadowed_by_a_studies_package_from_elsewhere(monkeypatch):
+    """A `studies` package imported earlier from another folder (here the stand-in one) must
+    not hide the folder load_study resolved: CI once failed this way after the CLI tests."""
+    from anglesim.cli import load_study, studies_dir
+
+    for name in [m for m in sys.modules if m == "studies" or m.startswith("studies.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    monkeypatch.syspath_prepend(str(TINY.parent))
+    import studies  # the stand-in package, as an earlier test leaves it
+
+    assert Path(studies.__file__).resolve().parent == TINY
+    monkeypatch.delenv("ANGLESIM_STUDIES", raising=False)
+    module = load_study("quickstart")
+    assert Path(module.__file__).resolve().parent == studies_dir()
+    assert studies_dir() != TINY
