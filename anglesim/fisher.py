@@ -1,6 +1,9 @@
 """Fisher information about orientation: propagated through a network, and from samples.
 
-Two families of estimators live here, and both return numbers in rad⁻².
+Every estimator returns numbers in rad⁻², as an ``xarray.DataArray`` over ``angle`` (and
+``layer``) with its method and the quantity it estimates in attrs. This module holds the
+propagated (linearised) estimators and the closed forms; the estimators from sampled responses
+live in :mod:`anglesim.fisher_sampled` and are re-exported here, so ``fisher.X`` works for all.
 
 * **Propagated (linearised) FI** — `propagated_fisher`. The image is x(θ) + n with additive
   Gaussian pixel noise n ~ N(0, Σ_x); a layer's activations r(x) are linearised at the noiseless
@@ -11,7 +14,8 @@ Two families of estimators live here, and both return numbers in rad⁻².
 * **Sampled linear FI** — `linear_fisher_from_samples` (bias-corrected estimator of
   Kanitscheider, Coen-Cagli, Kohn & Pouget 2015, PLoS Comput Biol 11(6): e1004218),
   `linear_fisher_variance`, `linear_fisher_shrinkage` (Ledoit & Wolf 2004 covariance), and the
-  cross-validated `decoder_fisher`, for responses measured at θ ± Δθ/2.
+  cross-validated `decoder_fisher`, for responses measured at θ ± Δθ/2; `savgol_fisher`, the
+  reference research's smoothed-derivative estimator.
 
 `poisson_fisher` and `discrimination_threshold` are the closed forms the tests and studies
 compare against. `fisher_dataarray` builds every result the same way (dims ("layer", "angle")).
@@ -29,66 +33,49 @@ import torch
 import xarray as xr
 from torch.func import jvp, vjp, vmap
 
+from ._fisher_base import (
+    INPUT,
+    OUTPUT,
+    UNITS,
+    ArrayLike,
+    angles_tensor,
+    fisher_dataarray,
+    model_on_device,
+    to_numpy,
+)
+from .fisher_sampled import (
+    decoder_fisher,
+    ledoit_wolf_covariance,
+    linear_fisher_from_samples,
+    linear_fisher_shrinkage,
+    linear_fisher_variance,
+    sample_responses,
+    savgol_fisher,
+)
 from .stimuli import render_clean
 
 if TYPE_CHECKING:
     from .stimuli import GratingSpec
 
-ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
+__all__ = [
+    "UNITS",
+    "decoder_fisher",
+    "discrimination_threshold",
+    "fisher_dataarray",
+    "ledoit_wolf_covariance",
+    "linear_fisher_from_samples",
+    "linear_fisher_shrinkage",
+    "linear_fisher_variance",
+    "poisson_fisher",
+    "propagated_fisher",
+    "sample_responses",
+    "savgol_fisher",
+]
 
-UNITS = "rad^-2"
-INPUT = "input"
-OUTPUT = "output"
 DEFAULT_N_PHASES = 8
 # Elements one vmapped chunk of Jacobian rows/columns may hold, over all images of a chunk:
 # bounds the memory of the Jacobian computation whatever the number of units or pixels.
 _JACOBIAN_BUDGET = 2**24
-
-
-# --------------------------------------------------------------------------------------------
-# Shared result builder
-# --------------------------------------------------------------------------------------------
-
-
-def fisher_dataarray(
-    values: ArrayLike,
-    angles: ArrayLike,
-    layers: Sequence[str] | None,
-    method: str,
-    **attrs: Any,
-) -> xr.DataArray:
-    """Wrap Fisher-information values in a DataArray named "fisher", the same way everywhere.
-
-    ``values`` has shape [len(layers), len(angles)] with dims ("layer", "angle"), or
-    [len(angles)] with dims ("angle",) when ``layers`` is None. The angle coordinate is float64
-    radians, the layer coordinate str. attrs: ``method``, units "rad^-2", long_name
-    "Fisher information", then any extra ``attrs`` (which may override the defaults).
-    """
-    vals = _to_numpy(values, "values")
-    ang = _to_numpy(angles, "angles")
-    if ang.ndim != 1:
-        raise ValueError(f"angles must be 1-D, got shape {ang.shape}")
-    if not isinstance(method, str) or not method:
-        raise ValueError(f"method must be a non-empty string, got {method!r}")
-    base = {"method": method, "units": UNITS, "long_name": "Fisher information"}
-    base.update(attrs)
-    if layers is None:
-        if vals.shape != ang.shape:
-            raise ValueError(f"values has shape {vals.shape}, expected {ang.shape} (angle,)")
-        return xr.DataArray(vals, dims=("angle",), coords={"angle": ang}, name="fisher",
-                            attrs=base)
-    names = [str(n) for n in layers]
-    if vals.shape != (len(names), ang.size):
-        raise ValueError(
-            f"values has shape {vals.shape}, expected {(len(names), ang.size)} (layer, angle)"
-        )
-    return xr.DataArray(
-        vals,
-        dims=("layer", "angle"),
-        coords={"layer": np.array(names, dtype=object), "angle": ang},
-        name="fisher",
-        attrs=base,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,8 +158,8 @@ def propagated_fisher(
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    model, dev, dtype = _model_on_device(model, device)
-    theta = _angles_tensor(angles, dev, dtype)
+    model, dev, dtype = model_on_device(model, device)
+    theta = angles_tensor(angles, dev, dtype)
     names = _resolve_layers(model, layers)
 
     attrs: dict[str, Any] = {}
@@ -181,7 +168,7 @@ def propagated_fisher(
             2 * math.pi / DEFAULT_N_PHASES
         )
     if phases is not None:
-        phi = _angles_tensor(phases, dev, dtype, name="phases")
+        phi = angles_tensor(phases, dev, dtype, name="phases")
         attrs["phase_average"] = (
             f"phase-conditional Fisher information averaged over {phi.numel()} grating phases "
             "(an upper bound on the Fisher information of the phase-marginal image distribution)"
@@ -229,43 +216,12 @@ def propagated_fisher(
         for module, mode in modes.items():
             module.training = mode
     values = torch.cat(out, dim=1).reshape(len(names), theta.numel(), n_ph).mean(-1)
-    return fisher_dataarray(values.cpu().numpy(), _to_numpy(angles, "angles"), names,
+    return fisher_dataarray(values.cpu().numpy(), to_numpy(angles, "angles"), names,
                             "propagated", **attrs)
 
 
 def _sl(t: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
     return None if t is None else t[start:stop]
-
-
-def _model_on_device(
-    model: torch.nn.Module, device: torch.device | str | None
-) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
-    for attr in ("block_names", "run_blocks", "decode"):
-        if not hasattr(model, attr):
-            raise ValueError(f"model must be AngleNet-like (have {attr!r}), got {type(model)}")
-    param = next(iter(model.parameters()), None)
-    current = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None else torch.get_default_dtype()
-    dev = torch.device(device) if device is not None else current
-    if dev != current:
-        import copy
-
-        model = copy.deepcopy(model).to(dev)
-    return model, dev, dtype
-
-
-def _angles_tensor(
-    values: ArrayLike, dev: torch.device, dtype: torch.dtype, name: str = "angles"
-) -> torch.Tensor:
-    if isinstance(values, torch.Tensor):
-        t = values.detach().to(device=dev, dtype=dtype)
-    else:
-        t = torch.as_tensor(_to_numpy(values, name), device=dev, dtype=dtype)
-    if t.ndim != 1 or t.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} must be finite, got {t.tolist()}")
-    return t
 
 
 def _resolve_layers(model: torch.nn.Module, layers: Sequence[str] | None) -> list[str]:
@@ -460,8 +416,8 @@ def poisson_fisher(f: ArrayLike, f_prime: ArrayLike) -> float | np.ndarray:
     exp(κ(cos 2(θ − θ_i) − 1)) with N uniformly spaced θ_i, it equals
     4 N κ r_max e^{−κ} I₁(κ) (I₁ the modified Bessel function).
     """
-    fa = _to_numpy(f, "f")
-    fp = _to_numpy(f_prime, "f_prime")
+    fa = to_numpy(f, "f")
+    fp = to_numpy(f_prime, "f_prime")
     if fa.shape != fp.shape or fa.ndim == 0:
         raise ValueError(f"f and f_prime must have the same shape, got {fa.shape} and {fp.shape}")
     if not (np.isfinite(fa).all() and (fa > 0).all()):
@@ -489,199 +445,3 @@ def discrimination_threshold(J: float | np.ndarray | xr.DataArray, d_prime: floa
     return float(out) if out.ndim == 0 else out
 
 
-# --------------------------------------------------------------------------------------------
-# Linear Fisher information from samples
-# --------------------------------------------------------------------------------------------
-
-
-def linear_fisher_from_samples(
-    r_minus: ArrayLike, r_plus: ArrayLike, dtheta: float, bias_corrected: bool = True
-) -> float:
-    """Linear Fisher information from T trials of N units at θ − Δθ/2 and θ + Δθ/2.
-
-    f' = (mean r_plus − mean r_minus)/Δθ, Σ̂ = (Σ̂₋ + Σ̂₊)/2 (unbiased covariances), naive
-    I = f'ᵀ Σ̂⁻¹ f'. Its mean is (I + 2N/(TΔθ²)) (2T − 2)/(2T − N − 3) for Gaussian responses,
-    so the bias-corrected estimator (Kanitscheider, Coen-Cagli, Kohn & Pouget 2015,
-    PLoS Comput Biol 11(6): e1004218) is
-
-        I_bc = I_naive (2T − N − 3)/(2T − 2) − 2N/(T Δθ²),
-
-    unbiased for Gaussian responses. Both need 2T − N − 3 > 0 (otherwise the naive estimator's
-    mean is infinite); use `linear_fisher_shrinkage` for fewer trials. The finite difference
-    of means makes f' exact only to O(Δθ²).
-    """
-    rm, rp, n_trials, n_units, dtheta = _paired_samples(r_minus, r_plus, dtheta)
-    if 2 * n_trials - n_units - 3 <= 0:
-        raise ValueError(
-            f"2T - N - 3 must be > 0 for the linear Fisher estimator, got T={n_trials} trials "
-            f"and N={n_units} units; record more trials or use linear_fisher_shrinkage"
-        )
-    fprime = (rp.mean(0) - rm.mean(0)) / dtheta
-    cov = (np.cov(rm, rowvar=False) + np.cov(rp, rowvar=False)) / 2
-    naive = float(fprime @ np.linalg.solve(np.atleast_2d(cov), fprime))
-    if not bias_corrected:
-        return naive
-    return naive * (2 * n_trials - n_units - 3) / (2 * n_trials - 2) - 2 * n_units / (
-        n_trials * dtheta**2
-    )
-
-
-def linear_fisher_variance(
-    I: float | np.ndarray, T: int, N: int, dtheta: float
-) -> float | np.ndarray:
-    """Variance of the bias-corrected linear FI estimator for Gaussian responses.
-
-    Kanitscheider et al. 2015 (PLoS Comput Biol 11(6): e1004218):
-
-        Var(I_bc) = 2 I² / (2T − N − 5) · [1 + 4(2T − 3)/(T I Δθ²) + 4N(2T − 3)/(T² I² Δθ⁴)].
-
-    Derivation (implemented in the equivalent form without 1/I): with d the difference of
-    means and W = (2T − 2) Σ̂ ~ Wishart(Σ, 2T − 2) independent of d, dᵀΣ⁻¹d = (2/T)·χ'²_N(λ),
-    λ = TΔθ²I/2, and dᵀΣ⁻¹d / dᵀW⁻¹d ~ χ²_m, m = 2T − N − 1, independent of d; the moments
-    E[1/χ²_m] = 1/(m − 2), E[1/χ²_m²] = 1/((m − 2)(m − 4)) and those of the noncentral χ²
-    give the expression above. Needs 2T − N − 5 > 0. ``I`` is the true (or estimated) FI.
-    """
-    for name, val in (("T", T), ("N", N)):
-        if not isinstance(val, int | np.integer) or isinstance(val, bool) or val < 1:
-            raise ValueError(f"{name} must be a positive integer, got {val!r}")
-    _check_dtheta(dtheta)
-    m4 = 2 * T - N - 5
-    if m4 <= 0:
-        raise ValueError(f"2T - N - 5 must be > 0 for a finite variance, got T={T}, N={N}")
-    info = np.asarray(I, dtype=np.float64)
-    if np.isnan(info).any() or (info < 0).any():
-        raise ValueError(f"I must be >= 0, got {I!r}")
-    a = 2.0 / (T * dtheta**2)
-    var = 2.0 / m4 * (info**2 + 2 * a * info * (2 * T - 3) + a**2 * N * (2 * T - 3))
-    return float(var) if var.ndim == 0 else var
-
-
-def ledoit_wolf_covariance(x: ArrayLike, centered: bool = False) -> tuple[np.ndarray, float]:
-    """Ledoit–Wolf shrinkage covariance of samples x [n, p]; returns (Σ*, shrinkage δ).
-
-    Ledoit & Wolf 2004 (J Multivar Anal 88: 365), with ‖M‖² = tr(MMᵀ)/p:
-    S = XᵀX/n (X centred), m = tr(S)/p, d² = ‖S − mI‖², b̄² = (1/n²) Σ_k ‖x_k x_kᵀ − S‖²,
-    b² = min(b̄², d²), and Σ* = (b²/d²) m I + (1 − b²/d²) S, so δ = b²/d² ∈ [0, 1].
-    ``centered=True`` takes x as residuals already centred (e.g. around per-class means).
-    """
-    xs = _to_numpy(x, "x")
-    if xs.ndim != 2 or xs.shape[0] < 2:
-        raise ValueError(f"x must be [n >= 2, p], got shape {xs.shape}")
-    n, p = xs.shape
-    if not centered:
-        xs = xs - xs.mean(0)
-    s = xs.T @ xs / n
-    mu = np.trace(s) / p
-    d2 = float(((s - mu * np.eye(p)) ** 2).sum() / p)
-    if d2 <= 0:
-        return s, 0.0  # S is already a multiple of the identity
-    sq = (xs**2).sum(1)
-    # Σ_k ‖x_k x_kᵀ − S‖_F² = Σ_k (|x_k|⁴ − 2 x_kᵀ S x_k) + n ‖S‖_F²
-    quad = np.einsum("ki,ij,kj->k", xs, s, xs)
-    b2_bar = float(((sq**2 - 2 * quad).sum() + n * (s**2).sum()) / (p * n**2))
-    delta = min(b2_bar, d2) / d2
-    return delta * mu * np.eye(p) + (1 - delta) * s, delta
-
-
-def linear_fisher_shrinkage(r_minus: ArrayLike, r_plus: ArrayLike, dtheta: float) -> float:
-    """Linear FI f'ᵀ Σ*⁻¹ f' with a Ledoit–Wolf (2004) shrinkage covariance Σ*.
-
-    f' = (mean r_plus − mean r_minus)/Δθ; Σ* is `ledoit_wolf_covariance` of the residuals of
-    both conditions around their own means. BIASED (no correction exists for the shrunk
-    covariance: shrinkage pulls it down, the noise in f' pushes it up) but finite and usable
-    when T is small relative to N, where `linear_fisher_from_samples` is undefined.
-    """
-    rm, rp, _, _, dtheta = _paired_samples(r_minus, r_plus, dtheta)
-    fprime = (rp.mean(0) - rm.mean(0)) / dtheta
-    resid = np.concatenate([rm - rm.mean(0), rp - rp.mean(0)])
-    cov, _ = ledoit_wolf_covariance(resid, centered=True)
-    return float(fprime @ np.linalg.solve(cov, fprime))
-
-
-def decoder_fisher(
-    r_minus: ArrayLike,
-    r_plus: ArrayLike,
-    dtheta: float,
-    ridge: float = 1e-3,
-    n_folds: int = 5,
-    seed: int = 0,
-) -> float:
-    """Fisher information from a cross-validated linear discriminant: d'²/Δθ².
-
-    For each of ``n_folds`` folds (trials of each condition shuffled with
-    ``numpy.random.default_rng(seed)`` and split), Fisher's linear discriminant
-    w = (Σ̂ + ridge · tr(Σ̂)/N · I)⁻¹ (μ̂₊ − μ̂₋) is fitted on the training folds (Σ̂ the pooled
-    unbiased covariance, the ridge relative to its mean eigenvalue) and applied to the held-out
-    trials: d'_k = (mean wᵀr₊ − mean wᵀr₋) / √((var wᵀr₊ + var wᵀr₋)/2). The estimate is
-    max(mean_k d'_k, 0)² / Δθ² (d'² = I Δθ² for linear FI I).
-
-    Biased LOW: a discriminant fitted to finite data is suboptimal on new trials (and the
-    ridge shrinks it further), so it is a lower bound in expectation rather than an unbiased
-    estimate — typically within 10–20% of I for T ≫ N (e.g. Kanitscheider et al. 2015).
-    """
-    rm, rp, _, n_units, dtheta = _paired_samples(r_minus, r_plus, dtheta, same_trials=False)
-    if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge >= 0):
-        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
-    if not isinstance(n_folds, int) or isinstance(n_folds, bool) or n_folds < 2:
-        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
-    if min(len(rm), len(rp)) < 2 * n_folds:
-        raise ValueError(
-            f"need at least 2 * n_folds = {2 * n_folds} trials per condition, got "
-            f"{len(rm)} and {len(rp)}"
-        )
-    rng = np.random.default_rng(seed)
-    folds_m = np.array_split(rng.permutation(len(rm)), n_folds)
-    folds_p = np.array_split(rng.permutation(len(rp)), n_folds)
-    dprimes = []
-    for k in range(n_folds):
-        test_m, test_p = rm[folds_m[k]], rp[folds_p[k]]
-        train_m = np.delete(rm, folds_m[k], axis=0)
-        train_p = np.delete(rp, folds_p[k], axis=0)
-        cov = (np.cov(train_m, rowvar=False) + np.cov(train_p, rowvar=False)) / 2
-        cov = np.atleast_2d(cov)
-        cov = cov + ridge * np.trace(cov) / n_units * np.eye(n_units)
-        w = np.linalg.solve(cov, train_p.mean(0) - train_m.mean(0))
-        proj_m, proj_p = test_m @ w, test_p @ w
-        sd = math.sqrt((proj_m.var(ddof=1) + proj_p.var(ddof=1)) / 2)
-        dprimes.append((proj_p.mean() - proj_m.mean()) / sd if sd > 0 else 0.0)
-    return max(float(np.mean(dprimes)), 0.0) ** 2 / dtheta**2
-
-
-# --------------------------------------------------------------------------------------------
-# Input helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _to_numpy(values: Any, name: str) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().double().numpy()
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be numeric, got {type(values).__name__}") from err
-    return arr
-
-
-def _check_dtheta(dtheta: float) -> float:
-    if not (isinstance(dtheta, int | float | np.floating) and math.isfinite(dtheta)
-            and dtheta > 0):
-        raise ValueError(f"dtheta must be a finite number > 0, got {dtheta!r}")
-    return float(dtheta)
-
-
-def _paired_samples(
-    r_minus: ArrayLike, r_plus: ArrayLike, dtheta: float, same_trials: bool = True
-) -> tuple[np.ndarray, np.ndarray, int, int, float]:
-    """Validate [T, N] responses at θ ∓ Δθ/2; return them as float64 with T, N, Δθ."""
-    rm = _to_numpy(r_minus, "r_minus")
-    rp = _to_numpy(r_plus, "r_plus")
-    for name, r in (("r_minus", rm), ("r_plus", rp)):
-        if r.ndim != 2 or r.shape[0] < 2 or r.shape[1] < 1:
-            raise ValueError(f"{name} must be [T >= 2 trials, N >= 1 units], got {r.shape}")
-        if not np.isfinite(r).all():
-            raise ValueError(f"{name} must be finite")
-    if (same_trials and rm.shape != rp.shape) or rm.shape[1] != rp.shape[1]:
-        raise ValueError(
-            f"r_minus and r_plus must have the same shape [T, N], got {rm.shape} and {rp.shape}"
-        )
-    return rm, rp, rm.shape[0], rm.shape[1], _check_dtheta(dtheta)

@@ -28,6 +28,7 @@ from anglesim.fisher import (
     linear_fisher_variance,
     poisson_fisher,
     propagated_fisher,
+    savgol_fisher,
 )
 from anglesim.models import AngleNet, CNNConfig, build_model
 from anglesim.stimuli import GratingSpec, render_clean
@@ -423,3 +424,70 @@ def test_discrimination_threshold():
         discrimination_threshold(-1.0)
     with pytest.raises(ValueError, match="d_prime"):
         discrimination_threshold(1.0, d_prime=0)
+
+
+# ------------------------------------------------------------------------------------------
+# The reference's smoothed-derivative estimator
+# ------------------------------------------------------------------------------------------
+
+
+def fitted_linear_decoder(spec: GratingSpec) -> AngleNet:
+    """Identity "fc" on the 64 pixels, then a head fitted by least squares to (cos 2θ, sin 2θ)
+    on clean images: a linear network whose decoded angle tracks θ everywhere."""
+    net = linear_net(torch.eye(64, dtype=torch.float64))
+    grid = torch.arange(360, dtype=torch.float64) * math.pi / 360
+    x = render_clean(grid, spec).reshape(360, -1).double().numpy()
+    target = np.stack([np.cos(2 * grid.numpy()), np.sin(2 * grid.numpy())], 1)
+    design = np.concatenate([x, np.ones((360, 1))], 1)  # rank-deficient: the aperture's zeros
+    sol = torch.as_tensor(np.linalg.lstsq(design, target, rcond=None)[0])
+    with torch.no_grad():
+        net.blocks["head"][0].weight.copy_(sol[:64].T)
+        net.blocks["head"][0].bias.copy_(sol[64])
+    return net
+
+
+@pytest.mark.parametrize("output, layer", [("raw", "head"), ("decoded", "output")])
+def test_savgol_matches_the_propagated_fisher_of_a_linear_network(output, layer):
+    # phase 0: the image is smooth across θ = 0 ≡ π, so the wrapped filter sees no jump
+    spec = small_spec(noise_std=0.05, phase=0.0)
+    net = fitted_linear_decoder(spec)
+    sg = savgol_fisher(net, spec, n_dense=2000, n_cov_angles=40, n_cov_samples=400,
+                       window=201, polyorder=3, generator=torch.Generator().manual_seed(1),
+                       output=output)
+    assert sg.dims == ("angle",) and sg.sizes["angle"] == 2000
+    np.testing.assert_allclose(sg["angle"].values, np.arange(2000) * math.pi / 2000)
+    assert sg.attrs["method"] == "savgol" and sg.attrs["output"] == output
+    idx = np.arange(0, 2000, 50)
+    # the head is linear in Gaussian pixels: its linear FI is exactly the propagated one; the
+    # decoded angle's FI equals the linearised one when its noise is small (here ~0.01 rad)
+    exact = propagated_fisher(net, spec, sg["angle"].values[idx], layers=[layer]).values[0]
+    ratio = sg.values[idx] / exact
+    assert abs(sg.values[idx].sum() / exact.sum() - 1) < 0.05
+    assert abs(np.median(ratio) - 1) < 0.05
+    assert (ratio > 0.7).all() and (ratio < 1.4).all()
+    # the derivative-noise term is the filter's Σc² per response dimension
+    dims = 2 if output == "raw" else 1
+    step = math.pi / 2000
+    coeff = np.polyfit(np.arange(-100, 101) * step, np.eye(201), 3)[-2]  # slope of the fit
+    assert sg.attrs["derivative_noise_bias"] == pytest.approx(dims * (coeff**2).sum(),
+                                                               rel=1e-8)
+    if output == "decoded":
+        assert (sg["variance"] > 0).all() and np.isfinite(sg["derivative"]).all()
+
+
+def test_savgol_validates_its_parameters():
+    spec = small_spec(noise_std=0.05, phase=0.0)
+    net = fitted_linear_decoder(spec)
+    for kwargs, name in [(dict(window=200), "window"), (dict(window=5000), "window"),
+                         (dict(polyorder=300, window=201), "polyorder"),
+                         (dict(n_cov_samples=1), "n_cov_samples"),
+                         (dict(output="logits"), "output")]:
+        with pytest.raises(ValueError, match=name):
+            savgol_fisher(net, spec, **{"n_dense": 2000, "n_cov_angles": 4,
+                                        "n_cov_samples": 10, **kwargs})
+    corrected = savgol_fisher(net, spec, n_dense=500, n_cov_angles=4, n_cov_samples=20,
+                              window=51, generator=torch.Generator().manual_seed(0),
+                              bias_corrected=True)
+    plain = savgol_fisher(net, spec, n_dense=500, n_cov_angles=4, n_cov_samples=20,
+                          window=51, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(plain - corrected, plain.attrs["derivative_noise_bias"])

@@ -1,0 +1,141 @@
+"""What every Fisher-information module shares: the result builder and argument checks.
+
+Private: the public names are re-exported by :mod:`anglesim.fisher`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
+
+UNITS = "rad^-2"
+INPUT = "input"
+OUTPUT = "output"
+
+
+def fisher_dataarray(
+    values: ArrayLike,
+    angles: ArrayLike,
+    layers: Sequence[str] | None,
+    method: str,
+    **attrs: Any,
+) -> xr.DataArray:
+    """Wrap Fisher-information values in a DataArray named "fisher", the same way everywhere.
+
+    ``values`` has shape [len(layers), len(angles)] with dims ("layer", "angle"), or
+    [len(angles)] with dims ("angle",) when ``layers`` is None. The angle coordinate is float64
+    radians, the layer coordinate str. attrs: ``method``, units "rad^-2", long_name
+    "Fisher information", then any extra ``attrs`` (which may override the defaults).
+    """
+    vals = to_numpy(values, "values")
+    ang = to_numpy(angles, "angles")
+    if ang.ndim != 1:
+        raise ValueError(f"angles must be 1-D, got shape {ang.shape}")
+    if not isinstance(method, str) or not method:
+        raise ValueError(f"method must be a non-empty string, got {method!r}")
+    base = {"method": method, "units": UNITS, "long_name": "Fisher information"}
+    base.update(attrs)
+    if layers is None:
+        if vals.shape != ang.shape:
+            raise ValueError(f"values has shape {vals.shape}, expected {ang.shape} (angle,)")
+        return xr.DataArray(vals, dims=("angle",), coords={"angle": ang}, name="fisher",
+                            attrs=base)
+    names = [str(n) for n in layers]
+    if vals.shape != (len(names), ang.size):
+        raise ValueError(
+            f"values has shape {vals.shape}, expected {(len(names), ang.size)} (layer, angle)"
+        )
+    return xr.DataArray(
+        vals,
+        dims=("layer", "angle"),
+        coords={"layer": np.array(names, dtype=object), "angle": ang},
+        name="fisher",
+        attrs=base,
+    )
+
+
+def to_numpy(values: Any, name: str) -> np.ndarray:
+    """``values`` (numpy, torch or a sequence) as a float64 numpy array."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numeric, got {type(values).__name__}") from err
+    return arr
+
+
+def check_dtheta(dtheta: float) -> float:
+    """Δθ as a float, or ValueError unless it is finite and > 0."""
+    if not (isinstance(dtheta, int | float | np.floating) and not isinstance(dtheta, bool)
+            and math.isfinite(dtheta) and dtheta > 0):
+        raise ValueError(f"dtheta must be a finite number > 0, got {dtheta!r}")
+    return float(dtheta)
+
+
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int, or ValueError naming ``name`` unless it is an integer >= minimum."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def model_on_device(
+    model: torch.nn.Module, device: torch.device | str | None
+) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
+    """The model (a copy when it must move), the device and dtype to compute with."""
+    for attr in ("block_names", "run_blocks", "decode"):
+        if not hasattr(model, attr):
+            raise ValueError(f"model must be AngleNet-like (have {attr!r}), got {type(model)}")
+    param = next(iter(model.parameters()), None)
+    current = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.get_default_dtype()
+    dev = torch.device(device) if device is not None else current
+    if dev != current:
+        model = copy.deepcopy(model).to(dev)
+    return model, dev, dtype
+
+
+def angles_tensor(
+    values: ArrayLike, dev: torch.device, dtype: torch.dtype, name: str = "angles"
+) -> torch.Tensor:
+    """A non-empty finite 1-D tensor of angles on ``dev``."""
+    if isinstance(values, torch.Tensor):
+        t = values.detach().to(device=dev, dtype=dtype)
+    else:
+        t = torch.as_tensor(to_numpy(values, name), device=dev, dtype=dtype)
+    if t.ndim != 1 or t.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got {t.tolist()}")
+    return t
+
+
+class eval_mode:
+    """Context manager: every module in eval mode inside, the original modes restored after."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.modes: dict[torch.nn.Module, bool] = {}
+
+    def __enter__(self) -> torch.nn.Module:
+        self.modes = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        for module, mode in self.modes.items():
+            module.training = mode
+
+
+def block_order(model: torch.nn.Module) -> list[str]:
+    """"input", the model's blocks in order, "output"."""
+    return [INPUT, *list(model.block_names), OUTPUT]
