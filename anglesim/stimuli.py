@@ -17,6 +17,9 @@ render the identical image for every phase, by construction. ``torch.remainder``
 With random phases, φ uniform on [0, 2π), the image distribution at θ and θ + π is the same
 either way, since φ and −φ are equally likely.
 
+``render`` can also override the contrast and the spatial frequency per image (``contrasts``,
+``frequencies``), for training targets other than θ; the spec then fixes everything else.
+
 Noise model (applied only when ``noise=True``), in this order:
 clean grating → aperture (if not ``mask_after_noise``) → additive Gaussian noise N(0, σ²) on each
 pixel independently with probability ``noise_prob`` → shot noise (each pixel independently set
@@ -278,6 +281,31 @@ def _draw_device(generator: torch.Generator | None, device: torch.device) -> tor
     return generator.device if generator is not None else device
 
 
+def _per_image(
+    name: str, values: Any, n: int, device: torch.device, dtype: torch.dtype, positive: bool
+) -> torch.Tensor:
+    """Per-image stimulus values as a [N, 1, 1, 1] tensor (a scalar is broadcast to N).
+
+    Raises ValueError naming ``name`` for non-numbers, a wrong shape, non-finite values, or
+    values below 0 (``positive=False``) or at most 0 (``positive=True``).
+    """
+    if not isinstance(values, torch.Tensor):
+        try:
+            values = torch.as_tensor(np.asarray(values, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be numbers, got {values!r}") from None
+    v = values.to(device=device, dtype=dtype)
+    if v.ndim == 0:
+        v = v.expand(n)
+    if v.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) like angles, got {tuple(v.shape)}")
+    bad = ~torch.isfinite(v) | ((v <= 0) if positive else (v < 0))
+    if bool(bad.any()):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {v[bad][0].item()!r}")
+    return v[:, None, None, None]
+
+
 def render(
     angles: Any,
     spec: GratingSpec,
@@ -286,6 +314,8 @@ def render(
     phases: Any = None,
     noise: bool = True,
     dtype: torch.dtype | None = None,
+    contrasts: Any = None,
+    frequencies: Any = None,
 ) -> torch.Tensor:
     """Render N gratings at orientations ``angles``: tensor [N, 1, P, P] on angles' device.
 
@@ -303,6 +333,11 @@ def render(
             the phases are drawn uniformly on [0, 2π).
         noise: False returns the clean image (still multiplied by the aperture).
         dtype: output dtype; None gives float64 for float64 tensor angles, else float32.
+        contrasts: per-image contrasts [N] (or a scalar), >= 0, overriding ``spec.contrast``
+            (shot noise then uses each image's own ±contrast); None keeps the spec's.
+        frequencies: per-image spatial frequencies [N] (or a scalar), > 0 cycles per image,
+            overriding ``spec.frequency`` (k_i = π·frequency_i/extent); None keeps the spec's.
+            Neither consumes random numbers, so with both None the output is unchanged.
     """
     if not isinstance(spec, GratingSpec):
         raise ValueError(f"spec must be a GratingSpec, got {spec!r}")
@@ -329,9 +364,17 @@ def render(
         u = torch.rand(n, dtype=torch.float64, generator=generator, device=draw_dev)
         phi = (2.0 * math.pi * u).to(device=dev, dtype=dt)[:, None, None, None]
 
+    contrast: float | torch.Tensor = spec.contrast
+    if contrasts is not None:
+        contrast = _per_image("contrasts", contrasts, n, dev, dt, positive=False)
+    wavenumber: float | torch.Tensor = spec.wavenumber
+    if frequencies is not None:
+        freq = _per_image("frequencies", frequencies, n, dev, torch.float64, positive=True)
+        wavenumber = (math.pi * freq / spec.extent).to(dt)  # as spec.wavenumber, in float64
+
     t = ang.wrap(theta)[:, None, None, None]
     u = yy * torch.cos(t) + xx * torch.sin(t)
-    img = spec.contrast * torch.cos(spec.wavenumber * u + phi)  # [N, 1, P, P]
+    img = contrast * torch.cos(wavenumber * u + phi)  # [N, 1, P, P]
 
     mask = None
     if spec.aperture is not None:
@@ -350,8 +393,8 @@ def render(
         if spec.shot_prob > 0:
             s = torch.rand(shape, dtype=torch.float64, generator=generator, device=draw_dev)
             s = s.to(dev)
-            img = torch.where(s < 0.5 * spec.shot_prob, spec.contrast,
-                              torch.where(s < spec.shot_prob, -spec.contrast, img))
+            img = torch.where(s < 0.5 * spec.shot_prob, contrast,
+                              torch.where(s < spec.shot_prob, -contrast, img))
         if spec.clamp is not None:
             img = img.clamp(spec.clamp[0], spec.clamp[1])
 

@@ -15,6 +15,13 @@ Conventions:
   and test (2D) sets, stops early when the validation loss has not improved for ``patience``
   epochs, and restores the best checkpoint — the reference research's protocol (Adam, lr 1e−3,
   batch 32). Without it, every batch is fresh (``steps_per_epoch`` batches an epoch).
+* Targets other than θ: ``Phase.vary={"contrast": (lo, hi)}`` (or ``"frequency"``) draws that
+  stimulus property per image uniformly on [lo, hi] (on-the-fly phases only), and
+  ``Task(head=..., target="contrast", loss="mse")`` trains a ``"scalar"`` head (see
+  ``AngleNet.add_head``) to predict it, standardised to zero mean and unit variance under that
+  uniform distribution (:func:`standardise`), so predicting the mean costs exactly 1.
+  :func:`evaluate_target_error` measures such a head's error. Fisher information about θ is
+  still measured at one fixed stimulus (a ``GratingSpec``), not over the varied property.
 """
 
 from __future__ import annotations
@@ -41,6 +48,12 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
 }
 
+TARGETS = ("angle", "contrast", "frequency")
+"""What a Task predicts: the orientation θ, or a stimulus property varied per image."""
+
+_RENDER_ARG = {"contrast": "contrasts", "frequency": "frequencies"}
+"""The ``render`` keyword that sets each varied property per image."""
+
 
 @dataclass
 class Task:
@@ -48,6 +61,9 @@ class Task:
 
     ``prior``/``spec`` of None share the phase's images; a task with its own prior or spec
     draws its own batch each step (e.g. a second angle distribution on a second head).
+    ``target`` is what the head predicts: "angle" (θ, the default) or a stimulus property the
+    phase varies per image ("contrast", "frequency"; see ``Phase.vary``), which needs a
+    "scalar" head and a loss for it (e.g. "mse") and is standardised by :func:`standardise`.
     """
 
     head: str = "head"
@@ -56,8 +72,11 @@ class Task:
     weight: float = 1.0
     prior: AnglePrior | None = None
     spec: GratingSpec | None = None
+    target: str = "angle"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.target, str) or self.target not in TARGETS:
+            raise ValueError(f"target must be one of {list(TARGETS)}, got {self.target!r}")
         if not (isinstance(self.weight, int | float) and math.isfinite(self.weight)):
             raise ValueError(f"weight must be a finite number, got {self.weight!r}")
         if self.weight < 0:
@@ -86,6 +105,9 @@ class Phase:
     tasks: Sequence[Task] | None = None
     eval_angles: int = 32
     eval_repeats: int = 4
+    vary: dict[str, tuple[float, float]] | None = None
+    """Stimulus properties drawn per image uniformly on [lo, hi], e.g. {"contrast": (0.5, 1.5)}
+    (keys among "contrast", "frequency"; they override the spec's value); None: none."""
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -115,6 +137,43 @@ class Phase:
                 )
         if self.tasks is not None and len(self.tasks) == 0:
             raise ValueError("tasks must be None or a non-empty sequence, got []")
+        self._check_vary()
+
+    def _check_vary(self) -> None:
+        """Validate ``vary`` (normalised to {name: (lo, hi)}) and the tasks' targets."""
+        if self.vary is not None:
+            if not isinstance(self.vary, dict) or not self.vary:
+                raise ValueError(f"vary must be None or a non-empty dict, got {self.vary!r}")
+            clean = {}
+            for name, bounds in self.vary.items():
+                if name not in _RENDER_ARG:
+                    raise ValueError(
+                        f"vary keys must be among {list(_RENDER_ARG)}, got {name!r}"
+                    )
+                try:
+                    lo, hi = (float(b) for b in bounds)
+                except (TypeError, ValueError):
+                    raise ValueError(
+                        f"vary[{name!r}] must be a pair (lo, hi), got {bounds!r}"
+                    ) from None
+                low_ok = lo >= 0 if name == "contrast" else lo > 0
+                if not (math.isfinite(lo) and math.isfinite(hi) and low_ok and lo < hi):
+                    bound = ">= 0" if name == "contrast" else "> 0"
+                    raise ValueError(
+                        f"vary[{name!r}] must be finite with {bound} lo < hi, got {bounds!r}"
+                    )
+                clean[name] = (lo, hi)
+            self.vary = {name: clean[name] for name in _RENDER_ARG if name in clean}
+            if self.dataset_size is not None:
+                raise ValueError(
+                    f"vary needs on-the-fly data; got dataset_size={self.dataset_size!r}"
+                )
+        for task in self.task_list():
+            if task.target != "angle" and task.target not in (self.vary or {}):
+                raise ValueError(
+                    f"a task with target {task.target!r} needs the phase to vary it "
+                    f"(vary={{{task.target!r}: (lo, hi)}}), got vary={self.vary!r}"
+                )
 
     def task_list(self) -> list[Task]:
         """The phase's tasks; a single-task phase trains ``head`` with the phase's loss."""
@@ -150,9 +209,13 @@ class Phase:
                     "weight": t.weight,
                     "prior": None if t.prior is None else t.prior.to_config(),
                     "spec": None if t.spec is None else t.spec.to_config(),
+                    # only when not θ, so configs (and cache hashes) of θ-only runs keep
+                    # their earlier form
+                    **({} if t.target == "angle" else {"target": t.target}),
                 }
                 for t in self.tasks
             ],
+            **({} if self.vary is None else {"vary": {k: list(v) for k, v in self.vary.items()}}),
         }
 
 
@@ -193,6 +256,95 @@ def evaluate_error(
         coords={"angle": grid.cpu().numpy().astype(np.float64)},
         name="abs_error",
         attrs={"units": "rad", "long_name": "mean absolute angular error"},
+    )
+
+
+def standardise(values: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """(y − μ)/s with μ = (lo + hi)/2 and s = (hi − lo)/√12, the mean and standard deviation
+    of the uniform distribution on [lo, hi] (``Phase.vary``): the regression target of a
+    non-angle task, so that always predicting μ gives a mean squared error of 1."""
+    return (values - 0.5 * (low + high)) / ((high - low) / math.sqrt(12.0))
+
+
+def draw_varied(
+    prior: AnglePrior,
+    spec: GratingSpec,
+    n: int,
+    vary: dict[str, tuple[float, float]] | None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Draw n angles, the varied properties, and render: (images, angles, {name: values [n]}).
+
+    With ``vary`` None this is :func:`anglesim.data.draw` (same random numbers) and the dict
+    is empty. Otherwise, after the angles, each property (in the order contrast, frequency) is
+    drawn uniformly on its [lo, hi] in float64 from ``generator``, then the images are rendered
+    with those values.
+    """
+    if not vary:
+        images, angles = draw(prior, spec, n, generator, device)
+        return images, angles, {}
+    angles = prior.sample(n, generator=generator, device=device)
+    draw_device = generator.device if generator is not None else angles.device
+    values = {}
+    for name, (lo, hi) in vary.items():
+        u = torch.rand(n, dtype=torch.float64, generator=generator, device=draw_device)
+        values[name] = (lo + (hi - lo) * u).to(device=angles.device, dtype=angles.dtype)
+    kwargs = {_RENDER_ARG[name]: v for name, v in values.items()}
+    return render(angles, spec, generator=generator, **kwargs), angles, values
+
+
+@torch.no_grad()
+def evaluate_target_error(
+    model: AngleNet,
+    spec: GratingSpec,
+    head: str,
+    target: str,
+    low: float,
+    high: float,
+    n_angles: int = 32,
+    repeats: int = 8,
+    generator: torch.Generator | None = None,
+) -> xr.DataArray:
+    """Root-mean-square error of a scalar head's estimate of ``target`` at each grid angle.
+
+    At each angle of :func:`evaluation_grid` the property takes ``repeats`` evenly spaced
+    values lo + (k + ½)(hi − lo)/repeats (so every angle sees the whole range) with fresh
+    noise; the head's standardised output is mapped back, ŷ = μ + s·output (see
+    :func:`standardise`). In the property's units; ``attrs["chance"]`` is s = (hi − lo)/√12,
+    the error of always predicting the mean.
+    """
+    if target not in _RENDER_ARG:
+        raise ValueError(f"target must be one of {list(_RENDER_ARG)}, got {target!r}")
+    if model.readout_of(head) != "scalar":
+        raise ValueError(
+            f"head {head!r} has readout {model.readout_of(head)!r}; a {target} estimate "
+            "needs a 'scalar' head"
+        )
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"low < high must be finite, got low={low!r}, high={high!r}")
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+    device = next(model.parameters()).device
+    grid = evaluation_grid(n_angles, device=device)
+    theta = grid.repeat(repeats)
+    levels = low + (torch.arange(repeats, dtype=torch.float64) + 0.5) * ((high - low) / repeats)
+    values = levels.to(device=device, dtype=theta.dtype).repeat_interleave(n_angles)
+    was_training = model.training
+    model.eval()
+    images = render(theta, spec, generator=generator, **{_RENDER_ARG[target]: values})
+    output = model(images, head=head)[:, 0]
+    model.train(was_training)
+    scale = (high - low) / math.sqrt(12.0)
+    estimate = 0.5 * (low + high) + scale * output
+    rmse = ((estimate - values) ** 2).reshape(repeats, n_angles).mean(0).sqrt()
+    return xr.DataArray(
+        rmse.cpu().numpy().astype(np.float64),
+        dims=("angle",),
+        coords={"angle": grid.cpu().numpy().astype(np.float64)},
+        name=f"{target}_error",
+        attrs={"long_name": f"root-mean-square error of the {target} estimate",
+               "chance": scale, "low": low, "high": high},
     )
 
 
@@ -244,18 +396,24 @@ def _batch_loss(
     theta: torch.Tensor,
     phase: Phase,
     generator: torch.Generator,
+    values: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
+    """Weighted sum of the tasks' losses; ``values`` holds the phase images' varied
+    properties (``Phase.vary``), the targets of non-angle tasks."""
     total = images.new_zeros(())
     trunk = None
     for task, loss_fn in zip(tasks, losses, strict=True):
         if task.prior is None and task.spec is None:
             if trunk is None:
                 trunk = model.run_blocks(images, stop=model.trunk_names[-1])
-            features, target = trunk, theta
+            features, target, own = trunk, theta, values
         else:
-            x, target = draw(task.prior or phase.prior, task.spec or phase.spec,
-                             phase.batch_size, generator, images.device)
+            x, target, own = draw_varied(task.prior or phase.prior, task.spec or phase.spec,
+                                         phase.batch_size, phase.vary, generator,
+                                         images.device)
             features = model.run_blocks(x, stop=model.trunk_names[-1])
+        if task.target != "angle":
+            target = standardise(own[task.target], *phase.vary[task.target])
         head = model.blocks["head"] if task.head == "head" else model.heads[task.head]
         total = total + task.weight * loss_fn(head(features), target)
     return total
@@ -309,6 +467,11 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
     for task in tasks:
         if task.head != "head" and task.head not in model.heads:
             raise ValueError(f"task head {task.head!r} is not a head of the model")
+        if task.target != "angle" and model.readout_of(task.head) != "scalar":
+            raise ValueError(
+                f"task target {task.target!r} needs a 'scalar' head; head {task.head!r} has "
+                f"readout {model.readout_of(task.head)!r}"
+            )
         losses.append(get_loss(task.loss, model.readout_of(task.head),
                               n_bins=model.n_bins_of(task.head),
                                **task.loss_params))
@@ -322,13 +485,14 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
     for epoch in range(phase.epochs):
         model.train()
         if finite is None:
-            batches = (draw(phase.prior, phase.spec, phase.batch_size, gen, device)
+            batches = (draw_varied(phase.prior, phase.spec, phase.batch_size, phase.vary, gen,
+                                   device)
                        for _ in range(phase.steps_per_epoch))
         else:
-            batches = finite[0].batches(phase.batch_size, gen)
+            batches = ((x, t, {}) for x, t in finite[0].batches(phase.batch_size, gen))
         total, count = 0.0, 0
-        for images, theta in batches:
-            loss = _batch_loss(model, tasks, losses, images, theta, phase, gen)
+        for images, theta, values in batches:
+            loss = _batch_loss(model, tasks, losses, images, theta, phase, gen, values)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"loss became {loss.item()} in phase {phase.name!r}, epoch {epoch}"
