@@ -703,3 +703,119 @@ def draw_figure(ds: xr.Dataset) -> plt.Figure:
             f"no figure is registered for study {study!r}; known studies: {sorted(FIGURES)}"
         )
     return FIGURES[study](ds)
+
+
+_MT_JOINT_BLUES = ("#92c5de", "#4393c3", "#2166ac", "#053061")
+
+
+def _mt_regime_style(regimes: list[str]) -> dict[str, tuple[str, str]]:
+    """Colour and label of each multitask regime: angle only grey, sequential red, joint
+    regimes in blues darkening with the weight of the other task."""
+    joint = [r for r in regimes if r.startswith("joint_")]
+    out = {}
+    for r in regimes:
+        if r == "angle_only":
+            out[r] = (PHASE_COLOURS[0], "angle only")
+        elif r == "sequential":
+            out[r] = (PHASE_COLOURS[1], "sequential")
+        else:
+            i = joint.index(r) + max(0, len(_MT_JOINT_BLUES) - 1 - len(joint))
+            out[r] = (_MT_JOINT_BLUES[min(i, len(_MT_JOINT_BLUES) - 1)],
+                      f"joint, w = {r.removeprefix('joint_')}")
+    return out
+
+
+@register_figure("multitask")
+def plot_multitask(ds: xr.Dataset) -> plt.Figure:
+    """Multitask: angle estimation alone, after another task, and jointly with it.
+
+    One row per other task (contrast or spatial-frequency estimation). Panels: (a) FI of the
+    decoded angle against θ per regime (geometric mean and 95% CI over replicates), at the
+    fixed standard stimulus; (b) per block, mean log₂ FI about θ minus the angle-only
+    regime's, with Welch 95% CIs (``fisher_log2_ratio``), and the sequential regime's trunk
+    after its first, other-task-only phase; (c) mean absolute angle error per regime (mean ±
+    95% CI, replicates as dots); (d) the other property's RMSE relative to always predicting
+    its mean: its head after training, the head after the first sequential phase, and a
+    linear probe of the last trunk block.
+    """
+    ds = _successful(ds)
+    others = [str(o) for o in ds["other"].values]
+    regimes = [str(r) for r in ds["regime"].values]
+    style = _mt_regime_style(regimes)
+    theta_deg = np.degrees(ds["angle"].values)
+    layers = [str(v) for v in ds["layer"].values if str(v) != "input"]
+    x_reg = np.arange(len(regimes))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(others), 4, figsize=(13, 3.0 * len(others)),
+                                 constrained_layout=True, squeeze=False)
+        for row, other in zip(axes, others, strict=True):
+            d = ds.sel(other=other)
+            ax = row[0]
+            for r in regimes:
+                _log_band(ax, theta_deg, d["fisher"].sel(regime=r, layer="output"), *style[r])
+            ax.set_yscale("log")
+            ax.set_ylabel("FI of θ̂ (rad⁻²)")
+            _angle_axis(ax)
+            ax.legend(frameon=False, fontsize=7)
+            ax.set_title(f"a  FI at the output — other task: {other}", loc="left")
+
+            ax = row[1]
+            x = np.arange(len(layers))
+            shown = [r for r in regimes if r != "angle_only"]
+            width = 0.8 / (len(shown) + 1)
+            for k, r in enumerate(shown):
+                mean = d["fisher_log2_ratio"].sel(regime=r, layer=layers)
+                half = d["fisher_log2_ratio_ci"].sel(regime=r, layer=layers)
+                ax.errorbar(x + (k - len(shown) / 2) * width, mean, yerr=half, fmt="o",
+                            ms=4, capsize=2, color=style[r][0], label=style[r][1])
+            # after the first sequential phase the angle head is untrained: trunk blocks only
+            trunk = [layer for layer in layers if layer not in ("head", "output")]
+            ax.errorbar(np.arange(len(trunk)) + (len(shown) / 2) * width,
+                        d["other_only_log2_ratio"].sel(layer=trunk),
+                        yerr=d["other_only_log2_ratio_ci"].sel(layer=trunk), fmt="^", ms=4,
+                        capsize=2, color=style["sequential"][0], mfc="white",
+                        label=f"{other} only (sequential, 1st phase)")
+            ax.axhline(0, color=style["angle_only"][0], lw=0.8, label="angle only")
+            ax.set_xticks(x, layers)
+            ax.set_xlabel("block")
+            ax.set_ylabel("log₂ FI about θ / angle only")
+            ax.legend(frameon=False, fontsize=6.5)
+            ax.set_title("b  FI per block vs angle only", loc="left")
+
+            ax = row[2]
+            for k, r in enumerate(regimes):
+                err = np.degrees(d["angle_error"].sel(regime=r))
+                mean, half = mean_ci(err)
+                ax.errorbar(k, mean, yerr=half, fmt="o", ms=5, capsize=3, color=style[r][0])
+                ax.plot(np.full(err.sizes["replicate"], k + 0.18), err, ".", ms=3,
+                        color=style[r][0], alpha=0.6)
+            ax.set_xticks(x_reg, [style[r][1].replace(", ", "\n") for r in regimes])
+            ax.set_ylabel("mean |θ̂ − θ| (deg)")
+            ax.set_ylim(bottom=0)
+            ax.set_title("c  angle error", loc="left")
+
+            ax = row[3]
+            for offset, (var, marker, label) in enumerate([
+                ("other_error_rel", "o", f"{other} head"),
+                ("probe_error_rel", "s", "linear probe of fc"),
+            ]):
+                mean, half = mean_ci(d[var])
+                ok = np.isfinite(mean.values)
+                ax.errorbar(x_reg[ok] + (offset - 0.5) * 0.25, mean.values[ok],
+                            yerr=half.values[ok], fmt=marker, ms=4, capsize=2,
+                            color="0.2" if offset == 0 else "0.55", label=label)
+            if "other_error_other_only_rel" in d:
+                mean, half = mean_ci(d["other_error_other_only_rel"])
+                k = regimes.index("sequential")
+                ax.errorbar(k + 0.38, float(mean), yerr=float(half), fmt="^", ms=4,
+                            capsize=2, color=style["sequential"][0], mfc="white",
+                            label="head after 1st phase")
+            ax.axhline(1, color="0.6", lw=0.8, ls=":", label="chance (predict the mean)")
+            ax.set_xticks(x_reg, [style[r][1].replace(", ", "\n") for r in regimes])
+            ax.set_ylabel(f"{other} RMSE / chance RMSE")
+            ax.set_yscale("log")
+            ax.legend(frameon=False, fontsize=6.5)
+            ax.set_title(f"d  {other} error", loc="left")
+        fig.suptitle(f"multitask: {_replicate_count(ds)}; FI at contrast 1, 4 cycles/image",
+                     fontsize=9)
+    return fig

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 from anglesim.data import draw
 from anglesim.distributions import Uniform
@@ -257,3 +258,37 @@ def test_task_validation_and_head_mismatch():
         evaluate_target_error(small_model(), SPEC, "head", "contrast", 0.2, 1.0)
     with pytest.raises(ValueError, match="'phase'"):
         evaluate_target_error(small_model(), SPEC, "contrast", "phase", 0.2, 1.0)
+
+
+def test_multitask_study_welch_interval_matches_scipy():
+    from scipy import stats
+
+    from anglesim.cli import load_study
+
+    mt = load_study("multitask")
+    a = np.array([1.0, 2.5, 1.7, 3.1])
+    b = np.array([0.2, 0.4, 0.1, 0.9, 0.5])
+    da = xr.DataArray(a, dims="replicate")
+    db = xr.DataArray(b, dims="replicate")
+    diff, half = mt.welch_ci(da, db)
+    lo, hi = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert float(diff) == pytest.approx(a.mean() - b.mean())
+    assert float(diff - half) == pytest.approx(lo) and float(diff + half) == pytest.approx(hi)
+
+
+def test_multitask_study_regimes_and_phases():
+    from anglesim.cli import load_study
+
+    mt = load_study("multitask")
+    sz = mt.SIZES["quick"]
+    assert list(mt.regimes([0.1, 10.0])) == ["angle_only", "sequential", "joint_0.1", "joint_10"]
+    seq = mt.phases("sequential", "frequency", sz)
+    assert [p.name for p in seq] == ["other", "angle"]
+    assert seq[0].tasks[0].target == "frequency" and seq[1].tasks[0].target == "angle"
+    assert all(p.vary == {"frequency": mt.RANGES["frequency"]} for p in seq)
+    (joint,) = mt.phases("joint_1", "contrast", sz)
+    assert [(t.target, t.weight) for t in joint.tasks] == [("angle", 1.0), ("contrast", 1.0)]
+    with pytest.raises(ValueError, match="'joint_3'"):
+        mt.phases("joint_3", "contrast", sz)
+    with pytest.raises(ValueError, match="'phase'"):
+        mt.phases("angle_only", "phase", sz)

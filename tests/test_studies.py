@@ -44,6 +44,14 @@ EXPECTED = {
         {"fisher", "abs_error", "parent_fisher", "fisher_near_new", "fisher_near_old",
          "error_near_new", "failed"},
     ),
+    "multitask": (
+        {"other", "regime", "replicate", "layer", "angle", "epoch"},
+        {"fisher", "fisher_other_only", "abs_error", "other_error", "other_error_other_only",
+         "other_chance", "probe_error", "log2_fisher", "fisher_log2_ratio",
+         "fisher_log2_ratio_ci", "other_only_log2_ratio", "other_only_log2_ratio_ci",
+         "angle_error", "other_error_rel", "other_error_other_only_rel", "probe_error_rel",
+         "failed"},
+    ),
 }
 
 

@@ -1,0 +1,300 @@
+"""Multitask: does learning another property of the same images change the FI about θ?
+
+A CNN learns the orientation θ of gratings whose contrast (or spatial frequency) varies from
+image to image, uniformly on a fixed range. Three training regimes see the same image
+distribution and the same number of angle-training steps:
+
+* ``angle_only`` — θ estimation alone (the control);
+* ``sequential`` — first the other property alone (a scalar head regressing its standardised
+  value, :func:`anglesim.training.standardise`), then θ alone, the whole network training;
+* ``joint_<w>`` — θ and the other property at once, on a shared trunk, loss
+  1 − cos 2(θ̂ − θ) + w · MSE(standardised property), for a few weights w.
+
+After training we measure the decoding error of θ and of the other property (its head's RMSE
+and a linear probe read from the last trunk block ``fc``, both relative to chance), and the
+propagated Fisher information about θ of every block. The other property varies during
+training, but FI about θ is measured at one fixed stimulus, the studies' standard ``SPEC``
+(contrast 1, 4 cycles per image — the middle of both ranges): FI about θ is a property of the
+image distribution at a given contrast and frequency, and comparing regimes at the same
+stimulus is what isolates the effect of the training objective. For ``sequential`` the FI is
+also measured after the first phase (the trunk trained on the other property only).
+
+Run: ``anglesim run multitask [--quick]``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy import stats
+
+from anglesim.data import evaluation_grid
+from anglesim.distributions import Uniform
+from anglesim.fisher import propagated_fisher
+from anglesim.models import AngleNet, build_model
+from anglesim.training import (
+    Phase,
+    Task,
+    draw_varied,
+    evaluate_error,
+    evaluate_target_error,
+    make_generator,
+    train,
+)
+
+try:  # run as ``studies.multitask`` (CLI, workers) or as a script
+    from studies._common import SPEC, run_grid, standard_cnn, successful
+except ImportError:  # pragma: no cover - direct ``python studies/multitask.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from studies._common import SPEC, run_grid, standard_cnn, successful
+
+NAME = "multitask"
+MODEL = standard_cnn("cossin")
+OTHER_HEAD = "other"
+RANGES = {"contrast": (0.5, 1.5), "frequency": (3.0, 5.0)}
+"""Per-image ranges of the other property, centred on SPEC's contrast 1 and frequency 4."""
+UNITS = {"contrast": "contrast units", "frequency": "cycles per image"}
+
+SIZES = {
+    "full": dict(epochs=10, other_epochs=10, steps=50, batch=64, lr=2e-3, n_angles=24,
+                 layers=None, error_repeats=16, target_repeats=8, probe_train=2048,
+                 probe_test=1024, replicates=4, others=["contrast", "frequency"],
+                 weights=[0.1, 1.0, 10.0]),
+    "quick": dict(epochs=1, other_epochs=1, steps=3, batch=16, lr=2e-3, n_angles=4,
+                  layers=["input", "fc", "output"], error_repeats=2, target_repeats=2,
+                  probe_train=96, probe_test=48, replicates=2, others=["contrast"],
+                  weights=[1.0]),
+}
+"""``layers`` None measures FI at every block (input, conv1, conv2, fc, output); the quick
+size skips the convolutions, whose Jacobians are most of the cost."""
+
+
+def regimes(weights: list[float]) -> dict[str, float | None]:
+    """Regime name -> weight of the other task's loss (None where it is not trained jointly)."""
+    out: dict[str, float | None] = {"angle_only": None, "sequential": None}
+    for w in weights:
+        out[f"joint_{w:g}"] = float(w)
+    return out
+
+
+def phases(regime: str, other: str, sz: dict) -> list[Phase]:
+    """The phases of one regime; every one draws the other property per image."""
+    if other not in RANGES:
+        raise ValueError(f"other must be one of {list(RANGES)}, got {other!r}")
+    weights = regimes(sz["weights"])
+    if regime not in weights:
+        raise ValueError(f"regime must be one of {list(weights)}, got {regime!r}")
+    common = dict(spec=SPEC, vary={other: RANGES[other]}, steps_per_epoch=sz["steps"],
+                  batch_size=sz["batch"], lr=sz["lr"], eval_angles=sz["n_angles"])
+    angle = Task(head="head", loss="cosine")
+    scalar = Task(head=OTHER_HEAD, target=other, loss="mse")
+    if regime == "angle_only":
+        return [Phase("angle", Uniform(), epochs=sz["epochs"], tasks=[angle], **common)]
+    if regime == "sequential":
+        return [Phase("other", Uniform(), epochs=sz["other_epochs"], tasks=[scalar], **common),
+                Phase("angle", Uniform(), epochs=sz["epochs"], tasks=[angle], **common)]
+    joint = Task(head=OTHER_HEAD, target=other, loss="mse", weight=weights[regime])
+    return [Phase("joint", Uniform(), epochs=sz["epochs"], tasks=[angle, joint], **common)]
+
+
+def probe_error(net: AngleNet, other: str, sz: dict, generator: torch.Generator) -> float:
+    """RMSE (property units) of a ridge-regression read-out of ``other`` from the last trunk
+    block, fitted on ``probe_train`` fresh images and tested on ``probe_test`` others.
+
+    Features are standardised on the training images; ridge λ = 10⁻³ per feature variance
+    unit times the number of training images; the intercept is the training mean.
+    """
+    n_train, n_test = sz["probe_train"], sz["probe_test"]
+    images, _, values = draw_varied(Uniform(), SPEC, n_train + n_test, {other: RANGES[other]},
+                                    generator)
+    with torch.no_grad():
+        net.eval()
+        feats = net.run_blocks(images, stop=net.trunk_names[-1]).flatten(1).double()
+    y = values[other].double()
+    x_tr, x_te, y_tr, y_te = feats[:n_train], feats[n_train:], y[:n_train], y[n_train:]
+    mu, sd = x_tr.mean(0), x_tr.std(0).clamp_min(1e-8)
+    z_tr, z_te = (x_tr - mu) / sd, (x_te - mu) / sd
+    gram = z_tr.T @ z_tr + 1e-3 * n_train * torch.eye(z_tr.shape[1], dtype=torch.float64)
+    beta = torch.linalg.solve(gram, z_tr.T @ (y_tr - y_tr.mean()))
+    pred = y_tr.mean() + z_te @ beta
+    return float(((pred - y_te) ** 2).mean().sqrt())
+
+
+def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+    """Train one network in one regime; measure errors and per-block FI about θ at SPEC."""
+    sz = SIZES[size]
+    other, regime = str(condition["other"]), str(condition["regime"])
+    lo, hi = RANGES[other]
+    plan = phases(regime, other, sz)
+    grid = evaluation_grid(sz["n_angles"])
+    angle = grid.double().numpy()
+
+    def fisher(net: AngleNet) -> xr.DataArray:
+        return propagated_fisher(net, SPEC, grid, layers=sz["layers"],
+                                 sigma=SPEC.noise_std).assign_coords(angle=angle)
+
+    def other_error(net: AngleNet) -> xr.DataArray:
+        err = evaluate_target_error(net, SPEC, OTHER_HEAD, other, lo, hi, sz["n_angles"],
+                                    sz["target_repeats"], generator=make_generator(seed + 2))
+        return err.assign_coords(angle=angle)
+
+    first: dict[str, xr.DataArray] = {}
+
+    def after_phase(phase: Phase, net: AngleNet) -> None:
+        if regime == "sequential" and phase.name == "other":
+            first["fisher"] = fisher(net)
+            first["other_error"] = other_error(net)
+
+    torch.manual_seed(seed)
+    model = build_model(MODEL)
+    model.add_head(OTHER_HEAD, readout="scalar")
+    history = train(model, plan, seed, on_phase_end=after_phase)
+
+    fi = fisher(model)
+    nan_like = xr.full_like
+    ds = xr.Dataset(
+        {
+            "fisher": fi,
+            "fisher_other_only": first.get("fisher", nan_like(fi, np.nan)),
+            "abs_error": evaluate_error(model, SPEC, sz["n_angles"], sz["error_repeats"],
+                                        generator=make_generator(seed + 1)
+                                        ).assign_coords(angle=angle),
+        }
+    )
+    err = other_error(model)
+    trained = regime != "angle_only"  # angle_only never trains the other head
+    ds["other_error"] = err if trained else nan_like(err, np.nan)
+    ds["other_error_other_only"] = first.get("other_error", nan_like(err, np.nan))
+    ds["other_chance"] = ((), float(err.attrs["chance"]))
+    ds["probe_error"] = ((), probe_error(model, other, sz, make_generator(seed + 3)))
+    ds["fisher_other_only"].attrs = dict(fi.attrs, long_name=(
+        "FI about θ after the first (other-task-only) phase of the sequential regime"))
+    ds["other_error"].attrs = {"units": UNITS[other], "long_name": (
+        f"RMSE of the {other} head at each angle (NaN: head not trained)")}
+    ds["other_error_other_only"].attrs = {"units": UNITS[other], "long_name": (
+        f"RMSE of the {other} head after the first phase of the sequential regime")}
+    ds["other_chance"].attrs = {"units": UNITS[other],
+                                "long_name": "RMSE of always predicting the mean"}
+    ds["probe_error"].attrs = {"units": UNITS[other], "long_name": (
+        f"RMSE of a linear ridge probe of {other} from the last trunk block")}
+    # sequential runs two phases: pad every history to the longest regime's length
+    history = history.reset_coords(["epoch_phase", "epoch_in_phase"]).reindex(
+        epoch=np.arange(sz["other_epochs"] + sz["epochs"]),
+        fill_value={"epoch_phase": "", "epoch_in_phase": -1, "train_loss": np.nan,
+                    "val_loss": np.nan, "eval_error": np.nan})
+    return xr.merge([ds, history], combine_attrs="drop_conflicts")
+
+
+def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
+    """Run the regime × other-task grid across replicates and save its Dataset."""
+    size = "quick" if quick else "full"
+    sz = SIZES[size]
+    grid = {"other": list(sz["others"]), "regime": list(regimes(sz["weights"]))}
+    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
+              "model": MODEL.to_config(), "ranges": {k: list(v) for k, v in RANGES.items()},
+              "phases": {f"{o}/{r}": [p.to_config() for p in phases(r, o, sz)]
+                         for o in grid["other"] for r in grid["regime"]}}
+    return run_grid(NAME, replicate, grid, quick=quick,
+                    n_replicates=replicates or sz["replicates"], config=config,
+                    postprocess=add_measures, **options)
+
+
+# ---- derived measures ----------------------------------------------------------------------
+
+
+def welch_ci(a: xr.DataArray, b: xr.DataArray, dim: str = "replicate",
+             level: float = 0.95) -> tuple[xr.DataArray, xr.DataArray]:
+    """Difference of means mean(a) − mean(b) over ``dim`` and the half-width of its Welch
+    t interval: t_ν · √(s_a²/n_a + s_b²/n_b) with the Welch–Satterthwaite ν (NaN-aware)."""
+    na, nb = a.count(dim), b.count(dim)
+    va, vb = a.var(dim, ddof=1) / na, b.var(dim, ddof=1) / nb
+    nu = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    t = xr.apply_ufunc(lambda v: stats.t.ppf(0.5 + level / 2, v), nu.fillna(1.0))
+    return a.mean(dim) - b.mean(dim), t * np.sqrt(va + vb)
+
+
+def measures(ds: xr.Dataset) -> xr.Dataset:
+    """Per-block FI summaries and errors relative to chance (see :func:`add_measures`)."""
+    ok = successful(ds)
+    log2fi = np.log2(ok["fisher"]).mean("angle")
+    log2fi_first = np.log2(ok["fisher_other_only"]).mean("angle")
+    ref = log2fi.sel(regime="angle_only")
+    ratio, half = welch_ci(log2fi, ref)
+    ratio = ratio.where(ok["regime"] != "angle_only", 0.0)
+    half = half.where(ok["regime"] != "angle_only")
+    first_ratio, first_half = welch_ci(log2fi_first.sel(regime="sequential"), ref)
+    chance = ok["other_chance"]
+    out = xr.Dataset(
+        {
+            "log2_fisher": log2fi,
+            "fisher_log2_ratio": ratio,
+            "fisher_log2_ratio_ci": half,
+            "other_only_log2_ratio": first_ratio,
+            "other_only_log2_ratio_ci": first_half,
+            "angle_error": ok["abs_error"].mean("angle"),
+            "other_error_rel": ok["other_error"].mean("angle") / chance,
+            "other_error_other_only_rel": (ok["other_error_other_only"].mean("angle")
+                                           / chance).sel(regime="sequential", drop=True),
+            "probe_error_rel": ok["probe_error"] / chance,
+        }
+    )
+    out["log2_fisher"].attrs = {"units": "log2 rad^-2",
+                                "long_name": "mean over angles of log2 FI about θ, per block"}
+    out["fisher_log2_ratio"].attrs = {"long_name": (
+        "mean log2 FI minus the angle_only regime's mean log2 FI (mean over angles, then "
+        "over replicates); 0 for angle_only itself")}
+    out["fisher_log2_ratio_ci"].attrs = {"long_name": (
+        "half-width of the 95% Welch t interval of fisher_log2_ratio (NaN for angle_only)")}
+    out["other_only_log2_ratio"].attrs = {"long_name": (
+        "as fisher_log2_ratio, for the sequential regime's trunk after its first phase "
+        "(trained on the other property only)")}
+    out["angle_error"].attrs = {"units": "rad", "long_name": "mean absolute angular error"}
+    for name in ("other_error_rel", "other_error_other_only_rel", "probe_error_rel"):
+        out[name].attrs = {"units": "1", "long_name": "RMSE over the RMSE of predicting the mean"}
+    return out
+
+
+def add_measures(ds: xr.Dataset) -> xr.Dataset:
+    """The Dataset with :func:`measures` added."""
+    return ds.assign(measures(ds).data_vars)
+
+
+def summarise(ds: xr.Dataset) -> str:
+    """The run's findings in numbers: per other task and regime, mean ± 95% CI half-width."""
+    from anglesim.plotting import mean_ci
+
+    lines = []
+    for other in ds["other"].values:
+        d = ds.sel(other=other)
+        lines.append(f"other task: {other}")
+        for regime in d["regime"].values:
+            r = d.sel(regime=regime)
+            err_m, err_h = mean_ci(np.degrees(r["angle_error"]))
+            cells = [f"angle error {float(err_m):.2f}±{float(err_h):.2f}°"]
+            if np.isfinite(r["other_error_rel"]).any():
+                m, h = mean_ci(r["other_error_rel"])
+                cells.append(f"{other} head RMSE/chance {float(m):.3f}±{float(h):.3f}")
+            m, h = mean_ci(r["probe_error_rel"])
+            cells.append(f"probe RMSE/chance {float(m):.3f}±{float(h):.3f}")
+            ratios = ", ".join(
+                f"{layer} {float(r['fisher_log2_ratio'].sel(layer=layer)):+.2f}"
+                f"±{float(r['fisher_log2_ratio_ci'].sel(layer=layer)):.2f}"
+                for layer in r["layer"].values if layer != "input")
+            cells.append(f"log2 FI vs angle_only: {ratios}")
+            lines.append(f"  {regime}: " + "; ".join(cells))
+        ratios = ", ".join(
+            f"{layer} {float(d['other_only_log2_ratio'].sel(layer=layer)):+.2f}"
+            f"±{float(d['other_only_log2_ratio_ci'].sel(layer=layer)):.2f}"
+            for layer in d["layer"].values if layer not in ("input", "head", "output"))
+        lines.append(f"  {other} only (sequential, phase 1): log2 FI vs angle_only: {ratios}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from anglesim.cli import main
+
+    sys.exit(main(["run", NAME, *sys.argv[1:]]))
