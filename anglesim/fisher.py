@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,37 +40,57 @@ from ._fisher_base import (
     UNITS,
     ArrayLike,
     angles_tensor,
+    block_order,
+    eval_mode,
     fisher_dataarray,
     model_on_device,
     to_numpy,
 )
 from .fisher_sampled import (
+    SAMPLED_ESTIMATORS,
+    bootstrap_fisher,
     decoder_fisher,
+    estimator_fisher,
     ledoit_wolf_covariance,
     linear_fisher_from_samples,
+    linear_fisher_pca,
     linear_fisher_shrinkage,
     linear_fisher_variance,
+    paired_responses,
     sample_responses,
+    sampled_fisher,
     savgol_fisher,
 )
+from .fisher_stats import bootstrap_replicates, smooth_periodic
 from .stimuli import render_clean
 
 if TYPE_CHECKING:
     from .stimuli import GratingSpec
 
 __all__ = [
+    "OUTPUT_NOISE_MODELS",
+    "SAMPLED_ESTIMATORS",
     "UNITS",
+    "bootstrap_fisher",
+    "bootstrap_replicates",
     "decoder_fisher",
     "discrimination_threshold",
     "fisher_dataarray",
+    "gaussian_fisher",
+    "estimator_fisher",
     "ledoit_wolf_covariance",
     "linear_fisher_from_samples",
+    "linear_fisher_pca",
     "linear_fisher_shrinkage",
     "linear_fisher_variance",
+    "output_noise_fisher",
     "poisson_fisher",
+    "paired_responses",
     "propagated_fisher",
     "sample_responses",
+    "sampled_fisher",
     "savgol_fisher",
+    "smooth_periodic",
 ]
 
 DEFAULT_N_PHASES = 8
@@ -93,8 +114,9 @@ def propagated_fisher(
     phases: ArrayLike | None = None,
     chunk_size: int = 8,
     device: torch.device | str | None = None,
+    noise_at: str = INPUT,
 ) -> xr.DataArray:
-    """Linearised Fisher information about θ in each layer, from additive Gaussian pixel noise.
+    """Linearised Fisher information about θ in each layer, from additive Gaussian noise.
 
     The image is x(θ) + n, n ~ N(0, Σ_x) with Σ_x = diag(V), V the spec's
     ``noise_variance_map()`` with its noise_std set to σ (σ² on every pixel unless the spec
@@ -112,6 +134,12 @@ def propagated_fisher(
     A Σ_x^{1/2} — for Σ_x = σ² I that is ‖P_row(A) ẋ‖²/σ². With ε > 0 every layer obeys the
     data-processing inequality J ≤ ẋᵀ Σ_x⁻¹ ẋ exactly.
 
+    Noise at a block (``noise_at`` = a block name b): the noise is injected into b's
+    activations instead of the pixels, h_b(θ) + n with n ~ N(0, σ² I) (``sigma`` must then be
+    given), and propagated to the blocks after b; x, ẋ and A above become h_b(θ), ∂h_b/∂θ and
+    ∂r/∂h_b. Layer b itself carries ‖∂h_b/∂θ‖²/σ², and only b, later blocks and "output" can
+    be measured.
+
     Computation (float64 after the Jacobian): with B = A Σ_x^{1/2} (N × P) the smaller Gram
     matrix is formed and Cholesky-factored — N ≤ P: J = gᵀ(BBᵀ + ε_abs I)⁻¹g with g = A ẋ;
     N > P: J = uᵀ(BᵀB + ε_abs I)⁻¹BᵀB u (the same number by the push-through identity, and
@@ -119,14 +147,23 @@ def propagated_fisher(
     fallback when a Cholesky factorisation fails. A ẋ is formed from the same Jacobian (not a
     separate jvp) so that it lies exactly in A's column space, which matters with a small ridge.
     A comes from reverse mode (vmap over N one-hot cotangents of a vjp) when N ≤ P and from
-    forward mode (vmap over P one-hot tangents of a jvp) otherwise, chunked over images and over
-    Jacobian rows, so memory is bounded whatever the layer size.
+    forward mode (vmap over P one-hot tangents of a jvp) otherwise, chunked over images (at
+    most ``chunk_size`` Jacobians alive, never one per angle) and over Jacobian rows, so memory
+    is bounded whatever the layer size or number of angles.
 
     Special layers: "input" is the pixels' own information ẋᵀ Σ_x⁻¹ ẋ = Σ_{V>0} ẋ²/V, and
     "output" the decoded angle θ̂ = model.decode(model(x)), J = (∂θ̂/∂θ)² / (∂θ̂/∂x Σ_x ∂θ̂/∂xᵀ)
     (no ridge, so a one-unit layer feeding θ̂ has J_output / (1 + ε); 0 where θ̂ does not
     depend on the image). Pixels with V = 0 (noise masked away)
     are left out of every layer: they are treated as carrying no information.
+
+    Non-Gaussian noise: the estimator is exact (for the linearised network) only for additive
+    Gaussian noise. For a spec whose noise is not (``spec.gaussian_noise_only`` False: gated
+    Bernoulli–Gaussian, shot noise, clamping — e.g. ``GratingSpec.reference()``) pixel noise is
+    replaced by additive Gaussian noise of the same per-pixel variance σ²·noise_prob, a
+    different noise model: a UserWarning says so, attrs["noise_model_note"] records it, and
+    the sampled estimators (`sampled_fisher`, `decoder_fisher`, `estimator_fisher`,
+    `savgol_fisher`) measure the spec's actual noise.
 
     Random phase (``spec.phase is None``) or explicit ``phases``: J is computed at each phase
     (default 8 evenly spaced in [0, 2π)) and averaged — the phase-conditional FI averaged over
@@ -140,19 +177,21 @@ def propagated_fisher(
             ``decode(output)`` and ``forward``.
         spec: the grating spec (its noise sets Σ_x unless ``sigma`` is given).
         angles: [A] angles in radians.
-        layers: names among "input", the model's blocks and "output"; default all. The
-            result is ordered "input", blocks in model order, "output".
-        sigma: pixel noise standard deviation; default ``spec.noise_std``.
+        layers: names among "input", the model's blocks and "output" (from ``noise_at`` on);
+            default all of them. The result is ordered "input", blocks in model order, "output".
+        sigma: noise standard deviation; default ``spec.noise_std`` for pixel noise, required
+            for noise at a block.
         eps: relative ridge ε > 0 (see above).
         phases: grating phases to average over (radians).
         chunk_size: images per chunk (memory knob).
         device: where to compute; default the model's device (the model is copied there if it
             lives elsewhere).
+        noise_at: "input" (pixels, default) or the block whose activations receive the noise.
 
     Returns:
         DataArray "fisher", dims ("layer", "angle"), attrs method="propagated", sigma, eps,
-        ridge, quantity, units "rad^-2", noise_model (and noise_model_note, phase_average when
-        they apply).
+        ridge, quantity, noise_at, units "rad^-2", noise_model (and noise_model_note,
+        phase_average when they apply).
     """
     if not (isinstance(eps, int | float) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
@@ -160,9 +199,13 @@ def propagated_fisher(
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     model, dev, dtype = model_on_device(model, device)
     theta = angles_tensor(angles, dev, dtype)
-    names = _resolve_layers(model, layers)
+    blocks = list(model.block_names)
+    if noise_at != INPUT and noise_at not in blocks:
+        raise ValueError(f"noise_at must be 'input' or one of the blocks {blocks}, got "
+                         f"{noise_at!r}")
+    names = _resolve_layers(model, layers, noise_at)
 
-    attrs: dict[str, Any] = {}
+    attrs: dict[str, Any] = {"noise_at": noise_at}
     if phases is None and spec.phase is None:
         phases = torch.arange(DEFAULT_N_PHASES, dtype=torch.float64) * (
             2 * math.pi / DEFAULT_N_PHASES
@@ -180,41 +223,53 @@ def propagated_fisher(
     item_theta = theta.repeat_interleave(n_ph)
     item_phase = None if phi is None else phi.repeat(theta.numel())
 
-    variance, sigma_used, noise_model = _pixel_variance(spec, sigma, dev)
+    with torch.no_grad():
+        sizes = _layer_sizes(model, render_clean(item_theta[:1], spec, _sl(item_phase, 0, 1)))
+    if noise_at == INPUT:
+        variance, sigma_used, noise_model = _pixel_variance(spec, sigma, dev)
+        where = "pixel noise"
+    else:
+        if sigma is None or not (isinstance(sigma, int | float) and math.isfinite(sigma)
+                                 and sigma > 0):
+            raise ValueError(f"sigma must be a finite number > 0 for noise at block "
+                             f"{noise_at!r}, got {sigma!r}")
+        sigma_used = float(sigma)
+        variance = torch.full((sizes[noise_at],), sigma_used**2, dtype=torch.float64,
+                              device=dev)
+        noise_model = (f"additive Gaussian noise N(0, {sigma_used:g}^2 I) on the "
+                       f"{sizes[noise_at]} activations of block {noise_at!r}")
+        where = f"noise injected at block {noise_at!r}"
     attrs.update(
         sigma=sigma_used,
         eps=float(eps),
         ridge="eps * trace(A Sigma_x A^T) / N_units added to the diagonal of A Sigma_x A^T",
         quantity=(
             "linearised Fisher information about the orientation theta carried by each "
-            "layer's activations, for additive Gaussian pixel noise propagated through the "
+            f"layer's activations, for additive Gaussian {where} propagated through the "
             "network's Jacobian at the noiseless image: "
             "J = (A xdot)^T (A Sigma_x A^T + eps_abs I)^-1 (A xdot)"
         ),
         noise_model=noise_model,
     )
-    if not spec.gaussian_noise_only:
-        attrs["noise_model_note"] = (
+    if noise_at == INPUT and not spec.gaussian_noise_only:
+        note = (
             "the propagated estimator assumes additive Gaussian pixel noise; this spec's noise "
-            "is not (only) additive Gaussian, so use a sampled estimator "
-            "(linear_fisher_from_samples, decoder_fisher) for its actual noise"
+            "is not (only) additive Gaussian, so it was replaced by Gaussian noise of the same "
+            "per-pixel variance: use a sampled estimator (sampled_fisher, decoder_fisher, "
+            "estimator_fisher, savgol_fisher) for its actual noise"
         )
+        attrs["noise_model_note"] = note
+        warnings.warn(note, UserWarning, stacklevel=2)
 
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            sizes = _layer_sizes(model, render_clean(item_theta[:1], spec, _sl(item_phase, 0, 1)))
-            out = []
-            for start in range(0, item_theta.numel(), chunk_size):
-                stop = min(start + chunk_size, item_theta.numel())
-                out.append(
-                    _chunk_fisher(model, spec, item_theta[start:stop],
-                                  _sl(item_phase, start, stop), names, sizes, variance, eps)
-                )
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
+    out = []
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, item_theta.numel(), chunk_size):
+            stop = min(start + chunk_size, item_theta.numel())
+            out.append(
+                _chunk_fisher(model, spec, item_theta[start:stop],
+                              _sl(item_phase, start, stop), names, sizes, variance, eps,
+                              noise_at)
+            )
     values = torch.cat(out, dim=1).reshape(len(names), theta.numel(), n_ph).mean(-1)
     return fisher_dataarray(values.cpu().numpy(), to_numpy(angles, "angles"), names,
                             "propagated", **attrs)
@@ -224,15 +279,19 @@ def _sl(t: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
     return None if t is None else t[start:stop]
 
 
-def _resolve_layers(model: torch.nn.Module, layers: Sequence[str] | None) -> list[str]:
-    order = [INPUT, *list(model.block_names), OUTPUT]
+def _resolve_layers(
+    model: torch.nn.Module, layers: Sequence[str] | None, noise_at: str = INPUT
+) -> list[str]:
+    order = block_order(model)
+    order = order[order.index(noise_at):]  # nothing upstream of the noise is measurable
     if layers is None:
         return order
     if isinstance(layers, str):
         layers = [layers]
     unknown = [n for n in layers if n not in order]
     if unknown or len(layers) == 0:
-        raise ValueError(f"layers {list(layers)!r} must be a non-empty subset of {order}")
+        raise ValueError(f"layers {list(layers)!r} must be a non-empty subset of {order} "
+                         f"(noise_at={noise_at!r})")
     wanted = set(layers)
     return [n for n in order if n in wanted]
 
@@ -292,9 +351,23 @@ def _chunk_fisher(
     sizes: dict[str, int],
     variance: torch.Tensor,
     eps: float,
+    noise_at: str = INPUT,
 ) -> torch.Tensor:
-    """J [len(names), C] (float64) for one chunk of C (angle, phase) items."""
-    x, xdot = jvp(lambda a: render_clean(a, spec, phase), (theta,), (torch.ones_like(theta),))
+    """J [len(names), C] (float64) for one chunk of C (angle, phase) items.
+
+    x is where the noise enters (the image, or block ``noise_at``'s activations) and ẋ its
+    derivative in θ; every measured layer is a function of x.
+    """
+    blocks = list(model.block_names)
+    if noise_at == INPUT:
+        def site(a: torch.Tensor) -> torch.Tensor:
+            return render_clean(a, spec, phase)
+        downstream = blocks
+    else:
+        def site(a: torch.Tensor) -> torch.Tensor:
+            return model.run_blocks(render_clean(a, spec, phase), stop=noise_at)
+        downstream = blocks[blocks.index(noise_at) + 1:]
+    x, xdot = jvp(site, (theta,), (torch.ones_like(theta),))
     n_img, n_pix = x.shape[0], x[0].numel()
     if variance.numel() != n_pix:
         raise ValueError(
@@ -306,15 +379,18 @@ def _chunk_fisher(
     xd = xdot.reshape(n_img, n_pix).double()
     xd = xd if all_pixels else xd[:, keep]
     u = xd / v.sqrt()  # Σ_x^{-1/2} ẋ
+    start = downstream[0] if downstream else None
     rows = []
     for name in names:
-        if name == INPUT:
+        if name == noise_at:
             rows.append((u * u).sum(1))
             continue
         if name == OUTPUT:
             def decoded(z: torch.Tensor) -> torch.Tensor:
-                return model.decode(model(z)).reshape(n_img, 1)
-            jac = _jacobian(decoded, x, 1, n_pix, sum(sizes.values()))[:, 0, :]
+                h = model.run_blocks(z, start=start) if start is not None else z
+                return model.decode(h).reshape(n_img, 1)
+            act = sum(sizes[b] for b in downstream)
+            jac = _jacobian(decoded, x, 1, n_pix, act)[:, 0, :]
             a = jac.double() if all_pixels else jac.double()[:, keep]
             num = (a * xd).sum(1) ** 2
             den = (a * a * v).sum(1)
@@ -322,10 +398,9 @@ def _chunk_fisher(
             continue
 
         def activations(z: torch.Tensor, stop: str = name) -> torch.Tensor:
-            return model.run_blocks(z, stop=stop).reshape(n_img, -1)
+            return model.run_blocks(z, start=start, stop=stop).reshape(n_img, -1)
 
-        upto = list(model.block_names).index(name) + 1
-        act = sum(sizes[b] for b in list(model.block_names)[:upto])
+        act = sum(sizes[b] for b in downstream[:downstream.index(name) + 1])
         jac = _jacobian(activations, x, sizes[name], n_pix, act)
         b = jac.double() if all_pixels else jac.double()[:, :, keep]
         del jac
@@ -403,6 +478,129 @@ def _quadratic(
 
 
 # --------------------------------------------------------------------------------------------
+# Output-noise models: noise added to a layer's own activations
+# --------------------------------------------------------------------------------------------
+
+
+OUTPUT_NOISE_MODELS = ("gaussian", "poisson")
+
+
+def output_noise_fisher(
+    model: torch.nn.Module,
+    spec: GratingSpec,
+    angles: ArrayLike,
+    layers: Sequence[str] | None = None,
+    noise: str = "gaussian",
+    sigma: float = 1.0,
+    gain: float = 1.0,
+    baseline: float = 0.0,
+    phases: ArrayLike | None = None,
+    chunk_size: int = 256,
+    device: torch.device | str | None = None,
+) -> xr.DataArray:
+    """FI of each layer when the noise is added to that layer's own units (noiseless input).
+
+    With v = ∂r/∂θ = A ẋ the derivative of the layer's activations r(x(θ)) (one jvp through
+    the renderer and the network, no Jacobian):
+
+    * ``noise="gaussian"``: r + n, n ~ N(0, σ² I) — J = ‖A ẋ‖² / σ²;
+    * ``noise="poisson"``: Poisson-like, independent units with variance equal to
+      ``gain`` × mean, the mean being the rate f = r + ``baseline`` — J = Σ_i v_i² / (gain f_i)
+      (Seung & Sompolinsky 1993, PNAS 90: 10749, for gain 1). Units with v_i = 0 add nothing
+      (silent ReLUs); a unit with f_i ≤ 0 and v_i ≠ 0 is an error (raise ``baseline``): a
+      Poisson rate must be positive. The mean-term (linear) FI: the full Gaussian FI of a
+      variance that follows the mean adds ½ Σ (v_i/f_i)², see `gaussian_fisher`.
+
+    The layers are the model's blocks ("head" being the raw output) and, for Gaussian noise
+    only, "output" (noise of variance σ² on the decoded angle θ̂: J = (∂θ̂/∂θ)²/σ²). Default:
+    every block (and "output" for Gaussian noise). Random phase or explicit ``phases``: the
+    phase-conditional FI averaged over phases, as in `propagated_fisher`. Noise injected at a
+    block and propagated downstream is `propagated_fisher` with ``noise_at``.
+    """
+    if noise not in OUTPUT_NOISE_MODELS:
+        raise ValueError(f"noise must be one of {list(OUTPUT_NOISE_MODELS)}, got {noise!r}")
+    for name, val, low in (("sigma", sigma, 0.0), ("gain", gain, 0.0)):
+        if not (isinstance(val, int | float) and math.isfinite(val) and val > low):
+            raise ValueError(f"{name} must be a finite number > 0, got {val!r}")
+    if not (isinstance(baseline, int | float) and math.isfinite(baseline)):
+        raise ValueError(f"baseline must be a finite number, got {baseline!r}")
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    model, dev, dtype = model_on_device(model, device)
+    theta = angles_tensor(angles, dev, dtype)
+    blocks = list(model.block_names)
+    allowed = blocks + ([OUTPUT] if noise == "gaussian" else [])
+    if layers is None:
+        names = allowed
+    else:
+        names = [layers] if isinstance(layers, str) else list(layers)
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            raise ValueError(f"layers {names!r} must be a non-empty subset of {allowed} for "
+                             f"noise={noise!r}")
+        names = [n for n in allowed if n in set(names)]
+    if phases is None and spec.phase is None:
+        phases = torch.arange(DEFAULT_N_PHASES, dtype=torch.float64) * (
+            2 * math.pi / DEFAULT_N_PHASES)
+    phi = None if phases is None else angles_tensor(phases, dev, dtype, name="phases")
+    n_ph = 1 if phi is None else phi.numel()
+    item_theta = theta.repeat_interleave(n_ph)
+    item_phase = None if phi is None else phi.repeat(theta.numel())
+    last = len(blocks) if OUTPUT in names else blocks.index(names[-1]) + 1
+
+    rows = []
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, item_theta.numel(), chunk_size):
+            th = item_theta[start:start + chunk_size]
+            ph = _sl(item_phase, start, start + chunk_size)
+
+            def run(a: torch.Tensor, ph: torch.Tensor | None = ph) -> tuple[torch.Tensor, ...]:
+                h, outs = render_clean(a, spec, ph), []
+                for name in blocks[:last]:
+                    h = model.blocks[name](h)
+                    if name in names:
+                        outs.append(h.reshape(h.shape[0], -1))
+                if OUTPUT in names:
+                    outs.append(model.decode(h).reshape(-1, 1))
+                return tuple(outs)
+
+            values, derivs = jvp(run, (th,), (torch.ones_like(th),))
+            chunk = []
+            for name, r, v in zip(names, values, derivs, strict=True):
+                r, v = r.double(), v.double()
+                if noise == "gaussian":
+                    chunk.append((v * v).sum(1) / sigma**2)
+                    continue
+                rate = r + baseline
+                moving = v != 0
+                if (moving & (rate <= 0)).any():
+                    raise ValueError(
+                        f"layer {name!r} has units with rate r + baseline <= 0 (min "
+                        f"{float(rate[moving].min()):.3g}) that depend on theta: a Poisson "
+                        f"rate must be positive, raise baseline (got {baseline!r})")
+                safe = torch.where(moving, rate, 1.0)
+                chunk.append(torch.where(moving, v * v / safe, 0.0).sum(1) / gain)
+            rows.append(torch.stack(chunk))
+    values = torch.cat(rows, 1).reshape(len(names), theta.numel(), n_ph).mean(-1)
+    attrs: dict[str, Any] = {"noise_model": noise}
+    if noise == "gaussian":
+        attrs.update(sigma=float(sigma), quantity=(
+            "Fisher information of each layer with isotropic Gaussian noise N(0, sigma^2 I) "
+            "added to its own units (noiseless image): J = |A xdot|^2 / sigma^2"))
+    else:
+        attrs.update(gain=float(gain), baseline=float(baseline), quantity=(
+            "linear Fisher information of each layer with independent Poisson-like noise on "
+            "its own units, variance gain * rate, rate = activation + baseline: "
+            "J = sum_i v_i^2 / (gain f_i)"))
+    if phi is not None:
+        attrs["phase_average"] = (
+            f"phase-conditional Fisher information averaged over {phi.numel()} grating phases")
+        attrs["n_phases"] = int(phi.numel())
+    return fisher_dataarray(values.cpu().numpy(), to_numpy(angles, "angles"), names,
+                            f"output_{noise}", **attrs)
+
+
+# --------------------------------------------------------------------------------------------
 # Closed forms
 # --------------------------------------------------------------------------------------------
 
@@ -424,6 +622,39 @@ def poisson_fisher(f: ArrayLike, f_prime: ArrayLike) -> float | np.ndarray:
         raise ValueError(f"f must be finite and > 0 (Poisson means), got min {fa.min()!r}")
     j = (fp**2 / fa).sum(-1)
     return float(j) if j.ndim == 0 else j
+
+
+def gaussian_fisher(
+    f_prime: ArrayLike, cov: ArrayLike, cov_prime: ArrayLike | None = None
+) -> float | np.ndarray:
+    """Fisher information of a Gaussian response r ~ N(f(θ), Σ(θ)).
+
+        J = f′ᵀ Σ⁻¹ f′ + ½ tr(Σ⁻¹ Σ′ Σ⁻¹ Σ′)
+
+    (Kay 1993, Fundamentals of Statistical Signal Processing I, eq. 3.31; the second term is
+    the information in the stimulus dependence of the covariance, which linear estimators
+    ignore; without ``cov_prime`` only the first, linear term.) ``f_prime`` [..., N], ``cov``
+    and ``cov_prime`` [..., N, N] (symmetric, ``cov`` positive definite); a float for one
+    population, else an array over the leading axes.
+    """
+    fp = to_numpy(f_prime, "f_prime")
+    c = to_numpy(cov, "cov")
+    if fp.ndim == 0 or c.shape != (*fp.shape, fp.shape[-1]):
+        raise ValueError(f"cov must have shape {(*fp.shape, fp.shape[-1])} for f_prime "
+                         f"{fp.shape}, got {c.shape}")
+    try:
+        chol = np.linalg.cholesky(c)
+    except np.linalg.LinAlgError as err:
+        raise ValueError("cov must be positive definite") from err
+    w = np.linalg.solve(chol, fp[..., None])  # L⁻¹ f′
+    j = (w**2).sum((-2, -1))
+    if cov_prime is not None:
+        cp = to_numpy(cov_prime, "cov_prime")
+        if cp.shape != c.shape:
+            raise ValueError(f"cov_prime must have the shape of cov {c.shape}, got {cp.shape}")
+        m = np.linalg.solve(c, cp)  # Σ⁻¹ Σ′
+        j = j + 0.5 * np.einsum("...ij,...ji->...", m, m)
+    return float(j) if np.ndim(j) == 0 else j
 
 
 def discrimination_threshold(J: float | np.ndarray | xr.DataArray, d_prime: float = 1.0) -> Any:

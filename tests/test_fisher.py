@@ -19,13 +19,17 @@ from scipy.special import ive
 from torch import nn
 
 from anglesim.fisher import (
+    bootstrap_fisher,
     decoder_fisher,
     discrimination_threshold,
     fisher_dataarray,
+    gaussian_fisher,
     ledoit_wolf_covariance,
     linear_fisher_from_samples,
+    linear_fisher_pca,
     linear_fisher_shrinkage,
     linear_fisher_variance,
+    output_noise_fisher,
     poisson_fisher,
     propagated_fisher,
     savgol_fisher,
@@ -237,8 +241,12 @@ def test_propagated_fisher_validates_and_annotates():
     np.testing.assert_allclose(fi["angle"].values, ANGLES.numpy())
     noisy = small_spec(noise_prob=0.1)
     assert not noisy.gaussian_noise_only
-    note = propagated_fisher(net, noisy, ANGLES, layers=["fc"]).attrs["noise_model_note"]
+    with pytest.warns(UserWarning, match="sampled estimator"):
+        note = propagated_fisher(net, noisy, ANGLES, layers=["fc"]).attrs["noise_model_note"]
     assert "Gaussian" in note and "sampled" in note
+    with pytest.warns(UserWarning, match="not \\(only\\) additive Gaussian"):
+        propagated_fisher(net, GratingSpec.reference().replace(size=8), ANGLES[:1],
+                          layers=["input"])
 
 
 def test_fisher_dataarray_checks_shapes():
@@ -491,3 +499,303 @@ def test_savgol_validates_its_parameters():
     plain = savgol_fisher(net, spec, n_dense=500, n_cov_angles=4, n_cov_samples=20,
                           window=51, generator=torch.Generator().manual_seed(0))
     np.testing.assert_allclose(plain - corrected, plain.attrs["derivative_noise_bias"])
+
+
+# ------------------------------------------------------------------------------------------
+# Noise injected at a block; output-noise models
+# ------------------------------------------------------------------------------------------
+
+
+def test_noise_injected_at_a_block_matches_closed_forms():
+    spec = small_spec()
+    net = conv_net(9)
+    sigma = 0.3
+    fi = propagated_fisher(net, spec, ANGLES, noise_at="conv2", sigma=sigma)
+    assert list(fi["layer"].values) == ["conv2", "fc", "head", "output"]
+    assert fi.attrs["noise_at"] == "conv2" and "block 'conv2'" in fi.attrs["noise_model"]
+    h = 1e-6
+
+    def conv2(theta):
+        return net.run_blocks(render_clean(theta, spec), stop="conv2").reshape(len(theta), -1)
+
+    hdot = (conv2(ANGLES + h) - conv2(ANGLES - h)).detach() / (2 * h)
+    np.testing.assert_allclose(fi.sel(layer="conv2").values,
+                               (hdot**2).sum(1).numpy() / sigma**2, rtol=1e-5)
+    for k, theta in enumerate(ANGLES):
+        site = conv2(theta.reshape(1)).detach()
+        jac = torch.autograd.functional.jacobian(
+            lambda z: net.run_blocks(z, start="fc", stop="fc")[0], site)[:, 0]
+        g = jac @ hdot[k]
+        cov = sigma**2 * jac @ jac.T
+        cov = cov + 1e-6 * torch.trace(cov) / len(g) * torch.eye(len(g), dtype=torch.float64)
+        assert fi.sel(layer="fc").values[k] == pytest.approx(
+            float(g @ torch.linalg.solve(cov, g)), rel=1e-4)
+    # downstream of the noise, information can only be lost
+    assert (fi.values <= fi.sel(layer="conv2").values * (1 + 1e-6)).all()
+    with pytest.raises(ValueError, match="noise_at"):
+        propagated_fisher(net, spec, ANGLES, noise_at="conv7", sigma=1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        propagated_fisher(net, spec, ANGLES, noise_at="conv2")
+    with pytest.raises(ValueError, match="layers"):
+        propagated_fisher(net, spec, ANGLES, noise_at="conv2", sigma=1.0, layers=["conv1"])
+
+
+class Tuning(nn.Module):
+    """Von Mises tuning curves on the doubled angle ψ of a linear read-out of the image,
+    f_i = r_max exp(κ(cos 2(ψ − θ_i) − 1)), times a fixed matrix ``mix`` (f ↦ mix f)."""
+
+    def __init__(self, readout, pref, r_max, kappa, mix):
+        super().__init__()
+        self.register_buffer("readout", readout)
+        self.register_buffer("pref", pref)
+        self.register_buffer("mix", mix)
+        self.r_max, self.kappa = r_max, kappa
+
+    def tuning(self, psi):
+        return self.r_max * torch.exp(self.kappa * (torch.cos(2 * (psi[:, None] - self.pref))
+                                                    - 1))
+
+    def psi(self, x):
+        cs = x.flatten(1) @ self.readout.T
+        return torch.atan2(cs[:, 1], cs[:, 0]) / 2
+
+    def forward(self, x):
+        return self.tuning(self.psi(x)) @ self.mix.T
+
+
+def tuning_net(spec, n, r_max, kappa, mix=None, population=None):
+    """AngleNet "tuning" (Tuning) → "population" (linear, weight ``population``) → head; the
+    read-out is fitted so that ψ(θ) ≈ θ on clean gratings."""
+    grid = np.arange(360) * math.pi / 360
+    x = render_clean(torch.as_tensor(grid), spec).reshape(360, -1).double().numpy()
+    target = np.stack([np.cos(2 * grid), np.sin(2 * grid)], 1)
+    readout = torch.as_tensor(np.linalg.lstsq(x, target, rcond=None)[0].T)
+    pref = torch.arange(n, dtype=torch.float64) * math.pi / n
+    eye = torch.eye(n, dtype=torch.float64)
+    blocks = {"tuning": Tuning(readout, pref, r_max, kappa, eye if mix is None else mix),
+              "population": nn.Linear(n, n, bias=False), "head": nn.Linear(n, 2)}
+    net = seeded(AngleNet(blocks, "cossin", 36, {"kind": "mlp"}), 0).double()
+    with torch.no_grad():
+        net.blocks["population"].weight.copy_(eye if population is None else population)
+    return net
+
+
+def psi_derivative(net, spec, theta, h=1e-5):
+    """dψ/dθ of the tuning block's read-out, by central differences."""
+    t = torch.as_tensor(theta, dtype=torch.float64)
+    tune = net.blocks["tuning"]
+    return ((tune.psi(render_clean(t + h, spec)) - tune.psi(render_clean(t - h, spec)))
+            / (2 * h)).numpy()
+
+
+@pytest.mark.parametrize("limiting", [False, True])
+def test_von_mises_population_is_recovered_by_all_three_estimators(limiting):
+    """r = f(ψ(θ)) + L n with n ~ N(0, I) injected at the tuning block of a network whose
+    next block is L: FI = f′ᵀ(LLᵀ)⁻¹f′ in closed form."""
+    spec = small_spec(phase=0.0)
+    n, r_max, kappa, theta0, trials, dtheta = 50, 10.0, 2.0, 0.6, 2000, 0.1
+    rng = np.random.default_rng(10)
+    sd = rng.uniform(1.0, 3.0, n)
+    plain = tuning_net(spec, n, r_max, kappa)
+    psi0 = plain.blocks["tuning"].psi(render_clean([theta0], spec).double())
+    bump = plain.blocks["tuning"].tuning(psi0)[0].numpy()
+    pref = np.arange(n) * math.pi / n
+    fprime = (-2 * kappa * bump * np.sin(2 * (psi0.numpy() - pref))
+              * psi_derivative(plain, spec, [theta0]))
+    cov = np.diag(sd**2)
+    info0 = float(fprime @ np.linalg.solve(cov, fprime))
+    if limiting:  # information-limiting correlations ε f′f′ᵀ halve the information
+        cov = cov + np.outer(fprime, fprime) / info0
+    closed = float(fprime @ np.linalg.solve(cov, fprime))
+    if limiting:
+        assert closed == pytest.approx(info0 / 2, rel=1e-9)
+    chol = torch.as_tensor(np.linalg.cholesky(cov))
+    net = tuning_net(spec, n, r_max, kappa, mix=torch.linalg.inv(chol), population=chol)
+    # 1: propagated, noise N(0, I) at "tuning", read at "population" (exact: linear after it)
+    prop = propagated_fisher(net, spec, [theta0], layers=["tuning", "population"],
+                             noise_at="tuning", sigma=1.0)
+    assert prop.sel(layer="population").item() == pytest.approx(closed, rel=1e-4)
+    # 2 and 3: responses sampled through the same network
+    g = torch.Generator().manual_seed(11)
+
+    def responses(theta):
+        z = net.blocks["tuning"](render_clean(torch.full((trials,), theta,
+                                                         dtype=torch.float64), spec))
+        z = z + torch.randn(z.shape, generator=g, dtype=torch.float64)
+        return net.blocks["population"](z).detach().numpy()
+
+    r_minus, r_plus = responses(theta0 - dtheta / 2), responses(theta0 + dtheta / 2)
+    bc = linear_fisher_from_samples(r_minus, r_plus, dtheta)
+    se = math.sqrt(linear_fisher_variance(closed, trials, n, dtheta))
+    assert abs(bc - closed) < 0.1 * closed and abs(bc - closed) < 3 * se
+    naive = linear_fisher_from_samples(r_minus, r_plus, dtheta, bias_corrected=False)
+    expected_naive = (closed + 2 * n / (trials * dtheta**2)) * (2 * trials - 2) / (
+        2 * trials - n - 3)
+    assert naive > closed and abs(naive - expected_naive) < 3 * se * 1.1
+    dec = decoder_fisher(r_minus, r_plus, dtheta)
+    assert 0.85 * closed < dec < 1.05 * closed
+
+
+def test_output_noise_models_match_closed_forms():
+    spec = small_spec(phase=0.0)
+    n, r_max, kappa = 50, 20.0, 1.7
+    net = tuning_net(spec, n, r_max, kappa)
+    theta = np.array([0.2, 0.9, 1.7, 2.8])
+    dpsi = psi_derivative(net, spec, theta)
+    # Poisson, uniformly spaced von Mises tuning on 2ψ: 4Nκ r_max e^{−κ} I₁(κ) (dψ/dθ)²
+    fi = output_noise_fisher(net, spec, theta, layers=["tuning"], noise="poisson")
+    closed = 4 * n * kappa * r_max * ive(1, kappa) * dpsi**2
+    np.testing.assert_allclose(fi.sel(layer="tuning").values, closed, rtol=1e-6)
+    assert fi.attrs["method"] == "output_poisson"
+    gain = output_noise_fisher(net, spec, theta, layers=["tuning"], noise="poisson", gain=2.0)
+    np.testing.assert_allclose(gain.values, fi.values / 2, rtol=1e-12)
+    # Gaussian: |v|²/σ², and the same as noise injected at that block, read there
+    gauss = output_noise_fisher(net, spec, theta, noise="gaussian", sigma=0.5)
+    assert list(gauss["layer"].values) == ["tuning", "population", "head", "output"]
+    at_block = propagated_fisher(net, spec, theta, layers=["tuning"], noise_at="tuning",
+                                 sigma=0.5)
+    np.testing.assert_allclose(gauss.sel(layer="tuning").values, at_block.values[0],
+                               rtol=1e-8)
+    pref = np.arange(n) * math.pi / n
+    psi = net.blocks["tuning"].psi(render_clean(torch.as_tensor(theta), spec)).numpy()
+    f = r_max * np.exp(kappa * (np.cos(2 * (psi[:, None] - pref)) - 1))
+    v = -2 * kappa * f * np.sin(2 * (psi[:, None] - pref)) * dpsi[:, None]
+    np.testing.assert_allclose(gauss.sel(layer="tuning").values, (v**2).sum(1) / 0.25,
+                               rtol=1e-6)
+    # a linear head can go negative: no Poisson rates there without a baseline
+    with pytest.raises(ValueError, match="baseline"):
+        output_noise_fisher(conv_net(0), small_spec(), theta, layers=["head"], noise="poisson")
+    with pytest.raises(ValueError, match="noise"):
+        output_noise_fisher(net, spec, theta, noise="laplace")
+    with pytest.raises(ValueError, match="layers"):
+        output_noise_fisher(net, spec, theta, layers=["output"], noise="poisson")
+
+
+def test_full_gaussian_fisher_matches_the_score_variance():
+    """J = f′ᵀΣ⁻¹f′ + ½tr(Σ⁻¹Σ′Σ⁻¹Σ′) against E[(∂ log p/∂θ)²] by Monte Carlo."""
+    from scipy.stats import multivariate_normal
+
+    def mean(t):
+        return np.array([np.cos(2 * t), np.sin(2 * t), 0.5 * np.cos(4 * t)]) * 0.5
+
+    def cov(t):
+        a = np.array([[1.0, 0.3 * np.sin(2 * t), 0.0], [0.0, 1.0 + 0.5 * np.cos(2 * t), 0.2],
+                      [0.1, 0.0, 0.8]])
+        return a @ a.T
+
+    theta, h = 0.7, 1e-5
+    fp = (mean(theta + h) - mean(theta - h)) / (2 * h)
+    cp = (cov(theta + h) - cov(theta - h)) / (2 * h)
+    full = gaussian_fisher(fp, cov(theta), cp)
+    linear = gaussian_fisher(fp, cov(theta))
+    assert linear == pytest.approx(float(fp @ np.linalg.solve(cov(theta), fp)), rel=1e-12)
+    assert full > linear * 1.5  # the covariance carries information here
+    r = np.random.default_rng(12).multivariate_normal(mean(theta), cov(theta), 40000)
+    score = (multivariate_normal(mean(theta + h), cov(theta + h)).logpdf(r)
+             - multivariate_normal(mean(theta - h), cov(theta - h)).logpdf(r)) / (2 * h)
+    assert full == pytest.approx(np.mean(score**2), rel=0.03)
+    # variance equal to the mean (Poisson-like Gaussian): Σ f′²/f + ½ Σ (f′/f)²
+    f, fprime = np.array([2.0, 5.0, 1.0]), np.array([1.0, -3.0, 0.5])
+    assert gaussian_fisher(fprime, np.diag(f), np.diag(fprime)) == pytest.approx(
+        np.sum(fprime**2 / f) + 0.5 * np.sum((fprime / f) ** 2), rel=1e-12)
+    assert gaussian_fisher(fprime, np.diag(f)) == pytest.approx(poisson_fisher(f, fprime))
+    with pytest.raises(ValueError, match="cov"):
+        gaussian_fisher(fprime, np.eye(2))
+    with pytest.raises(ValueError, match="positive definite"):
+        gaussian_fisher(fprime, -np.eye(3))
+
+
+# ------------------------------------------------------------------------------------------
+# Few trials, many units
+# ------------------------------------------------------------------------------------------
+
+
+def test_shrinkage_and_decoder_work_in_the_dual_for_many_units():
+    rng = np.random.default_rng(13)
+    n, trials, dtheta = 300, 60, 0.1  # N > 2T: the Gram-matrix paths
+    fprime = rng.standard_normal(n) * 0.5
+    r_minus = -dtheta / 2 * fprime + rng.standard_normal((trials, n))
+    r_plus = dtheta / 2 * fprime + rng.standard_normal((trials, n))
+    resid = np.concatenate([r_minus - r_minus.mean(0), r_plus - r_plus.mean(0)])
+    cov, delta = ledoit_wolf_covariance(resid, centered=True)
+    assert 0 < delta < 1
+    # the primal formula, written out: Σ* = δ m I + (1 − δ) S
+    s = resid.T @ resid / len(resid)
+    m = np.trace(s) / n
+    d2 = np.sum((s - m * np.eye(n)) ** 2) / n
+    b2 = sum(np.sum((np.outer(v, v) - s) ** 2) / n for v in resid) / len(resid) ** 2
+    assert delta == pytest.approx(min(b2, d2) / d2, rel=1e-8)
+    fp_hat = (r_plus.mean(0) - r_minus.mean(0)) / dtheta
+    assert linear_fisher_shrinkage(r_minus, r_plus, dtheta) == pytest.approx(
+        float(fp_hat @ np.linalg.solve(cov, fp_hat)), rel=1e-8)
+    # the decoder's dual solve equals the explicit ridge discriminant of a fold
+    dec = decoder_fisher(r_minus, r_plus, dtheta, ridge=0.5, n_folds=2, seed=3)
+    order = np.random.default_rng(3)
+    fm = np.array_split(order.permutation(trials), 2)
+    fpl = np.array_split(order.permutation(trials), 2)
+    dps = []
+    for k in range(2):
+        tm, tp = np.delete(r_minus, fm[k], 0), np.delete(r_plus, fpl[k], 0)
+        c = (np.cov(tm, rowvar=False) + np.cov(tp, rowvar=False)) / 2
+        w = np.linalg.solve(c + 0.5 * np.trace(c) / n * np.eye(n), tp.mean(0) - tm.mean(0))
+        pm, pp = r_minus[fm[k]] @ w, r_plus[fpl[k]] @ w
+        dps.append((pp.mean() - pm.mean()) / math.sqrt((pm.var(ddof=1) + pp.var(ddof=1)) / 2))
+    assert dec == pytest.approx(max(np.mean(dps), 0) ** 2 / dtheta**2, rel=1e-8)
+    with pytest.raises(ValueError, match="ridge"):
+        decoder_fisher(r_minus, r_plus, dtheta, ridge=0.0)
+
+
+def test_pca_variant_for_few_trials():
+    rng = np.random.default_rng(14)
+    n, trials, dtheta, info = 40, 400, 0.5, 100.0
+    # noise concentrated in 10 dimensions that hold the signal, weak elsewhere
+    basis = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    scales = np.r_[np.full(10, 3.0), np.full(n - 10, 0.1)]
+    fprime = basis[:, :10] @ rng.standard_normal(10)
+    fprime *= math.sqrt(info / float(fprime @ basis @ np.diag(scales**-2) @ basis.T @ fprime))
+
+    def draw(sign):
+        noise = rng.standard_normal((trials, n)) * scales @ basis.T
+        return sign * dtheta / 2 * fprime + noise
+
+    r_minus, r_plus = draw(-1), draw(1)
+    full = linear_fisher_from_samples(r_minus, r_plus, dtheta)
+    top = linear_fisher_pca(r_minus, r_plus, dtheta, n_components=10)
+    assert abs(full - info) < 0.15 * info and abs(top - info) < 0.15 * info
+    assert linear_fisher_pca(r_minus, r_plus, dtheta, n_components=3) < 0.8 * info  # lost
+    few_m, few_p = r_minus[:15], r_plus[:15]  # 2T − N − 3 < 0: only the variants work
+    with pytest.raises(ValueError, match="pca"):
+        linear_fisher_from_samples(few_m, few_p, dtheta)
+    assert np.isfinite(linear_fisher_pca(few_m, few_p, dtheta))
+    with pytest.raises(ValueError, match="n_components"):
+        linear_fisher_pca(few_m, few_p, dtheta, n_components=29)
+
+
+def test_constant_units_are_left_out():
+    rng = np.random.default_rng(15)
+    r_minus = rng.standard_normal((100, 5))
+    r_plus = rng.standard_normal((100, 5)) + 0.3
+    base = linear_fisher_from_samples(r_minus, r_plus, 0.1)
+    dead = np.zeros((100, 3))
+    assert linear_fisher_from_samples(np.hstack([r_minus, dead]), np.hstack([r_plus, dead]),
+                                      0.1) == base
+    assert linear_fisher_from_samples(np.hstack([r_minus, dead]),
+                                      np.hstack([r_plus, dead + 1]), 0.1) == math.inf
+
+
+def test_bootstrap_over_trials_is_as_wide_as_the_analytic_error():
+    n, trials, dtheta, info = 10, 400, 0.2, 50.0
+    rng = np.random.default_rng(16)
+    fprime = rng.standard_normal(n)
+    fprime *= math.sqrt(info / np.sum(fprime**2))
+    r_minus = -dtheta / 2 * fprime + rng.standard_normal((trials, n))
+    r_plus = dtheta / 2 * fprime + rng.standard_normal((trials, n))
+    est, low, high = bootstrap_fisher(r_minus, r_plus, dtheta, n_boot=300, seed=1)
+    assert est == linear_fisher_from_samples(r_minus, r_plus, dtheta)
+    assert low < est < high and low < info < high
+    se = math.sqrt(linear_fisher_variance(info, trials, n, dtheta))
+    assert 0.7 < (high - low) / (2 * 1.96 * se) < 1.5
+    _, dl, dh = bootstrap_fisher(r_minus, r_plus, dtheta, decoder_fisher, n_boot=50)
+    assert dl < dh
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_fisher(r_minus, r_plus, dtheta, level=1.5)

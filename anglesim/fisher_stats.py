@@ -1,0 +1,137 @@
+"""Smoothing and uncertainty for Fisher-information curves over orientation.
+
+FI curves estimated at a grid of angles are rough (sampling noise, a finite grid). Two tools:
+
+* `smooth_periodic` — a least-squares fit of a low-order Fourier series on [0, π) (period π:
+  harmonics cos 2kθ, sin 2kθ), by default to log J so the smoothed curve stays positive.
+* `bootstrap_replicates` — a percentile bootstrap band over replicates (networks trained
+  with different seeds): the mean curve (geometric by default) and its interval at each angle.
+
+Bands over trials within one network come from `anglesim.fisher.bootstrap_fisher` (one angle)
+or ``sampled_fisher(..., n_boot=...)`` (every angle). Re-exported by :mod:`anglesim.fisher`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import xarray as xr
+
+from ._fisher_base import ArrayLike, check_positive_int, to_numpy
+
+__all__ = ["bootstrap_replicates", "fourier_design", "smooth_periodic"]
+
+
+def fourier_design(angles: ArrayLike, n_harmonics: int) -> np.ndarray:
+    """[len(angles), 2K + 1] columns 1, cos 2θ, sin 2θ, …, cos 2Kθ, sin 2Kθ (period π)."""
+    theta = to_numpy(angles, "angles")
+    k = np.arange(1, n_harmonics + 1)
+    arg = 2 * theta[:, None] * k[None, :]
+    cols = [np.ones((theta.size, 1))]
+    cols += [np.stack([np.cos(arg[:, i]), np.sin(arg[:, i])], 1) for i in range(n_harmonics)]
+    return np.concatenate(cols, 1)
+
+
+def smooth_periodic(
+    fisher: xr.DataArray,
+    n_harmonics: int = 3,
+    log: bool = True,
+    at: ArrayLike | None = None,
+    dim: str = "angle",
+) -> xr.DataArray:
+    """Least-squares fit of a K-harmonic Fourier series in θ (period π) along ``dim``.
+
+    g(θ) = a₀ + Σ_{k=1..K} (a_k cos 2kθ + b_k sin 2kθ) is fitted to log J (``log=True``, the
+    default: FI spans decades and must stay positive; the result is exp g) or to J itself,
+    independently for every other index; the grid need not be uniform. With ``at`` the fit is
+    evaluated at those angles instead of the input grid. K harmonics need at least 2K + 1
+    angles. Curves with J ≤ 0 (possible for bias-corrected estimates) need ``log=False``.
+    """
+    if not isinstance(fisher, xr.DataArray) or dim not in fisher.dims:
+        raise ValueError(f"fisher must be a DataArray with a {dim!r} dim, got "
+                         f"{getattr(fisher, 'dims', type(fisher).__name__)}")
+    n_harmonics = check_positive_int("n_harmonics", n_harmonics, 0)
+    theta = to_numpy(fisher[dim].values, dim)
+    if theta.size < 2 * n_harmonics + 1:
+        raise ValueError(f"n_harmonics={n_harmonics} needs at least {2 * n_harmonics + 1} "
+                         f"angles, got {theta.size}")
+    y = fisher.transpose(..., dim).values.astype(np.float64)
+    if not np.isfinite(y).all():
+        raise ValueError("fisher must be finite everywhere to be smoothed")
+    if log:
+        if (y <= 0).any():
+            raise ValueError("fisher has values <= 0: smooth with log=False (a log fit needs "
+                             f"J > 0; min {float(y.min()):.3g})")
+        y = np.log(y)
+    design = fourier_design(theta, n_harmonics)
+    flat = y.reshape(-1, theta.size).T
+    coef, *_ = np.linalg.lstsq(design, flat, rcond=None)
+    out_theta = theta if at is None else to_numpy(at, "at")
+    fitted = (fourier_design(out_theta, n_harmonics) @ coef).T
+    fitted = np.exp(fitted) if log else fitted
+    other = [d for d in fisher.transpose(..., dim).dims if d != dim]
+    coords = {d: fisher[d] for d in other if d in fisher.coords}
+    coords[dim] = out_theta
+    result = xr.DataArray(fitted.reshape(*y.shape[:-1], out_theta.size), dims=(*other, dim),
+                          coords=coords, name=fisher.name, attrs=dict(fisher.attrs))
+    result.attrs["smoothing"] = (
+        f"least-squares Fourier fit with {n_harmonics} harmonics of period pi "
+        f"({'to log J' if log else 'to J'})")
+    return result.transpose(*[d for d in fisher.dims])
+
+
+def bootstrap_replicates(
+    curves: xr.DataArray,
+    dim: str = "replicate",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    log: bool = True,
+) -> xr.DataArray:
+    """Mean FI curve over ``dim`` with a percentile bootstrap interval at every angle.
+
+    Replicates are resampled with replacement ``n_boot`` times
+    (``numpy.random.default_rng(seed)``; one resample of replicate indices shared by all
+    angles, so the band respects their correlation) and averaged; the band is the
+    (1 ∓ level)/2 quantiles of the resampled means (Efron & Tibshirani 1993, §13). With
+    ``log=True`` the average is geometric (mean of log J, J > 0 required). NaNs (failed
+    replicates) are skipped in every mean. Returns the curves without ``dim`` and with a
+    ``bound`` dim: "estimate", "low", "high".
+    """
+    if not isinstance(curves, xr.DataArray) or dim not in curves.dims:
+        raise ValueError(f"curves must be a DataArray with a {dim!r} dim, got "
+                         f"{getattr(curves, 'dims', type(curves).__name__)}")
+    n_boot = check_positive_int("n_boot", n_boot, 2)
+    level = _check_level(level)
+    moved = curves.transpose(dim, ...)
+    vals = moved.values.astype(np.float64)
+    if log:
+        if (vals[np.isfinite(vals)] <= 0).any():
+            raise ValueError("curves has values <= 0: use log=False for an arithmetic mean")
+        vals = np.log(vals)
+    n_rep = vals.shape[0]
+    if n_rep < 2:
+        raise ValueError(f"need at least 2 replicates along {dim!r}, got {n_rep}")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n_rep, (n_boot, n_rep))
+    means = np.nanmean(vals[idx], axis=1)  # [n_boot, ...]
+    low, high = np.nanquantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    est = np.nanmean(vals, axis=0)
+    stacked = np.stack([est, low, high])
+    if log:
+        stacked = np.exp(stacked)
+    other = list(moved.dims[1:])
+    coords = {d: moved[d] for d in other if d in moved.coords}
+    coords["bound"] = ["estimate", "low", "high"]
+    out = xr.DataArray(stacked, dims=("bound", *other), coords=coords, name=curves.name,
+                       attrs=dict(curves.attrs))
+    out.attrs["band"] = (f"{'geometric' if log else 'arithmetic'} mean over {dim} with a "
+                         f"{level:.0%} percentile bootstrap interval ({n_boot} resamples)")
+    return out
+
+
+def _check_level(level: float) -> float:
+    if not (isinstance(level, float | int) and 0 < level < 1 and math.isfinite(level)):
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    return float(level)
