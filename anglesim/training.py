@@ -9,6 +9,10 @@ Conventions:
 
 * Blocks outside ``Phase.trainable`` have ``requires_grad`` switched off and are left out of
   the optimiser, so they stay bit-for-bit unchanged (weight decay cannot touch them either).
+* ``Phase.strategy`` (with ``strategy_params``) names a fine-tuning strategy from
+  :mod:`anglesim.finetune` that chooses, among the ``trainable`` blocks, which parameters train
+  at which rates and may hook the step (penalty, rate schedule, projection, adapters); the
+  default ``"full"`` trains them all at ``lr``.
 * ``Phase.reset_optimizer=False`` carries the optimiser's per-parameter state (Adam's moment
   estimates and step counts) over from the previous phase; ``True`` starts it afresh.
 * With ``dataset_size=D`` the phase trains on a fixed set of 8D images with validation (2D)
@@ -38,6 +42,7 @@ import xarray as xr
 from . import angles as ang
 from .data import FiniteDataset, draw, evaluation_grid, reference_split
 from .distributions import AnglePrior
+from .finetune import Strategy, build_strategy, make_context, named_pool, strategy_generator
 from .losses import get_loss
 from .models import AngleNet
 from .stimuli import GratingSpec, render
@@ -108,6 +113,11 @@ class Phase:
     vary: dict[str, tuple[float, float]] | None = None
     """Stimulus properties drawn per image uniformly on [lo, hi], e.g. {"contrast": (0.5, 1.5)}
     (keys among "contrast", "frequency"; they override the spec's value); None: none."""
+    strategy: str = "full"
+    """Fine-tuning strategy by name (:mod:`anglesim.finetune`); "full" trains every parameter
+    of the ``trainable`` blocks at ``lr``, as before strategies existed."""
+    strategy_params: dict = field(default_factory=dict)
+    """The strategy's hyper-parameters, validated when the Phase is made."""
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -138,6 +148,7 @@ class Phase:
         if self.tasks is not None and len(self.tasks) == 0:
             raise ValueError("tasks must be None or a non-empty sequence, got []")
         self._check_vary()
+        build_strategy(self.strategy, self.strategy_params)  # ValueError for bad name/params
 
     def _check_vary(self) -> None:
         """Validate ``vary`` (normalised to {name: (lo, hi)}) and the tasks' targets."""
@@ -216,6 +227,9 @@ class Phase:
                 for t in self.tasks
             ],
             **({} if self.vary is None else {"vary": {k: list(v) for k, v in self.vary.items()}}),
+            # only when not the default, so earlier configs (and cache hashes) keep their form
+            **({} if self.strategy == "full" and not self.strategy_params else
+               {"strategy": self.strategy, "strategy_params": dict(self.strategy_params)}),
         }
 
 
@@ -373,8 +387,9 @@ def _set_trainable(model: AngleNet, trainable: Sequence[str] | None) -> list[tor
 
 
 def _make_optimizer(
-    phase: Phase, params: list[torch.nn.Parameter], previous: torch.optim.Optimizer | None
+    phase: Phase, params: list, previous: torch.optim.Optimizer | None
 ) -> torch.optim.Optimizer:
+    """The phase's optimiser over ``params`` (tensors or parameter groups)."""
     opt = OPTIMIZERS[phase.optimizer](params, lr=phase.lr, weight_decay=phase.weight_decay)
     if not phase.reset_optimizer and previous is not None:
         if type(previous) is not type(opt):
@@ -382,7 +397,7 @@ def _make_optimizer(
                 f"phase {phase.name!r} keeps optimiser state but changes optimiser to "
                 f"{phase.optimizer!r}; set reset_optimizer=True"
             )
-        for p in params:
+        for p in (p for group in opt.param_groups for p in group["params"]):
             if p in previous.state:
                 opt.state[p] = previous.state[p]
     return opt
@@ -426,6 +441,7 @@ def train(
     generator: torch.Generator | None = None,
     on_epoch: Callable[[dict, AngleNet], None] | None = None,
     on_phase_end: Callable[[Phase, AngleNet], None] | None = None,
+    on_strategy_end: Callable[[Phase, Strategy], None] | None = None,
 ) -> xr.Dataset:
     """Train ``model`` through ``phases`` in order; return the per-epoch history.
 
@@ -437,8 +453,11 @@ def train(
 
     ``on_epoch(record, model)`` is called after each epoch with that epoch's history entry, and
     ``on_phase_end(phase, model)`` after each phase (model in eval mode), e.g. to measure Fisher
-    information between phases. A non-finite loss raises FloatingPointError naming the phase and
-    epoch, so a replicate manager records the failure instead of keeping garbage.
+    information between phases. ``on_strategy_end(phase, strategy)`` gets each phase's
+    fine-tuning strategy (:mod:`anglesim.finetune`) once the phase ends, before
+    ``on_phase_end``; ``strategy.diagnostics()`` says what it did. A non-finite loss raises
+    FloatingPointError naming the phase and epoch, so a replicate manager records the failure
+    instead of keeping garbage.
     """
     if len(phases) == 0:
         raise ValueError("phases must hold at least one Phase, got none")
@@ -448,7 +467,10 @@ def train(
     optimizer: torch.optim.Optimizer | None = None
     try:
         for phase in phases:
-            optimizer = _run_phase(model, phase, gen, optimizer, seed, records, on_epoch)
+            optimizer, strategy = _run_phase(model, phase, gen, optimizer, seed, records,
+                                             on_epoch)
+            if on_strategy_end is not None:
+                on_strategy_end(phase, strategy)
             if on_phase_end is not None:
                 model.eval()
                 with torch.enable_grad():
@@ -475,15 +497,27 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
         losses.append(get_loss(task.loss, model.readout_of(task.head),
                               n_bins=model.n_bins_of(task.head),
                                **task.loss_params))
-    params = _set_trainable(model, phase.trainable)
-    opt = _make_optimizer(phase, params, previous_opt)
+    pool = named_pool(model, _set_trainable(model, phase.trainable))
     finite: tuple[FiniteDataset, FiniteDataset, FiniteDataset] | None = None
     if phase.dataset_size is not None:
         finite = reference_split(phase.prior, phase.spec, phase.dataset_size, gen, device)
+    # The strategy draws any extra data from its own generator, not from the training stream.
+    sgen = strategy_generator(seed, phase.name, device)
+    ctx = make_context(
+        phase,
+        lambda x, t, v=None: _batch_loss(model, tasks, losses, x, t, phase, sgen, v),
+        sgen,
+        lambda n: draw_varied(phase.prior, phase.spec, n, phase.vary, sgen, device),
+        finite,
+    )
+    strategy = build_strategy(phase.strategy, phase.strategy_params)
+    opt = _make_optimizer(phase, strategy.setup(model, pool, ctx), previous_opt)
+    strategy.start(opt)
     best_val, best_state, since_best = math.inf, None, 0
 
     for epoch in range(phase.epochs):
         model.train()
+        strategy.epoch_start(epoch)
         if finite is None:
             batches = (draw_varied(phase.prior, phase.spec, phase.batch_size, phase.vary, gen,
                                    device)
@@ -498,8 +532,11 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
                     f"loss became {loss.item()} in phase {phase.name!r}, epoch {epoch}"
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            penalty = strategy.penalty()
+            (loss if penalty is None else loss + penalty).backward()
+            strategy.pre_step()
             opt.step()
+            strategy.post_step()
             total += loss.item() * len(theta)
             count += len(theta)
         val_loss = math.nan
@@ -521,13 +558,15 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
             "eval_error": float(err.mean()),
         }
         records.append(record)
+        strategy.epoch_end(record)
         if on_epoch is not None:
             on_epoch(record, model)
         if finite is not None and since_best >= phase.patience:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return opt
+    strategy.finish()
+    return opt, strategy
 
 
 @torch.no_grad()
