@@ -705,6 +705,35 @@ def draw_figure(ds: xr.Dataset) -> plt.Figure:
     return FIGURES[study](ds)
 
 
+def plot_activation_projection(
+    proj: xr.DataArray, ax: plt.Axes | None = None, title: str | None = None
+) -> plt.Figure:
+    """Scatter a block's 2-D activation projection (from
+    :func:`anglesim.representation.activation_projection`) coloured by θ in degrees on a
+    cyclic colour map (0° and 180° share a colour, as orientations do). Returns the Figure."""
+    if not isinstance(proj, xr.DataArray) or proj.dims != ("stimulus", "component") or (
+        proj.sizes["component"] < 2 or "theta" not in proj.coords
+    ):
+        raise ValueError(
+            "proj must be a DataArray over (stimulus, component >= 2) with a theta coordinate, "
+            f"got {getattr(proj, 'dims', type(proj).__name__)}"
+        )
+    with plt.rc_context(STYLE):
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(3.4, 3.0))
+        else:
+            fig = ax.figure
+        theta_deg = np.degrees(proj["theta"].values) % 180.0
+        points = ax.scatter(proj.values[:, 0], proj.values[:, 1], c=theta_deg, cmap="twilight",
+                            vmin=0.0, vmax=180.0, s=10, linewidths=0)
+        ratio = proj.attrs.get("explained_variance_ratio", [float("nan")] * 2)
+        ax.set_xlabel(f"PC1 ({100 * ratio[0]:.0f}% var.)")
+        ax.set_ylabel(f"PC2 ({100 * ratio[1]:.0f}% var.)")
+        ax.set_title(title or f"{proj.attrs.get('layer', '')} activations", loc="left")
+        fig.colorbar(points, ax=ax, label="θ (deg)", ticks=[0, 45, 90, 135, 180])
+    return fig
+
+
 _MT_JOINT_BLUES = ("#92c5de", "#4393c3", "#2166ac", "#053061")
 
 
