@@ -448,6 +448,13 @@ class Strategy:
 
     # ---- helpers ---------------------------------------------------------------------------
 
+    def _require_setup(self) -> None:
+        if self.model is None:
+            raise RuntimeError(
+                f"strategy {self.name!r} has not been set up by training yet: diagnostics() "
+                "describes a strategy that ran (see train(..., on_strategy_end=...))"
+            )
+
     def _dataset(self, data: Mapping[str, Any], coords: Mapping[str, Any] | None = None
                  ) -> xr.Dataset:
         ds = xr.Dataset(dict(data), coords=dict(coords or {}))
@@ -753,6 +760,7 @@ class AutoRGN(Strategy):
             self._set_rates([q.param.grad for q in self._pool])
 
     def diagnostics(self) -> xr.Dataset:
+        self._require_setup()
         names = [q.name for q in self._pool]
         blocks = [q.block for q in self._pool]
         recs = self._records
@@ -833,6 +841,7 @@ class Discriminative(Strategy):
         self._lrs.append(lrs)
 
     def diagnostics(self) -> xr.Dataset:
+        self._require_setup()
         lrs = np.array(self._lrs, dtype=np.float64).reshape(len(self._lrs), len(self._blocks))
         return self._dataset(
             {"lr": (("lr_step", "block"), lrs),
@@ -903,6 +912,7 @@ class L2SP(Strategy):
         self._epoch_sum, self._epoch_n = 0.0, 0
 
     def diagnostics(self) -> xr.Dataset:
+        self._require_setup()
         per = np.asarray(self._per_epoch, dtype=np.float64)
         return self._dataset({"penalty": (("penalty_epoch",), per)},
                              coords={"penalty_epoch": np.arange(len(per))})
@@ -1045,6 +1055,7 @@ class TPGM(Strategy):
             self.project()
 
     def diagnostics(self) -> xr.Dataset:
+        self._require_setup()
         recs = self._records
         n = len(self._proj)
         return self._dataset(
@@ -1292,6 +1303,7 @@ class LoRA(Strategy):
             merge_lora(self.model)
 
     def diagnostics(self) -> xr.Dataset:
+        self._require_setup()
         norms, ranks = self._summary if self._summary is not None else self.summarise()
         blocks = [name.split(".")[1] for name in self.wrapped]
         return self._dataset(

@@ -2,6 +2,7 @@
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,6 +206,11 @@ def test_to_config_records_non_default_strategies_only():
     assert cfg["strategy"] == "lora" and cfg["strategy_params"] == {"rank": 2}
 
 
+def test_diagnostics_before_training_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="not been set up"):
+        build_strategy("tpgm").diagnostics()
+
+
 def test_registration_rules():
     with pytest.raises(ValueError, match="already registered"):
         register_strategy("full")(finetune.Full)
@@ -213,19 +219,15 @@ def test_registration_rules():
 
 
 def test_readme_example_registers_a_strategy_that_trains_only_biases():
-    # the same code as README.md, "Fine-tuning strategies"
-    from anglesim.finetune import Strategy, register_strategy
-
-    @register_strategy("bias_only", replace=True)
-    class BiasOnly(Strategy):
-        """BitFit (Ben Zaken et al. 2022): only the bias terms train."""
-
-        defaults = {"lr_scale": 1.0}
-
-        def param_groups(self, model, pool, ctx):
-            biases = [q.param for q in pool if q.name.endswith(".bias")]
-            return [{"params": biases, "lr": ctx.lr * self.params["lr_scale"]}]
-
+    """Runs the registration example exactly as README.md shows it."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Fine-tuning strategies"):]
+    code = section[section.index("```python\nfrom anglesim.finetune"):]
+    code = code[len("```python\n"):code.index("```", 10)]
+    assert '@register_strategy("bias_only")' in code
+    finetune.STRATEGIES.pop("bias_only", None)  # the example registers it afresh
+    exec(compile(code, "README.md", "exec"), {})
+    assert "bias_only" in strategy_names()
     model = small_model()
     before = copy.deepcopy(model.state_dict())
     train(model, [phase(strategy="bias_only", strategy_params={"lr_scale": 2.0})], seed=0)
@@ -323,7 +325,7 @@ def test_trainable_is_the_pool_strategies_choose_from():
 def test_lp_ft_probes_then_fine_tunes_everything():
     model = small_model()
     states = [copy.deepcopy(model.state_dict())]
-    _, strategies = run(model, [phase(epochs=3, strategy="lp_ft",
+    _, strategies = run(model, [phase(epochs=3, strategy="lp_ft", weight_decay=0.1,
                                       strategy_params={"probe_epochs": 1})],
                         on_epoch=lambda r, m: states.append(copy.deepcopy(m.state_dict())))
     assert changed_blocks(states[0], states[1]) == ["head"]  # epoch 0: the probe
