@@ -10,6 +10,9 @@ stimulus and returns an ``xarray.Dataset`` with dims (``method``, ``layer``, ``a
 * ``prior_density`` (``angle``) — the prior's density, when a prior is given;
 * ``decoded_bias``, ``d_prime`` (``angle``) — from the "estimator" method when it runs.
 
+Select a method with a dict, ``ds.sel({"method": "propagated"})``: ``method=`` is a keyword
+of ``sel`` itself (the inexact-match mode), so ``ds.sel(method="propagated")`` does not select.
+
 Every method's own attrs (noise model, σ, ridge, …) are kept as a JSON string in
 ``attrs["method_attrs"]``; `method_result` gives one method back as the DataArray its
 estimator returned.
@@ -183,7 +186,7 @@ def method_result(ds: xr.Dataset, method: str) -> xr.DataArray:
     its estimator gave it; layers the method did not measure are dropped."""
     if method not in ds["method"].values:
         raise ValueError(f"method must be one of {list(ds['method'].values)}, got {method!r}")
-    da = ds["fisher"].sel(method=method, drop=True)
+    da = ds["fisher"].sel({"method": method}, drop=True)  # sel(method=...) is sel's own
     da = da.dropna("layer", how="all").drop_vars("quantity", errors="ignore")
     da.attrs = dict(json.loads(ds.attrs["method_attrs"])[method])
     da.name = "fisher"
