@@ -3,7 +3,8 @@
 Small CNNs are pretrained on uniformly distributed orientations, then fine-tuned on a von Mises
 prior concentrated at π/2 (90°). After each phase we measure, on a fixed grid of angles, the
 mean absolute decoding error and the linearised Fisher information (propagated pixel noise) at
-every block and at the decoded output. Replicates differ only in their seed.
+every block and at the decoded output, through :func:`anglesim.measure.measure_fisher` (which
+also stores the phase's prior density). Replicates differ only in their seed.
 
 Run: ``anglesim quickstart`` (or ``python studies/quickstart.py``).
 """
@@ -20,7 +21,7 @@ import xarray as xr
 
 from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform, VonMises
-from anglesim.fisher import propagated_fisher
+from anglesim.measure import measure_fisher, method_result
 from anglesim.models import build_model
 from anglesim.training import Phase, evaluate_error, make_generator, train
 
@@ -62,10 +63,12 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     fisher, errors, densities = [], [], []
 
     def measure(phase: Phase, net) -> None:
-        fisher.append(propagated_fisher(net, SPEC, grid, sigma=SPEC.noise_std))
+        measured = measure_fisher(net, SPEC, phase.prior, methods=["propagated"], angles=grid,
+                                  sigma=SPEC.noise_std)
+        fisher.append(method_result(measured, "propagated"))
         errors.append(evaluate_error(net, SPEC, sz["n_angles"], repeats=16,
                                      generator=make_generator(seed + 1)))
-        densities.append(phase.prior.pdf(grid.double().numpy()))
+        densities.append(measured["prior_density"].values)
 
     history = train(model, plan, seed, on_phase_end=measure)
     names = [p.name for p in plan]
