@@ -2,23 +2,29 @@
 
 Every estimator returns numbers in rad⁻², as an ``xarray.DataArray`` over ``angle`` (and
 ``layer``) with its method and the quantity it estimates in attrs. This module holds the
-propagated (linearised) estimators and the closed forms; the estimators from sampled responses
-live in :mod:`anglesim.fisher_sampled` and are re-exported here, so ``fisher.X`` works for all.
+propagated (linearised) estimators, the output-noise models and the closed forms; the
+estimators from sampled responses live in :mod:`anglesim.fisher_sampled` and smoothing and
+bootstrap bands in :mod:`anglesim.fisher_stats`, all re-exported here so ``fisher.X`` works for
+every public name. :func:`anglesim.measure.measure_fisher` runs several of them at once.
 
 * **Propagated (linearised) FI** — `propagated_fisher`. The image is x(θ) + n with additive
-  Gaussian pixel noise n ~ N(0, Σ_x); a layer's activations r(x) are linearised at the noiseless
-  image, r ≈ r(x(θ)) + A n with A = ∂r/∂x, so r is Gaussian with mean derivative A ẋ and
-  covariance A Σ_x Aᵀ, and its Fisher information about θ is
-  J(θ) = (A ẋ)ᵀ (A Σ_x Aᵀ)⁻¹ (A ẋ). All derivatives come from torch.func (vjp/jvp under vmap);
-  nothing is a finite difference.
-* **Sampled linear FI** — `linear_fisher_from_samples` (bias-corrected estimator of
+  Gaussian pixel noise n ~ N(0, Σ_x) (or noise injected at a block, ``noise_at``); a layer's
+  activations r(x) are linearised at the noiseless image, r ≈ r(x(θ)) + A n with A = ∂r/∂x, so
+  r is Gaussian with mean derivative A ẋ and covariance A Σ_x Aᵀ, and its Fisher information
+  about θ is J(θ) = (A ẋ)ᵀ (A Σ_x Aᵀ)⁻¹ (A ẋ) (with a relative ridge). All derivatives come
+  from torch.func (vjp/jvp under vmap); nothing is a finite difference.
+* **Output-noise models** — `output_noise_fisher`: noise on a layer's own units, isotropic
+  Gaussian (J = ‖A ẋ‖²/σ²) or Poisson-like (J = Σ vᵢ²/fᵢ).
+* **Sampled FI** (re-exported) — `linear_fisher_from_samples` (bias-corrected estimator of
   Kanitscheider, Coen-Cagli, Kohn & Pouget 2015, PLoS Comput Biol 11(6): e1004218),
-  `linear_fisher_variance`, `linear_fisher_shrinkage` (Ledoit & Wolf 2004 covariance), and the
-  cross-validated `decoder_fisher`, for responses measured at θ ± Δθ/2; `savgol_fisher`, the
-  reference research's smoothed-derivative estimator.
+  `linear_fisher_variance`, `linear_fisher_shrinkage` (Ledoit & Wolf 2004 covariance),
+  `linear_fisher_pca`, the cross-validated `decoder_fisher`, `bootstrap_fisher`; on a network
+  `sampled_fisher` and `estimator_fisher` (the decoded angle's (∂E[θ̂]/∂θ)²/Var θ̂); and
+  `savgol_fisher`, the reference research's smoothed-derivative estimator.
 
-`poisson_fisher` and `discrimination_threshold` are the closed forms the tests and studies
-compare against. `fisher_dataarray` builds every result the same way (dims ("layer", "angle")).
+`gaussian_fisher` (with a stimulus-dependent covariance), `poisson_fisher` and
+`discrimination_threshold` are closed forms. `fisher_dataarray` builds every result the same
+way (dims ("layer", "angle")).
 """
 
 from __future__ import annotations
@@ -223,7 +229,7 @@ def propagated_fisher(
     item_theta = theta.repeat_interleave(n_ph)
     item_phase = None if phi is None else phi.repeat(theta.numel())
 
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():  # eval: no dropout draws from the global RNG
         sizes = _layer_sizes(model, render_clean(item_theta[:1], spec, _sl(item_phase, 0, 1)))
     if noise_at == INPUT:
         variance, sigma_used, noise_model = _pixel_variance(spec, sigma, dev)
