@@ -111,7 +111,7 @@ def angles_tensor(
     if isinstance(values, torch.Tensor):
         t = values.detach().to(device=dev, dtype=dtype)
     else:
-        t = torch.as_tensor(to_numpy(values, name), device=dev, dtype=dtype)
+        t = torch.as_tensor(to_numpy(values, name).copy(), device=dev, dtype=dtype)
     if t.ndim != 1 or t.numel() == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array, got shape {tuple(t.shape)}")
     if not torch.isfinite(t).all():

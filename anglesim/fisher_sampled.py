@@ -392,7 +392,7 @@ def sample_responses(
     if unknown or len(layers) == 0:
         raise ValueError(f"layers {list(layers)!r} must be a non-empty subset of {order}")
     model, dev, dtype = model_on_device(model, None)
-    theta = torch.as_tensor(to_numpy(angles, "angles"), dtype=torch.float64, device=dev)
+    theta = torch.as_tensor(to_numpy(angles, "angles").copy(), dtype=torch.float64, device=dev)
     if theta.ndim != 1 or not torch.isfinite(theta).all():
         raise ValueError(f"angles must be a finite 1-D array, got shape {tuple(theta.shape)}")
     blocks = list(model.block_names)
