@@ -26,6 +26,10 @@ Conventions:
   uniform distribution (:func:`standardise`), so predicting the mean costs exactly 1.
   :func:`evaluate_target_error` measures such a head's error. Fisher information about θ is
   still measured at one fixed stimulus (a ``GratingSpec``), not over the varied property.
+* Output-level shifts: ``Task(target_offset=δ)`` trains an angle head on y = (θ + δ) mod π
+  instead of θ (the image, and so the information about θ, is unchanged; only the function
+  the head must compute moves). :func:`evaluate_error` takes the same ``target_offset``, and a
+  phase's per-epoch ``eval_error`` uses the offset of its task on ``head``.
 """
 
 from __future__ import annotations
@@ -60,6 +64,13 @@ _RENDER_ARG = {"contrast": "contrasts", "frequency": "frequencies"}
 """The ``render`` keyword that sets each varied property per image."""
 
 
+def _offset(value: object) -> float:
+    """A target offset in radians: any finite real number (ValueError otherwise)."""
+    if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value)):
+        raise ValueError(f"target_offset must be a finite number (radians), got {value!r}")
+    return float(value)
+
+
 @dataclass
 class Task:
     """One objective in a phase: train ``head`` with ``loss``, weighted by ``weight``.
@@ -69,6 +80,8 @@ class Task:
     ``target`` is what the head predicts: "angle" (θ, the default) or a stimulus property the
     phase varies per image ("contrast", "frequency"; see ``Phase.vary``), which needs a
     "scalar" head and a loss for it (e.g. "mse") and is standardised by :func:`standardise`.
+    ``target_offset`` δ (radians, angle targets only) makes the head learn y = (θ + δ) mod π,
+    a different function of θ (an output-level shift); 0 (the default) trains θ itself.
     """
 
     head: str = "head"
@@ -78,10 +91,17 @@ class Task:
     prior: AnglePrior | None = None
     spec: GratingSpec | None = None
     target: str = "angle"
+    target_offset: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or self.target not in TARGETS:
             raise ValueError(f"target must be one of {list(TARGETS)}, got {self.target!r}")
+        self.target_offset = _offset(self.target_offset)
+        if self.target_offset != 0 and self.target != "angle":
+            raise ValueError(
+                f"target_offset applies to angle targets only; got "
+                f"target_offset={self.target_offset!r} with target={self.target!r}"
+            )
         if not (isinstance(self.weight, int | float) and math.isfinite(self.weight)):
             raise ValueError(f"weight must be a finite number, got {self.weight!r}")
         if self.weight < 0:
@@ -223,6 +243,7 @@ class Phase:
                     # only when not θ, so configs (and cache hashes) of θ-only runs keep
                     # their earlier form
                     **({} if t.target == "angle" else {"target": t.target}),
+                    **({} if t.target_offset == 0 else {"target_offset": t.target_offset}),
                 }
                 for t in self.tasks
             ],
@@ -249,11 +270,15 @@ def evaluate_error(
     repeats: int = 4,
     generator: torch.Generator | None = None,
     head: str = "head",
+    target_offset: float = 0.0,
 ) -> xr.DataArray:
-    """Mean absolute angular error |θ̂ − θ| (wrapped, radians) at each angle of the grid.
+    """Mean absolute angular error |θ̂ − y| (wrapped, radians) at each angle θ of the grid,
+    with y = θ, or y = (θ + ``target_offset``) mod π for a head trained on an offset target
+    (``Task.target_offset``); the ``angle`` coordinate is θ, the stimulus.
 
     Each angle is rendered ``repeats`` times with fresh noise; chance is π/4.
     """
+    target_offset = _offset(target_offset)
     device = next(model.parameters()).device
     grid = evaluation_grid(n_angles, device=device)
     theta = grid.repeat(repeats)
@@ -263,7 +288,8 @@ def evaluate_error(
     output = model(images, head=head)
     theta_hat = model.decode(output, model.readout_of(head))
     model.train(was_training)
-    err = ang.difference(theta_hat, theta).abs().reshape(repeats, n_angles).mean(0)
+    truth = theta if target_offset == 0 else ang.wrap(theta + target_offset)
+    err = ang.difference(theta_hat, truth).abs().reshape(repeats, n_angles).mean(0)
     return xr.DataArray(
         err.cpu().numpy().astype(np.float64),
         dims=("angle",),
@@ -429,6 +455,8 @@ def _batch_loss(
             features = model.run_blocks(x, stop=model.trunk_names[-1])
         if task.target != "angle":
             target = standardise(own[task.target], *phase.vary[task.target])
+        elif task.target_offset != 0:
+            target = ang.wrap(target + task.target_offset)
         head = model.blocks["head"] if task.head == "head" else model.heads[task.head]
         total = total + task.weight * loss_fn(head(features), target)
     return total
@@ -497,6 +525,9 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
         losses.append(get_loss(task.loss, model.readout_of(task.head),
                               n_bins=model.n_bins_of(task.head),
                                **task.loss_params))
+    # the per-epoch error of the "head" readout is measured against what it is trained on
+    eval_offset = next((t.target_offset for t in tasks
+                        if t.head == "head" and t.target == "angle"), 0.0)
     pool = named_pool(model, _set_trainable(model, phase.trainable))
     finite: tuple[FiniteDataset, FiniteDataset, FiniteDataset] | None = None
     if phase.dataset_size is not None:
@@ -549,7 +580,7 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
                 since_best += 1
         # The same evaluation images every epoch of the phase, so epochs are comparable.
         err = evaluate_error(model, phase.spec, phase.eval_angles, phase.eval_repeats,
-                             make_generator(seed + 7919, device))
+                             make_generator(seed + 7919, device), target_offset=eval_offset)
         record = {
             "phase": phase.name,
             "epoch_in_phase": epoch,

@@ -156,3 +156,51 @@ def test_extra_bins_head_uses_its_own_bin_count():
     tasks = [Task(head="head", loss="cosine"), Task(head="coarse", loss="cross_entropy")]
     hist = train(model, [phase(tasks=tasks)], seed=0)
     assert hist["train_loss"].notnull().all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(target_offset=float("nan")), "target_offset"),
+        (dict(target_offset=True), "target_offset"),
+        (dict(target_offset="0.5"), "target_offset"),
+        (dict(head="c", target="contrast", loss="mse", target_offset=0.1), "angle targets"),
+    ],
+)
+def test_task_target_offset_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Task(**kwargs)
+
+
+def test_target_offset_in_config_only_when_set():
+    plain = phase(tasks=[Task()]).to_config()["tasks"][0]
+    assert "target_offset" not in plain
+    shifted = phase(tasks=[Task(target_offset=math.pi / 4)]).to_config()["tasks"][0]
+    assert shifted["target_offset"] == pytest.approx(math.pi / 4)
+
+
+def test_evaluate_error_target_offset_has_period_pi_and_is_validated():
+    model = small_model()
+    err = [evaluate_error(model, SPEC, 8, 2, torch.Generator().manual_seed(0),
+                          target_offset=d) for d in (0.0, math.pi, math.pi / 4)]
+    # θ + π rounds in float32: equal up to that rounding
+    torch.testing.assert_close(torch.tensor(err[0].values), torch.tensor(err[1].values),
+                               rtol=0, atol=1e-5)
+    assert not err[0].equals(err[2])
+    with pytest.raises(ValueError, match="target_offset"):
+        evaluate_error(model, SPEC, 8, target_offset=float("inf"))
+
+
+def test_offset_target_is_learned_instead_of_theta():
+    """Trained on y = (θ + π/4) mod π, the head estimates y, not θ: its error against y is far
+    below chance and its error against θ is about π/4; the history measures the error
+    against y."""
+    model = small_model()
+    offset = math.pi / 4
+    hist = train(model, [phase(epochs=4, steps_per_epoch=40, batch_size=32, lr=3e-3,
+                               tasks=[Task(loss="cosine", target_offset=offset)])], seed=0)
+    shifted = float(evaluate_error(model, SPEC, 32, 4, target_offset=offset).mean())
+    plain = float(evaluate_error(model, SPEC, 32, 4).mean())
+    assert shifted < math.pi / 16, shifted
+    assert abs(plain - math.pi / 4) < math.pi / 16, plain
+    assert hist["eval_error"].values[-1] < math.pi / 16
