@@ -489,7 +489,11 @@ def _build_cnn(cfg: CNNConfig) -> AngleNet:
         blocks["head"] = nn.Sequential(nn.Linear(cfg.fc_units, out_dim))
     else:
         blocks["head"] = nn.Sequential(nn.Flatten(), nn.Linear(features, out_dim))
-    return AngleNet(blocks, cfg.readout, cfg.n_bins, cfg.to_config())
+    # Convolution weights in channels-last (NHWC) layout: oneDNN then runs the convolutions
+    # and max-pooling on NHWC activations, about 1.4× faster per training step than NCHW on
+    # CPU (`anglesim bench`, item 2); the images themselves need no conversion.
+    return AngleNet(blocks, cfg.readout, cfg.n_bins, cfg.to_config()).to(
+        memory_format=torch.channels_last)
 
 
 def reference_mlp(
