@@ -1,4 +1,4 @@
-"""Command line: ``anglesim quickstart | run STUDY | status STUDY | figures | list``.
+"""Command line: ``anglesim quickstart | run STUDY | status STUDY | figures | list | bench``.
 
 Studies are scripts in the repository's ``studies/`` folder (one module per study, each with a
 ``run(quick, replicates, **options) -> Path`` function that hands ``options`` on to
@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", type=Path, default=DEFAULT_FIGURES,
                    help="folder to write the figures to (default figures/)")
     sub.add_parser("list", help="list the available studies")
+    # `anglesim bench …` is handed to anglesim.bench.main by main() before parsing (so that
+    # this parser stays free of torch imports); listed here for --help.
+    sub.add_parser("bench", add_help=False,
+                   help="measure anglesim's speed as ratios against baselines and the "
+                        "machine's limits (anglesim bench --help)")
     return parser
 
 
@@ -278,6 +283,11 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
