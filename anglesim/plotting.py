@@ -771,22 +771,31 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
     others = [str(o) for o in ds["other"].values]
     regimes = [str(r) for r in ds["regime"].values]
     style = _mt_regime_style(regimes)
+    ticks = [style[r][1].replace(", ", "\n").replace("angle only", "angle\nonly")
+             for r in regimes]
     theta_deg = np.degrees(ds["angle"].values)
     layers = [str(v) for v in ds["layer"].values if str(v) != "input"]
     x_reg = np.arange(len(regimes))
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(others), 4, figsize=(13, 3.0 * len(others)),
+        fig, axes = plt.subplots(len(others), 4, figsize=(13, 3.2 * len(others)),
                                  constrained_layout=True, squeeze=False)
         for row, other in zip(axes, others, strict=True):
             d = ds.sel(other=other)
+            span = ""
+            if "other_low" in d.coords:
+                span = f" ({float(d['other_low']):g}–{float(d['other_high']):g})"
             ax = row[0]
             for r in regimes:
-                _log_band(ax, theta_deg, d["fisher"].sel(regime=r, layer="output"), *style[r])
+                fi = d["fisher"].sel(regime=r, layer="output")
+                mean, half = mean_ci(np.log10(fi.where(fi > 0)))
+                ax.plot(theta_deg, 10.0**mean, color=style[r][0], label=style[r][1])
+                ax.fill_between(theta_deg, 10.0 ** (mean - half), 10.0 ** (mean + half),
+                                color=style[r][0], alpha=0.12, linewidth=0)
             ax.set_yscale("log")
             ax.set_ylabel("FI of θ̂ (rad⁻²)")
             _angle_axis(ax)
             ax.legend(frameon=False, fontsize=7)
-            ax.set_title(f"a  FI at the output — other task: {other}", loc="left")
+            ax.set_title(f"a  other task: {other}{span}; FI at the output", loc="left")
 
             ax = row[1]
             x = np.arange(len(layers))
@@ -818,7 +827,7 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
                 ax.errorbar(k, mean, yerr=half, fmt="o", ms=5, capsize=3, color=style[r][0])
                 ax.plot(np.full(err.sizes["replicate"], k + 0.18), err, ".", ms=3,
                         color=style[r][0], alpha=0.6)
-            ax.set_xticks(x_reg, [style[r][1].replace(", ", "\n") for r in regimes])
+            ax.set_xticks(x_reg, ticks, fontsize=7)
             ax.set_ylabel("mean |θ̂ − θ| (deg)")
             ax.set_ylim(bottom=0)
             ax.set_title("c  angle error", loc="left")
@@ -840,9 +849,9 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
                             capsize=2, color=style["sequential"][0], mfc="white",
                             label="head after 1st phase")
             ax.axhline(1, color="0.6", lw=0.8, ls=":", label="chance (predict the mean)")
-            ax.set_xticks(x_reg, [style[r][1].replace(", ", "\n") for r in regimes])
+            ax.set_xticks(x_reg, ticks, fontsize=7)
             ax.set_ylabel(f"{other} RMSE / chance RMSE")
-            ax.set_yscale("log")
+            ax.set_ylim(bottom=0)
             ax.legend(frameon=False, fontsize=6.5)
             ax.set_title(f"d  {other} error", loc="left")
         fig.suptitle(f"multitask: {_replicate_count(ds)}; FI at contrast 1, 4 cycles/image",

@@ -259,7 +259,11 @@ def measures(ds: xr.Dataset) -> xr.Dataset:
 
 
 def add_measures(ds: xr.Dataset) -> xr.Dataset:
-    """The Dataset with :func:`measures` added."""
+    """The Dataset with :func:`measures` added, and each other property's training range as
+    coordinates ``other_low``/``other_high`` on ``other``."""
+    others = [str(o) for o in ds["other"].values]
+    ds = ds.assign_coords(other_low=("other", [RANGES[o][0] for o in others]),
+                          other_high=("other", [RANGES[o][1] for o in others]))
     return ds.assign(measures(ds).data_vars)
 
 
