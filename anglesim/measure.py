@@ -74,7 +74,7 @@ def measure_fisher(
     sampled_options: Mapping[str, Any] | None = None,
     savgol_options: Mapping[str, Any] | None = None,
     batch_size: int = 1000,
-    chunk_size: int = 8,
+    chunk_size: int = 4,
     device: torch.device | str | None = None,
 ) -> xr.Dataset:
     """Run several Fisher-information estimators on one network; one Dataset back.
