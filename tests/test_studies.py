@@ -44,6 +44,17 @@ EXPECTED = {
         {"fisher", "abs_error", "parent_fisher", "fisher_near_new", "fisher_near_old",
          "error_near_new", "failed"},
     ),
+    "finetune_shift": (
+        {"shift", "replicate", "strategy", "n_train", "angle", "layer", "block", "lr",
+         "severity"},
+        {"error_id", "error_source", "fisher", "cka", "weight_change", "probe_error",
+         "val_loss", "chosen_lr", "rgn_weight", "tpgm_radius", "tpgm_radius_rel",
+         "lora_update_norm", "lp_ft_switch_epoch", "parent_error_id", "parent_error_source",
+         "parent_fisher", "parent_probe_error", "finetune_density", "severity_error",
+         "severity_base_error", "shift_value", "shift_reached", "id_error", "ood_error",
+         "parent_id_error", "parent_ood_error", "id_error_gain", "fisher_change",
+         "id_error_rank", "failed"},
+    ),
     "multitask": (
         {"other", "regime", "replicate", "layer", "angle", "epoch"},
         {"fisher", "fisher_other_only", "abs_error", "other_error", "other_error_other_only",

@@ -1,0 +1,547 @@
+"""Fine-tuning under shift: which strategy adapts best to which kind of distribution shift?
+
+One parent CNN per replicate is pretrained on the source task — θ of the standard gratings
+(``SPEC``: 4 cycles per image, σ = 1) under a uniform prior. Copies of it are fine-tuned with
+each registered strategy (:mod:`anglesim.finetune`) on a small finite dataset from one of three
+shifted tasks, the grid axis ``shift``:
+
+* ``input`` — an input-level shift: the gratings' spatial frequency rises from 4 to f cycles
+  per image, everything else kept. f is scaled up a ladder (:data:`FREQUENCY_LADDER`) until
+  the parent's mean error on the shifted images is at least twice its error on the source
+  images, and the first such f is used (recorded as ``shift_value``, with the parent's error
+  at every rung in ``severity_error``). A higher frequency gives the pixels *more* information
+  about θ (∂x/∂θ grows with it), so the error a fine-tuned network cannot recover is not lost
+  information but mismatched features. (Lower contrast plus noise was tried first and left
+  out: in a pilot the parent's error doubled at a contrast-to-noise ratio 1/1.75 of the
+  source's, where an ideal observer's error grows 1.75-fold too — most of the doubling was
+  information the images no longer carry, leaving little for any strategy to recover.)
+* ``prior`` — a prior shift: angles from a von Mises prior on 2θ at 90° with κ = 4 instead of
+  the uniform prior; images and target unchanged.
+* ``output`` — an output-level shift: the target becomes y = (θ + π/4) mod π
+  (``Task(target_offset=π/4)``), a different function of the same images.
+
+Each fine-tuning uses the reference protocol's finite datasets (``Phase(dataset_size=D)``):
+8D training images, 2D validation images (for early stopping / checkpoint selection, TPGM's
+radii and the learning-rate choice) and 2D test images (unused); ``n_train`` = 8D is the number
+of *training* images, so n_train = 16 comes with 4 validation images. Every strategy gets the
+same data, batches (16 images) and number of optimiser steps (``steps``, so fewer epochs for
+larger n_train), Adam, and the best-validation-loss checkpoint is kept. Each strategy's
+learning rate is chosen per replicate, shift and n_train from a small grid (``lrs``) by the
+lowest validation loss — as a practitioner with only these images would. The heads-only
+strategies train 10× faster than the grid's rate (``linear_probe`` lr_scale 10, ``lp_ft``
+probe_lr_scale 10): a 64 → 2 linear head at trunk rates does not converge within the step budget
+(pilot, output shift, n_train = 256: 8.8° at 1×, 1.3° at 10×), and Kumar et al. (2022) fit
+their probe to convergence. ``surgical`` trains only ``conv1`` (Lee et al. 2023's choice for
+input-level shifts) and ``freeze`` everything but ``conv1``; the other strategies use their
+defaults (:data:`STRATEGIES`).
+
+Measured after each fine-tuning, on images with fresh noise that are the same for every
+strategy of a replicate:
+
+* ``error_id`` — in-distribution error: |θ̂ − y| at each angle of a grid on the fine-tuning
+  task's images (weighted by its prior in ``id_error``);
+* ``error_source`` — out-of-distribution error: the *pretraining* task (standard images,
+  uniform prior, target θ), i.e. what fine-tuning forgot (for the output shift a network that
+  learned the new target is π/4 off here by construction; ``probe_error`` then says whether
+  the features still carry θ);
+* ``probe_error`` — a ridge read-out of (cos 2θ, sin 2θ) from the last trunk block (``fc``) on
+  source images, fitted anew: the source information left in the features;
+* ``fisher`` — propagated Fisher information about θ of ``input``, ``fc`` and the decoded
+  output, on the fine-tuning task's stimulus (the shifted frequency for ``input``, ``SPEC``
+  otherwise); the convolutional blocks are left out because their Jacobians cost about 7 s
+  per network against about 0.3 s for a whole fine-tuning;
+* ``cka`` — linear CKA (Kornblith et al. 2019) of every block against the parent on 256 fixed
+  images of the fine-tuning task, and ``weight_change`` ‖θ − θ₀‖/‖θ₀‖ per block;
+* what the adaptive strategies chose: Auto-RGN's per-block rate weights (mean over its
+  updates), TPGM's learned radii per block (√Σγᵢ² over the block's tensors, also relative to
+  the block's pretrained norm), LoRA's update norms per block, LP-FT's switch epoch.
+
+Run: ``anglesim run finetune_shift [--quick]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy import stats
+
+from anglesim import angles as ang
+from anglesim.data import draw, evaluation_grid
+from anglesim.distributions import AnglePrior, Uniform, VonMises
+from anglesim.finetune import Strategy
+from anglesim.fisher import propagated_fisher
+from anglesim.models import AngleNet, build_model
+from anglesim.representation import cka_drift, weight_distance
+from anglesim.stimuli import GratingSpec
+from anglesim.training import Phase, Task, evaluate_error, make_generator, train
+
+try:  # run as ``studies.finetune_shift`` (CLI, workers) or as a script
+    from studies._common import SPEC, run_grid, standard_cnn, successful
+except ImportError:  # pragma: no cover - direct ``python studies/finetune_shift.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from studies._common import SPEC, run_grid, standard_cnn, successful
+
+NAME = "finetune_shift"
+MODEL = standard_cnn("cossin")
+SHIFTS = ("input", "prior", "output")
+PRIOR_SHIFT = VonMises(math.pi / 2, 4.0)
+OUTPUT_OFFSET = math.pi / 4
+FREQUENCY_LADDER = (4.25, 4.5, 4.75, 5.0, 5.5, 6.0, 7.0)
+"""Spatial frequencies (cycles per image) tried in order for the input shift; the source is 4."""
+ERROR_FACTOR = 2.0
+"""The input shift is the first rung at which the parent's error is at least this many times
+its error on the source images."""
+
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "full": {},
+    "linear_probe": {"lr_scale": 10.0},
+    "lp_ft": {"probe_lr_scale": 10.0},  # probe_epochs: half the phase's epochs (see plan)
+    "surgical": {"blocks": ["conv1"]},
+    "freeze": {"blocks": ["conv1"]},
+    "auto_rgn": {},
+    "discriminative": {},
+    "l2_sp": {},
+    "tpgm": {},
+    "lora": {},
+}
+"""Every registered strategy, with the parameters this study sets (the rest are defaults)."""
+BLOCKS = ("conv1", "conv2", "fc", "head")
+
+SIZES = {
+    "full": dict(pre_epochs=8, pre_steps=50, pre_batch=64, pre_lr=2e-3, n_train=[16, 64, 256],
+                 steps=128, batch=16, lrs=[3e-4, 1e-3, 3e-3], tpgm_every=10, n_angles=24,
+                 error_repeats=16, cka_images=256, probe_images=512,
+                 layers=["input", "fc", "output"], replicates=6),
+    "quick": dict(pre_epochs=1, pre_steps=4, pre_batch=16, pre_lr=2e-3, n_train=[16],
+                  steps=4, batch=16, lrs=[1e-3], tpgm_every=2, n_angles=4, error_repeats=2,
+                  cka_images=32, probe_images=64, layers=["input", "output"], replicates=2),
+}
+"""``layers``: where FI is measured; the quick size skips ``fc``, half its cost."""
+
+
+# ---- the tasks --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ShiftTask:
+    """A fine-tuning task: its prior, stimulus and target offset (radians)."""
+
+    prior: AnglePrior
+    spec: GratingSpec
+    offset: float = 0.0
+
+
+SOURCE = ShiftTask(Uniform(), SPEC)
+"""The pretraining task."""
+
+
+def shifted_task(shift: str, frequency: float | None = None) -> ShiftTask:
+    """The fine-tuning task of ``shift`` (``frequency`` is the input shift's chosen rung)."""
+    if shift == "input":
+        if frequency is None:
+            raise ValueError("the input shift needs its frequency, got frequency=None")
+        return ShiftTask(Uniform(), dataclasses.replace(SPEC, frequency=float(frequency)))
+    if shift == "prior":
+        return ShiftTask(PRIOR_SHIFT, SPEC)
+    if shift == "output":
+        return ShiftTask(Uniform(), SPEC, OUTPUT_OFFSET)
+    raise ValueError(f"shift must be one of {list(SHIFTS)}, got {shift!r}")
+
+
+def pretrain_phase(sz: dict) -> Phase:
+    """The parent's training on the source task (fresh images every batch)."""
+    return Phase("pretrain", SOURCE.prior, SOURCE.spec, loss="cosine", lr=sz["pre_lr"],
+                 epochs=sz["pre_epochs"], steps_per_epoch=sz["pre_steps"],
+                 batch_size=sz["pre_batch"], eval_angles=8, eval_repeats=1)
+
+
+def finetune_phase(task: ShiftTask, strategy: str, n_train: int, lr: float, sz: dict) -> Phase:
+    """Fine-tuning on ``n_train`` images of ``task`` with ``strategy`` at rate ``lr``: the same
+    number of optimiser steps (``steps`` batches of ``batch``) whatever n_train, no early stop
+    (patience = epochs), the best validation checkpoint kept."""
+    if n_train % 8 or n_train < 8:
+        raise ValueError(f"n_train must be a positive multiple of 8 (8D images), got {n_train}")
+    epochs = max(1, sz["steps"] * sz["batch"] // n_train)
+    params = copy.deepcopy(STRATEGIES[strategy])
+    if strategy == "lp_ft":
+        params["probe_epochs"] = max(1, epochs // 2)
+        if epochs < 2:
+            raise ValueError(f"lp_ft needs at least 2 epochs, got {epochs} (n_train {n_train})")
+    if strategy == "tpgm":
+        params["update_every"] = sz["tpgm_every"]
+    return Phase("finetune", task.prior, task.spec, lr=lr, epochs=epochs,
+                 batch_size=sz["batch"], dataset_size=n_train // 8, patience=epochs,
+                 eval_angles=8, eval_repeats=1, strategy=strategy, strategy_params=params,
+                 tasks=[Task(loss="cosine", target_offset=task.offset)])
+
+
+# ---- measurements -----------------------------------------------------------------------------
+
+
+def probe_error(net: AngleNet, images: torch.Tensor, theta: torch.Tensor) -> float:
+    """Mean |θ̂ − θ| (rad) of a ridge read-out of (cos 2θ, sin 2θ) from block ``fc``, fitted on
+    the first half of ``images`` and tested on the second; θ̂ = atan2(ŝ, ĉ)/2.
+
+    Features are standardised on the fitting half; ridge λ = 10⁻³ × the number of fitting
+    images (per standardised feature); the intercept is the fitting mean.
+    """
+    with torch.no_grad():
+        net.eval()
+        feats = net.run_blocks(images, stop="fc").flatten(1).double()
+    n = feats.shape[0] // 2
+    y = torch.stack([torch.cos(2 * theta), torch.sin(2 * theta)], 1).double()
+    mu, sd = feats[:n].mean(0), feats[:n].std(0).clamp_min(1e-8)
+    z_tr, z_te = (feats[:n] - mu) / sd, (feats[n:] - mu) / sd
+    gram = z_tr.T @ z_tr + 1e-3 * n * torch.eye(z_tr.shape[1], dtype=torch.float64)
+    beta = torch.linalg.solve(gram, z_tr.T @ (y[:n] - y[:n].mean(0)))
+    pred = y[:n].mean(0) + z_te @ beta
+    est = ang.wrap(0.5 * torch.atan2(pred[:, 1], pred[:, 0]))
+    return float(ang.difference(est, theta[n:].double()).abs().mean())
+
+
+def block_norms(values: np.ndarray, blocks: list[str]) -> np.ndarray:
+    """√Σ values² over each block of :data:`BLOCKS` (NaN for a block with no entry)."""
+    out = np.full(len(BLOCKS), np.nan)
+    for i, b in enumerate(BLOCKS):
+        mask = np.array([x == b for x in blocks], dtype=bool)
+        if mask.any():
+            out[i] = float(np.sqrt(np.sum(np.asarray(values)[mask] ** 2)))
+    return out
+
+
+def strategy_summary(strategy: Strategy, parent_norm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-block diagnostics of the adaptive strategies (NaN-filled for the others):
+    Auto-RGN's mean rate weight per block, TPGM's last learned radii (√Σγ² per block, and over
+    the parent's block norm), LoRA's update norm per block, LP-FT's switch epoch."""
+    nan = np.full(len(BLOCKS), np.nan)
+    out = {"rgn_weight": nan.copy(), "tpgm_radius": nan.copy(), "lora_update_norm": nan.copy(),
+           "lp_ft_switch_epoch": np.array(np.nan)}
+    diag = strategy.diagnostics()
+    if strategy.name == "auto_rgn" and diag.sizes.get("rgn_update", 0):
+        mean = diag["rgn_weight_block"].mean("rgn_update")
+        out["rgn_weight"] = np.array([float(mean.sel(block=b)) if b in mean["block"] else np.nan
+                                      for b in BLOCKS])
+    elif strategy.name == "tpgm" and diag.sizes.get("tpgm_update", 0):
+        last = diag["tpgm_radius"].isel(tpgm_update=-1)
+        out["tpgm_radius"] = block_norms(last.values, list(diag["parameter_block"].values))
+    elif strategy.name == "lora":
+        out["lora_update_norm"] = block_norms(diag["lora_update_norm"].values,
+                                              list(diag["lora_block"].values))
+    elif strategy.name == "lp_ft":
+        out["lp_ft_switch_epoch"] = np.array(float(diag["lp_ft_switch_epoch"]))
+    out["tpgm_radius_rel"] = out["tpgm_radius"] / parent_norm
+    return out
+
+
+def choose_frequency(parent: AngleNet, sz: dict, seed: int
+                     ) -> tuple[float, np.ndarray, float, bool]:
+    """Walk up :data:`FREQUENCY_LADDER` until the parent's mean error is at least
+    :data:`ERROR_FACTOR` × its source error (same noise generator seed at every rung).
+    Returns the chosen frequency (the last rung if none doubled), the parent's error at every
+    rung (NaN beyond the chosen one), its source error, and whether the factor was reached."""
+    def mean_error(spec: GratingSpec) -> float:
+        return float(evaluate_error(parent, spec, sz["n_angles"], sz["error_repeats"],
+                                    make_generator(seed)).mean())
+
+    base = mean_error(SPEC)
+    errors = np.full(len(FREQUENCY_LADDER), np.nan)
+    for i, f in enumerate(FREQUENCY_LADDER):
+        errors[i] = mean_error(dataclasses.replace(SPEC, frequency=f))
+        if errors[i] >= ERROR_FACTOR * base:
+            return f, errors, base, True
+    return FREQUENCY_LADDER[-1], errors, base, False
+
+
+def parent_seed(study_seed: int, replicate: int) -> int:
+    """The parent's seed: from (study seed, replicate) only, so that the three shift
+    conditions of one replicate fine-tune the same parent."""
+    state = np.random.SeedSequence([int(study_seed), int(replicate), 0x50415245]).generate_state(1)
+    return int(state[0])
+
+
+# ---- one replicate ----------------------------------------------------------------------------
+
+
+def replicate(condition: dict, replicate: int, seed: int, size: str = "full",
+              study_seed: int = 0) -> xr.Dataset:
+    """Pretrain the replicate's parent, fine-tune it with every strategy, n_train and learning
+    rate on the condition's shift, keep each strategy's best rate by validation loss, measure."""
+    sz = SIZES[size]
+    shift = str(condition["shift"])
+    pseed = parent_seed(study_seed, replicate)
+    torch.manual_seed(pseed)
+    parent = build_model(MODEL)
+    train(parent, [pretrain_phase(sz)], pseed)
+    parent.eval()
+
+    is_input = shift == "input"
+    sev_value = np.array(FREQUENCY_LADDER, dtype=float)
+    if is_input:
+        frequency, severity_error, severity_base, reached = choose_frequency(parent, sz,
+                                                                             seed + 1)
+    else:
+        frequency, reached, severity_base = math.nan, math.nan, math.nan
+        severity_error = np.full(len(sev_value), np.nan)
+    task = shifted_task(shift, frequency if is_input else None)
+    grid = evaluation_grid(sz["n_angles"])
+    angle = grid.double().numpy()
+    density = task.prior.pdf(angle)
+    cka_images, _ = draw(task.prior, task.spec, sz["cka_images"], make_generator(seed + 3))
+    probe_images, probe_theta = draw(SOURCE.prior, SOURCE.spec, sz["probe_images"],
+                                     make_generator(seed + 4))
+    parent_norm = weight_distance(parent, parent)["reference_norm"].sel(layer=list(BLOCKS)).values
+
+    def errors(net: AngleNet) -> tuple[np.ndarray, np.ndarray]:
+        e_id = evaluate_error(net, task.spec, sz["n_angles"], sz["error_repeats"],
+                              make_generator(seed + 1), target_offset=task.offset)
+        e_src = evaluate_error(net, SOURCE.spec, sz["n_angles"], sz["error_repeats"],
+                               make_generator(seed + 2))
+        return e_id.values, e_src.values
+
+    def fisher(net: AngleNet) -> np.ndarray:
+        return propagated_fisher(net, task.spec, grid, layers=layers,
+                                 sigma=task.spec.noise_std).sel(layer=layers).values
+
+    names, sizes, lrs = list(STRATEGIES), list(sz["n_train"]), list(sz["lrs"])
+    layers = list(sz["layers"])
+    shape = (len(names), len(sizes))
+    out: dict[str, np.ndarray] = {
+        "error_id": np.empty(shape + (len(angle),)),
+        "error_source": np.empty(shape + (len(angle),)),
+        "fisher": np.empty(shape + (len(layers), len(angle))),
+        "cka": np.empty(shape + (len(BLOCKS),)),
+        "weight_change": np.empty(shape + (len(BLOCKS),)),
+        "probe_error": np.empty(shape),
+        "val_loss": np.empty(shape + (len(lrs),)),
+        "chosen_lr": np.empty(shape),
+    }
+    diag_keys = ("rgn_weight", "tpgm_radius", "tpgm_radius_rel", "lora_update_norm")
+    diag = {k: np.full((len(sizes), len(BLOCKS)), np.nan) for k in diag_keys}
+    switch = np.full(len(sizes), np.nan)
+    for j, n_train in enumerate(sizes):
+        ft_seed = seed + 100 + j  # the same data and batches for every strategy and rate
+        for i, name in enumerate(names):
+            best: tuple[float, AngleNet, Strategy] | None = None
+            for k, lr in enumerate(lrs):
+                net = copy.deepcopy(parent)
+                kept: list[Strategy] = []
+                history = train(net, [finetune_phase(task, name, n_train, lr, sz)], ft_seed,
+                                on_strategy_end=lambda _p, s, kept=kept: kept.append(s))
+                val = float(np.nanmin(history["val_loss"].values))
+                out["val_loss"][i, j, k] = val
+                if best is None or val < best[0]:
+                    best = (val, net, kept[0])
+                    out["chosen_lr"][i, j] = lr
+            _, net, strategy = best
+            out["error_id"][i, j], out["error_source"][i, j] = errors(net)
+            out["fisher"][i, j] = fisher(net)
+            out["cka"][i, j] = cka_drift(parent, net, cka_images, list(BLOCKS)).values
+            out["weight_change"][i, j] = weight_distance(net, parent)["relative_change"].sel(
+                layer=list(BLOCKS)).values
+            out["probe_error"][i, j] = probe_error(net, probe_images, probe_theta)
+            summary = strategy_summary(strategy, parent_norm)
+            for key in diag_keys:
+                if np.isfinite(summary[key]).any():
+                    diag[key][j] = summary[key]
+            if name == "lp_ft":
+                switch[j] = float(summary["lp_ft_switch_epoch"])
+
+    parent_id, parent_src = errors(parent)
+    dims = ("strategy", "n_train")
+    ds = xr.Dataset(
+        {
+            "error_id": (dims + ("angle",), out["error_id"]),
+            "error_source": (dims + ("angle",), out["error_source"]),
+            "fisher": (dims + ("layer", "angle"), out["fisher"]),
+            "cka": (dims + ("block",), out["cka"]),
+            "weight_change": (dims + ("block",), out["weight_change"]),
+            "probe_error": (dims, out["probe_error"]),
+            "val_loss": (dims + ("lr",), out["val_loss"]),
+            "chosen_lr": (dims, out["chosen_lr"]),
+            **{k: (("n_train", "block"), v) for k, v in diag.items()},
+            "lp_ft_switch_epoch": (("n_train",), switch),
+            "parent_error_id": (("angle",), parent_id),
+            "parent_error_source": (("angle",), parent_src),
+            "parent_fisher": (("layer", "angle"), fisher(parent)),
+            "parent_probe_error": ((), probe_error(parent, probe_images, probe_theta)),
+            "finetune_density": (("angle",), density),
+            "severity_error": (("severity",), severity_error),
+            "severity_base_error": ((), float(severity_base)),
+            "shift_value": ((), float(frequency)),
+            "shift_reached": ((), float(reached)),
+        },
+        coords={"strategy": names, "n_train": sizes, "angle": angle, "layer": layers,
+                "block": list(BLOCKS), "lr": lrs, "severity": np.arange(len(sev_value)),
+                "severity_frequency": ("severity", sev_value)},
+    )
+    _annotate(ds)
+    return ds
+
+
+def _annotate(ds: xr.Dataset) -> None:
+    """Units and long names of a replicate's variables."""
+    rad = {"units": "rad"}
+    attrs = {
+        "error_id": dict(rad, long_name="in-distribution error |θ̂ − y| on the fine-tuning task"),
+        "error_source": dict(rad, long_name="out-of-distribution error |θ̂ − θ| on the "
+                             "pretraining task (standard images, uniform prior)"),
+        "fisher": {"units": "rad^-2", "method": "propagated", "long_name":
+                   "propagated FI about θ on the fine-tuning task's stimulus"},
+        "parent_fisher": {"units": "rad^-2", "method": "propagated",
+                          "long_name": "the parent's FI on the fine-tuning task's stimulus"},
+        "cka": {"units": "1", "long_name": "linear CKA of each block, parent vs fine-tuned"},
+        "weight_change": {"units": "1", "long_name": "‖θ − θ₀‖/‖θ₀‖ per block"},
+        "probe_error": dict(rad, long_name="error of a ridge probe of θ from fc, source task"),
+        "parent_probe_error": dict(rad, long_name="the parent's probe error"),
+        "val_loss": {"long_name": "best validation loss at each learning rate"},
+        "chosen_lr": {"long_name": "learning rate with the lowest validation loss"},
+        "rgn_weight": {"units": "1", "long_name": "Auto-RGN rate / phase rate, mean over "
+                       "updates and over the block's tensors"},
+        "tpgm_radius": {"long_name": "TPGM's last learned radii, √Σγ² over the block"},
+        "tpgm_radius_rel": {"units": "1", "long_name": "TPGM radius / parent block norm"},
+        "lora_update_norm": {"long_name": "LoRA ‖ΔW‖_F, √Σ over the block's adapters"},
+        "lp_ft_switch_epoch": {"long_name": "LP-FT's first full fine-tuning epoch"},
+        "parent_error_id": dict(rad, long_name="the parent's error on the fine-tuning task"),
+        "parent_error_source": dict(rad, long_name="the parent's error on the pretraining task"),
+        "finetune_density": {"units": "1/rad", "long_name": "fine-tuning prior density"},
+        "severity_error": dict(rad, long_name="the parent's mean error at each rung of the "
+                               "input shift's frequency ladder (NaN beyond the chosen rung)"),
+        "severity_base_error": dict(rad, long_name="the parent's source error the ladder's "
+                                    "rule compares with (same noise draws)"),
+        "shift_value": {"units": "cycles per image",
+                        "long_name": "the input shift's chosen spatial frequency"},
+        "shift_reached": {"long_name": "1 if the chosen rung at least doubled the error"},
+    }
+    for name, a in attrs.items():
+        ds[name].attrs = a
+
+
+# ---- the study --------------------------------------------------------------------------------
+
+
+def study_config(sz: dict, size: str) -> dict:
+    """Everything besides the code that determines the results (the cache key)."""
+    example = {s: finetune_phase(shifted_task(s, FREQUENCY_LADDER[0]), "lp_ft",
+                                 sz["n_train"][0], sz["lrs"][0], sz).to_config()
+               for s in SHIFTS}
+    return {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
+            "model": MODEL.to_config(), "strategies": STRATEGIES,
+            "prior_shift": PRIOR_SHIFT.to_config(), "output_offset": OUTPUT_OFFSET,
+            "frequency_ladder": list(FREQUENCY_LADDER), "error_factor": ERROR_FACTOR,
+            "pretrain": pretrain_phase(sz).to_config(), "finetune_example": example}
+
+
+def run(quick: bool = False, replicates: int | None = None, seed: int = 0,
+        **options) -> Path:
+    """Run the three shifts across replicates and save the Dataset; return its path."""
+    size = "quick" if quick else "full"
+    sz = SIZES[size]
+    return run_grid(NAME, functools.partial(replicate, study_seed=seed),
+                    {"shift": list(SHIFTS)}, quick=quick,
+                    n_replicates=replicates or sz["replicates"],
+                    config=study_config(sz, size), seed=seed, postprocess=add_measures,
+                    **options)
+
+
+# ---- derived measures -------------------------------------------------------------------------
+
+
+def measures(ds: xr.Dataset) -> xr.Dataset:
+    """Per shift, replicate, strategy and n_train: ``id_error`` (error_id weighted by the
+    fine-tuning prior), ``ood_error`` (error_source averaged over the uniform source prior), the
+    parent's (``parent_id_error``, ``parent_ood_error``), ``id_error_gain`` log₂(parent /
+    fine-tuned ID error) and ``fisher_change`` (mean over angles of log₂ FI / parent FI, per
+    layer), and the rank of each strategy's mean ID error within (shift, n_train)."""
+    ok = successful(ds)
+    w = ok["finetune_density"]
+    id_error = (ok["error_id"] * w).sum("angle") / w.sum("angle")
+    parent_id = (ok["parent_error_id"] * w).sum("angle") / w.sum("angle")
+    out = xr.Dataset({
+        "id_error": id_error,
+        "ood_error": ok["error_source"].mean("angle"),
+        "parent_id_error": parent_id,
+        "parent_ood_error": ok["parent_error_source"].mean("angle"),
+        "id_error_gain": np.log2(parent_id / id_error),
+        "fisher_change": np.log2(ok["fisher"] / ok["parent_fisher"]).mean("angle"),
+    })
+    mean_id = out["id_error"].mean("replicate")
+    out["id_error_rank"] = xr.apply_ufunc(
+        lambda v: stats.rankdata(v, axis=-1, nan_policy="omit"), mean_id,
+        input_core_dims=[["strategy"]], output_core_dims=[["strategy"]]
+    ).transpose(*mean_id.dims)
+    out["id_error"].attrs = {"units": "rad", "long_name": "in-distribution error, mean "
+                             "|θ̂ − y| under the fine-tuning prior"}
+    out["ood_error"].attrs = {"units": "rad", "long_name": "out-of-distribution error, mean "
+                              "|θ̂ − θ| on the pretraining task"}
+    out["parent_id_error"].attrs = {"units": "rad", "long_name": "the parent's ID error"}
+    out["parent_ood_error"].attrs = {"units": "rad", "long_name": "the parent's OOD error"}
+    out["id_error_gain"].attrs = {"units": "1", "long_name": "log2(parent / fine-tuned ID error)"}
+    out["fisher_change"].attrs = {"units": "1", "long_name": "mean over angles of log2(FI / "
+                                  "parent FI), on the fine-tuning stimulus"}
+    out["id_error_rank"].attrs = {"long_name": "rank of the mean ID error over replicates "
+                                  "(1 = lowest) within shift and n_train"}
+    return out
+
+
+def add_measures(ds: xr.Dataset) -> xr.Dataset:
+    """The Dataset with :func:`measures` added."""
+    return ds.assign(measures(ds).data_vars)
+
+
+def paired_ci(a: xr.DataArray, b: xr.DataArray, level: float = 0.95) -> tuple[float, float]:
+    """Mean of the paired differences a − b over replicates and its Student-t half-width."""
+    d = (a - b).dropna("replicate").values
+    if d.size < 2:
+        return float(np.mean(d)) if d.size else math.nan, math.nan
+    half = stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    return float(d.mean()), float(half)
+
+
+def summarise(ds: xr.Dataset) -> str:
+    """Per shift and n_train: every strategy's ID and OOD error (mean ± 95% CI, degrees), the
+    winner by mean ID error and its paired difference from the runner-up and from ``full``."""
+    from anglesim.plotting import mean_ci
+
+    lines = []
+    for shift in ds["shift"].values:
+        d = ds.sel(shift=shift)
+        head = f"shift {shift}"
+        if shift == "input":
+            head += f" (frequency {float(d['shift_value'].mean()):g}, chosen per replicate: " + \
+                ", ".join(f"{v:g}" for v in d["shift_value"].values) + ")"
+        lines.append(head)
+        for n in d["n_train"].values:
+            c = d.sel(n_train=n)
+            pid, pid_h = mean_ci(np.degrees(c["parent_id_error"]))
+            lines.append(f"  n_train={int(n)} (parent: ID {float(pid):.2f}±{float(pid_h):.2f}°)")
+            order = c["id_error"].mean("replicate").sortby(c["id_error"].mean("replicate"))
+            for s in order["strategy"].values:
+                m, h = mean_ci(np.degrees(c["id_error"].sel(strategy=s)))
+                om, oh = mean_ci(np.degrees(c["ood_error"].sel(strategy=s)))
+                lines.append(f"    {s:>14}: ID {float(m):6.2f}±{float(h):.2f}°  "
+                             f"OOD {float(om):6.2f}±{float(oh):.2f}°")
+            first, second = [str(s) for s in order["strategy"].values[:2]]
+            diff, half = paired_ci(np.degrees(c["id_error"].sel(strategy=first)),
+                                   np.degrees(c["id_error"].sel(strategy=second)))
+            text = (f"    winner {first}: {diff:+.2f}±{half:.2f}° vs {second} (paired)")
+            if first != "full":
+                diff, half = paired_ci(np.degrees(c["id_error"].sel(strategy=first)),
+                                       np.degrees(c["id_error"].sel(strategy="full")))
+                text += f", {diff:+.2f}±{half:.2f}° vs full"
+            lines.append(text)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from anglesim.cli import main
+
+    sys.exit(main(["run", NAME, *sys.argv[1:]]))
