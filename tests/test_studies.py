@@ -125,3 +125,69 @@ def test_adapt_loop_update_rule():
     with pytest.raises(ValueError, match="damping"):
         al.update_prior(p, fisher, damping=0.0)
     assert al.kl_divergence(new, new) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_finetune_shift_helpers(monkeypatch):
+    import math
+
+    import torch
+    import xarray as xr
+
+    from anglesim.cli import load_study
+
+    fs = load_study("finetune_shift")
+    # per-block norms: √Σ over a block's entries, NaN where a block has none
+    out = fs.block_norms(np.array([3.0, 4.0, 2.0]), ["conv1", "conv1", "fc"])
+    np.testing.assert_allclose(out, [5.0, np.nan, 2.0, np.nan])
+    # one parent per replicate: its seed ignores the condition, not the study seed
+    assert fs.parent_seed(0, 3) == fs.parent_seed(0, 3)
+    assert len({fs.parent_seed(0, 3), fs.parent_seed(0, 4), fs.parent_seed(1, 3)}) == 3
+    # every strategy gets the same step budget; n_train = 8D training images
+    sz = fs.SIZES["full"]
+    for n in sz["n_train"]:
+        ph = fs.finetune_phase(fs.shifted_task("output"), "lp_ft", n, 1e-3, sz)
+        assert ph.dataset_size * 8 == n
+        assert ph.epochs * n // sz["batch"] == sz["steps"] and ph.patience == ph.epochs
+        assert ph.strategy_params["probe_epochs"] == ph.epochs // 2
+        assert ph.task_list()[0].target_offset == math.pi / 4
+    with pytest.raises(ValueError, match="multiple of 8"):
+        fs.finetune_phase(fs.shifted_task("prior"), "full", 12, 1e-3, sz)
+    with pytest.raises(ValueError, match="shift"):
+        fs.shifted_task("label")
+    with pytest.raises(ValueError, match="frequency"):
+        fs.shifted_task("input")
+
+    # the severity rule: the first rung whose error is at least twice the source error
+    def fake_error(slope):
+        def fn(net, spec, *args, **kwargs):
+            return xr.DataArray([0.01 * (1 + slope * (spec.frequency - 4.0))], dims="angle")
+        return fn
+
+    monkeypatch.setattr(fs, "evaluate_error", fake_error(1.0))  # doubles at f = 5
+    f, errors, base, reached = fs.choose_frequency(None, sz, seed=0)
+    assert (f, reached) == (5.0, True) and base == pytest.approx(0.01)
+    assert np.isfinite(errors[:4]).all() and np.isnan(errors[4:]).all()
+    monkeypatch.setattr(fs, "evaluate_error", fake_error(0.1))  # never doubles
+    f, errors, _, reached = fs.choose_frequency(None, sz, seed=0)
+    assert (f, reached) == (fs.FREQUENCY_LADDER[-1], False) and np.isfinite(errors).all()
+
+    # the probe reads θ exactly from features that carry (cos 2θ, sin 2θ), not from noise
+    class Features:
+        def __init__(self, informative):
+            self.informative = informative
+
+        def eval(self):
+            return self
+
+        def run_blocks(self, images, stop):
+            theta = images[:, 0, 0, 0]
+            noise = torch.randn(len(theta), 6, generator=torch.Generator().manual_seed(0))
+            if not self.informative:
+                return noise
+            return torch.cat([torch.cos(2 * theta)[:, None], torch.sin(2 * theta)[:, None],
+                              0.01 * noise], 1)
+
+    theta = torch.rand(400, generator=torch.Generator().manual_seed(1)) * math.pi
+    images = theta[:, None, None, None].expand(400, 1, 2, 2)
+    assert fs.probe_error(Features(True), images, theta) < math.radians(1)
+    assert fs.probe_error(Features(False), images, theta) > math.radians(30)  # chance is 45°
