@@ -451,15 +451,30 @@ def _jacobian(
     return cols.permute(1, 2, 0)
 
 
+# Below this fraction of non-zero entries a Jacobian's Gram matrix is formed as a sparse ×
+# dense product: a convolution unit sees only a patch of pixels (the default CNN's conv1 and
+# conv2 Jacobians are about 1% and 7% non-zero), and the sparse product then beats the dense
+# one (break-even near 15%); the default CNN's propagated FI went from 0.50 to 0.36 s per angle.
+_SPARSE_GRAM_DENSITY = 0.1
+
+
+def _gram(b: torch.Tensor, rows: bool) -> torch.Tensor:
+    """BBᵀ (``rows``) or BᵀB for each image of b [C, N, P] (sparse × dense when B is sparse)."""
+    if b.device.type != "cpu" or int(torch.count_nonzero(b)) > _SPARSE_GRAM_DENSITY * b.numel():
+        return b @ b.transpose(1, 2) if rows else b.transpose(1, 2) @ b
+    factors = b if rows else b.transpose(1, 2)  # gram = M Mᵀ per image
+    return torch.stack([torch.sparse.mm(m.to_sparse(), m.T.contiguous()) for m in factors])
+
+
 def _ridge_fisher(b: torch.Tensor, u: torch.Tensor, eps: float) -> torch.Tensor:
     """J = (Bu)ᵀ(BBᵀ + ε_abs I)⁻¹(Bu), ε_abs = ε tr(BBᵀ)/N, for b [C, N, P], u [C, P]."""
     n_units, n_pix = b.shape[1], b.shape[2]
     g = torch.einsum("cnp,cp->cn", b, u)  # A ẋ
     if n_units <= n_pix:
-        gram = b @ b.transpose(1, 2)
+        gram = _gram(b, rows=True)
         left = right = g
     else:
-        gram = b.transpose(1, 2) @ b
+        gram = _gram(b, rows=False)
         left, right = u, torch.einsum("cnp,cn->cp", b, g)  # u and BᵀB u
     trace = torch.diagonal(gram, dim1=1, dim2=2).sum(1)
     dead = trace <= 0  # no unit responds to the image: A = 0, J = 0
