@@ -111,7 +111,7 @@ SIZES: dict[str, Sizes] = {
         fd_steps=(("float32", 1e-2), ("float32", 1e-3), ("float64", 1e-6)),
         curve_angles=100,
         curve_savgol=dict(n_dense=10_000, n_cov_angles=500, n_cov_samples=500, window=501),
-        curve_truth_trials=4_000, curve_fast_trials=(25, 50, 100, 200, 400, 800),
+        curve_truth_trials=2_000, curve_fast_trials=(25, 50, 100, 200, 400, 800),
         curve_train_steps=600, replicate_size="full", n_replicates=4,
         quickstart_args=(),
     ),
