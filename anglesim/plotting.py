@@ -870,7 +870,7 @@ def _fs_plain_log(ax) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
 
@@ -938,9 +938,9 @@ def plot_finetune_shift(ds: xr.Dataset) -> plt.Figure:
                            lw=0.9, label="parent (no fine-tuning)")
                 _fs_plain_log(ax)
                 ax.set_ylabel(f"{what} (deg)")
-                if row == 0 and col == 0:
-                    ax.legend(frameon=False, fontsize=7, title="fine-tuning set",
-                              title_fontsize=7)
+                if row == 1 and col == len(shifts) - 1:  # the emptiest panel: one legend
+                    ax.legend(frameon=False, fontsize=7, title="fine-tuning set (rows 1–2)",
+                              title_fontsize=7, loc="center")
                 label = _FS_SHIFT_LABELS.get(shift, shift)
                 if shift == "input" and "shift_value" in d:
                     freqs = sorted({float(v) for v in d["shift_value"].values
@@ -1014,7 +1014,7 @@ def plot_finetune_shift(ds: xr.Dataset) -> plt.Figure:
                   f"{next(letters)}  TPGM radii (dotted: full's ‖θ − θ₀‖/‖θ₀‖)",
                   reference=ds["weight_change"].sel(strategy="full")
                   if "full" in strategies else None)
-        _fs_plain_log(axes[3, 0])
+        axes[3, 0].set_ylim(bottom=0)
 
         ax = axes[3, 1]
         _fs_by_strategy(ax, ds["fisher_change"].sel(layer="output", n_train=n_max), shifts,
