@@ -282,12 +282,18 @@ def _draw_device(generator: torch.Generator | None, device: torch.device) -> tor
 
 
 def _per_image(
-    name: str, values: Any, n: int, device: torch.device, dtype: torch.dtype, positive: bool
+    name: str,
+    values: Any,
+    n: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    positive: bool | None,
 ) -> torch.Tensor:
     """Per-image stimulus values as a [N, 1, 1, 1] tensor (a scalar is broadcast to N).
 
     Raises ValueError naming ``name`` for non-numbers, a wrong shape, non-finite values, or
-    values below 0 (``positive=False``) or at most 0 (``positive=True``).
+    values below 0 (``positive=False``) or at most 0 (``positive=True``); ``positive=None``
+    admits any finite value (phases).
     """
     if not isinstance(values, torch.Tensor):
         try:
@@ -299,10 +305,12 @@ def _per_image(
         v = v.expand(n)
     if v.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},) like angles, got {tuple(v.shape)}")
-    bad = ~torch.isfinite(v) | ((v <= 0) if positive else (v < 0))
+    bad = ~torch.isfinite(v)
+    if positive is not None:
+        bad |= (v <= 0) if positive else (v < 0)
     if bool(bad.any()):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {v[bad][0].item()!r}")
+        bound = "" if positive is None else (" and > 0" if positive else " and >= 0")
+        raise ValueError(f"{name} must be finite{bound}, got {v[bad][0].item()!r}")
     return v[:, None, None, None]
 
 
@@ -347,17 +355,7 @@ def render(
     xx, yy = _grid(spec.size, spec.extent, str(dev), dt)
 
     if phases is not None:
-        if not isinstance(phases, torch.Tensor):
-            try:
-                phases = torch.as_tensor(np.asarray(phases, dtype=np.float64))
-            except (TypeError, ValueError):
-                raise ValueError(f"phases must be numbers, got {phases!r}") from None
-        phi = phases.to(device=dev, dtype=dt)
-        if phi.ndim == 0:
-            phi = phi.expand(n)
-        if phi.shape != (n,):
-            raise ValueError(f"phases must have shape ({n},) like angles, got {tuple(phi.shape)}")
-        phi = phi[:, None, None, None]
+        phi = _per_image("phases", phases, n, dev, dt, positive=None)
     elif spec.phase is not None:
         phi = spec.phase
     else:

@@ -220,6 +220,8 @@ def test_phases_argument_overrides_spec_phase():
     torch.testing.assert_close(img[1:], render_clean(theta[1:], spec.replace(phase=2.0)))
     with pytest.raises(ValueError, match="phases"):
         render(theta, spec, phases=torch.zeros(3))
+    with pytest.raises(ValueError, match="phases must be finite, got nan"):
+        render(theta, spec, phases=[0.0, float("nan")])
 
 
 def test_batch_equals_single_renders():
