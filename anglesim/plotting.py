@@ -78,13 +78,16 @@ def near_far_masks(density: xr.DataArray, near: float = np.pi / 8, far: float = 
     )
 
 
-def _band(ax, x_deg, mean, half, colour, label, log=False):
-    """Mean line with its CI band; with ``log`` the inputs are log10 values (geometric mean)."""
+def _band(ax, x_deg, mean, half, colour, label, log=False, alpha=0.25):
+    """Mean line with its CI band; with ``log`` the inputs are log10 values (geometric mean).
+
+    ``alpha`` is the band's opacity: lower it where many bands overlap.
+    """
     lo, hi = mean - half, mean + half
     if log:
         mean, lo, hi = 10.0**mean, 10.0**lo, 10.0**hi
     ax.plot(x_deg, mean, color=colour, label=label)
-    ax.fill_between(x_deg, lo, hi, color=colour, alpha=0.25, linewidth=0)
+    ax.fill_between(x_deg, lo, hi, color=colour, alpha=alpha, linewidth=0)
 
 
 def _angle_axis(ax):
@@ -186,10 +189,10 @@ def plot_quickstart(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
-def _log_band(ax, theta_deg, fi, colour, label):
+def _log_band(ax, theta_deg, fi, colour, label, alpha=0.25):
     """Geometric mean of a positive curve over replicates with its CI (log-space t interval)."""
     mean, half = mean_ci(np.log10(fi.where(fi > 0)))
-    _band(ax, theta_deg, mean, half, colour, label, log=True)
+    _band(ax, theta_deg, mean, half, colour, label, log=True, alpha=alpha)
 
 
 def _mark_angle(ax, theta: float, text: str, colour: str = "0.5") -> None:
@@ -786,11 +789,8 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
                 span = f" ({float(d['other_low']):g}–{float(d['other_high']):g})"
             ax = row[0]
             for r in regimes:
-                fi = d["fisher"].sel(regime=r, layer="output")
-                mean, half = mean_ci(np.log10(fi.where(fi > 0)))
-                ax.plot(theta_deg, 10.0**mean, color=style[r][0], label=style[r][1])
-                ax.fill_between(theta_deg, 10.0 ** (mean - half), 10.0 ** (mean + half),
-                                color=style[r][0], alpha=0.12, linewidth=0)
+                _log_band(ax, theta_deg, d["fisher"].sel(regime=r, layer="output"),
+                          style[r][0], style[r][1], alpha=0.12)
             ax.set_yscale("log")
             ax.set_ylabel("FI of θ̂ (rad⁻²)")
             _angle_axis(ax)
