@@ -635,8 +635,10 @@ def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
         ax.set_xlabel("dataset size D")
         ax.set_ylabel("mean |θ̂ − θ| over θ (deg)")
         ax.set_ylim(bottom=0)
-        ax.legend(frameon=False, fontsize=6)
-        ax.set_title("d  error", loc="left")
+        # beside the axes: the concentrated priors' points fill its upper left corner
+        ax.legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                  title="prior\n(vmκ_centre°)", title_fontsize=6)
+        ax.set_title("d  error on a uniform grid", loc="left")
         fig.suptitle(f"reference replication: {_replicate_count(ds)}", fontsize=9)
     return fig
 
