@@ -1149,6 +1149,13 @@ def _run_parallel(fn: Callable, todo: list[_Task], threads: int, forbidden: set[
                             "process, sharing torch's global thread count and generator: "
                             "start workers with one thread each (--nthreads 1) for "
                             "reproducible results; found %s", shared)
+        # loky replaces a worker whose memory grew by more than 300 MB between two tasks (a
+        # reference-MLP replicate does) and says so with a warning that blames "a too short
+        # worker timeout or a memory leak" (joblib issue #869). The replacement is deliberate
+        # and loses nothing; a worker that dies mid-task still surfaces as an error below.
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given",
+                                category=UserWarning)
         try:
             with joblib.parallel_config(**options):
                 parallel = joblib.Parallel(n_jobs=workers, return_as="generator_unordered")

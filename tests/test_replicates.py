@@ -86,6 +86,20 @@ def crashes(condition: dict, replicate: int, seed: int) -> xr.Dataset:
     return torch_default_rng(condition, replicate, seed)
 
 
+_HELD: list = []
+
+
+def grows_memory(condition: dict, replicate: int, seed: int) -> xr.Dataset:
+    """Keeps 320 MB alive in its worker from the second call on, as a long replicate's caches
+    can; loky measures a worker's size after its first task and replaces it once it has grown
+    past 300 MB, at most once a second, so each call lasts a little over a second."""
+    import time
+
+    _HELD.append(np.ones(40_000_000) if _HELD else None)  # nothing on the first call
+    time.sleep(1.1)
+    return torch_default_rng(condition, replicate, seed)
+
+
 def tiny_training(condition: dict, replicate: int, seed: int) -> xr.Dataset:
     """A few SGD steps of a tiny MLP on gratings: real float32 training, whose last bits
     depend on the torch thread count."""
@@ -282,6 +296,14 @@ def test_two_workers_match_one():
     two = run_study(torch_default_rng, grid, 2, seed=5, n_jobs=2, progress=False,
                     threads_per_worker=1)
     xr.testing.assert_identical(data_only(one), data_only(two))
+
+
+def test_a_worker_loky_replaces_for_its_memory_raises_no_warning_and_loses_nothing(recwarn):
+    pytest.importorskip("psutil")  # loky measures its workers' memory only with psutil
+    ds = run_study(grows_memory, {"kappa": [1.0, 2.0, 3.0]}, 2, seed=5, n_jobs=2,
+                   progress=False, threads_per_worker=1)
+    assert not bool(ds["failed"].any())
+    assert not [w for w in recwarn if "worker stopped" in str(w.message)]
 
 
 def test_a_killed_worker_loses_only_unfinished_replicates(caplog):
