@@ -42,7 +42,7 @@ def draw(
     Returns (images [n, 1, P, P], angles [n]).
     """
     angles = prior.sample(n, generator=generator, device=device)
-    return render(angles, spec, generator=generator), angles
+    return render(angles, spec, generator=generator, inplace=True), angles
 
 
 def stream(

@@ -402,7 +402,8 @@ def sample_responses(
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     with eval_mode(model), torch.no_grad():
         for start in range(0, theta.numel(), batch_size):
-            x = render(theta[start:start + batch_size], spec, generator, dtype=dtype)
+            x = render(theta[start:start + batch_size], spec, generator, dtype=dtype,
+                       inplace=True)
             n = x.shape[0]
             if INPUT in wanted:
                 out[INPUT].append(x.reshape(n, -1).double().cpu())

@@ -649,23 +649,26 @@ def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
 
     Panels, each against the number D_ft of fine-tuning images (log axis), whole network
     against first layer frozen, mean ± 95% CI over replicates (parents): (a) mean absolute
-    error within 22.5° of the new prior's peak, the parent's as a dotted line; (b) linear FI of
-    the output near the new peak; (c) near the old peak.
+    error within 22.5° of the new prior's peak; (b) linear FI of the output near the new peak;
+    (c) near the old peak; the parents' mean in each as a dotted line.
     """
     ds = _successful(ds).isel(shift=0)
     sizes = ds["finetune_size"].values
     modes = [str(m) for m in ds["frozen"].values]
-    new_mask = xr.DataArray(np.abs(ang.difference(ds["angle"].values, np.pi / 2)) <= np.pi / 8,
+    def near(loc):
+        return xr.DataArray(np.abs(ang.difference(ds["angle"].values, loc)) <= np.pi / 8,
                             coords={"angle": ds["angle"]})
+
+    new_mask, old_mask = near(np.pi / 2), near(0.0)
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 3, figsize=(10, 3.0), constrained_layout=True)
         panels = [
             (axes[0], np.degrees(ds["error_near_new"]), "mean |θ̂ − θ| near new peak (deg)",
              "a  error", np.degrees(ds["parent_abs_error"].where(new_mask).mean("angle"))),
             (axes[1], ds["fisher_near_new"], "linear FI near new peak (rad⁻²)",
-             "b  FI near the new peak", None),
+             "b  FI near the new peak", ds["parent_fisher"].where(new_mask).mean("angle")),
             (axes[2], ds["fisher_near_old"], "linear FI near old peak (rad⁻²)",
-             "c  FI near the old peak", None),
+             "c  FI near the old peak", ds["parent_fisher"].where(old_mask).mean("angle")),
         ]
         for ax, var, ylabel, title, parent in panels:
             for m, mode in enumerate(modes):

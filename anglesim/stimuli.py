@@ -324,6 +324,7 @@ def render(
     dtype: torch.dtype | None = None,
     contrasts: Any = None,
     frequencies: Any = None,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """Render N gratings at orientations ``angles``: tensor [N, 1, P, P] on angles' device.
 
@@ -346,6 +347,11 @@ def render(
         frequencies: per-image spatial frequencies [N] (or a scalar), > 0 cycles per image,
             overriding ``spec.frequency`` (k_i = π·frequency_i/extent); None keeps the spec's.
             Neither consumes random numbers, so with both None the output is unchanged.
+        inplace: compute in place, in about half the peak memory (a reference training set of
+            16,384 101×101 images: 2.1 instead of 4.3 GB); the same values bit for bit from
+            the same generator, but not differentiable: for angles nothing differentiates
+            (data drawn for training or sampled estimators). Refused for angles that require
+            grad; do not use it inside torch.func transforms.
     """
     if not isinstance(spec, GratingSpec):
         raise ValueError(f"spec must be a GratingSpec, got {spec!r}")
@@ -370,15 +376,25 @@ def render(
         freq = _per_image("frequencies", frequencies, n, dev, torch.float64, positive=True)
         wavenumber = (math.pi * freq / spec.extent).to(dt)  # as spec.wavenumber, in float64
 
+    if not isinstance(inplace, bool):
+        raise ValueError(f"inplace must be True or False, got {inplace!r}")
+    if inplace and any(isinstance(v, torch.Tensor) and v.requires_grad
+                       for v in (theta, phi, contrast, wavenumber)):
+        raise ValueError("inplace=True renders are not differentiable, but the angles, phases, "
+                         "contrasts or frequencies require grad; use inplace=False")
     t = ang.wrap(theta)[:, None, None, None]
-    u = yy * torch.cos(t) + xx * torch.sin(t)
-    img = contrast * torch.cos(wavenumber * u + phi)  # [N, 1, P, P]
+    if inplace:  # the same operations in the same order as below, on one buffer
+        img = yy * torch.cos(t)
+        img.add_(xx * torch.sin(t)).mul_(wavenumber).add_(phi).cos_().mul_(contrast)
+    else:
+        u = yy * torch.cos(t) + xx * torch.sin(t)
+        img = contrast * torch.cos(wavenumber * u + phi)  # [N, 1, P, P]
 
     mask = None
     if spec.aperture is not None:
         mask = _mask(spec.size, spec.extent, spec.aperture, spec.aperture_edge, str(dev), dt)
     if mask is not None and not spec.mask_after_noise:
-        img = img * mask
+        img = img.mul_(mask) if inplace else img * mask
 
     if noise:
         shape = (n, 1, spec.size, spec.size)
@@ -386,18 +402,25 @@ def render(
             g = torch.randn(shape, dtype=dt, generator=generator, device=draw_dev)
             if spec.noise_prob < 1:
                 keep = torch.rand(shape, dtype=dt, generator=generator, device=draw_dev)
-                g = g * (keep < spec.noise_prob)
-            img = img + spec.noise_std * g.to(dev)
+                if inplace:  # keep < p as 1.0 / 0.0: the same products as with a bool mask
+                    g.mul_(keep.lt_(spec.noise_prob))
+                    del keep
+                else:
+                    g = g * (keep < spec.noise_prob)
+            if inplace:
+                img.add_(g.mul_(spec.noise_std).to(dev))
+            else:
+                img = img + spec.noise_std * g.to(dev)
         if spec.shot_prob > 0:
             s = torch.rand(shape, dtype=torch.float64, generator=generator, device=draw_dev)
             s = s.to(dev)
             img = torch.where(s < 0.5 * spec.shot_prob, contrast,
                               torch.where(s < spec.shot_prob, -contrast, img))
         if spec.clamp is not None:
-            img = img.clamp(spec.clamp[0], spec.clamp[1])
+            img = (img.clamp_ if inplace else img.clamp)(spec.clamp[0], spec.clamp[1])
 
     if mask is not None and spec.mask_after_noise:
-        img = img * mask
+        img = img.mul_(mask) if inplace else img * mask
     return img
 
 

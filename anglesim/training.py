@@ -284,7 +284,7 @@ def evaluate_error(
     theta = grid.repeat(repeats)
     was_training = model.training
     model.eval()
-    images = render(theta, spec, generator=generator)
+    images = render(theta, spec, generator=generator, inplace=True)
     output = model(images, head=head)
     theta_hat = model.decode(output, model.readout_of(head))
     model.train(was_training)
@@ -331,7 +331,7 @@ def draw_varied(
         u = torch.rand(n, dtype=torch.float64, generator=generator, device=draw_device)
         values[name] = (lo + (hi - lo) * u).to(device=angles.device, dtype=angles.dtype)
     kwargs = {_RENDER_ARG[name]: v for name, v in values.items()}
-    return render(angles, spec, generator=generator, **kwargs), angles, values
+    return render(angles, spec, generator=generator, inplace=True, **kwargs), angles, values
 
 
 @torch.no_grad()
@@ -372,7 +372,8 @@ def evaluate_target_error(
     values = levels.to(device=device, dtype=theta.dtype).repeat_interleave(n_angles)
     was_training = model.training
     model.eval()
-    images = render(theta, spec, generator=generator, **{_RENDER_ARG[target]: values})
+    images = render(theta, spec, generator=generator, inplace=True,
+                    **{_RENDER_ARG[target]: values})
     output = model(images, head=head)[:, 0]
     model.train(was_training)
     scale = (high - low) / math.sqrt(12.0)

@@ -199,6 +199,37 @@ def test_seeded_determinism_and_seed_dependence():
     assert torch.equal(a, d)  # the global RNG plays no part
 
 
+@pytest.mark.parametrize("spec", [
+    GratingSpec.reference().replace(size=33),
+    SMALL.replace(phase=None, noise_std=0.3, noise_prob=0.5, shot_prob=0.1, clamp=(-1.0, 1.0)),
+    SMALL.replace(noise_std=1.0, mask_after_noise=True),
+    SMALL.replace(aperture=None, noise_std=0.0),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("per_image", [False, True])
+def test_inplace_render_is_bit_identical(spec, dtype, per_image):
+    theta = torch.rand(37, generator=gen(1), dtype=dtype) * 4.0 - 0.5
+    kw = {}
+    if per_image:
+        kw = {"contrasts": torch.rand(37, generator=gen(2)),
+              "frequencies": 2.0 + torch.rand(37, generator=gen(3)),
+              "phases": torch.rand(37, generator=gen(4)) * 6.0}
+    a = render(theta, spec, gen(5), dtype=dtype, **kw)
+    b = render(theta, spec, gen(5), dtype=dtype, inplace=True, **kw)
+    assert torch.equal(a, b)
+    c = render(theta, spec, gen(5), dtype=dtype, noise=False, **kw)
+    d = render(theta, spec, gen(5), dtype=dtype, noise=False, inplace=True, **kw)
+    assert torch.equal(c, d)
+
+
+def test_inplace_render_refuses_differentiable_inputs():
+    theta = torch.tensor([0.3, 1.0], requires_grad=True)
+    with pytest.raises(ValueError, match="inplace=True renders are not differentiable"):
+        render(theta, SMALL, gen(0), inplace=True)
+    with pytest.raises(ValueError, match="inplace must be True or False, got 1"):
+        render(theta.detach(), SMALL, gen(0), inplace=1)
+
+
 def test_random_phase_differs_per_image_and_follows_generator():
     spec = SMALL.replace(phase=None, aperture=None)
     theta = torch.full((6,), 0.5)
