@@ -649,8 +649,8 @@ def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
 
     Panels, each against the number D_ft of fine-tuning images (log axis), whole network
     against first layer frozen, mean ± 95% CI over replicates (parents): (a) mean absolute
-    error within 22.5° of the new prior's peak; (b) linear FI of the output near the new peak;
-    (c) near the old peak; the parents' mean in each as a dotted line.
+    error within 22.5° of the new prior's peak (log axis); (b) linear FI of the output near the
+    new peak (log axis); (c) near the old peak; the parents' mean in each as a dotted line.
     """
     ds = _successful(ds).isel(shift=0)
     sizes = ds["finetune_size"].values
@@ -664,13 +664,16 @@ def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
         fig, axes = plt.subplots(1, 3, figsize=(10, 3.0), constrained_layout=True)
         panels = [
             (axes[0], np.degrees(ds["error_near_new"]), "mean |θ̂ − θ| near new peak (deg)",
-             "a  error", np.degrees(ds["parent_abs_error"].where(new_mask).mean("angle"))),
+             "a  error", np.degrees(ds["parent_abs_error"].where(new_mask).mean("angle")), True),
             (axes[1], ds["fisher_near_new"], "linear FI near new peak (rad⁻²)",
-             "b  FI near the new peak", ds["parent_fisher"].where(new_mask).mean("angle")),
+             "b  FI near the new peak", ds["parent_fisher"].where(new_mask).mean("angle"), True),
             (axes[2], ds["fisher_near_old"], "linear FI near old peak (rad⁻²)",
-             "c  FI near the old peak", ds["parent_fisher"].where(old_mask).mean("angle")),
+             "c  FI near the old peak", ds["parent_fisher"].where(old_mask).mean("angle"), False),
         ]
-        for ax, var, ylabel, title, parent in panels:
+        # a and b span two orders of magnitude (the parent against the fine-tuned networks)
+        for ax, var, ylabel, title, parent, log in panels:
+            if log:
+                ax.set_yscale("log")
             for m, mode in enumerate(modes):
                 mean, half = mean_ci(var.sel(frozen=mode))
                 label = "whole network" if mode == "none" else f"{mode} frozen"
@@ -684,8 +687,10 @@ def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
             ax.set_xlim(sizes.min() / 1.4, sizes.max() * 1.4)
             ax.set_xlabel("fine-tuning images D_ft")
             ax.set_ylabel(ylabel)
-            ax.legend(frameon=False, fontsize=7)
             ax.set_title(title, loc="left")
+        # one legend under the panels: inside, it hid the parents' lines or the points
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3,
+                   frameon=False, fontsize=7)
         fig.suptitle(f"fine-tuning data size: {_replicate_count(ds)}", fontsize=9)
     return fig
 
