@@ -374,6 +374,10 @@ def bench_render(ctx: Context) -> None:
         t = race({
             "render": lambda spec=spec, angles=angles, gen=gen: render(angles, spec, gen),
             "render_clean": lambda spec=spec, angles=angles: render(angles, spec, noise=False),
+            "render_inplace": lambda spec=spec, angles=angles, gen=gen: render(
+                angles, spec, gen, inplace=True),
+            "render_clean_inplace": lambda spec=spec, angles=angles: render(
+                angles, spec, noise=False, inplace=True),
             "numpy": lambda spec=spec, a=angles_np, rng=rng: numpy_render(a, spec, rng),
             "numpy_clean": lambda spec=spec, a=angles_np: numpy_render(a, spec, None, False),
             "noise_draw": lambda buf=buf, gen=gen: torch.randn(buf.shape, generator=gen),
@@ -382,8 +386,11 @@ def bench_render(ctx: Context) -> None:
         label = f"{size}×{size}"
         details[label] = {"seconds_per_batch": t, "batch": n, "clean_max_difference": mismatch,
                           "bytes": buf.numel() * 4}
+        # in place is what training data and the sampled estimators use (same images)
         for kind, ours, base in (("noisy", "render", "numpy"),
-                                 ("clean", "render_clean", "numpy_clean")):
+                                 ("noisy, in place", "render_inplace", "numpy"),
+                                 ("clean", "render_clean", "numpy_clean"),
+                                 ("clean, in place", "render_clean_inplace", "numpy_clean")):
             ctx.add("render", f"{label} {kind}: anglesim.render", n / t[ours], "img/s")
             ctx.add("render", f"{label} {kind}: per-image NumPy baseline", n / t[base], "img/s")
             ctx.add("render", f"{label} {kind}: speed-up over NumPy", t[base] / t[ours], "×",

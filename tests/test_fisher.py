@@ -187,6 +187,41 @@ def test_thousand_units_on_a_64px_image_with_small_chunks():
     assert (fi.sel(layer="fc") <= fi.sel(layer="input") * (1 + 1e-4)).all()
 
 
+_PEAK_PROBE = """
+import math, resource, sys, torch
+sys.path.insert(0, {tests!r})
+from test_fisher import linear_net
+from anglesim.fisher import propagated_fisher
+from anglesim.stimuli import GratingSpec
+n = int(sys.argv[1])
+w = torch.randn(1000, 64 * 64, generator=torch.Generator().manual_seed(5)) / 64
+net = linear_net(w)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+propagated_fisher(net, GratingSpec(size=64, frequency=4.0, noise_std=1.0),
+                  torch.arange(n) * math.pi / n, layers=["input", "fc"], chunk_size=2)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_peak_memory_does_not_grow_with_the_number_of_angles():
+    """One 1000 × 4096 float64 Jacobian is 33 MB: holding every angle's would add 330 MB going
+    from 2 to 12 angles. Each count runs in a fresh process, whose peak RSS growth is read."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("resource")  # POSIX only
+    code = _PEAK_PROBE.format(tests=str(Path(__file__).parent))
+
+    def growth(n: int) -> int:
+        out = subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True,
+                             text=True, check=True)
+        return int(out.stdout.strip().splitlines()[-1])
+
+    few, many = growth(2), growth(12)
+    assert many < few + 100 * 2**20, (few, many)
+
+
 def test_noise_variance_map_is_used_per_pixel():
     spec = small_spec(mask_after_noise=True)
     var = spec.noise_variance_map().double().reshape(-1)
