@@ -416,9 +416,12 @@ def matmul_peak(n: int, rounds: int, min_seconds: float) -> float:
     return 2 * n**3 / t
 
 
-def _train_step(model: torch.nn.Module, images: torch.Tensor, theta: torch.Tensor,
-                loss_name: str = "cosine") -> Callable[[], float]:
-    """One Adam step of ``model`` on a fixed batch, as :func:`anglesim.training.train` does."""
+def _train_step(model: torch.nn.Module, images: torch.Tensor | None, theta: torch.Tensor | None,
+                loss_name: str = "cosine",
+                batches: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                ) -> Callable[[], float]:
+    """One Adam step of ``model``, as :func:`anglesim.training.train` does: on the fixed batch
+    (``images``, ``theta``), or on a batch drawn by ``batches()`` at every step."""
     from .losses import get_loss
 
     loss_fn = get_loss(loss_name, model.readout)
@@ -426,7 +429,8 @@ def _train_step(model: torch.nn.Module, images: torch.Tensor, theta: torch.Tenso
     model.train()
 
     def step() -> float:
-        loss = loss_fn(model(images), theta)
+        x, t = (images, theta) if batches is None else batches()
+        loss = loss_fn(model(x), t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -501,22 +505,9 @@ def _train_step_with_draw(model: torch.nn.Module, spec: Any, batch: int,
     on the fly does."""
     from .data import draw
     from .distributions import Uniform
-    from .losses import get_loss
 
-    loss_fn = get_loss("cosine", model.readout)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     prior = Uniform()
-    model.train()
-
-    def step() -> float:
-        images, theta = draw(prior, spec, batch, gen)
-        loss = loss_fn(model(images), theta)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
-
-    return step
+    return _train_step(model, None, None, batches=lambda: draw(prior, spec, batch, gen))
 
 
 # --------------------------------------------------------------------------------------------
