@@ -702,7 +702,9 @@ def save_figure(fig: plt.Figure, stem: str | Path, formats: tuple[str, ...] = ("
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, bbox_inches="tight")
+        # no creation date in PDFs, so that redrawing an unchanged Dataset leaves the file as it was
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
+        fig.savefig(path, bbox_inches="tight", metadata=metadata)
         paths.append(path)
     plt.close(fig)
     return paths
