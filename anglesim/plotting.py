@@ -96,6 +96,11 @@ def _angle_axis(ax):
     ax.set_xlabel("orientation θ (deg)")
 
 
+def _fi_vs_angle_axis(ax):
+    """Log FI of the decoded angle against orientation: the axes of every FI-curve panel."""
+    _fi_vs_angle_axis(ax)
+
+
 def successful(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` with failed replicates' values set to NaN.
 
@@ -232,10 +237,8 @@ def plot_prior_specialisation(ds: xr.Dataset) -> plt.Figure:
         for i, kappa in enumerate(kappas):
             _log_band(ax, theta_deg, fi.sel(kappa=kappa, stage="first"),
                       PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)], f"κ = {kappa:g}")
-        ax.set_yscale("log")
-        ax.set_ylabel("FI of θ̂ (rad⁻²)")
         _mark_angle(ax, loc_a, "A")
-        _angle_axis(ax)
+        _fi_vs_angle_axis(ax)
         ax.legend(frameon=False)
         ax.set_title("a  after training on A", loc="left", pad=12)
 
@@ -258,11 +261,9 @@ def plot_prior_specialisation(ds: xr.Dataset) -> plt.Figure:
                                             ("control", "B only (control)")]):
             _log_band(ax, theta_deg, fi.sel(kappa=kappa, stage=stage), PHASE_COLOURS[i],
                       label)
-        ax.set_yscale("log")
-        ax.set_ylabel("FI of θ̂ (rad⁻²)")
         _mark_angle(ax, loc_a, "A")
         _mark_angle(ax, loc_b, "B")
-        _angle_axis(ax)
+        _fi_vs_angle_axis(ax)
         ax.legend(frameon=False)
         ax.set_title(f"c  after B (κ = {kappa:g})", loc="left", pad=12)
 
@@ -478,9 +479,7 @@ def plot_model_choices(ds: xr.Dataset) -> plt.Figure:
         for colour, nl in zip(colours, nls, strict=True):
             fi = stream["fisher"].sel(layer="output", nonlinearity=nl, readout=readouts[0])
             _log_band(ax, theta_deg, fi, colour, nl)
-        ax.set_yscale("log")
-        ax.set_ylabel("FI of θ̂ (rad⁻²)")
-        _angle_axis(ax)
+        _fi_vs_angle_axis(ax)
         ax.legend(frameon=False, fontsize=7)
         ax.set_title(f"a  FI, {readouts[0]} readout", loc="left")
 
@@ -545,9 +544,7 @@ def plot_adapt_loop(ds: xr.Dataset) -> plt.Figure:
         ax = axes[1]
         for colour, r in zip(colours, rounds, strict=True):
             _log_band(ax, theta_deg, first["fisher"].sel(round=r), colour, f"round {int(r)}")
-        ax.set_yscale("log")
-        ax.set_ylabel("FI of θ̂ (rad⁻²)")
-        _angle_axis(ax)
+        _fi_vs_angle_axis(ax)
         ax.set_title(f"b  FI ({modes[0]})", loc="left")
 
         for ax, var, label, letter in [
@@ -803,9 +800,7 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
             for r in regimes:
                 _log_band(ax, theta_deg, d["fisher"].sel(regime=r, layer="output"),
                           style[r][0], style[r][1], alpha=0.12)
-            ax.set_yscale("log")
-            ax.set_ylabel("FI of θ̂ (rad⁻²)")
-            _angle_axis(ax)
+            _fi_vs_angle_axis(ax)
             ax.legend(frameon=False, fontsize=7)
             ax.set_title(f"a  other task: {other}{span}; FI at the output", loc="left")
 
@@ -1051,9 +1046,7 @@ def plot_finetune_shift(ds: xr.Dataset) -> plt.Figure:
                 _log_band(ax, theta_deg, d["fisher"].sel(strategy=s, n_train=n_max,
                                                          layer="output"),
                           s_colours[s], s + (" (lowest ID error)" if s == best else ""))
-            ax.set_yscale("log")
-            ax.set_ylabel("FI of θ̂ (rad⁻²)")
-            _angle_axis(ax)
+            _fi_vs_angle_axis(ax)
             ax.legend(frameon=False, fontsize=7)
             ax.set_title(f"{letter}  FI curves, {shift} shift (n = {n_max})", loc="left")
         fig.suptitle(f"fine-tuning under shift: {_replicate_count(ds)}; each strategy at the "
