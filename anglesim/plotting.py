@@ -98,7 +98,9 @@ def _angle_axis(ax):
 
 def _fi_vs_angle_axis(ax):
     """Log FI of the decoded angle against orientation: the axes of every FI-curve panel."""
-    _fi_vs_angle_axis(ax)
+    ax.set_yscale("log")
+    ax.set_ylabel("FI of θ̂ (rad⁻²)")
+    _angle_axis(ax)
 
 
 def successful(ds: xr.Dataset) -> xr.Dataset:
