@@ -416,12 +416,10 @@ def matmul_peak(n: int, rounds: int, min_seconds: float) -> float:
     return 2 * n**3 / t
 
 
-def _train_step(model: torch.nn.Module, images: torch.Tensor | None, theta: torch.Tensor | None,
-                loss_name: str = "cosine",
-                batches: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
-                ) -> Callable[[], float]:
-    """One Adam step of ``model``, as :func:`anglesim.training.train` does: on the fixed batch
-    (``images``, ``theta``), or on a batch drawn by ``batches()`` at every step."""
+def _train_step(model: torch.nn.Module, batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                loss_name: str = "cosine") -> Callable[[], float]:
+    """One Adam step of ``model`` on the (images, angles) that ``batch()`` returns, as
+    :func:`anglesim.training.train` does (a fixed batch: ``lambda: (images, theta)``)."""
     from .losses import get_loss
 
     loss_fn = get_loss(loss_name, model.readout)
@@ -429,8 +427,8 @@ def _train_step(model: torch.nn.Module, images: torch.Tensor | None, theta: torc
     model.train()
 
     def step() -> float:
-        x, t = (images, theta) if batches is None else batches()
-        loss = loss_fn(model(x), t)
+        images, theta = batch()
+        loss = loss_fn(model(images), theta)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -470,8 +468,8 @@ def bench_train(ctx: Context) -> None:
     flops = count_flops(model, images, theta)
     a, b = torch.randn(sz.matmul_n, sz.matmul_n), torch.randn(sz.matmul_n, sz.matmul_n)
     c = torch.empty(sz.matmul_n, sz.matmul_n)
-    step = _train_step(model, images, theta)
-    step_nchw = _train_step(nchw, images, theta)
+    step = _train_step(model, lambda: (images, theta))
+    step_nchw = _train_step(nchw, lambda: (images, theta))
     draw_gen = torch.Generator().manual_seed(1)
     with_draw_model = copy.deepcopy(model)
     with_draw = _train_step_with_draw(with_draw_model, common.SPEC, sz.train_batch, draw_gen)
@@ -507,7 +505,7 @@ def _train_step_with_draw(model: torch.nn.Module, spec: Any, batch: int,
     from .distributions import Uniform
 
     prior = Uniform()
-    return _train_step(model, None, None, batches=lambda: draw(prior, spec, batch, gen))
+    return _train_step(model, lambda: draw(prior, spec, batch, gen))
 
 
 # --------------------------------------------------------------------------------------------
