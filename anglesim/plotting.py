@@ -654,20 +654,15 @@ def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
     ds = _successful(ds).isel(shift=0)
     sizes = ds["finetune_size"].values
     modes = [str(m) for m in ds["frozen"].values]
-    def near(loc):
-        return xr.DataArray(np.abs(ang.difference(ds["angle"].values, loc)) <= np.pi / 8,
-                            coords={"angle": ds["angle"]})
-
-    new_mask, old_mask = near(np.pi / 2), near(0.0)
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 3, figsize=(10, 3.0), constrained_layout=True)
         panels = [
             (axes[0], np.degrees(ds["error_near_new"]), "mean |θ̂ − θ| near new peak (deg)",
-             "a  error", np.degrees(ds["parent_abs_error"].where(new_mask).mean("angle")), True),
+             "a  error", np.degrees(ds["parent_error_near_new"]), True),
             (axes[1], ds["fisher_near_new"], "linear FI near new peak (rad⁻²)",
-             "b  FI near the new peak", ds["parent_fisher"].where(new_mask).mean("angle"), True),
+             "b  FI near the new peak", ds["parent_fisher_near_new"], True),
             (axes[2], ds["fisher_near_old"], "linear FI near old peak (rad⁻²)",
-             "c  FI near the old peak", ds["parent_fisher"].where(old_mask).mean("angle"), False),
+             "c  FI near the old peak", ds["parent_fisher_near_old"], False),
         ]
         # a and b span two orders of magnitude (the parent against the fine-tuned networks)
         for ax, var, ylabel, title, parent, log in panels:

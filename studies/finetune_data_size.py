@@ -94,15 +94,18 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
 
 
 def shift(ds: xr.Dataset, near: float = math.pi / 8) -> xr.Dataset:
-    """Mean FI near the new and the old peak and mean error, per D_ft, mode and replicate."""
+    """Mean FI and mean error near the new and the old peak, per D_ft, mode and replicate,
+    and the parents' (``parent_fisher_near_new`` …) for comparison."""
     ok = successful(ds)
     out = {}
     for name, prior in (("new", NEW), ("old", OLD)):
         loc = prior.to_config()["loc"]
         mask = xr.DataArray(np.abs(ang.difference(ok["angle"].values, loc)) <= near,
                             coords={"angle": ok["angle"]})
-        out[f"fisher_near_{name}"] = ok["fisher"].where(mask).mean("angle")
-        out[f"error_near_{name}"] = ok["abs_error"].where(mask).mean("angle")
+        for prefix in ("", "parent_"):
+            out[f"{prefix}fisher_near_{name}"] = ok[f"{prefix}fisher"].where(mask).mean("angle")
+            out[f"{prefix}error_near_{name}"] = (ok[f"{prefix}abs_error"].where(mask)
+                                                 .mean("angle"))
     return xr.Dataset(out)
 
 
