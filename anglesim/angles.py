@@ -63,3 +63,38 @@ def circular_variance(theta: ArrayLike, axis: int = -1) -> ArrayLike:
     theta = np.asarray(theta)
     r = np.hypot(np.cos(2 * theta).mean(axis), np.sin(2 * theta).mean(axis))
     return -np.log(np.maximum(r, 1e-12)) / 2
+
+
+BOUNDARY_TOL = 1e-9
+"""Angles within this many radians of a region's boundary count as on it (inside), so that
+whether "beyond 45°" includes a grid angle at exactly 45° is decided by the rule, not by the
+rounding of π/4."""
+
+
+def near_far(theta: ArrayLike, centre: float, near: float = math.pi / 8,
+             far: float = math.pi / 4) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of ``theta``: within ``near`` of ``centre``, and ``far`` or more from it.
+
+    One boundary rule for every analysis: distance |θ − centre| (wrapped at π) ``<= near`` is
+    near and ``>= far`` is far, both up to :data:`BOUNDARY_TOL`. The defaults (22.5° and 45°)
+    are the quickstart's "near the fine-tuning prior's peak" and "far from it".
+    """
+    if not 0 <= near <= far <= math.pi / 2:
+        raise ValueError(f"near and far must satisfy 0 <= near <= far <= pi/2, got "
+                         f"near={near!r}, far={far!r}")
+    dist = np.abs(difference(np.asarray(theta, dtype=np.float64), float(centre)))
+    return dist <= near + BOUNDARY_TOL, dist >= far - BOUNDARY_TOL
+
+
+def near_far_masks(density, near: float = math.pi / 8, far: float = math.pi / 4):
+    """:func:`near_far` around the peak of ``density`` (a DataArray over ``angle``).
+
+    Returns two boolean DataArrays over ``angle``.
+    """
+    import xarray as xr
+
+    theta = density["angle"]
+    peak = float(theta[int(density.argmax("angle"))])
+    is_near, is_far = near_far(theta.values, peak, near, far)
+    return (xr.DataArray(is_near, dims="angle", coords={"angle": theta}),
+            xr.DataArray(is_far, dims="angle", coords={"angle": theta}))

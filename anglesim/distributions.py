@@ -33,7 +33,7 @@ import torch
 from scipy.special import i0e
 
 from . import angles as ang
-from ._checks import real as _real
+from .validation import real as _real
 
 PI = ang.PERIOD
 

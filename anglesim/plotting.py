@@ -18,9 +18,9 @@ matplotlib.use("Agg")  # figures are files; never open a window (CI, clusters)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
-from scipy import stats  # noqa: E402
 
-from . import angles as ang  # noqa: E402
+from .angles import near_far_masks  # noqa: E402, F401  (used by studies)
+from .stats import mean_ci  # noqa: E402
 
 STYLE = {
     "figure.dpi": 110,
@@ -48,34 +48,6 @@ def register_figure(study: str):
         return fn
 
     return deco
-
-
-def mean_ci(da: xr.DataArray, dim: str = "replicate", level: float = 0.95):
-    """Mean over ``dim`` and the half-width of its Student-t confidence interval (NaN-aware).
-
-    With one valid replicate the half-width is 0 (no band is drawn).
-    """
-    mean = da.mean(dim, skipna=True)
-    n = da.count(dim)
-    sem = da.std(dim, ddof=1, skipna=True) / np.sqrt(n)
-    t = xr.apply_ufunc(lambda k: stats.t.ppf(0.5 + level / 2, np.maximum(k - 1, 1)), n)
-    half = (t * sem).where(n > 1, 0.0)
-    return mean, half
-
-
-def near_far_masks(density: xr.DataArray, near: float = np.pi / 8, far: float = np.pi / 4):
-    """Boolean masks over ``angle``: within ``near`` of the density's peak, and beyond ``far``.
-
-    Distances wrap at π. The defaults (22.5° and 45°) are the quickstart's definition of
-    "near the fine-tuning prior's peak" and "far from it".
-    """
-    theta = density["angle"]
-    peak = float(theta[int(density.argmax("angle"))])
-    dist = np.abs(ang.difference(theta.values, peak))
-    return (
-        xr.DataArray(dist <= near, dims="angle", coords={"angle": theta}),
-        xr.DataArray(dist >= far, dims="angle", coords={"angle": theta}),
-    )
 
 
 def _band(ax, x_deg, mean, half, colour, label, log=False, alpha=0.25):

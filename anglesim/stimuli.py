@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from . import angles as ang
-from ._checks import real as _real
+from .validation import real as _real
 
 __all__ = ["GratingSpec", "render", "render_clean"]
 

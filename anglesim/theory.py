@@ -28,7 +28,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from ._checks import real
+from .validation import real
 
 __all__ = [
     "ExponentFit",

@@ -1,0 +1,96 @@
+"""The shared argument checks and the named seed streams."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from anglesim import seeding
+from anglesim import validation as check
+from anglesim.angles import near_far
+
+
+@pytest.mark.parametrize("value", [3, np.int64(3), np.int32(3), np.uint8(3)])
+def test_integer_accepts_numpy_integers(value):
+    assert check.integer("epochs", value, minimum=1) == 3
+
+
+@pytest.mark.parametrize("value", [True, 3.0, "3", None, np.float64(3.0)])
+def test_integer_refuses_non_integers_naming_parameter_and_value(value):
+    with pytest.raises(ValueError, match=r"^epochs must be an integer.*got"):
+        check.integer("epochs", value)
+
+
+def test_integer_bounds():
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
+        check.integer("epochs", 0, minimum=1)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, np.float32("nan"), "0.1",
+                                   True, None])
+def test_real_refuses_nan_inf_strings_bools(value):
+    with pytest.raises(ValueError, match=r"^lr must be a"):
+        check.real("lr", value)
+
+
+def test_real_bounds_open_and_closed():
+    assert check.real("lr", np.float32(0.5), minimum=0, min_open=True) == 0.5
+    with pytest.raises(ValueError, match="lr must be > 0, got 0"):
+        check.real("lr", 0, minimum=0, min_open=True)
+    assert check.real("x", 0, minimum=0) == 0
+    with pytest.raises(ValueError, match="x must be <= 1"):
+        check.real("x", 1.5, maximum=1)
+    assert check.real("x", math.inf, minimum=0, finite=False) == math.inf
+
+
+def test_choice_bool_text_and_names():
+    assert check.choice("noise_at", "input", ["input", "output"]) == "input"
+    with pytest.raises(ValueError, match="noise_at must be one of 'input', 'output', got 'x'"):
+        check.choice("noise_at", "x", ["input", "output"])
+    with pytest.raises(ValueError, match="flag must be True or False, got 1"):
+        check.boolean("flag", 1)
+    with pytest.raises(ValueError, match="trainable must be a list of names"):
+        check.name_list("trainable", "fc1")
+    assert check.name_list("trainable", ("fc1", "fc2")) == ["fc1", "fc2"]
+    with pytest.raises(ValueError, match=r"trainable\[1\] must be a non-empty string"):
+        check.name_list("trainable", ["fc1", 3])
+
+
+def test_finite_array():
+    assert check.finite_array("x", torch.ones(3)).shape == (3,)
+    with pytest.raises(ValueError, match="x must be finite everywhere, got '1 NaN"):
+        check.finite_array("x", [1.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match="x must be a 2-d array"):
+        check.finite_array("x", [1.0], ndim=2)
+
+
+def test_streams_are_reproducible_distinct_and_validated():
+    a = seeding.stream_seed(7, "init")
+    assert a == seeding.stream_seed(np.int64(7), "init")
+    names = {seeding.stream_seed(7, n) for n in seeding.STREAMS}
+    assert len(names) == len(seeding.STREAMS)
+    assert seeding.stream_seed(7, "data", 0) != seeding.stream_seed(7, "data", 1)
+    assert seeding.stream_seed(7, "init") != seeding.stream_seed(8, "init")
+    assert 0 <= a < 2**63
+    g1 = seeding.torch_generator(7, "eval")
+    g2 = seeding.torch_generator(7, "eval")
+    assert torch.equal(torch.rand(5, generator=g1), torch.rand(5, generator=g2))
+    x = seeding.numpy_generator(7, "eval").random(1000)
+    y = seeding.numpy_generator(7, "data").random(1000)
+    assert abs(np.corrcoef(x, y)[0, 1]) < 0.15
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        seeding.stream_seed(-1, "init")
+    with pytest.raises(ValueError, match="name must be a non-empty string"):
+        seeding.stream_seed(1, "")
+
+
+def test_near_far_one_boundary_rule():
+    theta = np.deg2rad(np.arange(0, 180, 3.75))
+    near, far = near_far(theta, np.pi / 2)
+    dist = np.abs((np.rad2deg(theta) - 90 + 90) % 180 - 90)
+    np.testing.assert_array_equal(near, dist <= 22.5 + 1e-6)
+    np.testing.assert_array_equal(far, dist >= 45 - 1e-6)
+    assert far[np.isclose(dist, 45)].all()  # exactly 45° away counts as beyond 45°
+    with pytest.raises(ValueError, match="near and far"):
+        near_far(theta, 0.0, near=1.0, far=0.5)
