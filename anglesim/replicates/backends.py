@@ -255,9 +255,12 @@ def _collect(executor: Any, fn: Callable, todo: list[_Task], settings: _Settings
             except Exception as exc:
                 outcome = _not_run(task, exc)
             record(outcome)
-    finally:
+    except BaseException as exc:  # record stopped the study (a full disk), or Ctrl-C
         for future in futures:
-            future.cancel()  # only those not yet started: after an exception in record
+            future.cancel()  # those not yet started
+        if not isinstance(exc, KeyboardInterrupt):
+            wait(list(futures))  # the running ones finish (and store) before the study ends
+        raise
     lost.sort(key=lambda item: item[0].index)
     return lost
 
