@@ -11,7 +11,8 @@ and ``replicate``.
   derived with :class:`numpy.random.SeedSequence`, so results depend neither on the number of
   workers, nor on the backend, nor on the order in which tasks finish, nor on the other
   conditions in the grid (extending or reordering a grid keeps every existing condition's seeds
-  and cached files).
+  and cached files). Axes named in ``pair_axes`` are left out of ``c`` there: conditions that
+  differ only in them share their replicates' seeds (one parent, many treatments).
 * Determinism: each task runs with a fixed torch thread count (``threads_per_worker``, 1 by
   default) and torch's global generator seeded with the replicate's seed, so on a CPU the same
   study seed gives bit-identical results whatever ``n_jobs`` and backend. (A different thread
@@ -24,13 +25,20 @@ and ``replicate``.
 * Cache: with ``cache_dir`` each finished replicate is written to its own netCDF file as soon
   as it is done (to a temporary name, flushed, then renamed; with a checksum of its data and the
   hash of everything that determined it), so a study killed at any moment resumes where it
-  stopped. A cached file that is truncated, corrupted (checksum), or was made by another config,
-  seed or anglesim version is reported (a :class:`CacheWarning` and the study log) and
-  recomputed, never merged; a corrupted file is kept aside as ``<file>.corrupt``.
+  stopped. A cached file that is truncated, corrupted (checksum of data, coordinates and
+  attributes), written with an older checksum, or made by another config, seed, code_version or
+  anglesim version is reported (a :class:`CacheWarning` and the study log) and recomputed,
+  never merged; a corrupted file is kept aside as ``<file>.corrupt``. Each replicate being
+  computed holds a lock, so a second run on the same cache computes only the others and waits
+  for those. Free space is checked before computing; a cache file that cannot be written stops
+  the study (:class:`CacheFullError`) with everything cached so far kept.
 * Failures: an exception in ``fn`` (training raises ``FloatingPointError`` when a loss becomes
-  NaN) marks that replicate as failed (NaN-filled) without stopping the others; its condition,
-  seed, message and traceback go to the Dataset's failure table (:func:`failure_table`) and,
-  with a cache, to a ``.failed.json`` record that later runs reuse unless ``retry_failed``.
+  NaN), a NaN or inf in its result (outside the variables of ``allow_nan``), or the death of
+  the worker process computing it (with the signal or exit code) marks that replicate as failed
+  (NaN-filled) without stopping the others; its condition, seed, message and traceback go to
+  the Dataset's failure table (:func:`failure_table`) and, with a cache, to a ``.failed.json``
+  record that later runs reuse unless ``retry_failed``. Workers end when the study process
+  dies.
 * Progress and logs: a progress bar counts replicates done, failed and cached, with an ETA from
   the replicates computed in this run; with a cache, every run appends to one log file per
   study, ``<cache_dir>/<name>/study.log``. :func:`study_status` reports what is cached, failed
