@@ -433,6 +433,21 @@ def test_a_second_run_on_the_same_cache_computes_nothing_twice(tmp_path):
     assert len(said) == 1 and "pid " in said[0]
 
 
+@needs_h5py
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_locks_are_taken_in_rounds_of_bounded_size(tmp_path, monkeypatch, n_jobs):
+    """Each held lock is an open file: a big study takes them a few hundred at a time."""
+    monkeypatch.setattr("anglesim.replicates.run.MAX_LOCKS", 2)
+    log = tmp_path / "log"
+    log.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        ds = run_study(functools.partial(counted, log_dir=str(log)), {"kappa": [1.0, 2.0]}, 5,
+                       cache_dir=tmp_path / "c", name="s", progress=False, n_jobs=n_jobs)
+    assert calls(log) == 10 and not ds["failed"].any()
+    assert len(cached_files(tmp_path / "c" / "s")) == 10
+
+
 # the study process killed ----------------------------------------------------------------------
 
 

@@ -249,6 +249,10 @@ class _Options:
 LOCK_POLL_SECONDS = 0.5
 """How often a run waiting for replicates another run holds looks at their locks."""
 
+MAX_LOCKS = 256
+"""At most this many replicates (or 4 × workers, if more) are locked and run per round, since
+each held lock is an open file (the usual limit is 1,024 per process)."""
+
 
 def _log_path_attr(log: _StudyLog, cache_dir: Path | None) -> str:
     """The log's path relative to the results folder (the folder holding cache_dir)."""
@@ -401,21 +405,25 @@ def _compute(opts: _Options, todo: list[_Task], settings: _Settings, workers: in
     cache = opts.cache
     pending = list(todo)
     announced = False
-    first = True
+    waited: set[int] = set()  # replicates found locked by another run
     while pending:
         mine: list[_Task] = []
         busy: list[_Task] = []
         problems: list[tuple[str, Path, str]] = []
+        later: list[_Task] = []
         for task in pending:
             if cache is None:
                 mine.append(task)
+                continue
+            if len(mine) >= max(MAX_LOCKS, 4 * workers):
+                later.append(task)  # one open file per lock: take the rest next round
                 continue
             lock = _try_lock(cache, task)
             if lock is None:
                 busy.append(task)
                 continue
             stored = _from_cache(task, cache, opts.retry_failed, problems) \
-                if not first or _written_since(cache, task, scanned) else None
+                if task.index in waited or _written_since(cache, task, scanned) else None
             if stored is not None:  # another run finished it since the scan
                 lock.release()
                 record(stored)
@@ -433,8 +441,8 @@ def _compute(opts: _Options, todo: list[_Task], settings: _Settings, workers: in
             _run_tasks(opts, mine, settings, workers, record, log)
         elif busy:
             time.sleep(LOCK_POLL_SECONDS)
-        pending = busy
-        first = False
+        pending = later + busy
+        waited.update(task.index for task in busy)
 
 
 def _written_since(cache: Path, task: _Task, since: float) -> bool:
