@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -98,6 +99,22 @@ def test_allow_nan_keeps_the_named_variables_values():
     assert np.isfinite(ds["fisher"].sel(kappa=1.0)).all()
     with pytest.raises(ValueError, match="allow_nan must be a list of names"):
         run_study(with_bad_values, grid, 1, allow_nan="fisher")
+
+
+def raises_inside_numpy(condition: dict, replicate: int, seed: int) -> xr.Dataset:
+    np.linalg.inv(np.zeros((2, 2)))  # LinAlgError, raised from numpy's own files
+    raise AssertionError("not reached")
+
+
+def test_failure_tracebacks_name_no_machine_paths():
+    ds = run_study(raises_inside_numpy, {"kappa": [1.0]}, 1, progress=False)
+    (entry,) = ds.attrs["failures"]
+    assert "LinAlgError" in entry["traceback"]
+    files = re.findall(r'File "([^"]+)"', entry["traceback"])
+    assert files and not [f for f in files if f.startswith("/")]
+    assert any(f.startswith("anglesim/replicates/") for f in files)
+    assert any(f.startswith("…/linalg/") for f in files)
+    assert str(HERE) not in entry["traceback"]
 
 
 @needs_h5py

@@ -25,6 +25,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -67,8 +68,29 @@ class CacheWarning(UserWarning):
 
 def _failure_record(task: _Task, error: str, tb: str) -> dict:
     return {"condition": task.condition, "condition_index": task.condition_index,
-            "replicate": task.replicate, "seed": task.seed, "error": error, "traceback": tb,
-            "config_hash": task.config_hash}
+            "replicate": task.replicate, "seed": task.seed, "error": error,
+            "traceback": without_machine_paths(tb), "config_hash": task.config_hash}
+
+
+_TRACEBACK_FILE = re.compile(r'File "([^"]+)"')
+_PACKAGE_PARENT = Path(__file__).resolve().parent.parent.parent
+
+
+def without_machine_paths(traceback_text: str) -> str:
+    """A traceback whose file names carry no machine paths: anglesim's own files as
+    ``anglesim/…``, any other file as ``…/<parent>/<name>`` (e.g. ``…/torch/nn/...`` becomes
+    ``…/modules/linear.py``), so failure tables in saved Datasets name no folders of this
+    machine."""
+    def short(match: re.Match) -> str:
+        path = Path(match.group(1))
+        if not path.is_absolute():
+            return match.group(0)
+        try:
+            return f'File "{path.resolve().relative_to(_PACKAGE_PARENT).as_posix()}"'
+        except ValueError:
+            return f'File "…/{"/".join(path.parts[-2:])}"'
+
+    return _TRACEBACK_FILE.sub(short, traceback_text)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
