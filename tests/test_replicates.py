@@ -597,14 +597,17 @@ def test_dask_local_cluster_in_threads_matches_loky():
     xr.testing.assert_identical(data_only(remote), data_only(local))
 
 
-def test_dask_cluster_by_scheduler_address_gives_loky_results():
-    """Two worker processes reached by address (as on a real cluster), real training."""
+def test_dask_cluster_by_scheduler_address_gives_loky_results(tmp_path):
+    """Two worker processes reached by address (as on a real cluster), real training, each
+    replicate cached by the dask worker that computed it."""
     distributed = pytest.importorskip("distributed")
     grid = {"kappa": [0.01, 0.02]}
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         remote = run_study(tiny_training, grid, 2, seed=7, n_jobs=2, backend="dask",
-                           scheduler=cluster.scheduler_address, progress=False)
+                           scheduler=cluster.scheduler_address, progress=False,
+                           cache_dir=tmp_path, name="d")
+    assert len(list((tmp_path / "d").glob("*.nc"))) == 4
     local = run_study(tiny_training, grid, 2, seed=7, n_jobs=2, progress=False)
     xr.testing.assert_identical(data_only(remote), data_only(local))
 

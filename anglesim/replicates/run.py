@@ -365,8 +365,11 @@ def _run_logged(opts: _Options, log: _StudyLog) -> xr.Dataset:
             bar.set_postfix_str(f"done={counts['done']}, failed={counts['failed']}, "
                                 f"cached={counts['cached']}", refresh=False)
             run_started = time.perf_counter()
+            # loky workers are children of this process and watch it; dask workers are the
+            # cluster's (their nanny's children), and are not tied to this process
+            parent = None if opts.n_jobs == 1 or opts.backend == "dask" else os.getpid()
             settings = _Settings(threads, frozenset(axes) | frozenset(RESERVED_NAMES), cache,
-                                 opts.allow_nan, None if opts.n_jobs == 1 else os.getpid())
+                                 opts.allow_nan, parent)
             _compute(opts, todo, settings, workers, record, locks, log, scanned)
         else:
             log.info("study %s: all %d replicate(s) found in the cache", name, len(tasks))
