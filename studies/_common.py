@@ -75,7 +75,7 @@ def run_grid(
         config=dict(config),
         progress=progress,
         retry_failed=retry_failed,
-        **manager,
+        **{"allow_nan": ["*"], **manager},  # NaN allowed until each study declares its own
     )
     if postprocess is not None and not bool(ds["failed"].all()):
         ds = postprocess(ds)  # when every replicate failed there is nothing to derive

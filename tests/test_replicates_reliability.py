@@ -99,6 +99,11 @@ def test_allow_nan_keeps_the_named_variables_values():
     assert np.isfinite(ds["fisher"].sel(kappa=1.0)).all()
     with pytest.raises(ValueError, match="allow_nan must be a list of names"):
         run_study(with_bad_values, grid, 1, allow_nan="fisher")
+    for patterns in (["fish*"], ["*"]):
+        fn = functools.partial(with_bad_values, bad=np.inf)
+        assert not run_study(fn, grid, 1, progress=False, allow_nan=patterns)["failed"].any()
+    fn = functools.partial(with_bad_values, bad=np.inf)
+    assert run_study(fn, grid, 1, progress=False, allow_nan=["clean", "f"])["failed"].any()
 
 
 def raises_inside_numpy(condition: dict, replicate: int, seed: int) -> xr.Dataset:

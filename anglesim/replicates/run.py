@@ -114,9 +114,10 @@ def run_study(
             machine paths), stored in the Dataset's attrs.
         pair_axes: grid axes that do not enter a replicate's seed: conditions that differ
             only in these axes share their replicates' seeds (one parent, many treatments).
-        allow_nan: variables of fn's result that may hold NaN or ±inf; in any other float or
-            complex variable (coordinates included) a NaN or inf makes the replicate a
-            failure naming the variable.
+        allow_nan: variables of fn's result that may hold NaN or ±inf, by name or
+            :mod:`fnmatch` pattern (``"val_*"``; ``["*"]`` allows them everywhere); in any
+            other float or complex variable (coordinates included) a NaN or inf makes the
+            replicate a failure naming the variable.
         coord_attrs: units and long names of the grid axes' coordinates (``{axis: {"units":
             …, "long_name": …}}``); an axis without them gets ``long_name`` "grid axis
             <name>". Known coordinates (``angle``, ``replicate``, …) are described anyway

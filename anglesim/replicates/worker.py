@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import fnmatch
 import os
 import sys
 import threading
@@ -37,7 +38,8 @@ class _Settings:
 def _check_result(result: Any, forbidden: Set[str], allow_nan: Set[str] = frozenset()
                   ) -> xr.Dataset:
     """fn's result, loaded; a non-Dataset, a reserved name or a NaN/±inf value outside the
-    variables of ``allow_nan`` raises (and so makes the replicate a failure)."""
+    variables ``allow_nan`` names raises (and so makes the replicate a failure); its entries are
+    names or :mod:`fnmatch` patterns (``"val_*"``; ``"*"`` allows every variable)."""
     if not isinstance(result, xr.Dataset):
         raise TypeError(f"fn must return an xarray.Dataset, got {type(result).__name__}")
     clash = forbidden & ({str(d) for d in result.dims} | {str(v) for v in result.variables})
@@ -46,7 +48,8 @@ def _check_result(result: Any, forbidden: Set[str], allow_nan: Set[str] = frozen
                          f"variables: {sorted(clash)}")
     result = result.load()
     for name, var in result.variables.items():
-        if var.dtype.kind not in "fc" or str(name) in allow_nan:
+        if var.dtype.kind not in "fc" or any(fnmatch.fnmatchcase(str(name), pattern)
+                                             for pattern in allow_nan):
             continue
         bad = int(np.count_nonzero(~np.isfinite(var.values)))
         if bad:
