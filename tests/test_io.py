@@ -441,7 +441,8 @@ def test_a_failed_write_is_one_os_error_naming_the_path(tmp_path, monkeypatch, c
     with pytest.raises(OSError) as info:
         io.save_dataset(_sample(), first)
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(first)
-    assert str(info.value.strerror) == f"cannot write {first}: No space left on device"
+    assert info.value.strerror == "No space left on device"
+    assert str(info.value) == f"[Errno 28] No space left on device: '{first}'"
     monkeypatch.undo()
     io.load_dataset(first)  # the earlier file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["a.nc"]  # no temporary left

@@ -50,7 +50,7 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str],
         ValueError: if ``ds`` is not a Dataset, ``path`` is a directory, or an attribute cannot
             be encoded.
         OSError: if the file cannot be written (a full disk, no permission): one line,
-            ``cannot write <path>: <reason>``, with ``filename`` set and the errno where known;
+            ``[Errno N] <reason>: '<path>'``, with ``filename`` set and the errno where known;
             any file already at ``path`` is left as it was.
         ModuleNotFoundError: if h5py (needed by h5netcdf) is not installed.
     """
@@ -107,8 +107,7 @@ def _write_error(exc: OSError, path: Path) -> OSError:
         code = int(found.group(1)) if found else None
     reason = exc.strerror or (os.strerror(code) if code else None) or \
         (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    error = OSError(code, f"cannot write {path}: {reason}", str(path))
-    return error
+    return OSError(code, reason, str(path))  # str(): "[Errno 28] No space left …: '<path>'"
 
 
 def _fsync(path: Path) -> None:

@@ -313,13 +313,14 @@ def _run_logged(opts: _Options, log: _StudyLog) -> xr.Dataset:
                                 f"cached={counts['cached']}", refresh=False)
             bar.update(1)
         if "cache_error" in outcome:
-            if outcome.get("cache_errno", None) is not None or "cache_strerror" in outcome:
+            if "cache_strerror" in outcome:  # an OSError: a full disk, a lost folder
                 assert cache is not None
                 kept = sum(1 for _ in cache.glob("*.nc"))
                 raise CacheFullError(
-                    outcome.get("cache_errno"), f"{outcome['cache_strerror']}: the study "
-                    f"stops; the {kept} replicate file(s) cached so far are kept, free space "
-                    f"(or fix the folder) and rerun to resume", outcome["cache_error_path"])
+                    outcome.get("cache_errno"), f"cannot write the replicate cache "
+                    f"({outcome['cache_strerror']}); the study stops, the {kept} replicate "
+                    f"file(s) cached so far are kept: free space (or fix the folder) and rerun "
+                    f"to resume", outcome["cache_error_path"])
             message = (f"{task.describe()} was computed but could not be cached: "
                        f"{outcome['cache_error']}")
             log.warning("%s", message)
