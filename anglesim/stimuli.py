@@ -343,8 +343,8 @@ def _refuse_non_finite(t: torch.Tensor) -> None:
             return
     except RuntimeError:  # under vmap: "data-dependent control flow" is not supported
         return
-    raise check.fail("angles", "finite", f"{t.detach()[bad].flatten()[0].item()!r} "
-                     f"({int(bad.sum())} of {t.numel()} non-finite)")
+    raise ValueError(f"angles must be finite, got {t.detach()[bad].flatten()[0].item()!r} "
+                     f"({int(bad.sum())} of {t.numel()} values non-finite)")
 
 
 def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
