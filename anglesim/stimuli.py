@@ -347,6 +347,12 @@ def _refuse_non_finite(t: torch.Tensor) -> None:
                      f"({int(bad.sum())} of {t.numel()} values non-finite)")
 
 
+def _check_dtype(dtype: Any) -> None:
+    """``dtype`` must be None or a floating torch dtype (ValueError naming it otherwise)."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise check.fail("dtype", "None or a floating torch dtype such as torch.float64", dtype)
+
+
 def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
     """Random numbers are drawn on the generator's device (the output device for None)."""
     return generator.device if generator is not None else device
@@ -434,6 +440,10 @@ def render(
     """
     if not isinstance(spec, GratingSpec):
         raise ValueError(f"spec must be a GratingSpec, got {spec!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise check.fail("generator", "None or a torch.Generator", generator)
+    _check_dtype(dtype)
+    check.boolean("noise", noise)
     theta = _as_angles(angles, dtype)
     dev, dt, n = theta.device, theta.dtype, theta.shape[0]
     draw_dev = _draw_device(generator, dev)
@@ -521,6 +531,7 @@ def render_clean(
     """
     if not isinstance(spec, GratingSpec):
         raise ValueError(f"spec must be a GratingSpec, got {spec!r}")
+    _check_dtype(dtype)
     if phases is None:
         phases = 0.0 if spec.phase is None else spec.phase
     return render(angles, spec, None, phases=phases, noise=False, dtype=dtype)

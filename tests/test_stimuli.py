@@ -485,3 +485,18 @@ def test_frequency_is_bounded_by_the_nyquist_limit():
     for freqs in ([3.0, 8.5], [1e308, 3.0]):
         with pytest.raises(ValueError, match=r"^frequencies must be finite and > 0 and <= 8"):
             render([0.2, 0.4], spec, frequencies=freqs)
+
+
+def test_render_names_a_bad_generator_dtype_or_noise_flag():
+    for bad in ("seed", 0, np.random.default_rng(0)):
+        with pytest.raises(ValueError, match="^generator must be None or a torch.Generator"):
+            render([0.1], SMALL, bad)
+    for bad in ("float32", torch.int64, np.float64):
+        with pytest.raises(ValueError, match="^dtype must be None or a floating torch dtype"):
+            render([0.1], SMALL, dtype=bad)
+        with pytest.raises(ValueError, match="^dtype must be"):
+            render_clean([0.1], SMALL, dtype=bad)
+    with pytest.raises(ValueError, match="^noise must be True or False"):
+        render([0.1], SMALL, noise="no")
+    with pytest.raises(ValueError, match="^spec must be a GratingSpec"):
+        render_clean([0.1], "standard")
