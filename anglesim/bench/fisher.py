@@ -1,11 +1,11 @@
 """Section ``fisher``: the propagated estimator against finite differences at equal accuracy.
 
-The propagated estimator's time per angle (:func:`anglesim.fisher.propagated_fisher`, every
-layer of a briefly trained default CNN, standard stimulus without its aperture, see
-:func:`bench_fisher`) against a per-angle loop that gets the same Jacobians by central finite
-differences, at equal or better accuracy: both are scored against the propagated estimator run
-in float64, and the cheapest finite-difference variant at least as accurate as the float32
-estimator is the baseline. Goal: ≥ 20×.
+The propagated estimator's time per angle (:func:`anglesim.fisher.propagated_fisher` with its
+exact, Jacobian-forming solver, every layer of a briefly trained default CNN, standard
+stimulus without its aperture, see :func:`bench_fisher`) against a per-angle loop that gets
+the same Jacobians by central finite differences, at equal or better accuracy: both are scored
+against the propagated estimator run in float64, and the cheapest finite-difference variant at
+least as accurate as the float32 estimator is the baseline. Goal: ≥ 20×.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ..models import build_model
 from ..stimuli import render_clean
 from ..training import Phase, train
 from .harness import Context, Goal, top_ops
+from .solvers import has_solver
 from .workloads import STANDARD_SPEC, standard_cnn
 
 
@@ -42,26 +43,29 @@ def trained_cnn(steps: int, seed: int = 0) -> torch.nn.Module:
 
 
 def _ridge_fisher(a: torch.Tensor, xdot: torch.Tensor, variance: float, eps: float) -> float:
-    """J = (Aẋ)ᵀ(σ²AAᵀ + ε_abs I)⁻¹(Aẋ), ε_abs = ε tr(σ²AAᵀ)/N, in float64 (A: [N, P]).
+    """J = (Aẋ)ᵀ(σ²AAᵀ + ε D)⁻¹(Aẋ), D = diag(σ²AAᵀ), in float64 (A: [N, P]).
 
     The same quantity as :func:`anglesim.fisher.propagated_fisher` for pixel noise σ²I, written
-    out plainly: with B = σA and u = ẋ/σ, the N × N system for N ≤ P, else the P × P one
-    uᵀ(BᵀB + ε_abs I)⁻¹BᵀBu (push-through identity).
+    out plainly: the ridge is ε times each unit's own noise variance, and units with D_i = 0
+    (no response to any pixel) are left out. With B̃ = D^{-1/2}σA and u = ẋ/σ,
+    J = (B̃u)ᵀ(B̃B̃ᵀ + εI)⁻¹(B̃u): the N × N system for N ≤ P, else the P × P one
+    uᵀ(B̃ᵀB̃ + εI)⁻¹B̃ᵀB̃u (push-through identity).
     """
     sigma = math.sqrt(variance)
     b = a.double() * sigma
     u = xdot.double() / sigma
+    d = (b * b).sum(1)
+    b = b[d > 0] / d[d > 0].sqrt()[:, None]
     n_units, n_pix = b.shape
+    if n_units == 0:
+        return 0.0
     if n_units <= n_pix:
         gram = b @ b.T
         left = right = b @ u
     else:
         gram = b.T @ b
         left, right = u, gram @ u
-    trace = float(torch.trace(gram))
-    if trace <= 0:
-        return 0.0
-    shifted = gram + (eps * trace / n_units) * torch.eye(gram.shape[0], dtype=gram.dtype)
+    shifted = gram + eps * torch.eye(gram.shape[0], dtype=gram.dtype)
     return float(left @ torch.linalg.solve(shifted, right))
 
 
@@ -74,7 +78,7 @@ def finite_difference_fisher(model: torch.nn.Module, spec: Any, angles: Sequence
     and each layer's Jacobian column j = (r(x + δeⱼ) − r(x − δeⱼ))/2δ from 2P perturbed images
     (P pixels, run through the network in batches of ``chunk``, every layer read from the same
     passes), then the same formula as :func:`anglesim.fisher.propagated_fisher` with pixel
-    noise σ²I (``spec.noise_std``): "input" ẋᵀẋ/σ², each block (Aẋ)ᵀ(σ²AAᵀ + ε_abs I)⁻¹(Aẋ),
+    noise σ²I (``spec.noise_std``): "input" ẋᵀẋ/σ², each block (Aẋ)ᵀ(σ²AAᵀ + ε D)⁻¹(Aẋ),
     "output" (aᵀẋ)²/(σ² aᵀa) for the decoded angle. Returns [layers, angles] in the order
     input, blocks, output. The network runs in ``dtype``; δ = ``step``, h = 10⁻⁵ (float64) or
     10⁻³ (float32). One-channel specs only.
@@ -145,15 +149,16 @@ def bench_fisher(ctx: Context) -> None:
     model = trained_cnn(sz.fisher_train_steps)
     grid = evaluation_grid(sz.fisher_angles) + 0.1  # off the grid's symmetric points
     angles = grid.double().numpy()
-    propagated_fisher(model, spec, grid[:1])  # warm-up
+    exact = {"solver": "exact"} if has_solver() else {}  # the Jacobian-forming estimator
+    propagated_fisher(model, spec, grid[:1], **exact)  # warm-up
     reps = 1 if ctx.mode != "full" else 2
     t_prop = math.inf
     for _ in range(reps):
         started = time.perf_counter()
-        prop = propagated_fisher(model, spec, grid)
+        prop = propagated_fisher(model, spec, grid, **exact)
         t_prop = min(t_prop, (time.perf_counter() - started) / len(angles))
     started = time.perf_counter()
-    reference = propagated_fisher(copy.deepcopy(model).double(), spec, grid.double())
+    reference = propagated_fisher(copy.deepcopy(model).double(), spec, grid.double(), **exact)
     t_ref = (time.perf_counter() - started) / len(angles)
     layers = [str(v) for v in reference["layer"].values]
     ref = reference.values
@@ -194,5 +199,5 @@ def bench_fisher(ctx: Context) -> None:
     }
     if ctx.mode != "smoke":
         details["profile_propagated"] = top_ops(
-            lambda: propagated_fisher(model, spec, grid[:1]))
+            lambda: propagated_fisher(model, spec, grid[:1], **exact))
     ctx.details["fisher"] = details

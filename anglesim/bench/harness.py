@@ -61,6 +61,7 @@ class Sizes:
     resnet_size: int  # resnet: image size P of the 3-channel gratings
     resnet_width: int  # resnet: channels of the first stage (64 for ResNet-18)
     resnet_angles: int
+    resnet_solver: str = "krylov"  # resnet: the propagated solver timed ("exact" only if tiny)
     unjudged: frozenset[str] = frozenset()  # sections whose sizes cannot judge their goals
 
 
@@ -100,7 +101,7 @@ SIZES: dict[str, Sizes] = {
         curve_train_steps=5, replicate_args=("--quick",), n_replicates=2,
         quickstart_args=("--quick", "--replicates", "1"),
         solver_sizes=(12, 16, 24), solver_exact_max=16, solver_angles=1,
-        resnet_size=32, resnet_width=4, resnet_angles=1,
+        resnet_size=32, resnet_width=4, resnet_angles=1, resnet_solver="exact",
         unjudged=frozenset({"replicates", "quickstart", "fisher_curve", "solvers", "resnet"}),
     ),
 }

@@ -62,6 +62,9 @@ def _values(result: Any) -> tuple[np.ndarray, dict[str, Any]]:
         info.update({k: _plain(v) for k, v in result.attrs.items()})
         result = result[name]
     info.update({k: _plain(v) for k, v in getattr(result, "attrs", {}).items()})
+    for name, coord in result.coords.items():  # fisher_error, iterations, solver, …
+        if name not in result.dims:
+            info[name] = _plain(np.asarray(coord.values))
     return np.asarray(result.values, dtype=np.float64), info
 
 
