@@ -1,9 +1,10 @@
 """The stimulus and network the benchmark times: the studies' standard ones, defined here.
 
 The benchmark stays outside the studies' import graph (it imports the package, never the
-studies or the CLI), so it carries its own definition of the studies' standard stimulus and
-CNN; ``tests/test_bench.py`` checks that they equal the studies' ``SPEC`` and
-``standard_cnn()``, so a change there is caught rather than silently benchmarked apart.
+studies or the CLI): the stimulus is the package's :meth:`GratingSpec.standard`, and the CNN
+is defined here as the studies define theirs; ``tests/test_bench.py`` checks that both equal
+the studies' ``SPEC`` and ``standard_cnn()``, so a change there is caught rather than silently
+benchmarked apart.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from typing import Any
 from ..models import CNNConfig
 from ..stimuli import GratingSpec
 
-STANDARD_SPEC = GratingSpec(size=32, frequency=4.0, phase=0.0, contrast=1.0, aperture=0.9,
-                            aperture_edge=0.1, noise_std=1.0)
+STANDARD_SPEC = GratingSpec.standard()
 """The studies' standard stimulus: 32×32 gratings, 4 cycles per image, fixed phase, soft
-circular aperture, additive Gaussian pixel noise σ = 1."""
+circular aperture, additive Gaussian pixel noise σ = 1 (:meth:`GratingSpec.standard`)."""
 
 
 def standard_cnn(readout: str = "cossin", n_bins: int = 36, **changes: Any) -> CNNConfig:
