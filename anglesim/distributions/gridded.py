@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import PI, AnglePrior, _rand64
+from .base import PI, AnglePrior, _angles, _rand64
 
 
 class Gridded(AnglePrior):
@@ -81,8 +81,9 @@ class Gridded(AnglePrior):
         return d[k] * (1.0 - frac) + d[(k + 1) % d.shape[0]] * frac
 
     def cdf(self, theta: Any) -> np.ndarray:
-        """F(θ) = ∫₀^θ p for θ ∈ [0, π] (clipped outside), exact for the interpolant."""
-        x = np.clip(np.asarray(theta, dtype=np.float64), 0.0, PI)
+        """F(θ) = ∫₀^θ p for θ ∈ [0, π] (clipped outside), exact for the interpolant; NaN,
+        ±inf and non-numbers raise ValueError naming ``theta``."""
+        x = np.clip(_angles(theta), 0.0, PI)
         d = self.density
         k, frac = self._cell(x)
         a, b = d[k], d[(k + 1) % d.shape[0]]
