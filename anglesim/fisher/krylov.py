@@ -14,10 +14,11 @@ Natl Bur Stand 49: 409) on this N × N system needs one product M p = B̃(B̃ᵀ
 iteration: one VJP (B̃ᵀp = Σ_x^{1/2} Aᵀ D^{-1/2} p) and one JVP (A Σ_x^{1/2} w), nothing of size
 N × P. From z₀ = 0, the k-th iterate gives J_k = g̃ᵀz_k = Σ_{j<k} α_j ‖r_j‖², increasing
 monotonically to J (J − J_k is the squared M-norm of the error); the error of J_k is
-estimated by the next d = 4 terms, Σ_{j=k}^{k+d−1} α_j ‖r_j‖² (Strakoš & Tichý 2002, Electron
-Trans Numer Anal 13: 56), and iteration stops when that estimate is ≤ rtol · J_k. The
-estimate is stored beside each value (``fisher_error``) with the iteration count; it is an
-estimate, not a bound.
+estimated from the last d = 4 terms: the larger of their sum (the delay-d estimate of
+Strakoš & Tichý 2002, Electron Trans Numer Anal 13: 56) and a geometric extrapolation of their
+decay, t_last q/(1 − q); iteration stops when that estimate is ≤ rtol · J_k / 2. The estimate is
+stored beside each value (``fisher_error``) with the iteration count; it is an estimate, not a
+bound.
 
 D is not available without the Jacobian, so it is estimated from K = 16 Rademacher probes
 w_k ∈ {±1}^P (Hutchinson 1989; Bekas, Kokiopoulou & Saad 2007, Appl Numer Math 57: 1214):
@@ -48,6 +49,10 @@ N_PROBES = 16
 
 DELAY = 4
 """Terms of the error estimate (the delay d of Strakoš & Tichý)."""
+
+SAFETY = 0.5
+"""Iteration stops at an estimated error of SAFETY · rtol · J: the estimate is not a bound
+(on the default CNN at 32 px the true error was up to 1.4 times the estimate)."""
 
 
 def _probes(n_img: int, n_pix: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -121,11 +126,21 @@ def krylov_fisher(
         rr = rr_new
         iters = iters + active.long()
         if k + 1 >= DELAY:
-            # the last d terms estimate the error of J_{k+1-d}, an upper estimate for J_{k+1}
-            err = torch.where(active, torch.stack(terms[-DELAY:]).sum(0), err)
-            active = active & (err > rtol * j) & (rr > 0)
+            err = torch.where(active, _tail(torch.stack(terms[-DELAY:])), err)
+            active = active & (err > SAFETY * rtol * j) & (rr > 0)
         else:
             err = torch.where(active, term, err)
             active = active & (rr > 0)
-    converged = ~active | (err <= rtol * j)
+    converged = err <= rtol * j
     return j, err, iters, converged
+
+
+def _tail(window: torch.Tensor) -> torch.Tensor:
+    """Estimated J − J_k from the last d CG terms t [d, C]: the larger of their sum (the
+    delay-d estimate of Strakoš & Tichý, the error of J_{k−d}) and the geometric tail
+    t_last q/(1 − q) with the window's mean decay rate q = (t_last/t_first)^{1/(d−1)} ≤ 0.99
+    (when the terms decay slowly, d terms underestimate what remains)."""
+    first, last = window[0], window[-1]
+    ratio = torch.where(first > 0, last / torch.where(first > 0, first, 1.0), 0.0)
+    q = ratio.clamp(0.0, 1.0).pow(1.0 / (window.shape[0] - 1)).clamp(max=0.99)
+    return torch.maximum(window.sum(0), last * q / (1 - q))
