@@ -154,10 +154,13 @@ def test_krylov_matches_exact_on_a_trained_cnn(trained_cnn):
         assert set(wide) == set(net.block_names)
         rel = np.abs(kry - exact).sel(layer=wide) / exact.sel(layer=wide)
         assert float(rel.max()) <= rtol * 1.5
-        # Krylov iterates increase towards J, so the values are at most the exact ones
-        assert (kry.sel(layer=wide) <= exact.sel(layer=wide) * (1 + 1e-5)).all()
-        err = kry["fisher_error"].sel(layer=wide) / exact.sel(layer=wide)
-        assert float(err.max()) <= rtol * 1.01 and float(err.min()) >= 0
+        # fisher_error is the half-width of a bracket that holds the exact value (up to the
+        # estimated ridge and rounding, ~1e-6 relative)
+        err = kry["fisher_error"].sel(layer=wide)
+        gap = np.abs(kry - exact).sel(layer=wide)
+        assert (gap <= err + 2e-6 * exact.sel(layer=wide)).all()
+        assert float((err / exact.sel(layer=wide)).max()) <= rtol * 1.01
+        assert float(err.min()) >= 0
     auto = propagated_fisher(net, spec, angles)  # small layers: auto chooses exact
     assert set(auto["solver"].values) <= {"exact", "closed_form"}
     np.testing.assert_array_equal(auto.values, exact.values)

@@ -86,16 +86,18 @@ def propagated_fisher(
 
     Solvers (``solver``): "exact" forms each layer's Jacobian (reverse mode when N ≤ P/2, else
     forward mode, chunked) and Cholesky-factors the smaller Gram matrix (float64; an
-    eigendecomposition is the fallback); "krylov" never forms it: conjugate gradients on
-    (D^{-1/2} A Σ_x Aᵀ D^{-1/2} + εI) z = D^{-1/2} A ẋ with one JVP and one VJP per iteration,
-    J = (D^{-1/2} A ẋ)ᵀ z, D estimated from 16 fixed Rademacher probes, stopping when the
-    estimated error is ≤ ``rtol`` · J (see :mod:`anglesim.fisher.krylov`); "auto" picks per
-    layer by estimated cost (exact for small layers, Krylov for wide ones, see
+    eigendecomposition is the fallback); "krylov" never forms it: two conjugate-gradient
+    solves with one JVP and one VJP each per iteration, in unit space on
+    (D^{-1/2} A Σ_x Aᵀ D^{-1/2} + εI) z = D^{-1/2} A ẋ (J = (D^{-1/2} A ẋ)ᵀ z) and in pixel
+    space, whose Gauss and Gauss–Radau bounds bracket J from both sides; D is estimated from
+    16 fixed Rademacher probes, and iteration stops when the bracket's half-width is
+    ≤ ``rtol`` · J (see :mod:`anglesim.fisher.krylov`); "auto" picks per layer by estimated
+    cost (exact for small layers, Krylov for wide ones, see
     :mod:`anglesim.fisher.cost`). Both solvers run the network in its own dtype (the same
     function, so max-pooling ties at the noiseless image resolve alike; ``krylov_dtype``
     runs the Krylov products in another, e.g. torch.float64) and do the linear algebra in
     float64. The result holds, per layer and
-    angle, ``fisher_error`` (Krylov's error estimate, 0 for exact and closed-form values) and
+    angle, ``fisher_error`` (Krylov's error bound, 0 for exact and closed-form values) and
     ``iterations`` (CG iterations, 0 for exact), and per layer ``solver``.
 
     Cost guard: before computing, the time (from one timed forward pass) and peak memory of
