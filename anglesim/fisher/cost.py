@@ -13,7 +13,8 @@ of the chunk (measured once, t_pass seconds):
 ``solver="auto"`` takes the exact solver for a layer when its passes are at most twice the
 Krylov guess's and its memory fits, else Krylov: small layers (the fully connected
 ones, the head) stay exact, wide convolutional layers at large images go matrix-free. The
-guard refuses a run whose chosen solver would need more memory than the device has free or
+guard refuses a run whose chosen solver would need more memory than the device has (CUDA:
+free memory; CPU: total memory) or
 more than an hour, naming the cheaper choices, unless ``force=True``.
 """
 
@@ -65,18 +66,22 @@ def estimate(name: str, units: int, inputs: int, through: int, n_img: int, n_chu
 
 
 def available_memory(device: torch.device) -> float:
-    """Bytes free on ``device``: CUDA's free memory, or the machine's MemAvailable."""
+    """Bytes the device has: CUDA's free memory, else the machine's total memory.
+
+    Total rather than MemAvailable on the CPU: the guard is for runs the machine cannot hold
+    at all, and MemAvailable swings with other processes (it reads 0 on a busy shared host).
+    """
     if device.type == "cuda":
         return float(torch.cuda.mem_get_info(device)[0])
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
-                if line.startswith("MemAvailable:"):
+                if line.startswith("MemTotal:"):
                     return float(line.split()[1]) * 1024
     except OSError:
         pass
     try:
-        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return float("inf")
 
@@ -106,7 +111,7 @@ def guard(costs: list[LayerCost], chosen: dict[str, str], memory: float) -> None
     worst = max(costs, key=lambda c: c.exact_bytes if chosen[c.name] == "exact"
                 else c.krylov_bytes)
     raise ValueError(
-        f"propagated_fisher would need about {peak / 2**30:.3g} GB (free: "
+        f"propagated_fisher would need about {peak / 2**30:.3g} GB (device: "
         f"{memory / 2**30:.3g} GB) and {total_s / HOUR:.3g} h with solvers "
         f"{sorted(set(chosen.values()))} (largest layer {worst.name!r}: {worst.units} units x "
         f"{worst.inputs} inputs); cheaper: solver='krylov' (about {krylov_b / 2**30:.3g} GB, "
