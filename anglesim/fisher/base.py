@@ -162,10 +162,5 @@ class eval_mode:
             module.training = mode
 
 
-def block_order(model: torch.nn.Module) -> list[str]:
-    """"input", the model's blocks in order, "output"."""
-    return [INPUT, *list(model.block_names), OUTPUT]
-
-
 def _sl(t: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
     return None if t is None else t[start:stop]
