@@ -100,7 +100,7 @@ SIZES: dict[str, Sizes] = {
         curve_truth_trials=100, curve_fast_trials=(10, 25),
         curve_train_steps=5, replicate_args=("--quick",), n_replicates=2,
         quickstart_args=("--quick", "--replicates", "1"),
-        solver_sizes=(12, 16, 24), solver_exact_max=16, solver_angles=1,
+        solver_sizes=(12, 16), solver_exact_max=12, solver_angles=1,
         resnet_size=32, resnet_width=4, resnet_angles=1, resnet_solver="exact",
         unjudged=frozenset({"replicates", "quickstart", "fisher_curve", "solvers", "resnet"}),
     ),
