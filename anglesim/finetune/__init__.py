@@ -31,8 +31,8 @@ The protocol and the registry are the training side's (:mod:`anglesim.training.s
 re-exported by :mod:`anglesim.finetune.base`); this package imports training and registers
 the strategies, one module per family: :mod:`~anglesim.finetune.simple` (full, linear probe,
 LP-FT, surgical, freeze), :mod:`~anglesim.finetune.layerwise` (Auto-RGN, discriminative
-rates), :mod:`~anglesim.finetune.regularised` (L2-SP, TPGM) and :mod:`~anglesim.finetune.lora`
-(the adapters and their strategy).
+rates), :mod:`~anglesim.finetune.regularised` (L2-SP, TPGM, LDIFS) and
+:mod:`~anglesim.finetune.lora` (the adapters and their strategy).
 
 Registered strategies (parameters in brackets; every value is validated and a bad one raises
 ValueError naming the parameter and the value):
@@ -51,6 +51,8 @@ ValueError naming the parameter and the value):
   (Li et al. 2018), or plain L1/L2 decay towards zero for comparison.
 * ``tpgm`` [update_every, radius_steps, radius_lr, val_size, val_batch_size, exclude] —
   projection onto learned balls around the pretrained weights (Tian et al. 2023).
+* ``ldifs`` [weight, blocks] — ℓ2 penalty on the distance between the fine-tuned and the
+  frozen pretrained network's features (Mukhoti et al. 2024).
 * ``lora`` [rank, alpha, blocks, train_head, merge] — low-rank adapters (Hu et al. 2021).
 
 A new strategy takes a few lines::
@@ -83,11 +85,11 @@ from .base import (
 )
 from .layerwise import AutoRGN, Discriminative, relative_gradient_norms
 from .lora import LORA_TYPES, LoRA, LoRAConv2d, LoRALinear, apply_lora, lora_modules, merge_lora
-from .regularised import L2SP, TPGM
+from .regularised import L2SP, LDIFS, TPGM
 from .simple import LPFT, Freeze, Full, LinearProbe, Surgical
 
 __all__ = ["LORA_TYPES", "LPFT", "STRATEGIES", "TPGM", "AutoRGN", "Batch", "Discriminative",
-           "Freeze", "Full", "L2SP", "LinearProbe", "LoRA", "LoRAConv2d", "LoRALinear",
+           "Freeze", "Full", "L2SP", "LDIFS", "LinearProbe", "LoRA", "LoRAConv2d", "LoRALinear",
            "NamedParam", "Strategy", "StrategyContext", "Surgical", "apply_lora",
            "build_strategy", "lora_modules", "make_context", "merge_lora", "named_pool",
            "register_strategy", "relative_gradient_norms", "strategy_generator",

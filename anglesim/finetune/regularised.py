@@ -1,7 +1,9 @@
-"""Strategies that keep the fine-tuned weights near the pretrained ones: L2-SP (Li et al. 2018)
-and TPGM (Tian et al. 2023)."""
+"""Strategies that keep the fine-tuned network near the pretrained one: in its weights, L2-SP
+(Li et al. 2018) and TPGM (Tian et al. 2023); in its features, LDIFS (Mukhoti et al. 2024)."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -231,3 +233,93 @@ class TPGM(Strategy):
         )
 
 
+
+
+@register_strategy("ldifs")
+class LDIFS(Strategy):
+    """LDIFS (Mukhoti, Gal, Torr & Dokania 2024, "Fine-tuning can cripple your foundation
+    model; preserving features may be the solution", TMLR): fine-tune every parameter while an
+    ℓ2 penalty keeps the network's features close to those of the frozen pretrained network
+    (the model as it was at the start of the phase), on the images of each training step:
+
+        penalty = λ · (1/N) Σ_n Σ_{b ∈ blocks} (1/U_b) ‖φ_b(x_n; θ) − φ_b(x_n; θ₀)‖²
+
+    with φ_b block b's output (U_b units) and x_1 … x_N the step's training batch (the same
+    images as the data loss, :meth:`StrategyContext.current_batch`). The paper takes the
+    features of several intermediate layers; here each block's squared distance is averaged
+    over its units, so a block counts by its mean unit rather than by its size, and the blocks
+    are summed. The penalty is 0 with a zero gradient at the first step (θ = θ₀), so it only
+    pulls back once the features have moved; unlike L2-SP it constrains what the network
+    computes, not where its weights are. The pretrained features are computed in eval mode
+    (no dropout); the fine-tuned ones in the model's training mode. The penalty is added to
+    the loss that is back-propagated; the history's ``train_loss`` stays the data loss.
+
+    ``diagnostics()``: ``feature_distance`` (the mean over each epoch's steps of the
+    unweighted per-unit squared distance) over (``penalty_epoch``, ``block``) and ``penalty``
+    (λ times its sum over blocks) over ``penalty_epoch``.
+
+    Parameters: ``weight`` λ (>= 0, default 1; 0 is plain full fine-tuning), ``blocks``
+    (trunk block names, default every block before the readout ``head``).
+    """
+
+    defaults = {"weight": 1.0, "blocks": None}
+
+    def check(self) -> None:
+        _non_negative(self.name, "weight", self.params["weight"])
+        if self.params["blocks"] is not None:
+            _names(self.name, "blocks", self.params["blocks"])
+
+    def param_groups(self, model, pool, ctx):
+        trunk = model.trunk_names
+        blocks = trunk if self.params["blocks"] is None else list(self.params["blocks"])
+        _check_known(self.name, "blocks", blocks, model)
+        outside = [b for b in blocks if b not in trunk]
+        if outside:
+            raise ValueError(
+                f"strategy {self.name!r}: blocks must be trunk blocks (before the readout) "
+                f"{trunk}, got {outside}"
+            )
+        self.blocks = [b for b in trunk if b in set(blocks)]  # in block order
+        self._reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self._sums = torch.zeros(len(self.blocks), dtype=torch.float64)
+        self._count = 0
+        self._per_epoch: list[np.ndarray] = []
+        return [{"params": [q.param for q in pool], "lr": ctx.lr}]
+
+    def distances(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-block mean over images of the per-unit squared feature distance, [blocks]
+        (differentiable in the model's parameters)."""
+        now = self.model.activations(images, self.blocks)
+        with torch.no_grad():
+            ref = self._reference.activations(images, self.blocks)
+        return torch.stack([(now[b] - ref[b]).flatten(1).pow(2).mean(1).mean()
+                            for b in self.blocks])
+
+    def penalty(self) -> torch.Tensor | None:
+        batch = self.ctx.current_batch()
+        if batch is None:
+            raise RuntimeError(
+                f"strategy {self.name!r} needs the step's batch (ctx.current_batch()); "
+                "drive it through anglesim.training.train"
+            )
+        dist = self.distances(batch[0])
+        self._sums += dist.detach().double().cpu()
+        self._count += 1
+        return self.params["weight"] * dist.sum()
+
+    def on_epoch_end(self, record):
+        self._per_epoch.append((self._sums / max(self._count, 1)).numpy().copy())
+        self._sums.zero_()
+        self._count = 0
+
+    def diagnostics(self) -> xr.Dataset:
+        self._require_setup()
+        per = np.asarray(self._per_epoch, dtype=np.float64).reshape(-1, len(self.blocks))
+        ds = self._dataset(
+            {"feature_distance": (("penalty_epoch", "block"), per),
+             "penalty": (("penalty_epoch",), self.params["weight"] * per.sum(axis=1))},
+            coords={"penalty_epoch": np.arange(len(per)), "block": list(self.blocks)},
+        )
+        ds["feature_distance"].attrs = {
+            "long_name": "mean per-unit squared distance to the pretrained features"}
+        return ds

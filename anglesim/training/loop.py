@@ -182,12 +182,14 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
         finite = reference_split(phase.prior, phase.spec, phase.dataset_size, gen, device)
     # The strategy draws any extra data from its own generator, not from the training stream.
     sgen = strategy_generator(seed, phase.name, device)
+    step_batch: list = [None]  # the batch of the step in progress, for ctx.current_batch()
     ctx = make_context(
         phase,
         lambda x, t, v=None: _batch_loss(model, tasks, losses, x, t, phase, sgen, v),
         sgen,
         lambda n: draw_varied(phase.prior, phase.spec, n, phase.vary, sgen, device),
         finite,
+        lambda: step_batch[0],
     )
     strategy = build_strategy(phase.strategy, phase.strategy_params)
     opt = _make_optimizer(phase, strategy.setup(model, pool, ctx), previous_opt)
@@ -205,6 +207,7 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
             batches = ((x, t, {}) for x, t in finite[0].batches(phase.batch_size, gen))
         total, count = 0.0, 0
         for images, theta, values in batches:
+            step_batch[0] = (images, theta, values)
             loss = _batch_loss(model, tasks, losses, images, theta, phase, gen, values)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -216,6 +219,7 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
             strategy.pre_step()
             opt.step()
             strategy.post_step()
+            step_batch[0] = None
             total += loss.item() * len(theta)
             count += len(theta)
         val_loss = math.nan

@@ -33,7 +33,7 @@ import math
 import numbers
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -107,7 +107,9 @@ class StrategyContext:
     batch size): fresh images from the phase's prior and spec, or a random subset of the
     finite training split; ``validation_set(n)`` is a held-out Batch: the finite dataset's
     validation split, or else n images drawn once per phase from the phase's prior and spec.
-    All draws use ``generator``, the strategy's own.
+    All draws use ``generator``, the strategy's own. ``current_batch()`` is the training
+    Batch of the step in progress (the one the data loss was computed on; None outside a
+    step), for penalties on the same images (LDIFS).
     """
 
     phase: Phase
@@ -116,6 +118,7 @@ class StrategyContext:
     loss: Callable[..., torch.Tensor]
     train_batch: Callable[..., Batch]
     validation_set: Callable[[int], Batch]
+    current_batch: Callable[[], Batch | None] = field(default=lambda: None)
 
 
 def make_context(
@@ -124,12 +127,14 @@ def make_context(
     generator: torch.Generator,
     draw_fresh: Callable[[int], Batch],
     finite: Sequence[FiniteDataset] | None = None,
+    current_batch: Callable[[], Batch | None] | None = None,
 ) -> StrategyContext:
     """The :class:`StrategyContext` of a phase.
 
     ``loss(images, theta, values)`` is the phase loss, ``draw_fresh(n)`` draws n fresh images
-    of the phase (prior, spec, varied properties) with ``generator``, and ``finite`` is the
-    phase's train/validation/test split when it trains on a finite dataset.
+    of the phase (prior, spec, varied properties) with ``generator``, ``finite`` is the
+    phase's train/validation/test split when it trains on a finite dataset, and
+    ``current_batch()`` returns the batch of the step in progress (default: always None).
     """
     cache: dict[int, Batch] = {}
 
@@ -149,7 +154,8 @@ def make_context(
             cache[n] = draw_fresh(n)
         return cache[n]
 
-    return StrategyContext(phase, float(phase.lr), generator, loss, train_batch, validation_set)
+    return StrategyContext(phase, float(phase.lr), generator, loss, train_batch, validation_set,
+                           current_batch if current_batch is not None else (lambda: None))
 
 
 def _subset(batch: Batch, idx: torch.Tensor) -> Batch:
