@@ -18,7 +18,7 @@ import math
 import numpy as np
 import xarray as xr
 
-from ._fisher_base import ArrayLike, check_positive_int, to_numpy
+from .base import ArrayLike, check_positive_int, to_numpy
 
 __all__ = ["bootstrap_replicates", "fourier_design", "smooth_periodic"]
 
