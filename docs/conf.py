@@ -11,9 +11,11 @@ numpy style ("Parameters\\n----------") and would show Google sections as plain 
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -70,8 +72,49 @@ def _literal_bars(app, what, name, obj, options, lines):
             lines[i] = re.sub(r"(?<!\\)\|", r"\\|", line)
 
 
+def _import_dotted(path: str):
+    """The object at a dotted path (``anglesim.fisher.propagated_fisher``), or None."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[i:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _resolve_reexport(app, env, node, contnode):
+    """Resolve a reference to a public re-export to the object's own page.
+
+    Each object is documented once, in the module that defines it (``:ignore-module-all:`` in
+    the module template), while the prose and docstrings use the public import paths
+    (``anglesim.fisher.propagated_fisher``, whatever file of the package defines it); this
+    follows the import to ``obj.__module__`` + ``obj.__qualname__``, so pages survive modules
+    moving inside a package.
+    """
+    if node.get("refdomain") != "py" or not node.get("reftarget", "").startswith("anglesim"):
+        return None
+    obj = _import_dotted(node["reftarget"])
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if obj is None or not module or not qualname or isinstance(obj, types.ModuleType):
+        return None
+    canonical = f"{module}.{qualname}"
+    if canonical == node["reftarget"]:
+        return None
+    return env.get_domain("py").resolve_xref(env, node["refdoc"], app.builder,
+                                             node["reftype"], canonical, node, contnode)
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _literal_bars)
+    app.connect("missing-reference", _resolve_reexport)
 
 
 # -- example gallery ------------------------------------------------------------------------
@@ -101,6 +144,10 @@ html_theme_options = {
     "secondary_sidebar_items": ["page-toc"],
 }
 html_show_sourcelink = False
+html_css_files = ["anglesim.css"]
+# pages without sub-pages need no section navigation
+html_sidebars = {page: [] for page in
+                 ("getting_started", "results", "performance", "design", "references")}
 
 # torch.func prints a DeprecationWarning (torch's own torch.jit.script) when first imported
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")

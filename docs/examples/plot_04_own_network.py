@@ -68,11 +68,11 @@ for _ in range(300):
 print(f"final loss {loss.item():.3f}")
 after = propagated_fisher(net, spec, angles)
 
-fig, ax = plt.subplots(figsize=(5.5, 3.6))
+fig, ax = plt.subplots(figsize=(7.5, 3.6))
 for fi, style in [(before, ":"), (after, "-")]:
     for layer, colour in zip(fi.layer.values, ["k", "C0", "C1", "C2"], strict=False):
         ax.semilogy(np.degrees(fi.angle), fi.sel(layer=layer), style, color=colour,
                     label=f"{layer} ({'trained' if fi is after else 'initial'})")
 ax.set(xlabel="orientation θ (deg)", ylabel="Fisher information (rad⁻²)")
-ax.legend(fontsize=7, ncol=2)
+ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
 fig.tight_layout()
