@@ -47,3 +47,14 @@ ax.imshow(img[0, 0], cmap="gray")
 ax.set_title("GratingSpec.reference(), θ = 60°", fontsize=9)
 ax.axis("off")
 print(reference)
+
+# %%
+# Three channels, for networks that expect RGB images: here a grating that is red and blue but
+# not green (one weight per channel), with noise drawn independently in each channel.
+rgb = GratingSpec(size=32, frequency=4.0, channels=3, colour=(1.0, 0.0, 0.5), noise_std=0.2)
+img = render(torch.tensor([math.pi / 6]), rgb, generator=generator)
+print(img.shape)
+fig, ax = plt.subplots(figsize=(3, 3))
+ax.imshow(((img[0].permute(1, 2, 0) + 1.5) / 3).clamp(0, 1))
+ax.set_title("channels=3, colour=(1, 0, 0.5)", fontsize=9)
+ax.axis("off")
