@@ -12,7 +12,9 @@ numpy style ("Parameters\\n----------") and would show Google sections as plain 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import pkgutil
 import re
 import sys
 import types
@@ -47,6 +49,23 @@ exclude_patterns = ["_build", "examples", "**.ipynb_checkpoints", "auto_examples
 # -- API reference -------------------------------------------------------------------------
 autosummary_generate = True
 autosummary_imported_members = False
+
+
+def _reexports() -> dict[str, list[str]]:
+    """Each package's public classes and functions (its ``__all__``), for the package pages."""
+    found = {}
+    for info in pkgutil.walk_packages(anglesim.__path__, "anglesim."):
+        if not info.ispkg or info.name.rsplit(".", 1)[-1].startswith("_"):
+            continue
+        package = importlib.import_module(info.name)
+        names = [n for n in getattr(package, "__all__", [])
+                 if inspect.isclass(getattr(package, n, None))
+                 or inspect.isfunction(getattr(package, n, None))]
+        found[info.name] = names
+    return found
+
+
+autosummary_context = {"reexports": _reexports()}
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
