@@ -9,7 +9,7 @@
   range; with a caption that says which rule was applied (:func:`band_caption`).
 
 Bands over trials within one network come from the Fisher package's estimators
-(:mod:`anglesim.fisher_stats` for bands over replicates of FI curves).
+(:func:`anglesim.fisher.bootstrap_replicates` for bands over replicates of FI curves).
 """
 
 from __future__ import annotations

@@ -19,14 +19,16 @@ from test_fisher import fitted_linear_decoder, linear_net, small_spec
 
 from anglesim.distributions import VonMises
 from anglesim.fisher import (
+    bootstrap_replicates,
     estimator_fisher,
     linear_fisher_from_samples,
+    measure_fisher,
+    method_result,
     propagated_fisher,
     sampled_fisher,
+    smooth_periodic,
 )
-from anglesim.fisher_stats import bootstrap_replicates, smooth_periodic
 from anglesim.io import load_dataset, save_dataset
-from anglesim.measure import measure_fisher, method_result
 from anglesim.models import CNNConfig, build_model
 from anglesim.stimuli import GratingSpec
 from anglesim.theory import fit_exponent, predicted_fisher

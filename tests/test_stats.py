@@ -1,5 +1,5 @@
 """Intervals over replicates: the figures' rule (stats.interval) and the FI-curve band
-(fisher_stats.bootstrap_replicates), with coverage measured by simulation.
+(anglesim.fisher.bootstrap_replicates), with coverage measured by simulation.
 
 Coverage tests run R independent simulated studies at once along a ``sim`` dim (the
 functions treat every other dim independently); at nominal 95% the binomial standard error
@@ -14,7 +14,7 @@ import pytest
 import xarray as xr
 from scipy.stats import t as student_t
 
-from anglesim.fisher_stats import bootstrap_replicates
+from anglesim.fisher import bootstrap_replicates
 from anglesim.stats import band_caption, interval, mean_ci
 
 R = 4000

@@ -1,30 +1,7 @@
-"""Fisher information about orientation: propagated through a network, and from samples.
+"""Propagated (linearised) Fisher information: pixel (or block) noise through the Jacobian.
 
-Every estimator returns numbers in rad⁻², as an ``xarray.DataArray`` over ``angle`` (and
-``layer``) with its method and the quantity it estimates in attrs. This module holds the
-propagated (linearised) estimators, the output-noise models and the closed forms; the
-estimators from sampled responses live in :mod:`anglesim.fisher_sampled` and smoothing and
-bootstrap bands in :mod:`anglesim.fisher_stats`, all re-exported here so ``fisher.X`` works for
-every public name. :func:`anglesim.measure.measure_fisher` runs several of them at once.
-
-* **Propagated (linearised) FI** — `propagated_fisher`. The image is x(θ) + n with additive
-  Gaussian pixel noise n ~ N(0, Σ_x) (or noise injected at a block, ``noise_at``); a layer's
-  activations r(x) are linearised at the noiseless image, r ≈ r(x(θ)) + A n with A = ∂r/∂x, so
-  r is Gaussian with mean derivative A ẋ and covariance A Σ_x Aᵀ, and its Fisher information
-  about θ is J(θ) = (A ẋ)ᵀ (A Σ_x Aᵀ)⁻¹ (A ẋ) (with a relative ridge). All derivatives come
-  from torch.func (vjp/jvp under vmap); nothing is a finite difference.
-* **Output-noise models** — `output_noise_fisher`: noise on a layer's own units, isotropic
-  Gaussian (J = ‖A ẋ‖²/σ²) or Poisson-like (J = Σ vᵢ²/fᵢ).
-* **Sampled FI** (re-exported) — `linear_fisher_from_samples` (bias-corrected estimator of
-  Kanitscheider, Coen-Cagli, Kohn & Pouget 2015, PLoS Comput Biol 11(6): e1004218),
-  `linear_fisher_variance`, `linear_fisher_shrinkage` (Ledoit & Wolf 2004 covariance),
-  `linear_fisher_pca`, the cross-validated `decoder_fisher`, `bootstrap_fisher`; on a network
-  `sampled_fisher` and `estimator_fisher` (the decoded angle's (∂E[θ̂]/∂θ)²/Var θ̂); and
-  `savgol_fisher`, the reference research's smoothed-derivative estimator.
-
-`gaussian_fisher` (with a stimulus-dependent covariance), `poisson_fisher` and
-`discrimination_threshold` are closed forms. `fisher_dataarray` builds every result the same
-way (dims ("layer", "angle")).
+`propagated_fisher` and its exact solver: the Jacobian of every layer at the noiseless image,
+then a Cholesky solve of the smaller Gram matrix. Re-exported by :mod:`anglesim.fisher`.
 """
 
 from __future__ import annotations
@@ -35,16 +12,17 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import xarray as xr
 from torch.func import jvp, vjp, vmap
 
-from ._fisher_base import (
+from ..stimuli import render_clean
+from .base import (
+    DEFAULT_N_PHASES,
     INPUT,
     OUTPUT,
-    UNITS,
     ArrayLike,
+    _sl,
     angles_tensor,
     block_order,
     eval_mode,
@@ -52,54 +30,12 @@ from ._fisher_base import (
     model_on_device,
     to_numpy,
 )
-from .fisher_sampled import (
-    SAMPLED_ESTIMATORS,
-    bootstrap_fisher,
-    decoder_fisher,
-    estimator_fisher,
-    ledoit_wolf_covariance,
-    linear_fisher_from_samples,
-    linear_fisher_pca,
-    linear_fisher_shrinkage,
-    linear_fisher_variance,
-    paired_responses,
-    sample_responses,
-    sampled_fisher,
-    savgol_fisher,
-)
-from .fisher_stats import bootstrap_replicates, smooth_periodic
-from .stimuli import render_clean
 
 if TYPE_CHECKING:
-    from .stimuli import GratingSpec
+    from ..stimuli import GratingSpec
 
-__all__ = [
-    "OUTPUT_NOISE_MODELS",
-    "SAMPLED_ESTIMATORS",
-    "UNITS",
-    "bootstrap_fisher",
-    "bootstrap_replicates",
-    "decoder_fisher",
-    "discrimination_threshold",
-    "fisher_dataarray",
-    "gaussian_fisher",
-    "estimator_fisher",
-    "ledoit_wolf_covariance",
-    "linear_fisher_from_samples",
-    "linear_fisher_pca",
-    "linear_fisher_shrinkage",
-    "linear_fisher_variance",
-    "output_noise_fisher",
-    "poisson_fisher",
-    "paired_responses",
-    "propagated_fisher",
-    "sample_responses",
-    "sampled_fisher",
-    "savgol_fisher",
-    "smooth_periodic",
-]
+__all__ = ["propagated_fisher"]
 
-DEFAULT_N_PHASES = 8
 # Elements one vmapped chunk of Jacobian rows/columns may hold, over all images of a chunk:
 # bounds the memory of the Jacobian computation whatever the number of units or pixels.
 # 2**22 rather than 2**24 (with 4 images per chunk rather than 8) halved the peak memory of
@@ -281,10 +217,6 @@ def propagated_fisher(
     values = torch.cat(out, dim=1).reshape(len(names), theta.numel(), n_ph).mean(-1)
     return fisher_dataarray(values.cpu().numpy(), to_numpy(angles, "angles"), names,
                             "propagated", **attrs)
-
-
-def _sl(t: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
-    return None if t is None else t[start:stop]
 
 
 def _resolve_layers(
@@ -502,204 +434,3 @@ def _quadratic(
         pr = (evecs.transpose(1, 2) @ right[bad][..., None])[..., 0]
         result[bad] = (pl * pr / evals).sum(-1)
     return result
-
-
-# --------------------------------------------------------------------------------------------
-# Output-noise models: noise added to a layer's own activations
-# --------------------------------------------------------------------------------------------
-
-
-OUTPUT_NOISE_MODELS = ("gaussian", "poisson")
-
-
-def output_noise_fisher(
-    model: torch.nn.Module,
-    spec: GratingSpec,
-    angles: ArrayLike,
-    layers: Sequence[str] | None = None,
-    noise: str = "gaussian",
-    sigma: float = 1.0,
-    gain: float = 1.0,
-    baseline: float = 0.0,
-    phases: ArrayLike | None = None,
-    chunk_size: int = 256,
-    device: torch.device | str | None = None,
-) -> xr.DataArray:
-    """FI of each layer when the noise is added to that layer's own units (noiseless input).
-
-    With v = ∂r/∂θ = A ẋ the derivative of the layer's activations r(x(θ)) (one jvp through
-    the renderer and the network, no Jacobian):
-
-    * ``noise="gaussian"``: r + n, n ~ N(0, σ² I) — J = ‖A ẋ‖² / σ²;
-    * ``noise="poisson"``: Poisson-like, independent units with variance equal to
-      ``gain`` × mean, the mean being the rate f = r + ``baseline`` — J = Σ_i v_i² / (gain f_i)
-      (Seung & Sompolinsky 1993, PNAS 90: 10749, for gain 1). Units with v_i = 0 add nothing
-      (silent ReLUs); a unit with f_i ≤ 0 and v_i ≠ 0 is an error (raise ``baseline``): a
-      Poisson rate must be positive. The mean-term (linear) FI: the full Gaussian FI of a
-      variance that follows the mean adds ½ Σ (v_i/f_i)², see `gaussian_fisher`.
-
-    The layers are the model's blocks ("head" being the raw output) and, for Gaussian noise
-    only, "output" (noise of variance σ² on the decoded angle θ̂: J = (∂θ̂/∂θ)²/σ²). Default:
-    every block (and "output" for Gaussian noise). Random phase or explicit ``phases``: the
-    phase-conditional FI averaged over phases, as in `propagated_fisher`. Noise injected at a
-    block and propagated downstream is `propagated_fisher` with ``noise_at``.
-    """
-    if noise not in OUTPUT_NOISE_MODELS:
-        raise ValueError(f"noise must be one of {list(OUTPUT_NOISE_MODELS)}, got {noise!r}")
-    for name, val, low in (("sigma", sigma, 0.0), ("gain", gain, 0.0)):
-        if not (isinstance(val, int | float) and math.isfinite(val) and val > low):
-            raise ValueError(f"{name} must be a finite number > 0, got {val!r}")
-    if not (isinstance(baseline, int | float) and math.isfinite(baseline)):
-        raise ValueError(f"baseline must be a finite number, got {baseline!r}")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    model, dev, dtype = model_on_device(model, device)
-    theta = angles_tensor(angles, dev, dtype)
-    blocks = list(model.block_names)
-    allowed = blocks + ([OUTPUT] if noise == "gaussian" else [])
-    if layers is None:
-        names = allowed
-    else:
-        names = [layers] if isinstance(layers, str) else list(layers)
-        bad = [n for n in names if n not in allowed]
-        if bad or not names:
-            raise ValueError(f"layers {names!r} must be a non-empty subset of {allowed} for "
-                             f"noise={noise!r}")
-        names = [n for n in allowed if n in set(names)]
-    if phases is None and spec.phase is None:
-        phases = torch.arange(DEFAULT_N_PHASES, dtype=torch.float64) * (
-            2 * math.pi / DEFAULT_N_PHASES)
-    phi = None if phases is None else angles_tensor(phases, dev, dtype, name="phases")
-    n_ph = 1 if phi is None else phi.numel()
-    item_theta = theta.repeat_interleave(n_ph)
-    item_phase = None if phi is None else phi.repeat(theta.numel())
-    last = len(blocks) if OUTPUT in names else blocks.index(names[-1]) + 1
-
-    rows = []
-    with eval_mode(model), torch.no_grad():
-        for start in range(0, item_theta.numel(), chunk_size):
-            th = item_theta[start:start + chunk_size]
-            ph = _sl(item_phase, start, start + chunk_size)
-
-            def run(a: torch.Tensor, ph: torch.Tensor | None = ph) -> tuple[torch.Tensor, ...]:
-                h, outs = render_clean(a, spec, ph), []
-                for name in blocks[:last]:
-                    h = model.blocks[name](h)
-                    if name in names:
-                        outs.append(h.reshape(h.shape[0], -1))
-                if OUTPUT in names:
-                    outs.append(model.decode(h).reshape(-1, 1))
-                return tuple(outs)
-
-            values, derivs = jvp(run, (th,), (torch.ones_like(th),))
-            chunk = []
-            for name, r, v in zip(names, values, derivs, strict=True):
-                r, v = r.double(), v.double()
-                if noise == "gaussian":
-                    chunk.append((v * v).sum(1) / sigma**2)
-                    continue
-                rate = r + baseline
-                moving = v != 0
-                if (moving & (rate <= 0)).any():
-                    raise ValueError(
-                        f"layer {name!r} has units with rate r + baseline <= 0 (min "
-                        f"{float(rate[moving].min()):.3g}) that depend on theta: a Poisson "
-                        f"rate must be positive, raise baseline (got {baseline!r})")
-                safe = torch.where(moving, rate, 1.0)
-                chunk.append(torch.where(moving, v * v / safe, 0.0).sum(1) / gain)
-            rows.append(torch.stack(chunk))
-    values = torch.cat(rows, 1).reshape(len(names), theta.numel(), n_ph).mean(-1)
-    attrs: dict[str, Any] = {"noise_model": noise}
-    if noise == "gaussian":
-        attrs.update(sigma=float(sigma), quantity=(
-            "Fisher information of each layer with isotropic Gaussian noise N(0, sigma^2 I) "
-            "added to its own units (noiseless image): J = |A xdot|^2 / sigma^2"))
-    else:
-        attrs.update(gain=float(gain), baseline=float(baseline), quantity=(
-            "linear Fisher information of each layer with independent Poisson-like noise on "
-            "its own units, variance gain * rate, rate = activation + baseline: "
-            "J = sum_i v_i^2 / (gain f_i)"))
-    if phi is not None:
-        attrs["phase_average"] = (
-            f"phase-conditional Fisher information averaged over {phi.numel()} grating phases")
-        attrs["n_phases"] = int(phi.numel())
-    return fisher_dataarray(values.cpu().numpy(), to_numpy(angles, "angles"), names,
-                            f"output_{noise}", **attrs)
-
-
-# --------------------------------------------------------------------------------------------
-# Closed forms
-# --------------------------------------------------------------------------------------------
-
-
-def poisson_fisher(f: ArrayLike, f_prime: ArrayLike) -> float | np.ndarray:
-    """Fisher information of independent Poisson neurons: J = Σ_i f_i'(θ)² / f_i(θ).
-
-    (Seung & Sompolinsky 1993, PNAS 90: 10749.) ``f`` and ``f_prime`` are mean rates and their
-    derivatives with units along the last axis; a float for 1-D input, else an array over the
-    leading axes. For von Mises tuning on the doubled angle, f_i(θ) = r_max
-    exp(κ(cos 2(θ − θ_i) − 1)) with N uniformly spaced θ_i, it equals
-    4 N κ r_max e^{−κ} I₁(κ) (I₁ the modified Bessel function).
-    """
-    fa = to_numpy(f, "f")
-    fp = to_numpy(f_prime, "f_prime")
-    if fa.shape != fp.shape or fa.ndim == 0:
-        raise ValueError(f"f and f_prime must have the same shape, got {fa.shape} and {fp.shape}")
-    if not (np.isfinite(fa).all() and (fa > 0).all()):
-        raise ValueError(f"f must be finite and > 0 (Poisson means), got min {fa.min()!r}")
-    j = (fp**2 / fa).sum(-1)
-    return float(j) if j.ndim == 0 else j
-
-
-def gaussian_fisher(
-    f_prime: ArrayLike, cov: ArrayLike, cov_prime: ArrayLike | None = None
-) -> float | np.ndarray:
-    """Fisher information of a Gaussian response r ~ N(f(θ), Σ(θ)).
-
-        J = f′ᵀ Σ⁻¹ f′ + ½ tr(Σ⁻¹ Σ′ Σ⁻¹ Σ′)
-
-    (Kay 1993, Fundamentals of Statistical Signal Processing I, eq. 3.31; the second term is
-    the information in the stimulus dependence of the covariance, which linear estimators
-    ignore; without ``cov_prime`` only the first, linear term.) ``f_prime`` [..., N], ``cov``
-    and ``cov_prime`` [..., N, N] (symmetric, ``cov`` positive definite); a float for one
-    population, else an array over the leading axes.
-    """
-    fp = to_numpy(f_prime, "f_prime")
-    c = to_numpy(cov, "cov")
-    if fp.ndim == 0 or c.shape != (*fp.shape, fp.shape[-1]):
-        raise ValueError(f"cov must have shape {(*fp.shape, fp.shape[-1])} for f_prime "
-                         f"{fp.shape}, got {c.shape}")
-    try:
-        chol = np.linalg.cholesky(c)
-    except np.linalg.LinAlgError as err:
-        raise ValueError("cov must be positive definite") from err
-    w = np.linalg.solve(chol, fp[..., None])  # L⁻¹ f′
-    j = (w**2).sum((-2, -1))
-    if cov_prime is not None:
-        cp = to_numpy(cov_prime, "cov_prime")
-        if cp.shape != c.shape:
-            raise ValueError(f"cov_prime must have the shape of cov {c.shape}, got {cp.shape}")
-        m = np.linalg.solve(c, cp)  # Σ⁻¹ Σ′
-        j = j + 0.5 * np.einsum("...ij,...ji->...", m, m)
-    return float(j) if np.ndim(j) == 0 else j
-
-
-def discrimination_threshold(J: float | np.ndarray | xr.DataArray, d_prime: float = 1.0) -> Any:
-    """Orientation difference Δθ at which a discrimination reaches ``d_prime``: d' / √J.
-
-    From d'² = J Δθ² for a locally unbiased estimator at the Cramér–Rao bound (e.g. Seriès,
-    Stocker & Simoncelli 2009, Neural Comput 21: 3271). J = 0 gives an infinite threshold.
-    Works on floats, numpy arrays and xarray DataArrays (returns the same kind).
-    """
-    if not (isinstance(d_prime, int | float) and math.isfinite(d_prime) and d_prime > 0):
-        raise ValueError(f"d_prime must be a finite number > 0, got {d_prime!r}")
-    values = np.asarray(J.values if isinstance(J, xr.DataArray) else J, dtype=np.float64)
-    if np.isnan(values).any() or (values < 0).any():
-        raise ValueError(f"J must be >= 0 (Fisher information), got {J!r}")
-    with np.errstate(divide="ignore"):
-        if isinstance(J, xr.DataArray):
-            return d_prime / np.sqrt(J)
-        out = d_prime / np.sqrt(values)
-    return float(out) if out.ndim == 0 else out
-
-

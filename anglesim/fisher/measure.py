@@ -29,9 +29,12 @@ import numpy as np
 import torch
 import xarray as xr
 
-from . import fisher as F
-from ._fisher_base import INPUT, OUTPUT, ArrayLike, block_order, to_numpy
-from .stimuli import GratingSpec
+from ..stimuli import GratingSpec
+from .base import INPUT, OUTPUT, ArrayLike, block_order, fisher_dataarray, to_numpy
+from .output_noise import output_noise_fisher
+from .propagated import propagated_fisher
+from .sampled import estimator_fisher, sampled_fisher
+from .savgol import savgol_fisher
 
 __all__ = ["METHODS", "measure_fisher", "method_result"]
 
@@ -220,7 +223,7 @@ def _run(method: str, model: torch.nn.Module, spec: GratingSpec, grid: np.ndarra
         names = _pick(layers, allowed, allowed)
         if not names:
             return _empty(grid, method)
-        return F.propagated_fisher(model, spec, grid, names, sigma=o["sigma"], eps=o["eps"],
+        return propagated_fisher(model, spec, grid, names, sigma=o["sigma"], eps=o["eps"],
                                    phases=o["phases"], chunk_size=o["chunk_size"],
                                    device=o["device"], noise_at=o["noise_at"])
     if method in ("output_gaussian", "output_poisson"):
@@ -229,7 +232,7 @@ def _run(method: str, model: torch.nn.Module, spec: GratingSpec, grid: np.ndarra
         names = _pick(layers, allowed, allowed)
         if not names:
             return _empty(grid, method)
-        return F.output_noise_fisher(model, spec, grid, names, noise=noise,
+        return output_noise_fisher(model, spec, grid, names, noise=noise,
                                      sigma=o["output_sigma"], gain=o["poisson_gain"],
                                      baseline=o["poisson_baseline"], phases=o["phases"],
                                      device=o["device"])
@@ -237,14 +240,14 @@ def _run(method: str, model: torch.nn.Module, spec: GratingSpec, grid: np.ndarra
         names = _pick(layers, [INPUT, *blocks, OUTPUT], [blocks[-1], OUTPUT])
         if not names:
             return _empty(grid, method)
-        return F.sampled_fisher(model, spec, grid, names, estimator=method,
+        return sampled_fisher(model, spec, grid, names, estimator=method,
                                 dtheta=o["dtheta"], n_trials=o["n_trials"],
                                 generator=o["generator"], batch_size=o["batch_size"],
                                 **o["sampled_options"])
     if method == "estimator":
         if layers is not None and OUTPUT not in layers:
             return _empty(grid, method)
-        res = F.estimator_fisher(model, spec, grid, dtheta=o["dtheta"], n_trials=o["n_trials"],
+        res = estimator_fisher(model, spec, grid, dtheta=o["dtheta"], n_trials=o["n_trials"],
                                  generator=o["generator"], batch_size=o["batch_size"])
         out = res.expand_dims(layer=[OUTPUT])
         return out.assign_coords(stderr=(("layer", "angle"), res["stderr"].values[None]))
@@ -254,14 +257,14 @@ def _run(method: str, model: torch.nn.Module, spec: GratingSpec, grid: np.ndarra
     name = OUTPUT if opts.get("output", "decoded") == "decoded" else blocks[-1]
     if layers is not None and name not in layers:
         return _empty(grid, method)
-    dense = F.savgol_fisher(model, spec, generator=o["generator"], **opts)
+    dense = savgol_fisher(model, spec, generator=o["generator"], **opts)
     values = np.interp(grid, dense["angle"].values, dense.values, period=math.pi)
     attrs = {k: v for k, v in dense.attrs.items() if k != "method"}
-    return F.fisher_dataarray(values[None], grid, [name], "savgol", **attrs)
+    return fisher_dataarray(values[None], grid, [name], "savgol", **attrs)
 
 
 def _empty(grid: np.ndarray, method: str) -> xr.DataArray:
-    return F.fisher_dataarray(np.empty((0, grid.size)), grid, [], method)
+    return fisher_dataarray(np.empty((0, grid.size)), grid, [], method)
 
 
 def _jsonable(value: Any) -> Any:

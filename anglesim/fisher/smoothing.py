@@ -21,8 +21,8 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from . import validation as check
-from ._fisher_base import ArrayLike, check_positive_int, to_numpy
+from .. import validation as check
+from .base import ArrayLike, check_positive_int, to_numpy
 
 __all__ = ["bootstrap_replicates", "fourier_design", "smooth_periodic"]
 

@@ -1,6 +1,6 @@
 """What every Fisher-information module shares: the result builder and argument checks.
 
-Private: the public names are re-exported by :mod:`anglesim.fisher`.
+Private to the package: the public names are re-exported by :mod:`anglesim.fisher`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 UNITS = "rad^-2"
 INPUT = "input"
 OUTPUT = "output"
+DEFAULT_N_PHASES = 8
 
 
 def fisher_dataarray(
@@ -139,3 +140,7 @@ class eval_mode:
 def block_order(model: torch.nn.Module) -> list[str]:
     """"input", the model's blocks in order, "output"."""
     return [INPUT, *list(model.block_names), OUTPUT]
+
+
+def _sl(t: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
+    return None if t is None else t[start:stop]
