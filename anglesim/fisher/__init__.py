@@ -19,6 +19,9 @@ concern, and every public name is re-exported here so ``anglesim.fisher.X`` work
   (bias-corrected estimator of Kanitscheider, Coen-Cagli, Kohn & Pouget 2015, PLoS Comput Biol
   11(6): e1004218), `linear_fisher_variance`, `linear_fisher_shrinkage` (Ledoit & Wolf 2004
   covariance), `linear_fisher_pca`, the cross-validated `decoder_fisher`, `bootstrap_fisher`.
+* :mod:`~anglesim.fisher.intervals` — `linear_fisher_interval`, the exact (noncentral-F)
+  confidence interval for linear FI from Gaussian trials: the default band of
+  `bootstrap_fisher` and ``sampled_fisher(n_boot=…)``.
 * :mod:`~anglesim.fisher.sampled` — **on a network**: `sampled_fisher` and `estimator_fisher`
   (the decoded angle's (∂E[θ̂]/∂θ)²/Var θ̂), from `sample_responses` / `paired_responses`.
 * :mod:`~anglesim.fisher.savgol` — `savgol_fisher`, the reference research's
@@ -34,6 +37,7 @@ concern, and every public name is re-exported here so ``anglesim.fisher.X`` work
 from __future__ import annotations
 
 from .arrays import (
+    BOOTSTRAP_METHODS,
     active_units,
     bootstrap_fisher,
     decoder_fisher,
@@ -45,6 +49,7 @@ from .arrays import (
 )
 from .base import DEFAULT_N_PHASES, INPUT, OUTPUT, UNITS, fisher_dataarray
 from .closed_form import discrimination_threshold, gaussian_fisher, poisson_fisher
+from .intervals import linear_fisher_interval, noncentral_f_scale
 from .measure import METHODS, measure_fisher, method_result
 from .output_noise import OUTPUT_NOISE_MODELS, output_noise_fisher
 from .propagated import propagated_fisher
@@ -59,6 +64,7 @@ from .savgol import SAVGOL_OUTPUTS, savgol_fisher
 from .smoothing import bootstrap_replicates, fourier_design, smooth_periodic
 
 __all__ = [
+    "BOOTSTRAP_METHODS",
     "DEFAULT_N_PHASES",
     "INPUT",
     "METHODS",
@@ -78,10 +84,12 @@ __all__ = [
     "gaussian_fisher",
     "ledoit_wolf_covariance",
     "linear_fisher_from_samples",
+    "linear_fisher_interval",
     "linear_fisher_pca",
     "linear_fisher_shrinkage",
     "linear_fisher_variance",
     "measure_fisher",
+    "noncentral_f_scale",
     "method_result",
     "output_noise_fisher",
     "paired_responses",

@@ -17,8 +17,10 @@ import torch
 import xarray as xr
 
 from .. import angles as ang
+from .. import validation as check
 from ..stimuli import GratingSpec, render
 from .arrays import (
+    BOOTSTRAP_METHODS,
     active_units,
     bootstrap_fisher,
     decoder_fisher,
@@ -39,6 +41,7 @@ from .base import (
     model_on_device,
     to_numpy,
 )
+from .intervals import linear_fisher_interval
 
 __all__ = [
     "SAMPLED_ESTIMATORS",
@@ -155,6 +158,7 @@ def sampled_fisher(
     batch_size: int = 1000,
     n_boot: int = 0,
     level: float = 0.95,
+    ci_method: str = "auto",
     **options: Any,
 ) -> xr.DataArray:
     """Fisher information of each layer from the network's responses to noisy gratings.
@@ -172,8 +176,12 @@ def sampled_fisher(
 
     Layers: "input" (pixels), blocks ("head" is the raw output vector) and "output" (the
     decoded angle θ̂ with wrapped statistics, see `paired_responses`); default
-    [last block, "output"]. ``n_boot`` > 0 adds a percentile bootstrap interval over trials
-    (`bootstrap_fisher`, seed = angle index) as coordinates ``ci_low``, ``ci_high``. With
+    [last block, "output"]. ``n_boot`` > 0 adds a ``level`` confidence interval as
+    coordinates ``ci_low``, ``ci_high``, by ``ci_method`` (`bootstrap_fisher`'s methods):
+    "auto" is the exact noncentral-F interval (`linear_fisher_interval`, no resampling) for
+    "bias_corrected" and "naive" — the percentile bootstrap it replaced covered 59% on a linear
+    layer at N = 20, T = 100 — and a percentile bootstrap over trials (``n_boot`` resamples,
+    seed = angle index) for the others; "shifted" and "percentile" ask for those. With
     random phases the result is the linear FI of the
     phase-marginal response distribution, a lower bound on its full (marginal) FI; with a
     fixed phase it is the linear FI at that phase. Finite differences of means make f′ exact
@@ -202,6 +210,13 @@ def sampled_fisher(
         raise ValueError(f"options {extra} do not apply to estimator {estimator!r} "
                          f"(allowed: {list(allowed)})")
     n_boot = check_positive_int("n_boot", n_boot, 0)
+    ci_method = check.choice("ci_method", ci_method, BOOTSTRAP_METHODS)
+    linear = estimator in ("bias_corrected", "naive")
+    if ci_method == "auto":
+        ci_method = "exact" if linear else "percentile"
+    if ci_method == "exact" and not linear:
+        raise check.fail("ci_method", "'exact' only for estimator 'bias_corrected' or "
+                         "'naive'", ci_method)
     values = np.full((len(names), theta.size), np.nan)
     stderr = np.full((len(names), theta.size), np.nan)
     ci = np.full((2, len(names), theta.size), np.nan)
@@ -231,10 +246,15 @@ def sampled_fisher(
                 values[i, k] = linear_fisher_pca(rm, rp, dtheta, **options)
             else:
                 values[i, k] = decoder_fisher(rm, rp, dtheta, **options)
-            if n_boot:
+            if n_boot and ci_method == "exact":
+                ci[:, i, k] = (values[i, k],) * 2 if math.isinf(values[i, k]) or \
+                    n_units == 0 else linear_fisher_interval(
+                        values[i, k], n_trials, n_units, dtheta, level,
+                        bias_corrected=estimator == "bias_corrected")
+            elif n_boot:
                 ci[:, i, k] = bootstrap_fisher(
                     rm, rp, dtheta, _sampled_estimator(estimator, options), n_boot, level,
-                    seed=k)[1:]
+                    seed=k, method=ci_method)[1:]
     da = fisher_dataarray(
         values, theta, names, f"sampled_{estimator}",
         quantity=_SAMPLED_QUANTITY[estimator] + (
@@ -247,7 +267,10 @@ def sampled_fisher(
     if n_boot:
         da = da.assign_coords(ci_low=(("layer", "angle"), ci[0]),
                               ci_high=(("layer", "angle"), ci[1]))
-        da.attrs["ci"] = f"{level:.0%} percentile bootstrap over trials, {n_boot} resamples"
+        da.attrs["ci"] = (
+            f"{level:.0%} exact noncentral-F interval for Gaussian responses "
+            "(linear_fisher_interval)" if ci_method == "exact" else
+            f"{level:.0%} {ci_method} bootstrap over trials, {n_boot} resamples")
     if estimator == "bias_corrected":
         da = da.assign_coords(stderr=(("layer", "angle"), stderr))
         da["stderr"].attrs = {"units": "rad^-2", "long_name": "analytic standard error "
