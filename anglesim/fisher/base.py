@@ -89,17 +89,42 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_device(device: Any) -> torch.device | None:
+    """``device`` as a torch.device (None stays None); ValueError naming it otherwise."""
+    if device is None:
+        return None
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a torch.device or a string such as 'cpu' or "
+                         f"'cuda:0', got {device!r}")
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"device must be a torch.device or a string such as 'cpu' or "
+                         f"'cuda:0', got {device!r}") from err
+
+
+def check_generator(generator: Any) -> torch.Generator | None:
+    """``generator`` if it is None or a torch.Generator, else ValueError naming it."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
+    return generator
+
+
 def model_on_device(
     model: torch.nn.Module, device: torch.device | str | None
 ) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
     """The model (a copy when it must move), the device and dtype to compute with."""
-    for attr in ("block_names", "run_blocks", "decode"):
-        if not hasattr(model, attr):
-            raise ValueError(f"model must be AngleNet-like (have {attr!r}), got {type(model)}")
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {model!r}")
+    want = check_device(device)
     param = next(iter(model.parameters()), None)
     current = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.get_default_dtype()
-    dev = torch.device(device) if device is not None else current
+    dev = want if want is not None else current
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device must be available on this machine, got {device!r} (no CUDA)")
     if dev != current:
         model = copy.deepcopy(model).to(dev)
     return model, dev, dtype
