@@ -18,10 +18,13 @@ from torch import nn
 
 from anglesim.fisher import (
     bootstrap_fisher,
+    gaussian_fisher,
+    ledoit_wolf_covariance,
     linear_fisher_from_samples,
     linear_fisher_interval,
     noncentral_f_scale,
     paired_responses,
+    poisson_fisher,
     sampled_fisher,
 )
 from anglesim.models import AngleNet
@@ -156,3 +159,58 @@ def test_sampled_fisher_band_is_the_exact_interval_of_the_same_trials():
     with pytest.raises(ValueError, match="^ci_method"):
         sampled_fisher(net, spec, [0.7], layers=["fc"], estimator="shrinkage", n_boot=5,
                        ci_method="exact")
+
+
+# -------------------------------------------------------------------------------------------
+# Validation of the array and closed-form estimators (issue 14's list)
+# -------------------------------------------------------------------------------------------
+
+
+def test_non_finite_input_is_named():
+    x = np.random.default_rng(0).normal(size=(10, 3))
+    bad = x.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="^x must be finite"):
+        ledoit_wolf_covariance(bad)
+    with pytest.raises(ValueError, match="^f_prime must be finite"):
+        poisson_fisher([1.0, 2.0], [0.5, np.inf])
+    cov = np.cov(x, rowvar=False)
+    with pytest.raises(ValueError, match="^f_prime must be finite"):
+        gaussian_fisher([1.0, np.nan, 0.0], cov)
+    with pytest.raises(ValueError, match="^cov must be finite"):
+        gaussian_fisher([1.0, 0.0, 0.0], np.where(np.eye(3) > 0, np.inf, cov))
+    with pytest.raises(ValueError, match="^cov_prime must be finite"):
+        gaussian_fisher([1.0, 0.0, 0.0], cov, np.full((3, 3), np.nan))
+
+
+def test_gaussian_fisher_refuses_a_non_symmetric_covariance():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 4))
+    cov = np.cov(x, rowvar=False)
+    f = rng.normal(size=4)
+    base = gaussian_fisher(f, cov)
+    assert base == pytest.approx(f @ np.linalg.solve(cov, f), rel=1e-12)
+    upper = cov.copy()
+    upper[0, 3] += 0.5  # Cholesky would read only the lower triangle and return base
+    with pytest.raises(ValueError, match="^cov must be symmetric, got an asymmetry of 0.5"):
+        gaussian_fisher(f, upper)
+    cp = rng.normal(size=(4, 4))
+    with pytest.raises(ValueError, match="^cov_prime must be symmetric"):
+        gaussian_fisher(f, cov, cp)
+    assert gaussian_fisher(f, cov, cp + cp.T) > base  # the covariance term adds information
+    # rounding-level asymmetry of a computed covariance passes
+    assert gaussian_fisher(f, cov + 1e-14 * rng.normal(size=(4, 4))) == pytest.approx(base)
+
+
+@pytest.mark.parametrize("dtheta", [math.pi / 4, 1.0, math.pi, -0.1, 0.0, math.nan, True, "0.1"])
+def test_finite_difference_step_is_below_a_quarter_period(dtheta):
+    rm = np.random.default_rng(2).normal(size=(20, 3))
+    with pytest.raises(ValueError, match="^dtheta must be a finite number > 0 and < pi/4"):
+        linear_fisher_from_samples(rm, rm + 1, dtheta)
+
+
+def test_finite_difference_step_accepts_numpy_scalars():
+    rm = np.random.default_rng(3).normal(size=(20, 3))
+    a = linear_fisher_from_samples(rm, rm + 0.1, np.float32(0.5))
+    assert a == pytest.approx(linear_fisher_from_samples(rm, rm + 0.1, 0.5), rel=1e-6)
+    assert linear_fisher_from_samples(rm, rm + 0.1, math.pi / 4 - 1e-9, bias_corrected=False) > 0

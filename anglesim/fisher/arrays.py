@@ -146,6 +146,7 @@ def _samples_matrix(x: ArrayLike, centered: bool) -> np.ndarray:
     xs = to_numpy(x, "x")
     if xs.ndim != 2 or xs.shape[0] < 2:
         raise ValueError(f"x must be [n >= 2, p], got shape {xs.shape}")
+    check.finite_array("x", xs)
     return xs if centered else xs - xs.mean(0)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,10 +76,16 @@ def to_numpy(values: Any, name: str) -> np.ndarray:
 
 
 def check_dtheta(dtheta: float) -> float:
-    """Δθ as a float, or ValueError unless it is finite and > 0."""
-    if not (isinstance(dtheta, int | float | np.floating) and not isinstance(dtheta, bool)
-            and math.isfinite(dtheta) and dtheta > 0):
-        raise ValueError(f"dtheta must be a finite number > 0, got {dtheta!r}")
+    """Δθ as a float, or ValueError unless 0 < Δθ < π/4.
+
+    The finite differences compare gratings at θ ∓ Δθ/2; orientation has period π, so a step
+    near π compares a grating with itself (θ ± π/2 is the same grating) and any step past
+    π/4 (a quarter of the period) measures a chord of the tuning curve, not its derivative.
+    """
+    if isinstance(dtheta, bool) or not isinstance(dtheta, numbers.Real) \
+            or not (math.isfinite(dtheta) and 0 < dtheta < math.pi / 4):
+        raise ValueError(f"dtheta must be a finite number > 0 and < pi/4 (0.785), got "
+                         f"{dtheta!r}")
     return float(dtheta)
 
 
