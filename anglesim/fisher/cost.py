@@ -6,9 +6,9 @@ of the chunk (measured once, t_pass seconds):
 * exact: the Jacobian needs min(P, 2N) passes (forward mode over P columns, or reverse mode
   over N rows at about twice the cost of a forward pass) and holds C·N·P elements (in the
   model's dtype and again in float64), plus a Gram matrix of C·min(N, P)² float64;
-* krylov: about 3 passes (one JVP, one VJP) per CG iteration, guessed as
-  min(N, P, KRYLOV_ITERATIONS) iterations, plus the probes; it holds C·(N_PROBES + 8)
-  activations of the network up to the layer.
+* krylov: about 6 passes (two JVPs and two VJPs: the unit- and pixel-space solves) per
+  iteration, guessed as min(N, P, KRYLOV_ITERATIONS) iterations, plus the probes; it holds
+  C·(N_PROBES + 8) activations of the network up to the layer.
 
 ``solver="auto"`` takes the exact solver for a layer when its estimated time is at most
 twice the Krylov estimate and its memory fits, else Krylov: small layers (the fully connected
@@ -56,7 +56,7 @@ def estimate(name: str, units: int, inputs: int, through: int, n_img: int, n_chu
     exact_s = n_chunks * (passes * t_pass + gram_s)
     exact_bytes = n_img * units * inputs * (itemsize + 8.0) + 2 * n_img * small**2 * 8.0
     iters = min(units, inputs, KRYLOV_ITERATIONS)
-    krylov_s = n_chunks * (3 * iters + 2 * N_PROBES) * t_pass
+    krylov_s = n_chunks * (6 * iters + 2 * N_PROBES) * t_pass
     krylov_bytes = n_img * (through + inputs) * 8.0 * (N_PROBES + 8)
     return LayerCost(name, units, inputs, exact_s, exact_bytes, krylov_s, krylov_bytes)
 

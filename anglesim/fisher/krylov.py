@@ -7,17 +7,23 @@ estimator is
     J = gᵀ (B Bᵀ + ε D)⁻¹ g,   D = diag(B Bᵀ) = diag(A Σ_x Aᵀ),
 
 the per-unit relative ridge of :mod:`anglesim.fisher.propagated`. With B̃ = D^{-1/2} B (each
-unit scaled to unit variance) and g̃ = D^{-1/2} g this is J = g̃ᵀ (B̃B̃ᵀ + εI)⁻¹ g̃: the damped
-least-squares problem z = argmin ‖B̃ᵀz − u‖² + ε‖z‖² has normal equations
-(B̃B̃ᵀ + εI) z = B̃u = g̃, and J = g̃ᵀz. Conjugate gradients (Hestenes & Stiefel 1952, J Res
-Natl Bur Stand 49: 409) on this N × N system needs one product M p = B̃(B̃ᵀp) + εp per
-iteration: one VJP (B̃ᵀp = Σ_x^{1/2} Aᵀ D^{-1/2} p) and one JVP (A Σ_x^{1/2} w), nothing of size
-N × P. From z₀ = 0, the k-th iterate gives J_k = g̃ᵀz_k = Σ_{j<k} α_j ‖r_j‖², increasing
-monotonically to J (J − J_k is the squared M-norm of the error); the error of J_k is
-estimated by the next d = 4 terms, Σ_{j=k}^{k+d−1} α_j ‖r_j‖² (Strakoš & Tichý 2002, Electron
-Trans Numer Anal 13: 56), and iteration stops when that estimate is ≤ rtol · J_k. The
-estimate is stored beside each value (``fisher_error``) with the iteration count; it is an
-estimate, not a bound.
+unit scaled to unit variance) and g̃ = D^{-1/2} g = B̃u this is J = g̃ᵀ (B̃B̃ᵀ + εI)⁻¹ g̃: the
+damped least-squares problem z = argmin ‖B̃ᵀz − u‖² + ε‖z‖² has normal equations
+(B̃B̃ᵀ + εI) z = g̃, and J = g̃ᵀz = (D^{-1/2} A ẋ)ᵀ z. By the push-through identity also
+J = uᵀ B̃ᵀB̃ (B̃ᵀB̃ + εI)⁻¹ u = ‖u‖² − ε uᵀ(B̃ᵀB̃ + εI)⁻¹u, a P × P system.
+
+Two conjugate-gradient solves (Hestenes & Stiefel 1952, J Res Natl Bur Stand 49: 409) run in
+lock step, each needing one JVP (B w = A Σ_x^{1/2} w) and one VJP (Bᵀp = Σ_x^{1/2} Aᵀ p) per
+iteration and nothing of size N × P: CG in unit space on (B̃B̃ᵀ + εI) z = g̃ and CG in pixel
+space on (B̃ᵀB̃ + εI) w = u. For a quadratic form bᵀM⁻¹b, CG from 0 gives at step k the Gauss
+quadrature lower bound Σ_{j<k} α_j ‖r_j‖² and, with μ ≤ λ_min(M), the Gauss–Radau upper bound
+(Golub & Meurant 1994; in CG form Meurant & Tichý 2013, Numer Algorithms 62: 163); here μ = ε
+exactly. The unit-space solve brackets J directly; the pixel-space one brackets
+uᵀ(B̃ᵀB̃ + εI)⁻¹u and so J from the other side. The two brackets intersect in [lo, hi]; the
+value returned is (lo + hi)/2 and ``fisher_error`` the half-width (hi − lo)/2, a bound in exact
+arithmetic (rounding in the products aside), and iteration stops when it is ≤ rtol · lo.
+Nearly lossless layers (early convolutions) close from above within a few pixel-space steps;
+lossy ones (deep layers) from below in unit space; whichever is slower sets the iterations.
 
 D is not available without the Jacobian, so it is estimated from K = 16 Rademacher probes
 w_k ∈ {±1}^P (Hutchinson 1989; Bekas, Kokiopoulou & Saad 2007, Appl Numer Math 57: 1214):
@@ -46,8 +52,6 @@ __all__ = ["N_PROBES", "krylov_fisher"]
 N_PROBES = 16
 """Rademacher probes for the per-unit variance estimate D̂."""
 
-DELAY = 4
-"""Terms of the error estimate (the delay d of Strakoš & Tichý)."""
 
 
 def _probes(n_img: int, n_pix: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -65,7 +69,7 @@ def krylov_fisher(
     rtol: float,
     maxiter: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(J, error estimate, iterations, converged) [C] for one layer r = fn(x) [C, N].
+    """(J, error bound, iterations, converged) [C] for one layer r = fn(x) [C, N].
 
     ``x`` [C, ...] where the noise enters, ``xdot`` its θ-derivative (same shape), ``std``
     [numel per image] the noise standard deviation √V per element (0 where V = 0: those
@@ -92,40 +96,66 @@ def krylov_fisher(
     scale = torch.where(alive, diag.clamp_min(1e-300).rsqrt(), 0.0)  # D̂^{-1/2}, 0 if dead
     g = jvp(fn, (x,), ((xdot * keep.reshape(shape)).to(x.dtype),))[1].double() * scale
 
-    def matvec(p: torch.Tensor) -> torch.Tensor:
-        return forward(backward(p * scale)).double() * scale + eps * p
+    u = torch.where(std > 0, xdot.reshape(n_img, -1).double() / torch.where(
+        std > 0, std, 1.0), 0.0)  # Σ_x^{-1/2} ẋ, 0 where V = 0
+    pixels = (u * u).sum(1)
+    sd = scale.to(out.dtype)
 
-    z = torch.zeros_like(g)
-    r = g.clone()
-    p = r.clone()
-    rr = (r * r).sum(1)
-    j = torch.zeros(n_img, dtype=torch.float64, device=x.device)
-    terms: list[torch.Tensor] = []
+    def unit_matvec(p: torch.Tensor) -> torch.Tensor:  # (B̃B̃ᵀ + εI) p
+        return forward(backward(p * sd)).double() * scale + eps * p
+
+    def pixel_matvec(w: torch.Tensor) -> torch.Tensor:  # (B̃ᵀB̃ + εI) w
+        return backward(forward(w.to(out.dtype)) * sd * sd).double() + eps * w
+
+    unit, pixel = _CG(g, eps), _CG(u, eps)
     iters = torch.zeros(n_img, dtype=torch.long, device=x.device)
-    active = rr > 0
-    err = torch.zeros_like(j)
-    for k in range(maxiter):
+    active = (g * g).sum(1) > 0
+    lo = torch.zeros_like(pixels)
+    hi = torch.where(active, pixels, 0.0)
+    for _ in range(maxiter):
         if not active.any():
             break
-        q = matvec(p)
-        pq = (p * q).sum(1)
-        alpha = torch.where(active & (pq > 0), rr / torch.where(pq > 0, pq, 1.0), 0.0)
-        z = z + alpha[:, None] * p
-        term = alpha * rr
-        j = j + term
-        terms.append(term)
-        r = r - alpha[:, None] * q
-        rr_new = (r * r).sum(1)
-        beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, 1.0), 0.0)
-        p = r + beta[:, None] * p
-        rr = rr_new
+        unit.step(unit_matvec, active)
+        pixel.step(pixel_matvec, active)
         iters = iters + active.long()
-        if k + 1 >= DELAY:
-            # the last d terms estimate the error of J_{k+1-d}, an upper estimate for J_{k+1}
-            err = torch.where(active, torch.stack(terms[-DELAY:]).sum(0), err)
-            active = active & (err > rtol * j) & (rr > 0)
-        else:
-            err = torch.where(active, term, err)
-            active = active & (rr > 0)
-    converged = ~active | (err <= rtol * j)
-    return j, err, iters, converged
+        lo = torch.where(active, torch.maximum(unit.lower, pixels - eps * pixel.upper), lo)
+        hi = torch.where(active, torch.minimum(unit.upper, pixels - eps * pixel.lower), hi)
+        active = active & (hi - lo > 2 * rtol * lo)
+    j = (lo + hi) / 2
+    err = ((hi - lo) / 2).clamp_min(0.0)
+    return j, err, iters, err <= rtol * j
+
+
+class _CG:
+    """Conjugate gradients for (K + εI) y = b from y₀ = 0, batched over rows, with the
+    quadratic form bᵀ(K + εI)⁻¹b bracketed at every step: the Gauss lower bound
+    Σ_j α_j‖r_j‖² and the Gauss–Radau upper bound, that sum plus ‖r_k‖² α̃_k with
+    α̃_0 = 1/μ, α̃_{k+1} = (α̃_k − α_k)/(μ(α̃_k − α_k) + β_{k+1}) for μ = ε ≤ λ_min
+    (Golub & Meurant 1994; the CG form of Meurant & Tichý 2013, Numer Algorithms 62: 163)."""
+
+    def __init__(self, b: torch.Tensor, mu: float) -> None:
+        self.r = b.clone()
+        self.p = b.clone()
+        self.rr = (b * b).sum(1)
+        self.mu = mu
+        self.lower = torch.zeros_like(self.rr)
+        self.radau = torch.full_like(self.rr, 1.0 / mu)
+
+    @property
+    def upper(self) -> torch.Tensor:
+        return self.lower + self.rr * self.radau
+
+    def step(self, matvec: Callable[[torch.Tensor], torch.Tensor], active: torch.Tensor) -> None:
+        q = matvec(self.p)
+        pq = (self.p * q).sum(1)
+        ok = active & (pq > 0) & (self.rr > 0)
+        alpha = torch.where(ok, self.rr / torch.where(ok, pq, 1.0), 0.0)
+        self.lower = self.lower + alpha * self.rr
+        self.r = self.r - alpha[:, None] * q
+        rr_new = (self.r * self.r).sum(1)
+        beta = torch.where(ok, rr_new / torch.where(ok, self.rr, 1.0), 0.0)
+        gap = self.radau - alpha
+        self.radau = torch.where(ok, gap / (self.mu * gap + beta).clamp_min(1e-300),
+                                 self.radau)
+        self.p = torch.where(ok[:, None], self.r + beta[:, None] * self.p, self.p)
+        self.rr = torch.where(ok, rr_new, self.rr)

@@ -60,6 +60,7 @@ def propagated_fisher(
     maxiter: int = 1000,
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     force: bool = False,
+    krylov_dtype: torch.dtype | None = None,
 ) -> xr.DataArray:
     """Linearised Fisher information about θ in each layer, from additive Gaussian noise.
 
@@ -85,14 +86,18 @@ def propagated_fisher(
 
     Solvers (``solver``): "exact" forms each layer's Jacobian (reverse mode when N ≤ P/2, else
     forward mode, chunked) and Cholesky-factors the smaller Gram matrix (float64; an
-    eigendecomposition is the fallback); "krylov" never forms it: conjugate gradients on
-    (D^{-1/2} A Σ_x Aᵀ D^{-1/2} + εI) z = D^{-1/2} A ẋ with one JVP and one VJP per iteration,
-    J = (D^{-1/2} A ẋ)ᵀ z, D estimated from 16 fixed Rademacher probes, stopping when the
-    estimated error is ≤ ``rtol`` · J (see :mod:`anglesim.fisher.krylov`); "auto" picks per
-    layer by estimated cost (exact for small layers, Krylov for wide ones, see
-    :mod:`anglesim.fisher.cost`). Both solvers compute in float64 after the network's
-    products (Krylov runs the network itself in float64). The result holds, per layer and
-    angle, ``fisher_error`` (Krylov's error estimate, 0 for exact and closed-form values) and
+    eigendecomposition is the fallback); "krylov" never forms it: two conjugate-gradient
+    solves with one JVP and one VJP each per iteration, in unit space on
+    (D^{-1/2} A Σ_x Aᵀ D^{-1/2} + εI) z = D^{-1/2} A ẋ (J = (D^{-1/2} A ẋ)ᵀ z) and in pixel
+    space, whose Gauss and Gauss–Radau bounds bracket J from both sides; D is estimated from
+    16 fixed Rademacher probes, and iteration stops when the bracket's half-width is
+    ≤ ``rtol`` · J (see :mod:`anglesim.fisher.krylov`); "auto" picks per layer by estimated
+    cost (exact for small layers, Krylov for wide ones, see
+    :mod:`anglesim.fisher.cost`). Both solvers run the network in its own dtype (the same
+    function, so max-pooling ties at the noiseless image resolve alike; ``krylov_dtype``
+    runs the Krylov products in another, e.g. torch.float64) and do the linear algebra in
+    float64. The result holds, per layer and
+    angle, ``fisher_error`` (Krylov's error bound, 0 for exact and closed-form values) and
     ``iterations`` (CG iterations, 0 for exact), and per layer ``solver``.
 
     Cost guard: before computing, the time (from one timed forward pass) and peak memory of
@@ -142,6 +147,7 @@ def propagated_fisher(
         maxiter: most CG iterations per solve.
         decode: callable from the model's outputs to θ̂ [N], for "output".
         force: run even when the cost guard estimates more memory than is free or hours.
+        krylov_dtype: dtype of the Krylov solver's network products (default the model's).
 
     Returns:
         DataArray "fisher", dims ("layer", "angle"), coordinates fisher_error, iterations,
@@ -221,10 +227,11 @@ def propagated_fisher(
 
     out: list[torch.Tensor] = []
     with eval_mode(model), torch.no_grad():
-        knet = None  # the network in float64 for the Krylov products (a copy in eval mode)
+        knet = None  # the network in the Krylov products' dtype (a copy in eval mode)
+        kdtype = dtype if krylov_dtype is None else krylov_dtype
         if "krylov" in chosen.values():
-            knet = net.with_model(model if dtype == torch.float64 else
-                                  copy.deepcopy(model).double())
+            knet = net.with_model(model if dtype == kdtype else
+                                  copy.deepcopy(model).to(kdtype))
         for lo in range(0, item_theta.numel(), chunk_size):
             hi = min(lo + chunk_size, item_theta.numel())
             out.append(_chunk(net, knet, stim, item_theta[lo:hi], _sl(item_phase, lo, hi),
@@ -309,6 +316,7 @@ def _chunk(
         return n.site_activations(stim.clean(a, phase), site)
 
     x, xdot = jvp(lambda a: source(a, net), (theta,), (torch.ones_like(theta),))
+    x = x.contiguous()  # an expanded image (channels by .expand) cannot take tangents
     image = stim.clean(theta, phase) if site != INPUT else x
     n_img, n_pix = x.shape[0], x[0].numel()
     if variance.numel() != n_pix:
@@ -349,10 +357,11 @@ def _chunk(
             rows.append(torch.stack([ridge_fisher(b, u, eps), zeros, zeros]))
             continue
         if kx is None:  # the float64 copy's site, its derivative and the image
-            kx, kxd = jvp(lambda a: source(a, knet), (theta.double(),),
-                          (torch.ones_like(theta, dtype=torch.float64),))
-            kimage = stim.clean(theta.double(), phase, dtype=torch.float64) \
-                if site != INPUT else kx
+            kdtype = next(iter(knet.model.parameters()), theta).dtype
+            kth = theta.to(kdtype)
+            kx, kxd = jvp(lambda a: source(a, knet), (kth,), (torch.ones_like(kth),))
+            kx, kxd = kx.contiguous(), kxd.contiguous()
+            kimage = stim.clean(kth, phase, dtype=kdtype) if site != INPUT else kx
 
         def klayer(z: torch.Tensor, name: str = name, img: torch.Tensor = kimage) -> torch.Tensor:
             return knet.outputs(img if site != INPUT else z, [name], site,
