@@ -22,6 +22,9 @@ import torch
 from .distributions import AnglePrior
 from .stimuli import GratingSpec, render
 
+RENDER_ARG = {"contrast": "contrasts", "frequency": "frequencies"}
+"""The ``render`` keyword that sets each varied property (``Phase.vary``) per image."""
+
 
 def evaluation_grid(n_angles: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Evenly spaced angles θ_k = kπ/n, k = 0 … n−1, covering [0, π) once (float32)."""
@@ -43,6 +46,35 @@ def draw(
     """
     angles = prior.sample(n, generator=generator, device=device)
     return render(angles, spec, generator=generator, inplace=True), angles
+
+
+def draw_varied(
+    prior: AnglePrior,
+    spec: GratingSpec,
+    n: int,
+    vary: dict[str, tuple[float, float]] | None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Draw n angles, the varied properties, and render: (images, angles, {name: values [n]}).
+
+    With ``vary`` None this is :func:`anglesim.data.draw` (same random numbers) and the dict
+    is empty. Otherwise, after the angles, each property (in the order contrast, frequency) is
+    drawn uniformly on its [lo, hi] in float64 from ``generator``, then the images are rendered
+    with those values.
+    """
+    if not vary:
+        images, angles = draw(prior, spec, n, generator, device)
+        return images, angles, {}
+    angles = prior.sample(n, generator=generator, device=device)
+    draw_device = generator.device if generator is not None else angles.device
+    values = {}
+    for name, (lo, hi) in vary.items():
+        u = torch.rand(n, dtype=torch.float64, generator=generator, device=draw_device)
+        values[name] = (lo + (hi - lo) * u).to(device=angles.device, dtype=angles.dtype)
+    kwargs = {RENDER_ARG[name]: v for name, v in values.items()}
+    return render(angles, spec, generator=generator, inplace=True, **kwargs), angles, values
+
 
 
 def stream(

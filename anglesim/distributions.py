@@ -33,6 +33,7 @@ import torch
 from scipy.special import i0e
 
 from . import angles as ang
+from . import validation as check
 from .validation import real as _real
 
 PI = ang.PERIOD
@@ -44,6 +45,7 @@ __all__ = [
     "Mixture",
     "Uniform",
     "VonMises",
+    "as_prior",
     "prior_from_config",
 ]
 
@@ -60,6 +62,40 @@ def _count(n: Any) -> int:
     if n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     return int(n)
+
+
+def _generator(generator: Any) -> torch.Generator | None:
+    """``generator`` if it is None or a ``torch.Generator``, else a ValueError naming it."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise check.fail("generator", "None or a torch.Generator", generator)
+    return generator
+
+
+def _device(device: Any) -> Any:
+    """``device`` if torch can parse it (None, a torch.device, "cpu", "cuda:0", …)."""
+    if device is None or isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str | int) or isinstance(device, bool):
+        raise check.fail("device", "None, a torch.device or a device string", device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise check.fail("device", "a torch device such as 'cpu' or 'cuda:0'", device) from None
+
+
+def _angles(theta: Any) -> np.ndarray:
+    """Angles as a float64 numpy array, every entry finite (ValueError naming ``theta``)."""
+    if theta is None or isinstance(theta, str | bytes):
+        raise check.fail("theta", "angles in radians (numbers)", theta)
+    try:
+        arr = np.asarray(theta, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise check.fail("theta", "angles in radians (numbers)", theta) from None
+    if not np.isfinite(arr).all():
+        bad = ~np.isfinite(arr)
+        raise ValueError(f"theta must be finite, got {float(arr[bad].ravel()[0])!r} "
+                         f"({int(bad.sum())} of {arr.size} values non-finite)")
+    return arr
 
 
 def _rand64(n: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -118,14 +154,15 @@ class AnglePrior(abc.ABC):
 
         A float or numpy array gives numpy float64 (a 0-d ``np.float64`` for a scalar); a torch
         tensor gives a tensor of the same shape, floating dtype and device. The tensor result is
-        computed in float64 numpy and carries no autograd graph.
+        computed in float64 numpy and carries no autograd graph. NaN, ±inf and non-numbers
+        raise ValueError naming ``theta`` (a density at an undefined angle has no value).
         """
         if isinstance(theta, torch.Tensor):
-            x = ang.wrap(theta.detach().to("cpu", torch.float64).numpy())
+            x = ang.wrap(_angles(theta.detach().to("cpu", torch.float64).numpy()))
             out = self._pdf(np.asarray(x, dtype=np.float64))
             dtype = theta.dtype if theta.is_floating_point() else torch.get_default_dtype()
             return torch.as_tensor(out, dtype=torch.float64).to(device=theta.device, dtype=dtype)
-        x = np.asarray(ang.wrap(np.asarray(theta, dtype=np.float64)), dtype=np.float64)
+        x = np.asarray(ang.wrap(_angles(theta)), dtype=np.float64)
         out = np.asarray(self._pdf(x), dtype=np.float64)
         return out[()] if out.ndim == 0 else out
 
@@ -137,8 +174,12 @@ class AnglePrior(abc.ABC):
         All randomness comes from ``generator`` (torch's default CPU generator when None); the
         draws are made on the generator's device and the result is moved to ``device``
         (CPU when None), so a seeded generator gives the same angles on every device.
+        A ``generator`` that is not a ``torch.Generator`` or a ``device`` torch cannot parse
+        raises ValueError naming it.
         """
         n = _count(n)
+        generator = _generator(generator)
+        device = _device(device)
         lo, hi = self._support
         if n == 0:
             return torch.empty(0, dtype=torch.float32, device="cpu" if device is None else device)
@@ -191,10 +232,29 @@ class Uniform(AnglePrior):
 # --------------------------------------------------------------------------------------------
 
 
+VON_MISES_NORMAL_KAPPA = 1e5
+"""κ from which von Mises draws come from the wrapped-normal approximation instead of Best &
+Fisher's rejection sampler. Above about κ = 1e12 the rejection sampler's arccos of a number
+within √κ⁻¹ of 1 resolves only a few thousand distinct angles, and from κ ≈ 1e154 its
+√(1 + 4κ²) overflows and it never accepts (``VonMises(κ=1e200).sample`` did not return).
+At κ ≥ 1e5 the approximation's error is far below what any sample can show: exp(κ cos x)
+differs from a Gaussian by a factor 1 + κx⁴/24 + …, a relative error of order 1/(8κ) ≈ 1e-6
+within a few standard deviations, and its variance is matched to second order."""
+
+
+def _wrapped_normal_variance(kappa: float) -> float:
+    """σ² = −2 ln A(κ) ≈ 1/κ + 1/(2κ²), A = I₁/I₀ (the first trigonometric moment of vM(κ)):
+    the wrapped normal with this σ² has the same mean resultant length as vM(0, κ) to
+    O(κ⁻³) (Mardia & Jupp 2000, §3.5.7, with A(κ) = 1 − 1/(2κ) − 1/(8κ²) − …)."""
+    return 1.0 / kappa + 0.5 / (kappa * kappa)
+
+
 def _von_mises_full_circle(
     n: int, kappa: float, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """n exact draws from the von Mises vM(0, κ) on the full circle, in (−π, π], float64.
+    """n draws from the von Mises vM(0, κ) on the full circle, in (−π, π], float64: exact for
+    κ < ``VON_MISES_NORMAL_KAPPA``, else x = σ z wrapped to (−π, π], z ~ N(0, 1), σ² =
+    ``_wrapped_normal_variance(κ)`` (see ``VON_MISES_NORMAL_KAPPA`` for the switch-over).
 
     Best & Fisher (1979), "Efficient simulation of the von Mises distribution", Appl. Statist.
     28:152–157: rejection from a wrapped-Cauchy envelope with
@@ -208,6 +268,11 @@ def _von_mises_full_circle(
     """
     if kappa == 0.0:
         return (2.0 * _rand64(n, generator) - 1.0) * math.pi
+    if kappa >= VON_MISES_NORMAL_KAPPA:
+        dev = generator.device if generator is not None else torch.device("cpu")
+        z = torch.randn(n, dtype=torch.float64, generator=generator, device=dev)
+        x = math.sqrt(_wrapped_normal_variance(kappa)) * z
+        return math.pi - torch.remainder(math.pi - x, 2.0 * math.pi)  # wrap to (−π, π]
     s = math.sqrt(1.0 + 4.0 * kappa * kappa)
     tau = 1.0 + s
     rho = 2.0 * kappa * tau / ((1.0 + s) * (tau + math.sqrt(2.0 * tau)))
@@ -247,6 +312,8 @@ class VonMises(AnglePrior):
     The folded prior is flatter than the doubled one at the same κ. Both are π-periodic in θ and
     in ``loc``, so ``loc`` is stored wrapped to [0, π). κ = 0 is uniform. Densities use the
     exponentially scaled I₀ (``scipy.special.i0e``) so κ in the thousands does not overflow.
+    Sampling is exact (Best & Fisher 1979) below κ = ``VON_MISES_NORMAL_KAPPA`` (1e5) and a
+    wrapped normal above it, where the two cannot be told apart; any finite κ terminates.
     """
 
     CONVENTIONS = ("double", "folded")
@@ -256,7 +323,7 @@ class VonMises(AnglePrior):
         kappa = _real("kappa", kappa)
         if kappa < 0:
             raise ValueError(f"kappa must be >= 0, got {kappa!r}")
-        if convention not in self.CONVENTIONS:
+        if not isinstance(convention, str) or convention not in self.CONVENTIONS:
             raise ValueError(
                 f"convention must be one of {self.CONVENTIONS}, got {convention!r}"
             )
@@ -273,10 +340,12 @@ class VonMises(AnglePrior):
         k = self.kappa
         scale = math.pi * float(i0e(k))  # π I₀(κ) e^{−κ}
         if self.convention == "double":
-            return np.exp(k * (np.cos(2.0 * (theta - self.loc)) - 1.0)) / scale
+            with np.errstate(over="ignore"):  # κ(cos − 1) → −inf for κ near the float max
+                return np.exp(k * (np.cos(2.0 * (theta - self.loc)) - 1.0)) / scale
         c = np.abs(np.cos(theta - self.loc))
-        # cosh(κc) e^{−κ} = (e^{κ(c−1)} + e^{−κ(c+1)}) / 2
-        return 0.5 * (np.exp(k * (c - 1.0)) + np.exp(-k * (c + 1.0))) / scale
+        # cosh(κc) e^{−κ} = (e^{κ(c−1)} + e^{−κ(c+1)}) / 2; κ(c − 1) may overflow to −inf → 0
+        with np.errstate(over="ignore"):
+            return 0.5 * (np.exp(k * (c - 1.0)) + np.exp(-k * (c + 1.0))) / scale
 
     def _sample64(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         x = _von_mises_full_circle(n, self.kappa, generator)
@@ -476,6 +545,19 @@ Empirical = Gridded
 # --------------------------------------------------------------------------------------------
 # configs
 # --------------------------------------------------------------------------------------------
+
+
+def as_prior(value: Any, name: str = "prior") -> AnglePrior:
+    """``value`` as a prior: an ``AnglePrior`` as is, a ``to_config()`` dict rebuilt by
+    :func:`prior_from_config`; anything else (a string such as ``"uniform"``, None, a number)
+    raises a one-line ValueError naming ``name`` and the value. For constructors that take a
+    prior (``Phase``, ``draw``, …) to validate it on entry."""
+    if isinstance(value, AnglePrior):
+        return value
+    if isinstance(value, dict):
+        return prior_from_config(value)
+    raise check.fail(name, "an AnglePrior (Uniform(), VonMises(loc, kappa), …) or a prior "
+                     "config dict", value)
 
 
 def prior_from_config(cfg: dict) -> AnglePrior:

@@ -13,12 +13,19 @@ as lists). Boolean variables are stored as int8 with xarray's ``dtype="bool"`` m
 back as bool; unicode string variables are stored as variable-length strings and come back
 as fixed-width numpy unicode arrays (dtype kind ``"U"``).
 
-Integrity: :func:`save_dataset` stores a SHA-256 digest of the data (:func:`data_checksum`) in
-the attribute :data:`CHECKSUM_ATTR`, writes to a temporary file, flushes it to disk and renames
-it into place; :func:`load_dataset` recomputes the digest and refuses a file whose data no
-longer match it (a flipped bit, a partly overwritten file), then drops the attribute, so a
-loaded Dataset equals the saved one. Files without the attribute (written before it existed)
-load unchecked.
+Integrity: :func:`save_dataset` stores a SHA-256 digest of the Dataset as written
+(:func:`dataset_checksum`: data, coordinates and every attribute) in the attribute
+:data:`CHECKSUM_ATTR`, writes to a temporary file, flushes it to disk and renames it into
+place; :func:`load_dataset` recomputes the digest and refuses a file whose data or attributes
+no longer match it (a flipped bit, a partly overwritten file, one edited character of a
+``long_name``), then drops the attribute, so a loaded Dataset equals the saved one. Files from
+before version 2 of the checksum (:data:`CHECKSUM_VERSION`) hold a data-only digest
+(:func:`data_checksum`), which is still verified; files without one load unchecked
+(:func:`load_checked` says which version a file had).
+
+Self-description: saved files follow CF 1.10 where it applies: ``Conventions``, ``title``,
+``history`` (time and command line, without machine paths), units and long names on the
+coordinates anglesim names (:data:`KNOWN_COORDS`, :func:`describe`).
 """
 
 from __future__ import annotations
@@ -32,8 +39,11 @@ import json
 import numbers
 import os
 import platform
+import re
 import subprocess
+import sys
 import uuid
+import warnings
 from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
@@ -49,12 +59,39 @@ JSON_ATTRS_KEY = "anglesim_json_attrs"
 
 PROVENANCE_KEYS = (
     "anglesim_version", "git_rev", "created", "python", "torch", "numpy", "xarray", "platform",
-    "config", "seed",
+    "config", "seed", "code_version", "code_origin", "Conventions", "history",
 )
 """The attribute names that :func:`provenance` may set."""
 
 CHECKSUM_ATTR = "anglesim_checksum"
-"""Attribute of a saved file holding :func:`data_checksum` of its Dataset."""
+"""Attribute of a saved file holding its checksum: ``"v2:"`` + :func:`dataset_checksum` (files
+written since the checksum covered attributes), or a bare :func:`data_checksum` (version 1,
+data only, in older files)."""
+
+CHECKSUM_VERSION = 2
+"""The version of the checksum :func:`save_dataset` writes: 1 covered the variables' data and
+names only; 2 also covers every attribute (of the Dataset and of each variable) and which
+variables are coordinates."""
+
+CONVENTIONS = "CF-1.10"
+"""The CF conventions version written in the ``Conventions`` attribute."""
+
+DEFAULT_TITLE = "anglesim Dataset"
+"""``title`` of a saved Dataset that has none and no ``study`` attribute."""
+
+KNOWN_COORDS: dict[str, dict[str, str]] = {
+    "angle": {"units": "rad", "long_name": "grating orientation θ"},
+    "layer": {"long_name": "layer (dotted module path, 'input' or 'output')"},
+    "phase": {"long_name": "training phase"},
+    "replicate": {"units": "1", "long_name": "replicate index"},
+    "epoch": {"units": "1", "long_name": "training epoch"},
+}
+"""Units and long names :func:`describe` gives the coordinates anglesim names (where a
+coordinate has none of its own)."""
+
+SEL_KEYWORDS = ("method", "tolerance", "drop", "indexers")
+"""Keywords of ``Dataset.sel``: a dimension so named cannot be selected by keyword
+(``ds.sel(method="x")`` is taken as the interpolation method), so :func:`save_dataset` warns."""
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -150,18 +187,23 @@ def _git_revision(package_dir: Path) -> str:
         return "unknown"
 
 
-def provenance(config: Mapping[str, Any] | None = None,
-               seed: int | None = None) -> dict[str, str | int]:
+def provenance(config: Mapping[str, Any] | None = None, seed: int | None = None,
+               code_version: str | None = None,
+               code_origin: str | None = None) -> dict[str, str | int]:
     """Attributes recording what made a Dataset.
 
     Keys: ``anglesim_version``; ``git_rev`` (commit of the source checkout holding the anglesim
     package, ``-dirty`` appended if tracked files are modified, ``"unknown"`` if it is not a git
     checkout); ``created`` (ISO 8601, UTC); ``python``, ``torch``, ``numpy``, ``xarray``
     (versions); ``platform`` (the host's platform string); ``config`` (canonical JSON, see
-    :func:`to_json`; ``"null"`` without a config); ``seed`` (only when a seed is given).
+    :func:`to_json`; ``"null"`` without a config); ``Conventions`` (:data:`CONVENTIONS`);
+    ``history`` (``created`` and the command line, see :func:`command_line`); ``seed``,
+    ``code_version`` (e.g. a hash of the study's own code) and ``code_origin`` (where that
+    code came from, e.g. a module name or file name) only when given.
 
     Raises:
-        ValueError: if ``config`` cannot be encoded as JSON or ``seed`` is not an integer.
+        ValueError: if ``config`` cannot be encoded as JSON, ``seed`` is not an integer, or
+            ``code_version``/``code_origin`` is not a non-empty string.
     """
     import torch
 
@@ -177,12 +219,75 @@ def provenance(config: Mapping[str, Any] | None = None,
         "xarray": xr.__version__,
         "platform": platform.platform(),
         "config": to_json(config),
+        "Conventions": CONVENTIONS,
     }
+    attrs["history"] = f"{attrs['created']} {command_line()}"
+    for key, value in (("code_version", code_version), ("code_origin", code_origin)):
+        if value is not None:
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{key} must be a non-empty string or None, got {value!r}")
+            attrs[key] = value
     if seed is not None:
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
             raise ValueError(f"seed must be an integer or None, got {seed!r}")
         attrs["seed"] = int(seed)
     return attrs
+
+
+_ABS_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/=,:]+/)+")
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that runs this process, without machine paths: the program's file name
+    instead of its path (``python -m anglesim`` for ``anglesim/__main__.py``), and every
+    absolute path in the arguments shortened to ``…/name``."""
+    argv = list(sys.argv if argv is None else argv) or [""]
+    program = os.path.basename(argv[0]) or "python"
+    if program == "__main__.py":
+        program = f"python -m {os.path.basename(os.path.dirname(argv[0])) or 'anglesim'}"
+    elif program == "-c" or program.endswith(".py"):
+        program = f"python {program}"
+    return " ".join([program, *(_ABS_PATH.sub("…/", a) for a in argv[1:])])
+
+
+# --------------------------------------------------------------------------------------------
+# self-description
+
+
+def describe(ds: xr.Dataset,
+             coord_attrs: Mapping[str, Mapping[str, str]] | None = None) -> xr.Dataset:
+    """``ds`` (a shallow copy) with units and long names on its coordinates.
+
+    Each coordinate named in ``coord_attrs`` (e.g. a study's grid axes: ``{"kappa": {"units":
+    "1", "long_name": "prior concentration κ"}}``) or in :data:`KNOWN_COORDS` gets those
+    attributes where it has none of its own; a coordinate's own attributes always win. Dims
+    without a coordinate variable are left alone.
+    """
+    known = dict(KNOWN_COORDS)
+    for name, given in (coord_attrs or {}).items():
+        known[str(name)] = {**known.get(str(name), {}), **dict(given)}
+    out = ds.copy(deep=False)
+    for name in out.coords:
+        fill = known.get(str(name))
+        if fill:
+            var = out.coords[name].variable
+            missing = {k: v for k, v in fill.items() if k not in var.attrs}
+            if missing:
+                out.coords[name].attrs = {**var.attrs, **missing}
+    return out
+
+
+def check_dim_names(ds: xr.Dataset, stacklevel: int = 2) -> list[str]:
+    """Warn (UserWarning) about dimensions named like a keyword of ``Dataset.sel``
+    (:data:`SEL_KEYWORDS`), which ``ds.sel(name=…)`` silently takes as that keyword; returns
+    the names found."""
+    clash = [str(d) for d in ds.dims if str(d) in SEL_KEYWORDS]
+    if clash:
+        warnings.warn(f"dimension {clash[0]!r} has the name of a keyword of Dataset.sel "
+                      f"({', '.join(SEL_KEYWORDS)}): ds.sel({clash[0]}=...) does not select "
+                      f"along it; rename the dimension (or use ds.isel / ds.loc)", UserWarning,
+                      stacklevel=stacklevel + 1)
+    return clash
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,9 +392,10 @@ def data_checksum(ds: xr.Dataset) -> str:
     its name, dimensions, shape, a type tag and its values' bytes (little-endian numbers, bools
     as bytes, strings as length-prefixed UTF-8, datetimes as int64 nanoseconds).
 
-    Attributes are not included (they are metadata, and netCDF re-encodes some of them); the
-    digest is the same for a Dataset and for what :func:`load_dataset` gives back after
-    :func:`save_dataset`, and changes with any value, dtype family, dimension or name.
+    This is version 1 of the checksum, still used to verify files written before version 2.
+    Attributes are not included (:func:`dataset_checksum` covers them). The digest is the same
+    for a Dataset and for what :func:`load_dataset` gives back after :func:`save_dataset`, and
+    changes with any value, dtype family, dimension or name.
     """
     if not isinstance(ds, xr.Dataset):
         raise ValueError(f"ds must be an xarray.Dataset, got {type(ds).__name__}")
@@ -301,6 +407,69 @@ def data_checksum(ds: xr.Dataset) -> str:
         digest.update(len(head).to_bytes(8, "little") + head.encode("utf-8"))
         digest.update(len(raw).to_bytes(8, "little") + raw)
     return digest.hexdigest()
+
+
+def _normalised_attr(value: Any) -> list:
+    """A netCDF attribute value in a form that is the same before saving and after loading."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, str):
+        return ["str", value]
+    values = np.atleast_1d(np.asarray(value))
+    if values.dtype.kind in "iub":
+        return ["int", [int(v) for v in values.ravel()]]
+    if values.dtype.kind == "f":
+        return ["float", [float(v).hex() for v in values.ravel()]]
+    return ["repr", repr(value)]
+
+
+def _attrs_part(attrs: Mapping[str, Any]) -> list:
+    """Encoded attributes (as :func:`save_dataset` writes them) in canonical order; the names
+    of the JSON-encoded ones are a flag on each attribute, not a list whose order could vary."""
+    try:
+        json_names = set(json.loads(attrs[JSON_ATTRS_KEY])) if JSON_ATTRS_KEY in attrs else set()
+    except (TypeError, ValueError):
+        json_names = {"<malformed>"}
+    return [[str(k), str(k) in json_names, _normalised_attr(v)]
+            for k, v in sorted(attrs.items(), key=lambda kv: str(kv[0]))
+            if k not in (JSON_ATTRS_KEY, CHECKSUM_ATTR)]
+
+
+def _checksum_v2(ds: xr.Dataset, encoded: bool) -> str:
+    digest = hashlib.sha256()
+
+    def add(part: bytes) -> None:
+        digest.update(len(part).to_bytes(8, "little") + part)
+
+    def attrs_of(attrs: Mapping[Any, Any], where: str) -> bytes:
+        return to_json(_attrs_part(attrs if encoded else _encode_attrs(attrs, where))).encode()
+
+    add(b"anglesim checksum v2")
+    add(attrs_of(ds.attrs, "the Dataset"))
+    for name in sorted(str(n) for n in ds.variables):
+        var = ds.variables[name]
+        tag, raw = _normalised_bytes(np.asarray(var.values))
+        head = to_json([name, [str(d) for d in var.dims], list(var.shape), tag,
+                        name in ds.coords])
+        add(head.encode("utf-8"))
+        add(attrs_of(var.attrs, f"variable {name!r}"))
+        add(raw)
+    return digest.hexdigest()
+
+
+def dataset_checksum(ds: xr.Dataset) -> str:
+    """SHA-256 (hex) of a Dataset: its attributes, then for each variable and coordinate,
+    sorted by name, its name, dimensions, shape, type tag, whether it is a coordinate, its
+    attributes and its values' bytes (as in :func:`data_checksum`).
+
+    Attributes enter in the form netCDF stores them (values netCDF has no type for as their
+    canonical JSON, see :func:`to_json`; numbers as their exact binary value), so the digest is
+    the same for a Dataset and for what :func:`load_dataset` gives back after
+    :func:`save_dataset`, and changes with any byte of any attribute, value or name.
+    """
+    if not isinstance(ds, xr.Dataset):
+        raise ValueError(f"ds must be an xarray.Dataset, got {type(ds).__name__}")
+    return _checksum_v2(ds, encoded=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,8 +487,15 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str],
     target directory and moved into place with :func:`os.replace`, so readers never see a
     half-written file and a failed write leaves an existing file untouched; the temporary
     file is flushed to disk (``fsync``) before the rename, so a crash of the machine does not
-    leave an empty file under the final name. The data's :func:`data_checksum` is stored in
-    :data:`CHECKSUM_ATTR`. Parent directories are created. ``ds`` itself is not modified.
+    leave an empty file under the final name. Its :func:`dataset_checksum` (data, coordinates
+    and every attribute as written) is stored in :data:`CHECKSUM_ATTR`. Parent directories are
+    created. ``ds`` itself is not modified.
+
+    Self-description: coordinates get units and long names (:func:`describe`), the Dataset
+    a ``title`` (``"anglesim study <study>"``, or :data:`DEFAULT_TITLE`) when it has none,
+    ``Conventions`` and a ``history`` line (time and command, newest first, earlier lines
+    kept); a dimension named like a keyword of ``Dataset.sel`` draws a warning
+    (:func:`check_dim_names`).
 
     Returns:
         The path written.
@@ -327,6 +503,9 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str],
     Raises:
         ValueError: if ``ds`` is not a Dataset, ``path`` is a directory, or an attribute cannot
             be encoded.
+        OSError: if the file cannot be written (a full disk, no permission): one line,
+            ``cannot write <path>: <reason>``, with ``filename`` set and the errno where known;
+            any file already at ``path`` is left as it was.
         ModuleNotFoundError: if h5py (needed by h5netcdf) is not installed.
     """
     if not isinstance(ds, xr.Dataset):
@@ -339,24 +518,51 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str],
     prov = provenance(config, seed)
     if config is None and "config" in ds.attrs:
         del prov["config"]
-    out = ds.copy(deep=False)
-    prov[CHECKSUM_ATTR] = data_checksum(ds)
-    out.attrs = _encode_attrs({**ds.attrs, **prov}, "the Dataset")
+    old_history = ds.attrs.get("history")
+    if isinstance(old_history, str) and old_history:
+        lines = old_history.splitlines()
+        command = str(prov["history"]).split(" ", 1)[1]
+        if lines[0].split(" ", 1)[1:] == [command]:
+            lines = lines[1:]  # the same command saving again (a run, then its save)
+        prov["history"] = "\n".join([str(prov["history"]), *lines])
+    check_dim_names(ds, stacklevel=2)
+    out = describe(ds)
+    attrs = {**ds.attrs, **prov}
+    if not attrs.get("title"):
+        attrs["title"] = (f"anglesim study {attrs['study']}" if attrs.get("study")
+                          else DEFAULT_TITLE)
+    out.attrs = _encode_attrs(attrs, "the Dataset")
     out.encoding = {}
     for name, var in out.variables.items():
         var.attrs = _encode_attrs(var.attrs, f"variable {name!r}")
         var.encoding = {}  # stale encodings (chunk sizes, dtypes) from a loaded file break writes
+    out.attrs[CHECKSUM_ATTR] = f"v{CHECKSUM_VERSION}:{_checksum_v2(out, encoded=True)}"
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        out.to_netcdf(tmp, engine=ENGINE)
-        _fsync(tmp)
-        os.replace(tmp, path)
+        try:
+            out.to_netcdf(tmp, engine=ENGINE)
+            _fsync(tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _write_error(exc, path) from None
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _write_error(exc: OSError, path: Path) -> OSError:
+    """One OSError naming ``path`` (HDF5 reports a full disk as "errno = 28" inside a message)."""
+    code = exc.errno
+    if code is None:
+        found = re.search(r"errno = (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    reason = exc.strerror or (os.strerror(code) if code else None) or \
+        (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    error = OSError(code, f"cannot write {path}: {reason}", str(path))
+    return error
 
 
 def _fsync(path: Path) -> None:
@@ -378,15 +584,23 @@ def load_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
 
     JSON-encoded attributes are decoded and string variables come back as numpy unicode
     arrays, so the result equals what was saved. If the file holds a checksum
-    (:data:`CHECKSUM_ATTR`), the data are verified against it and the attribute is dropped.
+    (:data:`CHECKSUM_ATTR`), the file is verified against it and the attribute is dropped:
+    a version-2 checksum covers data, coordinates and every attribute; a version-1 checksum
+    (files written before version 2) the data only.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if ``path`` is a directory, is not a readable netCDF4 file, or has no
-            ``anglesim_version`` attribute (not written by anglesim), or its data do not match
-            its checksum.
+            ``anglesim_version`` attribute (not written by anglesim), or does not match its
+            checksum.
         ModuleNotFoundError: if h5py (needed by h5netcdf) is not installed.
     """
+    return load_checked(path)[0]
+
+
+def load_checked(path: str | os.PathLike[str]) -> tuple[xr.Dataset, int]:
+    """:func:`load_dataset`, also returning the version of the checksum the file was verified
+    with (0: the file has none; 1: data only; 2: data, coordinates and attributes)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "no such anglesim Dataset file", str(path))
@@ -403,6 +617,15 @@ def load_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
     if "anglesim_version" not in ds.attrs:
         raise ValueError(f"{path} is not an anglesim Dataset (no anglesim_version attribute)")
 
+    stored = ds.attrs.pop(CHECKSUM_ATTR, None)
+    version = 0 if stored is None else 1
+    if isinstance(stored, str) and stored.startswith("v2:"):
+        version = 2
+        found = _checksum_v2(ds, encoded=True)
+        if found != stored[3:]:
+            raise ValueError(f"{path} is corrupted: its checksum (data, coordinates and "
+                             f"attributes) is {found[:16]}…, the file records "
+                             f"{stored[3:19]}…")
     ds.attrs = _decode_attrs(ds.attrs, str(path))
     strings = {}
     for name, var in ds.variables.items():
@@ -416,10 +639,9 @@ def load_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
             ds = ds.assign_coords({name: restored})
         else:
             ds[name] = restored
-    stored = ds.attrs.pop(CHECKSUM_ATTR, None)
-    if stored is not None:
+    if version == 1:
         found = data_checksum(ds)
         if found != stored:
             raise ValueError(f"{path} is corrupted: its data's checksum is {found[:16]}…, the "
                              f"file records {str(stored)[:16]}…")
-    return ds
+    return ds, version

@@ -2,12 +2,17 @@
 
 A ``GratingSpec`` fixes everything about the stimulus except its orientation θ (and, when
 ``phase`` is None, its phase); ``render(angles, spec, generator)`` turns a batch of N angles into
-N images [N, 1, P, P]. The clean grating is
+N images [N, C, P, P] (C = ``spec.channels``, 1 by default). The clean grating is
 
-    x(θ) = contrast · cos(k · (Y cos θ' + X sin θ') + φ),  θ' = θ mod π,  k = π·frequency/extent,
+    x_c(θ) = w_c · contrast · cos(k · (Y cos θ' + X sin θ') + φ),
+    θ' = θ mod π,  k = π·frequency/extent,
 
 on the pixel grid x = y = linspace(−extent, extent, P), X, Y = meshgrid(x, y, indexing="xy"),
-so ``frequency`` counts cycles across the full width 2·extent.
+so ``frequency`` counts cycles across the full width 2·extent. The channel weights w_c are all
+1 (a grey grating replicated to C channels) unless ``spec.colour`` gives one weight per channel
+(e.g. (1.0, 0.6, 0.2), an orange grating in RGB). ``frequency`` is at most P/2 cycles per image,
+the Nyquist limit of P samples across the width along the image axes: beyond it the pixels
+show an aliased lower frequency, not the one asked for (and k·extent stays finite).
 
 Orientation has period π. A grating with phase φ ∉ {0, π} rotated by π is cos(−k u + φ), which is
 a different image from cos(k u + φ); using θ' = θ mod π inside the formula makes θ and θ + π
@@ -24,9 +29,12 @@ Noise model (applied only when ``noise=True``), in this order:
 clean grating → aperture (if not ``mask_after_noise``) → additive Gaussian noise N(0, σ²) on each
 pixel independently with probability ``noise_prob`` → shot noise (each pixel independently set
 to +contrast or −contrast, equal odds, with probability ``shot_prob``) → clamp → aperture
-(if ``mask_after_noise``). Random numbers are drawn from the given generator, in the order:
-phases (if random), Gaussian values, Gaussian selection (if noise_prob < 1), shot noise; draws a
-spec does not need (σ = 0, shot_prob = 0, …) consume nothing.
+(if ``mask_after_noise``). With C channels every noise draw is independent per channel and
+pixel (the images [N, C, P, P] are drawn in one call, so C = 1 draws exactly what it always
+has); the colour weights scale the clean grating only, not the noise. Random numbers are drawn
+from the given generator, in the order: phases (if random), Gaussian values, Gaussian selection
+(if noise_prob < 1), shot noise; draws a spec does not need (σ = 0, shot_prob = 0, …) consume
+nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import numpy as np
 import torch
 
 from . import angles as ang
+from . import validation as check
 from .validation import real as _real
 
 __all__ = ["GratingSpec", "render", "render_clean"]
@@ -68,6 +77,11 @@ class GratingSpec:
         mask_after_noise: True: the aperture multiplies the noisy image; False: it multiplies
             the clean grating and the noise is added everywhere.
         extent: half-width of the coordinate grid, x = y = linspace(−extent, extent, P); > 0.
+        channels: C, the number of image channels (1 grey; 3 for RGB models); int >= 1.
+        colour: None (every channel carries the same grey grating) or one finite weight per
+            channel, not all 0: channel c is w_c times the grating, e.g. (1.0, 0.6, 0.2).
+
+    ``frequency`` must be at most P/2 (the Nyquist limit, see the module docstring).
     """
 
     size: int = 32
@@ -82,6 +96,8 @@ class GratingSpec:
     clamp: tuple[float, float] | None = None
     mask_after_noise: bool = False
     extent: float = math.pi
+    channels: int = 1
+    colour: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -107,6 +123,21 @@ class GratingSpec:
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
             put(name, v)
+        if self.frequency > self.size / 2:
+            raise check.fail("frequency", f"<= size/2 = {self.size / 2:g} cycles per image (the "
+                             "Nyquist limit; beyond it the grating aliases)", self.frequency)
+        put("channels", check.integer("channels", self.channels, minimum=1))
+        if self.colour is not None:
+            c = self.colour
+            if isinstance(c, (str, bytes)) or not hasattr(c, "__len__"):
+                raise check.fail("colour", f"None or one weight per channel ({self.channels})", c)
+            if len(c) != self.channels:
+                raise check.fail("colour", f"one weight per channel (channels={self.channels})",
+                                 c)
+            weights = tuple(_real(f"colour[{i}]", w) for i, w in enumerate(c))
+            if not any(weights):
+                raise check.fail("colour", "a weight tuple with a nonzero weight", c)
+            put("colour", weights)
         if self.phase is not None:
             put("phase", _real("phase", self.phase))
         if self.aperture is not None:
@@ -166,9 +197,20 @@ class GratingSpec:
         return dataclasses.replace(self, **changes)
 
     def to_config(self) -> dict:
-        """All fields as a JSON-serialisable dict (clamp as a list)."""
+        """All fields as a JSON-serialisable dict (clamp and colour as lists).
+
+        ``channels`` and ``colour`` appear only when they differ from the one-channel grey
+        default, so the configs of one-channel specs (and whatever is keyed on them, such as
+        study caches) are the same as before these fields existed.
+        """
         cfg = dataclasses.asdict(self)
         cfg["clamp"] = None if self.clamp is None else list(self.clamp)
+        if self.channels == 1:
+            del cfg["channels"]
+        if self.colour is None:
+            del cfg["colour"]
+        else:
+            cfg["colour"] = list(self.colour)
         return cfg
 
     @classmethod
@@ -179,6 +221,9 @@ class GratingSpec:
         unknown = sorted(set(cfg) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown GratingSpec field(s) {unknown!r}")
+        cfg = dict(cfg)
+        if isinstance(cfg.get("colour"), list):
+            cfg["colour"] = tuple(cfg["colour"])
         return cls(**cfg)
 
     # ---- derived quantities ----------------------------------------------------------------
@@ -187,6 +232,12 @@ class GratingSpec:
     def wavenumber(self) -> float:
         """k = π · frequency / extent, radians per coordinate unit."""
         return math.pi * self.frequency / self.extent
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, P, P), the shape of one image; a model takes ``in_channels = spec.channels``
+        (e.g. ``CNNConfig(image_size=spec.size, in_channels=spec.channels)``)."""
+        return (self.channels, self.size, self.size)
 
     @property
     def gaussian_noise_only(self) -> bool:
@@ -210,17 +261,22 @@ class GratingSpec:
     def noise_variance_map(
         self, device: Any = None, dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:
-        """Per-pixel variance [P, P] of the additive Gaussian part of the noise.
+        """Per-pixel variance of the additive Gaussian part of the noise: [P, P] for one
+        channel, [C, P, P] (the same map in every channel) for C > 1; either broadcasts
+        against one image [C, P, P].
 
         σ² · noise_prob (a Bernoulli(p) gate times N(0, σ²) has variance σ² p), times mask²
         when ``mask_after_noise`` (the noise is then multiplied by the aperture), else the same
-        everywhere. Shot noise and clamping are not included (see ``gaussian_noise_only``).
+        everywhere. The noise is independent across pixels and channels and does not depend
+        on ``colour``. Shot noise and clamping are not included (see ``gaussian_noise_only``).
         """
         var = self.noise_std**2 * self.noise_prob
         if self.mask_after_noise and self.aperture is not None:
-            return var * self.aperture_mask(device, dtype) ** 2
-        return torch.full((self.size, self.size), var, dtype=dtype,
-                          device=torch.device(device or "cpu"))
+            out = var * self.aperture_mask(device, dtype) ** 2
+        else:
+            out = torch.full((self.size, self.size), var, dtype=dtype,
+                             device=torch.device(device or "cpu"))
+        return out if self.channels == 1 else out.expand(self.channels, -1, -1).clone()
 
 
 # ---- cached geometry -----------------------------------------------------------------------
@@ -261,6 +317,7 @@ def _as_angles(angles: Any, dtype: torch.dtype | None) -> torch.Tensor:
         if dtype is None:
             dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
         t = t.to(dtype)
+        _refuse_non_finite(t)
     else:
         try:
             arr = np.asarray(angles, dtype=np.float64)
@@ -276,6 +333,26 @@ def _as_angles(angles: Any, dtype: torch.dtype | None) -> torch.Tensor:
     return t
 
 
+def _refuse_non_finite(t: torch.Tensor) -> None:
+    """ValueError naming ``angles`` if a tensor of angles holds NaN or ±inf (a NaN angle would
+    render a NaN image). Inside ``torch.func.vmap`` the values cannot be inspected (data-
+    dependent control flow is refused there), so the check is skipped under vmap only."""
+    try:
+        bad = ~torch.isfinite(t.detach())
+        if not bool(bad.any()):
+            return
+    except RuntimeError:  # under vmap: "data-dependent control flow" is not supported
+        return
+    raise ValueError(f"angles must be finite, got {t.detach()[bad].flatten()[0].item()!r} "
+                     f"({int(bad.sum())} of {t.numel()} values non-finite)")
+
+
+def _check_dtype(dtype: Any) -> None:
+    """``dtype`` must be None or a floating torch dtype (ValueError naming it otherwise)."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise check.fail("dtype", "None or a floating torch dtype such as torch.float64", dtype)
+
+
 def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
     """Random numbers are drawn on the generator's device (the output device for None)."""
     return generator.device if generator is not None else device
@@ -288,12 +365,13 @@ def _per_image(
     device: torch.device,
     dtype: torch.dtype,
     positive: bool | None,
+    maximum: float | None = None,
 ) -> torch.Tensor:
     """Per-image stimulus values as a [N, 1, 1, 1] tensor (a scalar is broadcast to N).
 
-    Raises ValueError naming ``name`` for non-numbers, a wrong shape, non-finite values, or
-    values below 0 (``positive=False``) or at most 0 (``positive=True``); ``positive=None``
-    admits any finite value (phases).
+    Raises ValueError naming ``name`` for non-numbers, a wrong shape, non-finite values,
+    values below 0 (``positive=False``) or at most 0 (``positive=True``), or above
+    ``maximum``; ``positive=None`` admits any finite value (phases).
     """
     if not isinstance(values, torch.Tensor):
         try:
@@ -308,8 +386,12 @@ def _per_image(
     bad = ~torch.isfinite(v)
     if positive is not None:
         bad |= (v <= 0) if positive else (v < 0)
+    if maximum is not None:
+        bad |= v > maximum
     if bool(bad.any()):
         bound = "" if positive is None else (" and > 0" if positive else " and >= 0")
+        if maximum is not None:
+            bound += f" and <= {maximum:g}"
         raise ValueError(f"{name} must be finite{bound}, got {v[bad][0].item()!r}")
     return v[:, None, None, None]
 
@@ -326,14 +408,16 @@ def render(
     frequencies: Any = None,
     inplace: bool = False,
 ) -> torch.Tensor:
-    """Render N gratings at orientations ``angles``: tensor [N, 1, P, P] on angles' device.
+    """Render N gratings at orientations ``angles``: tensor [N, C, P, P] on angles' device.
 
-    x = contrast · cos(k (Y cos θ' + X sin θ') + φ), θ' = θ mod π, k = π·frequency/extent,
-    then aperture and noise as described in the module docstring and ``GratingSpec``.
+    x_c = w_c · contrast · cos(k (Y cos θ' + X sin θ') + φ), θ' = θ mod π,
+    k = π·frequency/extent, w_c the channel weights (``spec.colour``, else all 1), then
+    aperture and noise as described in the module docstring and ``GratingSpec``.
 
     Args:
-        angles: 1-D tensor of radians (a scalar, list or numpy array is converted); may
-            require grad: the clean part is differentiable (autograd, torch.func.jvp / vmap).
+        angles: 1-D tensor of radians (a scalar, list or numpy array is converted), finite
+            (NaN or ±inf raise ValueError in every form, except inside vmap); may require
+            grad: the clean part is differentiable (autograd, torch.func.jvp / vmap).
         spec: the stimulus.
         generator: source of every random number (phases if random, noise); None uses torch's
             default generator of the output device. Draws happen on the generator's device
@@ -345,7 +429,8 @@ def render(
         contrasts: per-image contrasts [N] (or a scalar), >= 0, overriding ``spec.contrast``
             (shot noise then uses each image's own ±contrast); None keeps the spec's.
         frequencies: per-image spatial frequencies [N] (or a scalar), > 0 cycles per image,
-            overriding ``spec.frequency`` (k_i = π·frequency_i/extent); None keeps the spec's.
+            overriding ``spec.frequency`` (k_i = π·frequency_i/extent), at most P/2 (Nyquist,
+            as ``spec.frequency``); None keeps the spec's.
             Neither consumes random numbers, so with both None the output is unchanged.
         inplace: compute in place, in about half the peak memory (a reference training set of
             16,384 101×101 images: 2.2 instead of 4.3 GB); the same values bit for bit from
@@ -355,6 +440,10 @@ def render(
     """
     if not isinstance(spec, GratingSpec):
         raise ValueError(f"spec must be a GratingSpec, got {spec!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise check.fail("generator", "None or a torch.Generator", generator)
+    _check_dtype(dtype)
+    check.boolean("noise", noise)
     theta = _as_angles(angles, dtype)
     dev, dt, n = theta.device, theta.dtype, theta.shape[0]
     draw_dev = _draw_device(generator, dev)
@@ -373,7 +462,8 @@ def render(
         contrast = _per_image("contrasts", contrasts, n, dev, dt, positive=False)
     wavenumber: float | torch.Tensor = spec.wavenumber
     if frequencies is not None:
-        freq = _per_image("frequencies", frequencies, n, dev, torch.float64, positive=True)
+        freq = _per_image("frequencies", frequencies, n, dev, torch.float64, positive=True,
+                          maximum=spec.size / 2)  # the Nyquist limit, as spec.frequency
         wavenumber = (math.pi * freq / spec.extent).to(dt)  # as spec.wavenumber, in float64
 
     if not isinstance(inplace, bool):
@@ -389,6 +479,14 @@ def render(
     img = torch.add(img, xx * torch.sin(t), out=out)  # k (Y cos θ + X sin θ) + φ, then cos
     img = torch.cos(torch.add(torch.mul(img, wavenumber, out=out), phi, out=out), out=out)
     img = torch.mul(img, contrast, out=out)
+    if spec.colour is not None or spec.channels > 1:
+        # [N, 1, P, P] → [N, C, P, P]: a new buffer (an expanded view cannot be written to)
+        if spec.colour is not None:
+            weights = torch.tensor(spec.colour, dtype=torch.float64).to(device=dev, dtype=dt)
+            img = img * weights[None, :, None, None]
+        else:
+            img = img.expand(-1, spec.channels, -1, -1).clone()
+        out = img if inplace else None
 
     mask = None
     if spec.aperture is not None:
@@ -397,7 +495,7 @@ def render(
         img = torch.mul(img, mask, out=out)
 
     if noise:
-        shape = (n, 1, spec.size, spec.size)
+        shape = (n, spec.channels, spec.size, spec.size)
         if spec.noise_std > 0 and spec.noise_prob > 0:
             # g and keep are fresh, never differentiated: in place in either mode
             g = torch.randn(shape, dtype=dt, generator=generator, device=draw_dev)
@@ -426,13 +524,14 @@ def render_clean(
     *,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """The noiseless image x(θ) [N, 1, P, P] at a fixed phase, for x and ∂x/∂θ (Fisher).
+    """The noiseless image x(θ) [N, C, P, P] at a fixed phase, for x and ∂x/∂θ (Fisher).
 
     The phase is ``phases`` if given, else ``spec.phase``, else 0 (never random, so this is a
     deterministic function of θ). Same as ``render(angles, spec, phases=…, noise=False)``.
     """
     if not isinstance(spec, GratingSpec):
         raise ValueError(f"spec must be a GratingSpec, got {spec!r}")
+    _check_dtype(dtype)
     if phases is None:
         phases = 0.0 if spec.phase is None else spec.phase
     return render(angles, spec, None, phases=phases, noise=False, dtype=dtype)

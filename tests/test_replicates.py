@@ -584,7 +584,7 @@ def test_scheduler_needs_the_dask_backend():
 
 def test_unreachable_scheduler_is_a_one_line_error(monkeypatch):
     pytest.importorskip("distributed")
-    monkeypatch.setattr("anglesim.replicates.DASK_CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr("anglesim.replicates.backends.DASK_CONNECT_TIMEOUT", 1.0)
     with pytest.raises(ValueError, match="cannot connect to the dask scheduler"):
         run_study(noisy, {"kappa": [1.0], "loss": ["a"]}, 2, n_jobs=2, backend="dask",
                   scheduler="tcp://127.0.0.1:9", progress=False)
