@@ -247,7 +247,9 @@ class Strategy:
                 f"strategy {self.name!r} takes no parameter(s) {unknown}; its parameters "
                 f"are {sorted(self.defaults)}"
             )
-        self.params: dict[str, Any] = {**copy.deepcopy(dict(self.defaults)), **params}
+        # numpy scalars (np.int64(3), np.float32(0.5), np.bool_) are taken as Python ones
+        given = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
+        self.params: dict[str, Any] = {**copy.deepcopy(dict(self.defaults)), **given}
         self.check()
         self.model: AngleNet | None = None
         self.optimizer: torch.optim.Optimizer | None = None
