@@ -351,3 +351,25 @@ def test_residual_network_layers_are_captured_before_in_place_ops():
                            layers=["stem", "layer1", "fc"], solver="exact")
     assert (at.values <= at.sel(layer="stem").values * (1 + 1e-9)).all()
     assert net.training is False or all(not m.training for m in net.modules())
+
+
+def test_readme_example_fisher_of_your_own_network():
+    # the example of the README's section "Fisher information of your own network"
+    from anglesim.fisher import as_stimulus, list_layers, propagated_fisher
+    from anglesim.stimuli import GratingSpec, render_clean
+
+    spec = GratingSpec(size=16, noise_std=0.5)
+
+    def stimulus(theta):  # any differentiable θ -> images [N, C, H, W]
+        return render_clean(theta, spec).expand(-1, 3, -1, -1)  # grey on 3 channels
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(8 * 8 * 8, 2))
+    assert list_layers(net) == ["input", "0", "1", "2", "3", "4", "output"]
+    fi = propagated_fisher(net, as_stimulus(stimulus, noise_std=0.5),
+                           torch.linspace(0, 3.0, 4), layers=["input", "2", "4"],
+                           solver="krylov", rtol=1e-3)
+    assert fi.dims == ("layer", "angle") and list(fi["layer"].values) == ["input", "2", "4"]
+    assert (fi["fisher_error"] <= 1e-3 * fi).all()
+    assert (fi.sel(layer="4") <= fi.sel(layer="2") * (1 + 2e-3)).all()

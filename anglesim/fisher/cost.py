@@ -10,8 +10,8 @@ of the chunk (measured once, t_pass seconds):
   iteration, guessed as min(N, P, KRYLOV_ITERATIONS) iterations, plus the probes; it holds
   C·(N_PROBES + 8) activations of the network up to the layer.
 
-``solver="auto"`` takes the exact solver for a layer when its estimated time is at most
-twice the Krylov estimate and its memory fits, else Krylov: small layers (the fully connected
+``solver="auto"`` takes the exact solver for a layer when its passes are at most twice the
+Krylov guess's and its memory fits, else Krylov: small layers (the fully connected
 ones, the head) stay exact, wide convolutional layers at large images go matrix-free. The
 guard refuses a run whose chosen solver would need more memory than the device has free or
 more than an hour, naming the cheaper choices, unless ``force=True``.
@@ -45,6 +45,8 @@ class LayerCost:
     exact_bytes: float
     krylov_s: float
     krylov_bytes: float
+    exact_passes: int = 0
+    krylov_passes: int = 0
 
 
 def estimate(name: str, units: int, inputs: int, through: int, n_img: int, n_chunks: int,
@@ -58,7 +60,8 @@ def estimate(name: str, units: int, inputs: int, through: int, n_img: int, n_chu
     iters = min(units, inputs, KRYLOV_ITERATIONS)
     krylov_s = n_chunks * (6 * iters + 2 * N_PROBES) * t_pass
     krylov_bytes = n_img * (through + inputs) * 8.0 * (N_PROBES + 8)
-    return LayerCost(name, units, inputs, exact_s, exact_bytes, krylov_s, krylov_bytes)
+    return LayerCost(name, units, inputs, exact_s, exact_bytes, krylov_s, krylov_bytes,
+                     passes, 6 * iters + 2 * N_PROBES)
 
 
 def available_memory(device: torch.device) -> float:
@@ -79,11 +82,16 @@ def available_memory(device: torch.device) -> float:
 
 
 def choose(cost: LayerCost, solver: str, memory: float) -> str:
-    """"exact" or "krylov" for one layer under ``solver`` ("exact", "krylov" or "auto")."""
+    """"exact" or "krylov" for one layer under ``solver`` ("exact", "krylov" or "auto").
+
+    "auto" compares passes, not measured seconds, so that the choice (and the numbers) do
+    not depend on the machine's load: exact when its Jacobian needs at most twice the
+    passes the Krylov guess does and its memory fits in half of what is free.
+    """
     if solver != "auto":
         return solver
     fits = cost.exact_bytes <= 0.5 * memory
-    return "exact" if fits and cost.exact_s <= 2 * cost.krylov_s else "krylov"
+    return "exact" if fits and cost.exact_passes <= 2 * cost.krylov_passes else "krylov"
 
 
 def guard(costs: list[LayerCost], chosen: dict[str, str], memory: float) -> None:
