@@ -15,7 +15,8 @@ import torch
 import xarray as xr
 
 from . import angles as ang
-from .data import RENDER_ARG, evaluation_grid
+from . import validation as check
+from .data import RENDER_ARG, check_generator, evaluation_grid
 from .models import AngleNet
 from .stimuli import GratingSpec, render
 
@@ -24,9 +25,16 @@ __all__ = ["check_offset", "evaluate_error", "evaluate_target_error", "standardi
 
 def check_offset(value: object) -> float:
     """A target offset in radians: any finite real number (ValueError otherwise)."""
-    if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value)):
-        raise ValueError(f"target_offset must be a finite number (radians), got {value!r}")
-    return float(value)
+    return check.real("target_offset (radians)", value)
+
+
+def _check_model(model: object, n_angles: object, repeats: object,
+                 generator: object) -> tuple[int, int]:
+    if not isinstance(model, AngleNet):
+        raise check.fail("model", "an AngleNet (build_model(...) or reference_mlp(...))", model)
+    check_generator(generator)
+    return (check.integer("n_angles", n_angles, minimum=1),
+            check.integer("repeats", repeats, minimum=1))
 
 
 
@@ -48,6 +56,8 @@ def evaluate_error(
     Each angle is rendered ``repeats`` times with fresh noise; chance is π/4.
     """
     target_offset = check_offset(target_offset)
+    n_angles, repeats = _check_model(model, n_angles, repeats, generator)
+    model.readout_of(head)  # ValueError naming the head for one the model lacks
     device = next(model.parameters()).device
     grid = evaluation_grid(n_angles, device=device)
     theta = grid.repeat(repeats)
@@ -96,17 +106,16 @@ def evaluate_target_error(
     :func:`standardise`). In the property's units; ``attrs["chance"]`` is s = (hi − lo)/√12,
     the error of always predicting the mean.
     """
-    if target not in RENDER_ARG:
-        raise ValueError(f"target must be one of {list(RENDER_ARG)}, got {target!r}")
+    n_angles, repeats = _check_model(model, n_angles, repeats, generator)
+    check.choice("target", target, list(RENDER_ARG))
+    low, high = check.real("low", low), check.real("high", high)
+    if not low < high:
+        raise ValueError(f"low < high must be finite, got low={low!r}, high={high!r}")
     if model.readout_of(head) != "scalar":
         raise ValueError(
             f"head {head!r} has readout {model.readout_of(head)!r}; a {target} estimate "
             "needs a 'scalar' head"
         )
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"low < high must be finite, got low={low!r}, high={high!r}")
-    if not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
     device = next(model.parameters()).device
     grid = evaluation_grid(n_angles, device=device)
     theta = grid.repeat(repeats)

@@ -329,6 +329,9 @@ def test_pdf_refuses_non_finite_angles_in_every_form(name, bad):
     for theta in ("0.5", ["a"], None):
         with pytest.raises(ValueError, match="^theta must be angles"):
             prior.pdf(theta)
+    if isinstance(prior, Gridded):
+        with pytest.raises(ValueError, match="^theta must be finite"):
+            prior.cdf([0.2, bad])
 
 
 def test_sample_refuses_a_generator_or_device_of_the_wrong_kind():

@@ -500,3 +500,12 @@ def test_render_names_a_bad_generator_dtype_or_noise_flag():
         render([0.1], SMALL, noise="no")
     with pytest.raises(ValueError, match="^spec must be a GratingSpec"):
         render_clean([0.1], "standard")
+
+
+def test_standard_preset_is_the_studies_stimulus():
+    spec = GratingSpec.standard()
+    assert (spec.size, spec.frequency, spec.phase, spec.aperture, spec.noise_std) == \
+        (32, 4.0, 0.0, 0.9, 1.0)
+    assert spec.gaussian_noise_only and not spec.mask_after_noise
+    assert spec.channels == 1 and spec.replace(channels=3).image_shape == (3, 32, 32)
+    assert GratingSpec.from_config(spec.to_config()) == spec

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import validation as check
 from ..models import AngleNet
 from ..training.strategy import (
     STRATEGIES,
@@ -43,42 +44,37 @@ _TINY = 1e-12
 # validation helpers (errors name the strategy, the parameter and the value)
 
 
-def _bad(strategy: str, name: str, need: str, value: Any) -> ValueError:
-    return ValueError(f"strategy {strategy!r}: {name} must be {need}, got {value!r}")
+def _param(strategy: str, name: str) -> str:
+    """How an error names a strategy's parameter: ``strategy 'lora': rank``."""
+    return f"strategy {strategy!r}: {name}"
 
+
+def _bad(strategy: str, name: str, need: str, value: Any) -> ValueError:
+    return check.fail(_param(strategy, name), need, value)
 
 
 def _positive(strategy: str, name: str, value: Any) -> float:
-    if not _is_number(value) or value <= 0:
-        raise _bad(strategy, name, "a finite number > 0", value)
-    return float(value)
+    return check.real(_param(strategy, name), value, minimum=0, min_open=True)
 
 
 def _non_negative(strategy: str, name: str, value: Any) -> float:
-    if not _is_number(value) or value < 0:
-        raise _bad(strategy, name, "a finite number >= 0", value)
-    return float(value)
+    return check.real(_param(strategy, name), value, minimum=0)
 
 
 def _integer(strategy: str, name: str, value: Any, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise _bad(strategy, name, f"an integer >= {minimum}", value)
-    return value
+    return check.integer(_param(strategy, name), value, minimum=minimum)
 
 
 def _choice(strategy: str, name: str, value: Any, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise _bad(strategy, name, f"one of {list(choices)}", value)
-    return value
+    return check.choice(_param(strategy, name), value, choices)
 
 
 def _names(strategy: str, name: str, value: Any, allow_empty: bool = False) -> list[str]:
-    if isinstance(value, str) or not isinstance(value, Sequence) or not all(
-        isinstance(v, str) and v for v in value
-    ) or (not value and not allow_empty):
-        need = "a list of block names" if allow_empty else "a non-empty list of block names"
-        raise _bad(strategy, name, need, value)
-    return list(value)
+    return check.name_list(_param(strategy, name), value, allow_empty=allow_empty)
+
+
+def _flag(strategy: str, name: str, value: Any) -> bool:
+    return check.boolean(_param(strategy, name), value)
 
 
 def _all_blocks(model: AngleNet) -> list[str]:

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 import xarray as xr
 
+from .. import validation as check
 from ..models import AngleNet
-from .base import _TINY, Strategy, _bad, _choice, _integer, _is_head, _is_number, register_strategy
+from .base import _TINY, Strategy, _choice, _integer, _is_head, _param, register_strategy
 
 
 def relative_gradient_norms(
@@ -140,8 +141,7 @@ class Discriminative(Strategy):
 
     def check(self) -> None:
         decay = self.params["decay"]
-        if not _is_number(decay) or not 0 < decay <= 1:
-            raise _bad(self.name, "decay", "a number in (0, 1]", decay)
+        check.real(_param(self.name, "decay"), decay, minimum=0, min_open=True, maximum=1)
         _integer(self.name, "warmup_steps", self.params["warmup_steps"], 0)
 
     def depth(self, model: AngleNet, block: str) -> int:

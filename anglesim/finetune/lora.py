@@ -14,9 +14,9 @@ from torch import nn
 from ..models import AngleNet
 from .base import (
     Strategy,
-    _bad,
     _check_in_pool,
     _check_known,
+    _flag,
     _integer,
     _is_head,
     _names,
@@ -203,8 +203,7 @@ class LoRA(Strategy):
         if self.params["blocks"] is not None:
             _names(self.name, "blocks", self.params["blocks"])
         for key in ("train_head", "merge"):
-            if not isinstance(self.params[key], bool):
-                raise _bad(self.name, key, "True or False", self.params[key])
+            _flag(self.name, key, self.params[key])
 
     def param_groups(self, model, pool, ctx):
         in_pool = list(dict.fromkeys(q.block for q in pool))

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import xarray as xr
 
+from .. import validation as check
 from ..models import AngleNet
 from .base import (
     Strategy,
-    _bad,
     _check_in_pool,
     _check_known,
     _integer,
@@ -18,6 +18,7 @@ from .base import (
     _lr_scale_check,
     _names,
     _non_negative,
+    _param,
     _positive,
     register_strategy,
 )
@@ -176,8 +177,8 @@ class Surgical(Strategy):
             )
         for key in ("start", "stop"):
             value = self.params[key]
-            if value is not None and (not isinstance(value, str) or not value):
-                raise _bad(self.name, key, "a block name", value)
+            if value is not None:
+                check.text(_param(self.name, key), value)
 
     def chosen_blocks(self, model: AngleNet) -> list[str]:
         """The block names this strategy trains on ``model``."""

@@ -4,7 +4,13 @@ Every estimator returns numbers in rad⁻², as an ``xarray.DataArray`` over ``a
 ``layer``) with its method and the quantity it estimates in attrs. The package is split by
 concern, and every public name is re-exported here so ``anglesim.fisher.X`` works for all:
 
-* :mod:`~anglesim.fisher.propagated` — **propagated (linearised) FI**, `propagated_fisher`.
+* :mod:`~anglesim.fisher.network` — any ``torch.nn.Module`` as named layers
+  (`list_layers`: "input", dotted ``named_modules()`` paths or anglesim's block names,
+  "output"); :mod:`~anglesim.fisher.stimulus` — a GratingSpec or any differentiable callable
+  ``stimulus(theta) -> images [N, C, H, W]`` with its noise (`as_stimulus`).
+* :mod:`~anglesim.fisher.propagated` — **propagated (linearised) FI**, `propagated_fisher`,
+  with the exact solver (:mod:`~anglesim.fisher.exact`), the matrix-free Krylov one
+  (:mod:`~anglesim.fisher.krylov`) and the cost model and guard (:mod:`~anglesim.fisher.cost`).
   The image is x(θ) + n with additive Gaussian pixel noise n ~ N(0, Σ_x) (or noise injected
   at a block, ``noise_at``); a layer's activations r(x) are linearised at the noiseless image,
   r ≈ r(x(θ)) + A n with A = ∂r/∂x, so r is Gaussian with mean derivative A ẋ and covariance
@@ -19,6 +25,9 @@ concern, and every public name is re-exported here so ``anglesim.fisher.X`` work
   (bias-corrected estimator of Kanitscheider, Coen-Cagli, Kohn & Pouget 2015, PLoS Comput Biol
   11(6): e1004218), `linear_fisher_variance`, `linear_fisher_shrinkage` (Ledoit & Wolf 2004
   covariance), `linear_fisher_pca`, the cross-validated `decoder_fisher`, `bootstrap_fisher`.
+* :mod:`~anglesim.fisher.intervals` — `linear_fisher_interval`, the exact (noncentral-F)
+  confidence interval for linear FI from Gaussian trials: the default band of
+  `bootstrap_fisher` and ``sampled_fisher(n_boot=…)``.
 * :mod:`~anglesim.fisher.sampled` — **on a network**: `sampled_fisher` and `estimator_fisher`
   (the decoded angle's (∂E[θ̂]/∂θ)²/Var θ̂), from `sample_responses` / `paired_responses`.
 * :mod:`~anglesim.fisher.savgol` — `savgol_fisher`, the reference research's
@@ -34,6 +43,7 @@ concern, and every public name is re-exported here so ``anglesim.fisher.X`` work
 from __future__ import annotations
 
 from .arrays import (
+    BOOTSTRAP_METHODS,
     active_units,
     bootstrap_fisher,
     decoder_fisher,
@@ -45,9 +55,11 @@ from .arrays import (
 )
 from .base import DEFAULT_N_PHASES, INPUT, OUTPUT, UNITS, fisher_dataarray
 from .closed_form import discrimination_threshold, gaussian_fisher, poisson_fisher
+from .intervals import linear_fisher_interval, noncentral_f_scale
 from .measure import METHODS, measure_fisher, method_result
+from .network import Network, list_layers
 from .output_noise import OUTPUT_NOISE_MODELS, output_noise_fisher
-from .propagated import propagated_fisher
+from .propagated import SOLVERS, propagated_fisher
 from .sampled import (
     SAMPLED_ESTIMATORS,
     estimator_fisher,
@@ -57,17 +69,23 @@ from .sampled import (
 )
 from .savgol import SAVGOL_OUTPUTS, savgol_fisher
 from .smoothing import bootstrap_replicates, fourier_design, smooth_periodic
+from .stimulus import Stimulus, as_stimulus
 
 __all__ = [
+    "BOOTSTRAP_METHODS",
     "DEFAULT_N_PHASES",
     "INPUT",
     "METHODS",
+    "Network",
     "OUTPUT",
     "OUTPUT_NOISE_MODELS",
     "SAMPLED_ESTIMATORS",
     "SAVGOL_OUTPUTS",
+    "SOLVERS",
+    "Stimulus",
     "UNITS",
     "active_units",
+    "as_stimulus",
     "bootstrap_fisher",
     "bootstrap_replicates",
     "decoder_fisher",
@@ -78,10 +96,13 @@ __all__ = [
     "gaussian_fisher",
     "ledoit_wolf_covariance",
     "linear_fisher_from_samples",
+    "linear_fisher_interval",
     "linear_fisher_pca",
     "linear_fisher_shrinkage",
     "linear_fisher_variance",
+    "list_layers",
     "measure_fisher",
+    "noncentral_f_scale",
     "method_result",
     "output_noise_fisher",
     "paired_responses",

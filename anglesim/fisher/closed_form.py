@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .. import validation as check
 from .base import ArrayLike, to_numpy
 
 __all__ = ["discrimination_threshold", "gaussian_fisher", "poisson_fisher"]
@@ -26,7 +27,7 @@ def poisson_fisher(f: ArrayLike, f_prime: ArrayLike) -> float | np.ndarray:
     4 N κ r_max e^{−κ} I₁(κ) (I₁ the modified Bessel function).
     """
     fa = to_numpy(f, "f")
-    fp = to_numpy(f_prime, "f_prime")
+    fp = check.finite_array("f_prime", to_numpy(f_prime, "f_prime"))
     if fa.shape != fp.shape or fa.ndim == 0:
         raise ValueError(f"f and f_prime must have the same shape, got {fa.shape} and {fp.shape}")
     if not (np.isfinite(fa).all() and (fa > 0).all()):
@@ -45,14 +46,17 @@ def gaussian_fisher(
     (Kay 1993, Fundamentals of Statistical Signal Processing I, eq. 3.31; the second term is
     the information in the stimulus dependence of the covariance, which linear estimators
     ignore; without ``cov_prime`` only the first, linear term.) ``f_prime`` [..., N], ``cov``
-    and ``cov_prime`` [..., N, N] (symmetric, ``cov`` positive definite); a float for one
-    population, else an array over the leading axes.
+    and ``cov_prime`` [..., N, N] (finite and symmetric to 1e-10 of their largest entry,
+    ``cov`` positive definite: a non-symmetric matrix is an error, since a Cholesky
+    factorisation would silently read only its lower triangle); a float for one population,
+    else an array over the leading axes.
     """
-    fp = to_numpy(f_prime, "f_prime")
-    c = to_numpy(cov, "cov")
+    fp = check.finite_array("f_prime", to_numpy(f_prime, "f_prime"))
+    c = check.finite_array("cov", to_numpy(cov, "cov"))
     if fp.ndim == 0 or c.shape != (*fp.shape, fp.shape[-1]):
         raise ValueError(f"cov must have shape {(*fp.shape, fp.shape[-1])} for f_prime "
                          f"{fp.shape}, got {c.shape}")
+    _check_symmetric("cov", c)
     try:
         chol = np.linalg.cholesky(c)
     except np.linalg.LinAlgError as err:
@@ -60,12 +64,23 @@ def gaussian_fisher(
     w = np.linalg.solve(chol, fp[..., None])  # L⁻¹ f′
     j = (w**2).sum((-2, -1))
     if cov_prime is not None:
-        cp = to_numpy(cov_prime, "cov_prime")
+        cp = check.finite_array("cov_prime", to_numpy(cov_prime, "cov_prime"))
         if cp.shape != c.shape:
             raise ValueError(f"cov_prime must have the shape of cov {c.shape}, got {cp.shape}")
+        _check_symmetric("cov_prime", cp)
         m = np.linalg.solve(c, cp)  # Σ⁻¹ Σ′
         j = j + 0.5 * np.einsum("...ij,...ji->...", m, m)
     return float(j) if np.ndim(j) == 0 else j
+
+
+def _check_symmetric(name: str, m: np.ndarray) -> None:
+    """ValueError unless every matrix in m [..., N, N] equals its transpose to 1e-10 of its
+    largest entry (rounding in a computed covariance passes)."""
+    scale = np.abs(m).max(axis=(-2, -1), keepdims=True)
+    gap = np.abs(m - np.swapaxes(m, -1, -2))
+    if (gap > 1e-10 * scale).any():
+        raise ValueError(f"{name} must be symmetric, got an asymmetry of {float(gap.max()):.3g} "
+                         f"(largest entry {float(scale.max()):.3g})")
 
 
 def discrimination_threshold(J: float | np.ndarray | xr.DataArray, d_prime: float = 1.0) -> Any:

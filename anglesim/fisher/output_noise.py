@@ -6,14 +6,14 @@ Re-exported by :mod:`anglesim.fisher`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import xarray as xr
 from torch.func import jvp
 
-from ..stimuli import render_clean
+from .. import validation as check
 from .base import (
     DEFAULT_N_PHASES,
     OUTPUT,
@@ -25,9 +25,8 @@ from .base import (
     model_on_device,
     to_numpy,
 )
-
-if TYPE_CHECKING:
-    from ..stimuli import GratingSpec
+from .network import Network
+from .stimulus import as_stimulus
 
 __all__ = ["OUTPUT_NOISE_MODELS", "output_noise_fisher"]
 
@@ -37,7 +36,7 @@ OUTPUT_NOISE_MODELS = ("gaussian", "poisson")
 
 def output_noise_fisher(
     model: torch.nn.Module,
-    spec: GratingSpec,
+    spec: Any,
     angles: ArrayLike,
     layers: Sequence[str] | None = None,
     noise: str = "gaussian",
@@ -47,6 +46,8 @@ def output_noise_fisher(
     phases: ArrayLike | None = None,
     chunk_size: int = 256,
     device: torch.device | str | None = None,
+    *,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> xr.DataArray:
     """FI of each layer when the noise is added to that layer's own units (noiseless input).
 
@@ -61,42 +62,40 @@ def output_noise_fisher(
       Poisson rate must be positive. The mean-term (linear) FI: the full Gaussian FI of a
       variance that follows the mean adds ½ Σ (v_i/f_i)², see `gaussian_fisher`.
 
-    The layers are the model's blocks ("head" being the raw output) and, for Gaussian noise
-    only, "output" (noise of variance σ² on the decoded angle θ̂: J = (∂θ̂/∂θ)²/σ²). Default:
-    every block (and "output" for Gaussian noise). Random phase or explicit ``phases``: the
-    phase-conditional FI averaged over phases, as in `propagated_fisher`. Noise injected at a
-    block and propagated downstream is `propagated_fisher` with ``noise_at``.
+    The layers are those of `list_layers` but "input": an anglesim model's blocks ("head"
+    being the raw output), any module's dotted names, and "output" — for Gaussian noise,
+    noise of variance σ² on the decoded angle θ̂ (J = (∂θ̂/∂θ)²/σ²) when the model decodes
+    (a ``decode`` method or ``decode=``), else the raw output vector (then Poisson too).
+    Default: every block or top-level child (and "output" where it applies). Random phase or
+    explicit ``phases``: the phase-conditional FI averaged over phases, as in
+    `propagated_fisher`. Noise injected at a layer and propagated downstream is
+    `propagated_fisher` with ``noise_at``.
     """
-    if noise not in OUTPUT_NOISE_MODELS:
-        raise ValueError(f"noise must be one of {list(OUTPUT_NOISE_MODELS)}, got {noise!r}")
-    for name, val, low in (("sigma", sigma, 0.0), ("gain", gain, 0.0)):
-        if not (isinstance(val, int | float) and math.isfinite(val) and val > low):
-            raise ValueError(f"{name} must be a finite number > 0, got {val!r}")
-    if not (isinstance(baseline, int | float) and math.isfinite(baseline)):
-        raise ValueError(f"baseline must be a finite number, got {baseline!r}")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    noise = check.choice("noise", noise, OUTPUT_NOISE_MODELS)
+    sigma = check.real("sigma", sigma, minimum=0.0, min_open=True)
+    gain = check.real("gain", gain, minimum=0.0, min_open=True)
+    baseline = check.real("baseline", baseline)
+    chunk_size = check.integer("chunk_size", chunk_size, minimum=1)
+    stim = as_stimulus(spec)
     model, dev, dtype = model_on_device(model, device)
+    net = Network(model, decode)
     theta = angles_tensor(angles, dev, dtype)
-    blocks = list(model.block_names)
-    allowed = blocks + ([OUTPUT] if noise == "gaussian" else [])
-    if layers is None:
-        names = allowed
-    else:
-        names = [layers] if isinstance(layers, str) else list(layers)
-        bad = [n for n in names if n not in allowed]
-        if bad or not names:
-            raise ValueError(f"layers {names!r} must be a non-empty subset of {allowed} for "
-                             f"noise={noise!r}")
-        names = [n for n in allowed if n in set(names)]
-    if phases is None and spec.phase is None:
+    allowed = net.blocks + ([OUTPUT] if noise == "gaussian" or not net.decoded else [])
+    default = [n for n in net.default_layers if n in allowed]
+    names = net.resolve(layers, allowed=allowed, default=default)
+    if not net.native:
+        with eval_mode(model), torch.no_grad():
+            net.probe(stim.clean(theta[:1], None if stim.spec is None else
+                                 torch.zeros(1, dtype=dtype, device=dev)))
+        net.check_measurable(names)
+        names = net.order(names)
+    if phases is None and stim.random_phase:
         phases = torch.arange(DEFAULT_N_PHASES, dtype=torch.float64) * (
             2 * math.pi / DEFAULT_N_PHASES)
     phi = None if phases is None else angles_tensor(phases, dev, dtype, name="phases")
     n_ph = 1 if phi is None else phi.numel()
     item_theta = theta.repeat_interleave(n_ph)
     item_phase = None if phi is None else phi.repeat(theta.numel())
-    last = len(blocks) if OUTPUT in names else blocks.index(names[-1]) + 1
 
     rows = []
     with eval_mode(model), torch.no_grad():
@@ -105,14 +104,7 @@ def output_noise_fisher(
             ph = _sl(item_phase, start, start + chunk_size)
 
             def run(a: torch.Tensor, ph: torch.Tensor | None = ph) -> tuple[torch.Tensor, ...]:
-                h, outs = render_clean(a, spec, ph), []
-                for name in blocks[:last]:
-                    h = model.blocks[name](h)
-                    if name in names:
-                        outs.append(h.reshape(h.shape[0], -1))
-                if OUTPUT in names:
-                    outs.append(model.decode(h).reshape(-1, 1))
-                return tuple(outs)
+                return net.outputs(stim.clean(a, ph), names)
 
             values, derivs = jvp(run, (th,), (torch.ones_like(th),))
             chunk = []

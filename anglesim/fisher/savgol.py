@@ -7,6 +7,7 @@ covariance from repeated samples. Re-exported by :mod:`anglesim.fisher`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,10 @@ import xarray as xr
 from scipy.signal import savgol_coeffs, savgol_filter
 
 from .. import angles as ang
-from ..stimuli import GratingSpec
 from .base import OUTPUT, check_positive_int, fisher_dataarray
-from .sampled import _noise_description, sample_responses
+from .network import Network
+from .sampled import sample_responses
+from .stimulus import as_stimulus
 
 __all__ = ["SAVGOL_OUTPUTS", "savgol_fisher"]
 
@@ -27,7 +29,7 @@ SAVGOL_OUTPUTS = ("decoded", "raw")
 
 def savgol_fisher(
     model: torch.nn.Module,
-    spec: GratingSpec,
+    spec: Any,
     n_dense: int = 10_000,
     n_cov_angles: int = 500,
     n_cov_samples: int = 500,
@@ -38,6 +40,8 @@ def savgol_fisher(
     *,
     output: str = "decoded",
     bias_corrected: bool = False,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    device: torch.device | str | None = None,
 ) -> xr.DataArray:
     """FI from a Savitzky–Golay derivative of single noisy samples on a dense angle grid.
 
@@ -90,12 +94,22 @@ def savgol_fisher(
         raise ValueError(f"polyorder must be < window={window}, got {polyorder}")
     if output not in SAVGOL_OUTPUTS:
         raise ValueError(f"output must be one of {list(SAVGOL_OUTPUTS)}, got {output!r}")
-    layer = OUTPUT if output == "decoded" else model.block_names[-1]
+    stim = as_stimulus(spec)
+    net = Network(model, decode)
+    if output == "decoded" and not net.decoded:
+        raise ValueError("decode must be given for output='decoded' on a model without a "
+                         "decode method, got None")
+    # the raw output vector: an anglesim model's last block, else "output" without decoding
+    layer = OUTPUT if output == "decoded" or not net.native else net.blocks[-1]
+    dec = decode if output == "decoded" else None
+    if output == "raw" and not net.native:
+        model = _Raw(model)
     step = math.pi / n_dense
     dense = np.arange(n_dense) * step
-    single = sample_responses(model, spec, dense, layer, generator, batch_size)[layer]
+    single = sample_responses(model, stim, dense, layer, generator, batch_size, decode=dec,
+                              device=device)[layer]
     phi = np.arange(n_cov_angles) * (math.pi / n_cov_angles)
-    repeated = sample_responses(model, spec, np.repeat(phi, n_cov_samples), layer, generator,
+    repeated = sample_responses(model, stim, np.repeat(phi, n_cov_samples), layer, generator,
                                 batch_size)[layer].reshape(n_cov_angles, n_cov_samples, -1)
     filt = dict(window_length=window, polyorder=polyorder, deriv=1, delta=step, mode="wrap")
     coeff_sq = float((savgol_coeffs(window, polyorder, deriv=1, delta=step) ** 2).sum())
@@ -144,6 +158,17 @@ def savgol_fisher(
         output=output, window=window, polyorder=polyorder, n_dense=n_dense,
         n_cov_angles=n_cov_angles, n_cov_samples=n_cov_samples,
         derivative_noise_bias=bias, bias_corrected=int(bias_corrected),
-        noise_model=_noise_description(spec),
+        noise_model=stim.describe(),
     )
     return da.assign_coords(coords)
+
+
+class _Raw(torch.nn.Module):
+    """A module wrapped so that it has no ``decode``: "output" is then its raw vector."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from .assemble import FAILURES_ATTR, failure_table
 from .backends import BACKENDS, DASK_CONNECT_TIMEOUT, DEFAULT_THREADS
-from .cache import CACHE_HASH_ATTR, STALE_TEMP_SECONDS, CacheWarning
+from .cache import CACHE_HASH_ATTR, STALE_TEMP_SECONDS, CacheFullError, CacheWarning
 from .grid import RESERVED_NAMES, condition_id, condition_key, iter_conditions, replicate_seed
 from .log import LOG_NAME, logger
 from .run import run_study
@@ -63,6 +63,7 @@ __all__ = [
     "LOG_NAME",
     "RESERVED_NAMES",
     "STALE_TEMP_SECONDS",
+    "CacheFullError",
     "CacheWarning",
     "StudyInspected",
     "StudyStatus",

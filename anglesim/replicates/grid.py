@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import io
+from .. import validation as check
 
 RESERVED_NAMES = ("replicate", "failed", "error", "replicate_seed")
 """Names that neither a grid axis nor a variable or dimension of fn's result may use."""
@@ -149,24 +150,34 @@ class _Task:
     key: dict  # everything that determines the result: study config, condition, seeds
     config_hash: str  # io.config_hash(key)
     stem: str  # cache file name without suffix
+    code_version: str | None = None  # the study's declared version of its replicate code
 
     def describe(self) -> str:
         return f"replicate {self.replicate} of condition {self.condition} (seed {self.seed})"
 
 
 def _plan(axes: dict[str, list], n_replicates: int, seed: int,
-          config: Mapping[str, Any] | None) -> list[_Task]:
-    """Every (condition, replicate) task of a study, in the order of the assembled Dataset."""
+          config: Mapping[str, Any] | None, code_version: str | None = None,
+          pair_axes: Sequence[str] = ()) -> list[_Task]:
+    """Every (condition, replicate) task of a study, in the order of the assembled Dataset.
+
+    A replicate's seed is ``replicate_seed(seed, condition_id(c'), r)`` where ``c'`` is the
+    condition without its ``pair_axes``: conditions that differ only in those axes share their
+    replicates' seeds (one parent, many treatments). ``code_version``, when given, is part of
+    every task's cache key (the key is unchanged without it, so existing caches stay valid).
+    """
     tasks: list[_Task] = []
     for ci, condition in enumerate(iter_conditions(axes)):
-        cid = condition_id(condition)
+        cid = condition_id({k: v for k, v in condition.items() if k not in pair_axes})
         stem = condition_key(condition)
         for r in range(n_replicates):
             s = replicate_seed(seed, cid, r)
             key = {"config": config, "condition": condition, "replicate": r, "seed": seed,
                    "replicate_seed": s}
+            if code_version is not None:
+                key["code_version"] = code_version
             tasks.append(_Task(len(tasks), ci, condition, r, s, key, io.config_hash(key),
-                               f"{stem}__r{r}"))
+                               f"{stem}__r{r}", code_version))
     return tasks
 
 
@@ -196,4 +207,17 @@ def _validated(fn: Any, grid: Any, n_replicates: Any, seed: Any, name: Any,
         raise ValueError(f"config must be a dict or None, got {config!r}")
     io.to_json(config)  # fail now, not after the computation, if config is not JSON-encodable
     return axes, n_replicates, seed
+
+
+def _validated_keys(axes: dict[str, list], code_version: Any,
+                    pair_axes: Any) -> tuple[str | None, tuple[str, ...]]:
+    """The checked ``code_version`` (None or a non-empty string) and ``pair_axes`` (grid axes)."""
+    if code_version is not None:
+        code_version = check.text("code_version", code_version)
+    pair = tuple(check.name_list("pair_axes", pair_axes))
+    unknown = [a for a in pair if a not in axes]
+    if unknown:
+        raise ValueError(f"pair_axes must name grid axes ({', '.join(axes) or 'none'}), got "
+                         f"{unknown[0]!r}")
+    return code_version, pair
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,28 @@ LOG_NAME = "study.log"
 
 # --------------------------------------------------------------------------------------------
 # the study log
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """A log file that, when it cannot be written (a full disk), says so once on the console
+    and stops, instead of printing logging's "--- Logging error ---" traceback per message."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            logger.warning("cannot append to the study log %s (%s); continuing without it",
+                           self.baseFilename, error)
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
 
 
 class _StudyLog:
@@ -26,7 +49,7 @@ class _StudyLog:
         if path is not None:
             # a logger outside logging's hierarchy: nothing propagates to the root's handlers
             self._file = logging.Logger(f"anglesim.study:{path}", level=logging.DEBUG)
-            self._handler = logging.FileHandler(path, mode="a", encoding="utf-8", delay=True)
+            self._handler = _QuietFileHandler(path, mode="a", encoding="utf-8", delay=True)
             self._handler.setFormatter(logging.Formatter(
                 "%(asctime)s %(levelname)-7s %(message)s"))
             self._file.addHandler(self._handler)

@@ -12,7 +12,7 @@ from typing import Any
 
 from .assemble import _failure_entries
 from .cache import _from_cache, _temp_files
-from .grid import _plan, _validated
+from .grid import _plan, _validated, _validated_keys
 
 
 @dataclass
@@ -97,18 +97,21 @@ def study_status(
     cache_dir: str | os.PathLike[str] | None = None,
     name: str = "study",
     config: Mapping[str, Any] | None = None,
+    code_version: str | None = None,
+    pair_axes: Sequence[str] = (),
 ) -> StudyStatus:
     """Which replicates of a study are cached, failed or missing; runs and changes nothing.
 
     The arguments are those of :func:`run_study` (``fn`` is not needed): a replicate counts as
-    cached or failed only if its file matches this config, seed, condition and anglesim
-    version, exactly as :func:`run_study` would decide.
+    cached or failed only if its file matches this config, seed, condition, code_version and
+    anglesim version, exactly as :func:`run_study` would decide.
 
     Raises:
         ValueError: for invalid arguments, as :func:`run_study`.
     """
     axes, n_replicates, seed = _validated(len, grid, n_replicates, seed, name, config)
-    tasks = _plan(axes, n_replicates, seed, config)
+    code_version, pair = _validated_keys(axes, code_version, pair_axes)
+    tasks = _plan(axes, n_replicates, seed, config, code_version, pair)
     cache = Path(cache_dir) / name if cache_dir is not None else None
     status = StudyStatus(name, cache, len(tasks))
     if cache is None or not cache.is_dir():

@@ -3,30 +3,87 @@
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Set
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from .. import io
-from .cache import CACHE_HASH_ATTR, _failure_record, _write_text_atomic
+from .cache import _failure_record, _store
 from .grid import _Task
 
 
-def _check_result(result: Any, forbidden: set[str]) -> xr.Dataset:
+@dataclass(frozen=True)
+class _Settings:
+    """What every task of one run shares: torch threads, the names fn's result may not use,
+    the variables allowed to hold NaN or ±inf, the cache folder and the study's main process
+    (a worker whose parent has died stores nothing more; see :func:`init_worker`)."""
+
+    threads: int
+    forbidden: frozenset[str]
+    cache: Path | None
+    allow_nan: frozenset[str] = frozenset()
+    parent_pid: int | None = None
+
+
+def _check_result(result: Any, forbidden: Set[str], allow_nan: Set[str] = frozenset()
+                  ) -> xr.Dataset:
+    """fn's result, loaded; a non-Dataset, a reserved name or a NaN/±inf value outside the
+    variables of ``allow_nan`` raises (and so makes the replicate a failure)."""
     if not isinstance(result, xr.Dataset):
         raise TypeError(f"fn must return an xarray.Dataset, got {type(result).__name__}")
     clash = forbidden & ({str(d) for d in result.dims} | {str(v) for v in result.variables})
     if clash:
         raise ValueError(f"fn's Dataset uses names reserved for the study's own dimensions and "
                          f"variables: {sorted(clash)}")
-    return result.load()
+    result = result.load()
+    for name, var in result.variables.items():
+        if var.dtype.kind not in "fc" or str(name) in allow_nan:
+            continue
+        bad = int(np.count_nonzero(~np.isfinite(var.values)))
+        if bad:
+            raise FloatingPointError(
+                f"variable {str(name)!r} holds NaN or inf ({bad} of {var.size} values); a study "
+                f"that expects them names the variable in run_study's allow_nan")
+    return io.describe(result)  # as a cached file gives it back
+
+
+WATCHDOG_SECONDS = 0.25
+"""How often a worker checks that the study's main process is still its parent."""
+
+
+def _parent_alive(parent_pid: int | None) -> bool:
+    return parent_pid is None or os.getppid() == parent_pid
+
+
+def init_worker(parent_pid: int) -> None:
+    """Worker-process initializer: end this process once ``parent_pid`` is no longer its parent.
+
+    When the study's main process dies (``kill -9``, the out-of-memory killer), its workers are
+    re-parented; a daemon thread polling :func:`os.getppid` every :data:`WATCHDOG_SECONDS`
+    then ends the worker with ``os._exit(1)``, whatever it is computing, and a task that
+    finishes before the thread notices stores nothing (``_run_task`` checks the parent before
+    writing). ``prctl(PR_SET_PDEATHSIG)`` is not used: it fires when the *thread* that started
+    the worker ends, which for loky's executor-manager thread is not the main process's death.
+    """
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_SECONDS)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="anglesim-parent-watchdog", daemon=True).start()
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
@@ -67,17 +124,16 @@ def configure_malloc() -> bool:
     return _malloc_configured
 
 
-def _run_task(fn: Callable, task: _Task, n_threads: int, forbidden: set[str],
-              cache: Path | None) -> dict:
+def _run_task(fn: Callable, task: _Task, settings: _Settings) -> dict:
     """Compute one replicate (in whichever process runs it) and, with a cache, store it.
 
     Never raises for an error in ``fn``: the outcome is a dict with either ``result`` or
-    ``failure``, ``cache_error`` if storing it failed, and the times ``fn_seconds`` (fn alone)
-    and ``task_seconds`` (this whole function: settings, fn, checks, writing the cache file).
+    ``failure``, ``cache_error`` if storing it failed (with ``cache_error_path`` and, for an
+    OSError, ``cache_errno``), and the times ``fn_seconds`` (fn alone) and ``task_seconds``
+    (this whole function: settings, fn, checks, writing the cache file).
     """
+    n_threads, cache = settings.threads, settings.cache
     import torch
-
-    from .. import __version__
 
     started = time.perf_counter()
     outcome: dict[str, Any] = {"index": task.index}
@@ -95,29 +151,17 @@ def _run_task(fn: Callable, task: _Task, n_threads: int, forbidden: set[str],
                 result = fn(dict(task.condition), task.replicate, task.seed)
             finally:
                 fn_seconds = time.perf_counter() - fn_started
-        outcome["result"] = _check_result(result, forbidden)
+        outcome["result"] = _check_result(result, settings.forbidden, settings.allow_nan)
     except Exception as exc:
         outcome["failure"] = _failure_record(task, f"{type(exc).__name__}: {exc}",
                                              traceback.format_exc())
     finally:
         torch.set_num_threads(previous_threads)
 
+    if cache is not None and not _parent_alive(settings.parent_pid):
+        os._exit(1)  # the study's main process is gone: store nothing more
     if cache is not None:
-        data_path = cache / f"{task.stem}.nc"
-        failed_path = cache / f"{task.stem}.failed.json"
-        try:
-            if "result" in outcome:
-                ds = outcome["result"].copy(deep=False)
-                ds.attrs = {**ds.attrs, CACHE_HASH_ATTR: task.config_hash}
-                io.save_dataset(ds, data_path, config=task.key, seed=task.seed)
-                failed_path.unlink(missing_ok=True)
-            else:
-                record = {**outcome["failure"], "anglesim_version": __version__}
-                _write_text_atomic(failed_path, json.dumps(record, indent=1, sort_keys=True,
-                                                           default=io._json_default))
-                data_path.unlink(missing_ok=True)
-        except Exception as exc:
-            outcome["cache_error"] = f"{type(exc).__name__}: {exc}"
+        _store(cache, task, outcome)
     outcome["fn_seconds"] = fn_seconds
     outcome["task_seconds"] = time.perf_counter() - started
     return outcome

@@ -16,7 +16,9 @@ import torch
 import xarray as xr
 
 from .. import angles as ang
-from ..data import FiniteDataset, draw_varied, reference_split
+from .. import seeding
+from .. import validation as check
+from ..data import FiniteDataset, check_generator, draw_varied, reference_split, resolve_device
 from ..evaluate import evaluate_error, standardise
 from ..losses import get_loss
 from ..models import AngleNet
@@ -27,27 +29,37 @@ __all__ = ["make_generator", "train"]
 
 
 def make_generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
-    """A torch.Generator seeded from an integer seed via numpy's SeedSequence."""
+    """A torch.Generator seeded from an integer seed via numpy's SeedSequence.
+
+    Kept for the studies and the benchmark that call it today; training itself no longer
+    uses it (it draws from the named streams of :mod:`anglesim.seeding`), and new code should
+    ask :func:`anglesim.seeding.torch_generator` for a named stream instead of offsetting a
+    seed (``make_generator(seed + 1)`` is how two studies correlated streams by accident)."""
+    seed = check.integer("seed", seed, minimum=0)
+    device = "cpu" if device is None else resolve_device(device)
     state = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint32)
-    g = torch.Generator(device=device or "cpu")
+    g = torch.Generator(device=device)
     g.manual_seed(int(state[0]) << 32 | int(state[1]))
     return g
 
 
+def _trainable_names(model: AngleNet, trainable: Sequence[str] | None) -> set[str]:
+    """The blocks and heads ``trainable`` names (all when None); unknown names raise."""
+    names = set(model.block_names) | set(model.heads.keys())
+    if trainable is None:
+        return names
+    chosen = set(trainable)
+    unknown = chosen - names
+    if unknown:
+        raise ValueError(
+            f"trainable names unknown blocks {sorted(unknown)}; the model has {sorted(names)}"
+        )
+    return chosen
 
 
 def _set_trainable(model: AngleNet, trainable: Sequence[str] | None) -> list[torch.nn.Parameter]:
     """Switch requires_grad per named block and head; return the parameters that train."""
-    names = set(model.block_names) | set(model.heads.keys())
-    if trainable is None:
-        chosen = names
-    else:
-        chosen = set(trainable)
-        unknown = chosen - names
-        if unknown:
-            raise ValueError(
-                f"trainable names unknown blocks {sorted(unknown)}; the model has {sorted(names)}"
-            )
+    chosen = _trainable_names(model, trainable)
     params = []
     for name, module in list(model.blocks.items()) + list(model.heads.items()):
         flag = name in chosen
@@ -118,6 +130,7 @@ def train(
     on_epoch: Callable[[dict, AngleNet], None] | None = None,
     on_phase_end: Callable[[Phase, AngleNet], None] | None = None,
     on_strategy_end: Callable[[Phase, Strategy], None] | None = None,
+    device: torch.device | str | None = None,
 ) -> xr.Dataset:
     """Train ``model`` through ``phases`` in order; return the per-epoch history.
 
@@ -127,6 +140,12 @@ def train(
     ``val_loss`` (NaN for on-the-fly phases) and ``eval_error`` (mean absolute angular error on
     the phase's spec over a fixed angle grid; chance is π/4).
 
+    ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``; default: where the
+    model's parameters are) moves the model there in place (``model.to(device)``; it stays
+    there afterwards) and every image, angle and random draw of training is made there, with
+    generators on that device. A ``generator`` given must be on the same device type. The
+    same seed gives the same numbers on the same device; CPU and GPU streams differ.
+
     ``on_epoch(record, model)`` is called after each epoch with that epoch's history entry, and
     ``on_phase_end(phase, model)`` after each phase (model in eval mode), e.g. to measure Fisher
     information between phases. ``on_strategy_end(phase, strategy)`` gets each phase's
@@ -134,11 +153,37 @@ def train(
     ``on_phase_end``; ``strategy.diagnostics()`` says what it did. A non-finite loss raises
     FloatingPointError naming the phase and epoch, so a replicate manager records the failure
     instead of keeping garbage.
+
+    Every argument is checked before anything trains, and so is every phase against the model
+    (heads, readouts, losses, trainable blocks, optimiser state kept across phases), so a bad
+    plan fails at once, not after the earlier phases have run.
     """
+    if not isinstance(model, AngleNet):
+        raise check.fail("model", "an AngleNet (build_model(...) or reference_mlp(...))", model)
+    if isinstance(phases, str | Phase) or not isinstance(phases, Sequence):
+        raise check.fail("phases", "a list of Phase", phases)
     if len(phases) == 0:
         raise ValueError("phases must hold at least one Phase, got none")
-    device = next(model.parameters()).device
-    gen = generator if generator is not None else make_generator(seed, device)
+    for i, phase in enumerate(phases):
+        if not isinstance(phase, Phase):
+            raise check.fail(f"phases[{i}]", "a Phase", phase)
+    seed = check.integer("seed", seed, minimum=0)
+    for name, hook in (("on_epoch", on_epoch), ("on_phase_end", on_phase_end),
+                       ("on_strategy_end", on_strategy_end)):
+        if hook is not None and not callable(hook):
+            raise check.fail(name, "None or a callable", hook)
+    device = next(model.parameters()).device if device is None else resolve_device(device)
+    check_generator(generator)
+    if generator is not None and generator.device.type != device.type:
+        raise check.fail("generator", f"a generator on the training device {str(device)!r}",
+                         f"a generator on {str(generator.device)!r}")
+    _check_plan(model, phases)
+    model.to(device)
+    # one named stream per use (anglesim.seeding): "data" for the training batches and finite
+    # splits, "eval" for the per-epoch evaluation images, "strategy" (per phase) for what
+    # a strategy draws
+    gen = generator if generator is not None else seeding.torch_generator(seed, "data",
+                                                                          device=device)
     records: list[dict] = []
     optimizer: torch.optim.Optimizer | None = None
     try:
@@ -158,21 +203,43 @@ def train(
     return _history(records)
 
 
-def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
-    device = next(model.parameters()).device
-    tasks = phase.task_list()
+def _check_plan(model: AngleNet, phases: Sequence[Phase]) -> None:
+    """Check every phase against the model before training: ValueError at the first fault."""
+    previous: str | None = None
+    for phase in phases:
+        _task_losses(model, phase)
+        _trainable_names(model, phase.trainable)
+        if not phase.reset_optimizer and previous is not None and phase.optimizer != previous:
+            raise ValueError(
+                f"phase {phase.name!r} keeps optimiser state but changes optimiser from "
+                f"{previous!r} to {phase.optimizer!r}; set reset_optimizer=True"
+            )
+        previous = phase.optimizer
+
+
+def _task_losses(model: AngleNet, phase: Phase) -> list[Callable]:
+    """The loss function of each of the phase's tasks on ``model`` (checking heads/readouts)."""
     losses = []
-    for task in tasks:
+    for task in phase.task_list():
         if task.head != "head" and task.head not in model.heads:
-            raise ValueError(f"task head {task.head!r} is not a head of the model")
+            raise ValueError(
+                f"task head {task.head!r} of phase {phase.name!r} is not a head of the model; "
+                f"its heads are {['head', *model.heads]}"
+            )
         if task.target != "angle" and model.readout_of(task.head) != "scalar":
             raise ValueError(
                 f"task target {task.target!r} needs a 'scalar' head; head {task.head!r} has "
                 f"readout {model.readout_of(task.head)!r}"
             )
         losses.append(get_loss(task.loss, model.readout_of(task.head),
-                              n_bins=model.n_bins_of(task.head),
-                               **task.loss_params))
+                               n_bins=model.n_bins_of(task.head), **task.loss_params))
+    return losses
+
+
+def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
+    device = next(model.parameters()).device
+    tasks = phase.task_list()
+    losses = _task_losses(model, phase)
     # the per-epoch error of the "head" readout is measured against what it is trained on
     eval_offset = next((t.target_offset for t in tasks
                         if t.head == "head" and t.target == "angle"), 0.0)
@@ -232,7 +299,8 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
                 since_best += 1
         # The same evaluation images every epoch of the phase, so epochs are comparable.
         err = evaluate_error(model, phase.spec, phase.eval_angles, phase.eval_repeats,
-                             make_generator(seed + 7919, device), target_offset=eval_offset)
+                             seeding.torch_generator(seed, "eval", device=device),
+                             target_offset=eval_offset)
         record = {
             "phase": phase.name,
             "epoch_in_phase": epoch,

@@ -6,15 +6,18 @@ or :class:`Task` is made, so a bad one fails at construction, naming the paramet
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 
+from .. import validation as check
 from ..data import RENDER_ARG as _RENDER_ARG
 from ..distributions import AnglePrior
 from ..evaluate import check_offset as _offset
+from ..losses import check_loss
 from ..stimuli import GratingSpec
 from .strategy import build_strategy
 
@@ -53,18 +56,40 @@ class Task:
     target_offset: float = 0.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.target, str) or self.target not in TARGETS:
-            raise ValueError(f"target must be one of {list(TARGETS)}, got {self.target!r}")
-        self.target_offset = _offset(self.target_offset)
+        self.head = check.text("head", self.head)
+        self.target = check.choice("target", self.target, TARGETS)
+        check_loss(self.loss, self.loss_params, target=self.target)
+        self.loss_params = _python_values(self.loss_params)
+        self.weight = _plain(self.weight, check.real("weight", self.weight, minimum=0))
+        self.prior = _optional(self.prior, AnglePrior, "prior", "None or an AnglePrior")
+        self.spec = _optional(self.spec, GratingSpec, "spec", "None or a GratingSpec")
+        self.target_offset = _plain(self.target_offset, _offset(self.target_offset))
         if self.target_offset != 0 and self.target != "angle":
             raise ValueError(
                 f"target_offset applies to angle targets only; got "
                 f"target_offset={self.target_offset!r} with target={self.target!r}"
             )
-        if not (isinstance(self.weight, int | float) and math.isfinite(self.weight)):
-            raise ValueError(f"weight must be a finite number, got {self.weight!r}")
-        if self.weight < 0:
-            raise ValueError(f"weight must be >= 0, got {self.weight!r}")
+
+
+def _plain(value: Any, checked: Any) -> Any:
+    """``value`` itself when it is a plain Python int or float (so configs, and the cache
+    hashes made from them, keep their form), else its checked Python conversion (numpy
+    scalars become int / float)."""
+    return value if type(value) in (int, float) else checked
+
+
+def _python_values(params: Any) -> Any:
+    """A copy of ``params`` with numpy scalar values as Python ones (others as given)."""
+    if not isinstance(params, dict) or not any(isinstance(v, np.generic)
+                                               for v in params.values()):
+        return params
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
+
+
+def _optional(value: Any, kind: type, name: str, expected: str) -> Any:
+    if value is not None and not isinstance(value, kind):
+        raise check.fail(name, expected, value)
+    return value
 
 
 @dataclass
@@ -99,35 +124,47 @@ class Phase:
     """The strategy's hyper-parameters, validated when the Phase is made."""
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        self.name = check.text("name", self.name)
+        if not isinstance(self.prior, AnglePrior):
+            raise check.fail("prior", "an AnglePrior (e.g. Uniform(), VonMises(loc, kappa))",
+                             self.prior)
+        if not isinstance(self.spec, GratingSpec):
+            raise check.fail("spec", "a GratingSpec", self.spec)
+        check_loss(self.loss, self.loss_params)
+        self.optimizer = check.choice("optimizer", self.optimizer, sorted(OPTIMIZERS))
+        self.lr = _plain(self.lr, check.real("lr", self.lr, minimum=0, min_open=True))
+        self.weight_decay = _plain(self.weight_decay,
+                                   check.real("weight_decay", self.weight_decay, minimum=0))
         for name in ("epochs", "steps_per_epoch", "batch_size", "patience", "eval_angles",
                      "eval_repeats"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            setattr(self, name, check.integer(name, value, minimum=1))
         if self.dataset_size is not None:
-            if not isinstance(self.dataset_size, int) or self.dataset_size < 1:
-                raise ValueError(
-                    f"dataset_size must be a positive integer or None, got {self.dataset_size!r}"
-                )
-            if self.tasks is not None and any(
+            self.dataset_size = check.integer("dataset_size (or None)", self.dataset_size,
+                                              minimum=1)
+        if self.trainable is not None:
+            self.trainable = check.name_list("trainable", self.trainable, allow_empty=False)
+        self.reset_optimizer = check.boolean("reset_optimizer", self.reset_optimizer)
+        if self.tasks is not None:
+            if isinstance(self.tasks, str | Task) or not isinstance(self.tasks, Sequence):
+                raise check.fail("tasks", "None or a non-empty list of Task", self.tasks)
+            if len(self.tasks) == 0:
+                raise ValueError("tasks must be None or a non-empty sequence, got []")
+            for i, task in enumerate(self.tasks):
+                if not isinstance(task, Task):
+                    raise check.fail(f"tasks[{i}]", "a Task", task)
+            if self.dataset_size is not None and any(
                 t.prior is not None or t.spec is not None for t in self.tasks
             ):
                 raise ValueError(
                     "tasks with their own prior or spec need on-the-fly data; "
                     f"got dataset_size={self.dataset_size!r}"
                 )
-        if self.tasks is not None and len(self.tasks) == 0:
-            raise ValueError("tasks must be None or a non-empty sequence, got []")
         self._check_vary()
         build_strategy(self.strategy, self.strategy_params)  # ValueError for bad name/params
+        # numpy scalars among the parameters become Python ones, so the config is JSON
+        self.loss_params = _python_values(self.loss_params)
+        self.strategy_params = _python_values(self.strategy_params)
 
     def _check_vary(self) -> None:
         """Validate ``vary`` (normalised to {name: (lo, hi)}) and the tasks' targets."""
@@ -140,18 +177,14 @@ class Phase:
                     raise ValueError(
                         f"vary keys must be among {list(_RENDER_ARG)}, got {name!r}"
                     )
-                try:
-                    lo, hi = (float(b) for b in bounds)
-                except (TypeError, ValueError):
-                    raise ValueError(
-                        f"vary[{name!r}] must be a pair (lo, hi), got {bounds!r}"
-                    ) from None
-                low_ok = lo >= 0 if name == "contrast" else lo > 0
-                if not (math.isfinite(lo) and math.isfinite(hi) and low_ok and lo < hi):
-                    bound = ">= 0" if name == "contrast" else "> 0"
-                    raise ValueError(
-                        f"vary[{name!r}] must be finite with {bound} lo < hi, got {bounds!r}"
-                    )
+                if isinstance(bounds, str) or not isinstance(bounds, Sequence) or len(
+                        bounds) != 2:
+                    raise check.fail(f"vary[{name!r}]", "a pair (lo, hi)", bounds)
+                lo = check.real(f"vary[{name!r}] lo", bounds[0],
+                                minimum=0, min_open=name != "contrast")
+                hi = check.real(f"vary[{name!r}] hi", bounds[1], minimum=0, min_open=True)
+                if not lo < hi:
+                    raise check.fail(f"vary[{name!r}]", "a pair with lo < hi", bounds)
                 clean[name] = (lo, hi)
             self.vary = {name: clean[name] for name in _RENDER_ARG if name in clean}
             if self.dataset_size is not None:
