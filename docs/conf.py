@@ -12,6 +12,7 @@ numpy style ("Parameters\\n----------") and would show Google sections as plain 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import inspect
 import os
 import pkgutil
@@ -24,6 +25,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's anglesim, also without an editable install
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+
+class _NoMainModules:
+    """Import finder: ``anglesim.….__main__`` modules load empty while the docs build.
+
+    autosummary imports every submodule of the package to list it, and a ``__main__`` module
+    runs its command line on import (with sphinx-build's arguments); the API pages never
+    document them.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("anglesim.") and name.endswith(".__main__"):
+            return importlib.machinery.ModuleSpec(name, self)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__doc__ = "``python -m`` entry point (not imported by the documentation)."
+
+
+sys.meta_path.insert(0, _NoMainModules())
 
 import anglesim  # noqa: E402
 
