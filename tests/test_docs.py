@@ -115,3 +115,20 @@ def test_quoted_quickstart_intervals_match_the_stored_dataset(quickstart_interva
     for key, other in [("error_ft", 2.13), ("near_ft", 2435), ("far_ft", 844)]:
         m, h = q[key]
         assert m - h <= other <= m + h, key
+
+
+def test_every_published_figure_has_its_results_section():
+    """docs/results.rst shows every figure in figures/ (a new study's figure needs its entry)."""
+    results = (ROOT / "docs" / "results.rst").read_text(encoding="utf-8")
+    figures = sorted(p.name for p in (ROOT / "figures").glob("*.png"))
+    assert figures, "no figures in figures/"
+    missing = [name for name in figures if f".. image:: ../figures/{name}" not in results]
+    assert not missing, f"figures without a section in docs/results.rst: {missing}"
+
+
+def test_readme_lists_every_published_study():
+    """The README's study list names every study whose dataset is published in figures/data."""
+    readme = README.read_text(encoding="utf-8")
+    listed = set(re.findall(r"^- `([a-z_0-9]+)`:", readme, flags=re.M))
+    published = {p.stem for p in (ROOT / "figures" / "data").glob("*.nc")}
+    assert published and not published - listed, sorted(published - listed)
