@@ -22,6 +22,8 @@ import types
 import warnings
 from pathlib import Path
 
+from sphinx.util import logging as _sphinx_logging
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's anglesim, also without an editable install
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -51,6 +53,8 @@ class _NoMainModules:
 sys.meta_path.insert(0, _NoMainModules())
 
 import anglesim  # noqa: E402
+
+_log = _sphinx_logging.getLogger(__name__)
 
 project = "anglesim"
 author = "the anglesim developers"
@@ -147,13 +151,17 @@ def _resolve_reexport(app, env, node, contnode):
     obj = _import_dotted(node["reftarget"])
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
-    if obj is None or not module or not qualname or isinstance(obj, types.ModuleType):
-        return None
-    canonical = f"{module}.{qualname}"
-    if canonical == node["reftarget"]:
-        return None
-    return env.get_domain("py").resolve_xref(env, node["refdoc"], app.builder,
-                                             node["reftype"], canonical, node, contnode)
+    found = None
+    if obj is not None and module and qualname and not isinstance(obj, types.ModuleType):
+        canonical = f"{module}.{qualname}"
+        if canonical != node["reftarget"]:
+            found = env.get_domain("py").resolve_xref(env, node["refdoc"], app.builder,
+                                                      node["reftype"], canonical, node, contnode)
+    if found is None and not node["refdoc"].startswith("api/"):
+        # the guide's and the examples' own references must all resolve: a name that moved
+        # or went away fails the build instead of rendering as plain text
+        _log.warning("unresolved reference to %s", node["reftarget"], location=node)
+    return found
 
 
 def setup(app):
