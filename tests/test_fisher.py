@@ -280,7 +280,7 @@ def test_propagated_fisher_validates_and_annotates():
         note = propagated_fisher(net, noisy, ANGLES, layers=["fc"]).attrs["noise_model_note"]
     assert "Gaussian" in note and "sampled" in note
     with pytest.warns(UserWarning, match="not \\(only\\) additive Gaussian"):
-        propagated_fisher(net, GratingSpec.reference().replace(size=8), ANGLES[:1],
+        propagated_fisher(net, GratingSpec.reference().replace(size=8, frequency=4.0), ANGLES[:1],
                           layers=["input"])
 
 
