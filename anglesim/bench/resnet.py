@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import jvp, vjp
@@ -171,6 +172,9 @@ def bench_resnet(ctx: Context) -> None:
                          fisher=run["values"].tolist(), info=run["info"])
             ctx.add("resnet", f"{size} px: {layer}, {solver} solver", per_angle, "s/angle",
                     note=f"peak {run['peak_bytes'] / 2**20:.0f} MiB")
+            ctx.log(f"  resnet {layer}: {per_angle:.1f} s/angle, products {products:.3f} s, "
+                    f"peak {run['peak_bytes'] / 2**20:.0f} MiB, iterations "
+                    f"{int(np.max(run['info'].get('iterations', 0)))}")
         details["layers"][layer] = entry
     ctx.add("resnet", f"{size} px: stem, four stages and output together", total, "s/angle",
             Goal("<=", 180), note=f"{solver or 'krylov'} solver, {ctx.threads} thread(s)")
