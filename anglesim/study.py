@@ -345,10 +345,13 @@ def plan(study: Study | str, quick: bool = False, overrides: Sequence[str] | Map
         if axis not in grid:
             raise ValueError(f"pair_axes names {axis!r}, which is not a grid axis of study "
                              f"{study.name} (axes: {', '.join(grid) or 'none'})")
-    config = {"study": study.name, "size": size, "sizes": params}
+    # The number of replicates is not part of the cache key: replicate r of a condition is the
+    # same whether 2 or 6 are asked for (the Dataset's replicate axis records how many ran).
+    config = {"study": study.name, "size": size,
+              "sizes": {**params, "replicates": declared["replicates"]}}
     if study.describe is not None:
         config.update(study.describe(params, grid))
-    config["overrides"] = given
+    config["overrides"] = {k: v for k, v in given.items() if k != "replicates"}
     config["code"] = {"study": code_version(study), "anglesim": __version__,
                       "origin": "built-in" if study.module.startswith("anglesim.studies")
                       else Path(sys.modules[study.module].__file__).name}
@@ -386,9 +389,13 @@ def task_function(p: Plan) -> Callable[..., xr.Dataset]:
     return task
 
 
+def _code_record(p: Plan, cache_dir: Path) -> Path:
+    return cache_dir / f"{p.cache_name}.code.json"
+
+
 def _code_note(p: Plan, cache_dir: Path) -> str | None:
-    """Record the study's code version beside its cache; say if it changed since."""
-    record = cache_dir / f"{p.cache_name}.code.json"
+    """A line saying so if the study's code changed since its cache was written."""
+    record = _code_record(p, cache_dir)
     now = p.config["code"]
     note = None
     if record.is_file():
@@ -402,8 +409,6 @@ def _code_note(p: Plan, cache_dir: Path) -> str | None:
                 "code" if k == "study" else f"{k} version" for k in changed if k != "origin")
                 + f" changed since the cache was written ({before.get('study')} → "
                 f"{now['study']}); its replicates are recomputed")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(now))
     return note
 
 
@@ -441,6 +446,8 @@ def run(study: Study | str, quick: bool = False, overrides: Sequence[str] | Mapp
                    n_jobs=min(n_jobs, n_tasks) if n_jobs > 0 else n_jobs,
                    cache_dir=cache_dir, name=p.cache_name, config=p.config,
                    progress=progress, retry_failed=retry_failed, **options)
+    if cache_dir is not None:  # the code version the cache now holds, for the next run
+        _code_record(p, cache_dir).write_text(json.dumps(p.config["code"]))
     if p.study.postprocess is not None and not bool(ds["failed"].all()):
         ds = p.study.postprocess(ds)  # when every replicate failed there is nothing to derive
     ds.attrs["study"] = p.study.name
