@@ -82,7 +82,8 @@ class Study:
         version: an explicit code version; when given it replaces the hash of the module's
             source in the cache key (bump it when results change, keep it across cosmetic
             edits).
-        module: the Python module that declared it (set by :func:`load`).
+        module: the Python module that declared it (set by :func:`load`; for a study made
+            elsewhere, the replicate function's module).
     """
 
     name: str
@@ -130,6 +131,9 @@ class Study:
                                                                     list(self.allow_nan))))
         if self.version is not None:
             check.text("version", self.version)
+        if self.module is None:  # declared outside a study file: the replicate's module
+            object.__setattr__(self, "module", getattr(self.replicate, "__module__", None)
+                               or "__main__")
 
     def configuration(self, size: str) -> dict[str, Any]:
         """The declared configuration of ``size``: its entries merged with ``defaults``."""
@@ -261,7 +265,10 @@ def code_files(study: Study) -> list[Path]:
     """The source files whose text is the study's code: its module's file(s) (every file of
     a study package), the shared ``anglesim.studies._common``, and other study modules it
     imports from (e.g. one study's estimator used by another)."""
-    module = sys.modules[study.module]
+    module = sys.modules.get(study.module)
+    if module is None or getattr(module, "__file__", None) is None:
+        raise ValueError(f"the code of study {study.name} (module {study.module!r}) has no "
+                         f"source file to hash; give the Study an explicit version")
     files = _module_files(module)
     prefix = "anglesim.studies"
     if study.module.startswith(prefix):
@@ -354,7 +361,8 @@ def plan(study: Study | str, quick: bool = False, overrides: Sequence[str] | Map
     config["overrides"] = {k: v for k, v in given.items() if k != "replicates"}
     config["code"] = {"study": code_version(study), "anglesim": __version__,
                       "origin": "built-in" if study.module.startswith("anglesim.studies")
-                      else Path(sys.modules[study.module].__file__).name}
+                      else Path(getattr(sys.modules.get(study.module), "__file__", None)
+                                or study.module).name}
     config["pair_axes"] = list(study.pair_axes)
     return Plan(study, size, params, grid, n, seed, given, config)
 
