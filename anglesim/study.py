@@ -82,6 +82,8 @@ class Study:
         version: an explicit code version; when given it replaces the hash of the module's
             source in the cache key (bump it when results change, keep it across cosmetic
             edits).
+        devices: the torch device types the replicate honours through ``params["device"]``
+            (``--device``); another device is refused before anything runs.
         module: the Python module that declared it (set by :func:`load`; for a study made
             elsewhere, the replicate function's module).
     """
@@ -99,6 +101,7 @@ class Study:
     pair_axes: tuple[str, ...] = ()
     allow_nan: tuple[str, ...] = ()
     version: str | None = None
+    devices: tuple[str, ...] = ("cpu",)
     module: str | None = None
 
     def __post_init__(self) -> None:
@@ -329,9 +332,10 @@ def plan(study: Study | str, quick: bool = False, overrides: Sequence[str] | Map
 
     ``overrides`` are ``key=value`` strings (see :mod:`anglesim.overrides`) or an already
     parsed ``{dotted key: value}``; ``replicates`` (the ``--replicates`` option) and an
-    override ``replicates=N`` mean the same. ``device`` is handed to the replicate function
-    through ``params["device"]`` when given (results on another device differ in their last
-    bits, so it is part of the cache key).
+    override ``replicates=N`` mean the same. ``device`` (a torch device type the study
+    declares in ``devices``) is handed to the replicate function as ``params["device"]`` when
+    it is not the CPU (results on another device differ in their last bits, so it is part of
+    the cache key).
 
     Raises:
         ValueError: an unknown key (listing the valid ones) or a bad value (naming both).
@@ -346,7 +350,7 @@ def plan(study: Study | str, quick: bool = False, overrides: Sequence[str] | Map
     params, grid_changes = apply_overrides(declared, study.grid_for(declared), given)
     grid = {**study.grid_for(params), **grid_changes}
     if device is not None:
-        params["device"] = check.text("device", device)
+        params.update(_device(study, device))
     n = check.integer("replicates", params["replicates"], minimum=1)
     for axis in study.pair_axes:
         if axis not in grid:
@@ -365,6 +369,25 @@ def plan(study: Study | str, quick: bool = False, overrides: Sequence[str] | Map
                                 or study.module).name}
     config["pair_axes"] = list(study.pair_axes)
     return Plan(study, size, params, grid, n, seed, given, config)
+
+
+def _device(study: Study, device: Any) -> dict[str, str]:
+    """``{"device": name}`` for a device other than the CPU (the CPU is the default, so it
+    leaves the configuration, and the cache key, as they are)."""
+    import torch
+
+    text = check.text("device", device)
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device must be a torch device such as cpu or cuda, got "
+                         f"{text!r}") from None
+    if parsed.type not in study.devices:
+        raise ValueError(f"--device {text}: study {study.name} computes on "
+                         f"{', '.join(study.devices)} only")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {text}: CUDA is not available on this machine")
+    return {} if parsed.type == "cpu" else {"device": str(parsed)}
 
 
 # ---- running ----------------------------------------------------------------------------------

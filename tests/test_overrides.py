@@ -122,3 +122,11 @@ def test_bad_declarations_raise_at_construction(changes, message):
 def test_pair_axes_must_be_grid_axes():
     with pytest.raises(ValueError, match="pair_axes names 'kappa', which is not a grid axis"):
         plan(_study(pair_axes=("kappa",)), quick=True)
+
+
+def test_device_must_be_one_the_study_computes_on():
+    assert "device" not in plan(_study(), quick=True, device="cpu").params  # the default
+    with pytest.raises(ValueError, match="--device must be a torch device such as cpu"):
+        plan(_study(), quick=True, device="warp-drive")
+    with pytest.raises(ValueError, match="study declared computes on cpu only"):
+        plan(_study(), quick=True, device="meta")

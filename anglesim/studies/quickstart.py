@@ -28,9 +28,10 @@ from anglesim.distributions import Uniform, VonMises
 from anglesim.measure import measure_fisher, method_result
 from anglesim.models import build_model
 from anglesim.plotting import PHASE_COLOURS, STYLE, angle_axis, band, successful
+from anglesim.seeding import torch_generator
 from anglesim.stats import mean_ci
 from anglesim.study import Study
-from anglesim.training import Phase, evaluate_error, make_generator, train
+from anglesim.training import Phase, evaluate_error, train
 
 from ._common import SPEC, resolve_size, standard_cnn
 
@@ -76,7 +77,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
                                   sigma=SPEC.noise_std)
         fisher.append(method_result(measured, "propagated"))
         errors.append(evaluate_error(net, SPEC, sz["n_angles"], repeats=16,
-                                     generator=make_generator(seed + 1)))
+                                     generator=torch_generator(seed, "eval")))
         densities.append(measured["prior_density"].values)
 
     history = train(model, plan, seed, on_phase_end=measure)
