@@ -77,7 +77,8 @@ class Study:
         summary: ``summary(ds) -> str``, a few lines of numbers printed after a run.
         pair_axes: grid axes whose conditions share replicate seeds (one parent, many
             treatments): replicate r of every condition that differs only along these axes
-            gets the same seed. Empty: every condition has its own seeds.
+            gets the same seed (:func:`anglesim.replicates.run_study`'s ``pair_axes``).
+            Empty: every condition has its own seeds.
         allow_nan: variables allowed to hold NaN in a successful replicate.
         version: an explicit code version; when given it replaces the hash of the module's
             source in the cache key (bump it when results change, keep it across cosmetic
@@ -393,31 +394,13 @@ def _device(study: Study, device: Any) -> dict[str, str]:
 # ---- running ----------------------------------------------------------------------------------
 
 
-def paired_replicate(condition: dict, replicate: int, seed: int, *, fn: Callable,
-                     study_seed: int, pair_axes: tuple[str, ...]) -> xr.Dataset:
-    """Call ``fn`` with the seed of ``condition`` without its ``pair_axes``, so that conditions
-    differing only along them share replicate seeds (and torch's global generator)."""
-    import torch
-
-    from .replicates import condition_id, replicate_seed
-
-    shared = {k: v for k, v in condition.items() if k not in pair_axes}
-    paired = replicate_seed(study_seed, condition_id(shared), replicate)
-    torch.manual_seed(paired)
-    return fn(condition, replicate, paired)
-
-
 def task_function(p: Plan) -> Callable[..., xr.Dataset]:
     """The picklable ``fn(condition, replicate, seed)`` that the replicate manager calls."""
     fn = p.study.replicate
     kwargs: dict[str, Any] = {"size": p.params}
     if "study_seed" in inspect.signature(fn).parameters:
         kwargs["study_seed"] = p.seed
-    task = functools.partial(fn, **kwargs)
-    if p.study.pair_axes:
-        task = functools.partial(paired_replicate, fn=task, study_seed=p.seed,
-                                 pair_axes=p.study.pair_axes)
-    return task
+    return functools.partial(fn, **kwargs)
 
 
 def _code_record(p: Plan, cache_dir: Path) -> Path:
@@ -467,16 +450,13 @@ def run(study: Study | str, quick: bool = False, overrides: Sequence[str] | Mapp
         if note:
             (notify or log.warning)(note)
     n_tasks = p.n_replicates * max(1, _n_conditions(p.grid))
-    options = dict(manager)
-    accepted = inspect.signature(run_study).parameters
-    if "code_version" in accepted:
-        options["code_version"] = p.config["code"]["study"]
-    if "allow_nan" in accepted and p.study.allow_nan:
-        options["allow_nan"] = list(p.study.allow_nan)
     ds = run_study(task_function(p), p.grid, n_replicates=p.n_replicates, seed=p.seed,
                    n_jobs=min(n_jobs, n_tasks) if n_jobs > 0 else n_jobs,
                    cache_dir=cache_dir, name=p.cache_name, config=p.config,
-                   progress=progress, retry_failed=retry_failed, **options)
+                   progress=progress, retry_failed=retry_failed,
+                   code_version=p.config["code"]["study"],
+                   code_origin=p.config["code"]["origin"], pair_axes=p.study.pair_axes,
+                   allow_nan=p.study.allow_nan, **manager)
     if cache_dir is not None:  # the code version the cache now holds, for the next run
         _code_record(p, cache_dir).write_text(json.dumps(p.config["code"]))
     if p.study.postprocess is not None and not bool(ds["failed"].all()):
@@ -500,7 +480,8 @@ def status(study: Study | str, quick: bool = False, overrides: Sequence[str] | M
 
     p = plan(study, quick, overrides, seed, replicates, device)
     return study_status(p.grid, p.n_replicates, seed=p.seed,
-                        cache_dir=Path(results) / "cache", name=p.cache_name, config=p.config)
+                        cache_dir=Path(results) / "cache", name=p.cache_name, config=p.config,
+                        code_version=p.config["code"]["study"], pair_axes=p.study.pair_axes)
 
 
 def dry_run(study: Study | str, quick: bool = False, overrides: Sequence[str] | Mapping = (),
