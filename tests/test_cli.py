@@ -349,3 +349,12 @@ def test_pairing_shares_seeds_along_the_declared_axes_only(tmp_path, write_study
         else:
             assert (a != b).all(), axis
     assert len(np.unique(seeds.isel(treatment=0, group=0))) == ds.sizes["replicate"]
+
+
+def test_the_command_line_imports_neither_the_benchmark_nor_torch_at_start():
+    code = ("import sys, anglesim.cli; print(sorted(m for m in sys.modules if m == 'torch' "
+            "or m.startswith('anglesim.bench') or m.startswith('anglesim.studies')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -257,4 +257,7 @@ STUDY = Study(
     figure=plot_adapt_loop,
     summary=summarise,
     pair_axes=(),  # each mode trains its own networks from its own seeds
+    # NaN by design: the first round has no previous prior; a mode that never converges has
+    # no stop round
+    allow_nan=("prior_kl", "stop_round"),
 )

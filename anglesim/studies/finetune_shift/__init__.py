@@ -438,4 +438,9 @@ STUDY = Study(
     # Paired: the three shifts of replicate r share its seed, so they fine-tune one parent
     # (and see the same fine-tuning data draws and evaluation noise where their tasks agree).
     pair_axes=("shift",),
+    # NaN by design: diagnostics of the strategies that have them; the severity ladder only
+    # for the input shift
+    allow_nan=("rgn_weight", "tpgm_radius", "tpgm_radius_rel", "lora_update_norm",
+               "lp_ft_switch_epoch", "severity_error", "severity_base_error", "shift_value",
+               "shift_reached"),
 )
