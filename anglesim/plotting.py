@@ -178,7 +178,7 @@ def _series(da: xr.DataArray, core: str) -> list[tuple[str, xr.DataArray]]:
     out = []
     for values in itertools.product(*(da[d].values for d in others)):
         sel = dict(zip(others, values, strict=True))
-        label = ", ".join(f"{v}" if d in ("layer", "method", "phase") else f"{d}={v}"
+        label = ", ".join(f"{v}" if d in ("layer", "method", "estimator", "phase") else f"{d}={v}"
                           for d, v in sel.items())
         curve = da.sel(sel)
         if bool(np.isfinite(curve).any()):  # e.g. a layer that a method does not measure
