@@ -5,14 +5,9 @@ Every network is an :class:`AngleNet`: an ordered set of named blocks (``conv1``
 name and Fisher estimators can run the network from or up to any block with
 :meth:`AngleNet.run_blocks` (a plain functional composition, safe under ``torch.func``).
 
-Images are float tensors ``[N, C, P, P]``; orientation θ lies in [0, π) with period π.
-The network's output is read in one of four ways (the *readout*):
-
-* ``"angle"``: one unit, θ̂ = output mod π;
-* ``"cossin"``: two units estimating (cos 2θ, sin 2θ), θ̂ = atan2(s, c)/2 mod π;
-* ``"bins"``: K logits over bins centred at c_k = (k + ½)π/K, θ̂ = the circular mean of the
-  softmax posterior over the bin centres (differentiable);
-* ``"scalar"``: one unit that is not an angle (auxiliary regression targets such as contrast).
+Images are float tensors ``[N, C, P, P]``; the network's output is read as an orientation
+(or a scalar) by one of the readouts of :mod:`anglesim.readouts` ("angle", "cossin", "bins",
+"scalar"), whose names are re-exported here.
 
 Two families are built here: a configurable CNN (:class:`CNNConfig`, :func:`build_model`) and
 the fully-connected reference network of the research this package grows from
@@ -23,138 +18,37 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from . import angles as ang
+from . import validation as check
+from .readouts import (
+    ANGLE_READOUTS,
+    READOUTS,
+    angle_targets,
+    bin_centres,
+    check_output,
+    decode,
+    readout_size,
+)
 
-READOUTS = ("angle", "cossin", "bins", "scalar")
-"""Ways to read the network output; see the module docstring."""
-
-ANGLE_READOUTS = ("angle", "cossin", "bins")
-"""The readouts that decode to an orientation."""
+__all__ = ["ANGLE_READOUTS", "KINDS", "NONLINEARITIES", "POOLS", "READOUTS", "AngleNet",
+           "CNNConfig", "angle_targets", "bin_centres", "build_model", "check_output",
+           "count_parameters", "decode", "model_from_config", "readout_size", "reference_mlp"]
 
 NONLINEARITIES = ("relu", "leaky_relu", "gelu", "softplus", "tanh")
 POOLS = ("max", "avg", "none")
 KINDS = ("cnn", "mlp")
 
 
-# --------------------------------------------------------------------------------------------
-# validation helpers
-
-
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-def readout_size(readout: str, n_bins: int | None = None) -> int:
-    """Number of output units for ``readout``: angle 1, cossin 2, bins ``n_bins``, scalar 1."""
-    _check_choice("readout", readout, READOUTS)
-    if readout == "bins":
-        _check_int("n_bins", n_bins, 2)
-        return int(n_bins)
-    return 2 if readout == "cossin" else 1
-
-
-# --------------------------------------------------------------------------------------------
-# decoding and targets
-
-
-def bin_centres(
-    n_bins: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
-) -> torch.Tensor:
-    """Centres c_k = (k + ½)π/K, k = 0 … K−1, of K equal orientation bins covering [0, π)."""
-    _check_int("n_bins", n_bins, 2)
-    k = torch.arange(n_bins, dtype=dtype or torch.get_default_dtype(), device=device)
-    return (k + 0.5) * (math.pi / n_bins)
-
-
-def check_output(output: Any, readout: str, n_bins: int | None = None) -> int:
-    """Check that ``output`` is a 2-D tensor [N, D] of the width ``readout`` needs; return D.
-
-    For "bins" D must equal ``n_bins`` when given (else any D >= 2). Raises ValueError.
-    """
-    if not isinstance(output, torch.Tensor) or output.ndim != 2:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ValueError(f"output must be a 2-D tensor [N, out_dim], got {shape}")
-    width = output.shape[1]
-    if readout == "bins":
-        if n_bins is not None:
-            _check_int("n_bins", n_bins, 2)
-            if width != n_bins:
-                raise ValueError(
-                    f"output has {width} columns but n_bins={n_bins} for readout 'bins'"
-                )
-        elif width < 2:
-            raise ValueError(f"readout 'bins' needs at least 2 output columns, got {width}")
-    else:
-        need = readout_size(readout)
-        if width != need:
-            raise ValueError(
-                f"readout {readout!r} needs {need} output column(s), got output of width {width}"
-            )
-    return width
-
-
-def decode(output: torch.Tensor, readout: str, n_bins: int | None = None) -> torch.Tensor:
-    """Decode network output [N, D] to orientations θ̂ [N] in [0, π) (differentiable).
-
-    * angle:  θ̂ = output[:, 0] mod π
-    * cossin: output = (c, s) estimates (cos 2θ, sin 2θ); θ̂ = atan2(s, c)/2 mod π
-    * bins:   K logits for bins centred at c_k = (k + ½)π/K;
-      θ̂ = arg(Σ_k softmax_k · e^{2i c_k}) / 2 mod π, the circular mean of the class posterior
-      on the doubled-angle circle (Mardia & Jupp 2000, §2.2, rescaled for period π).
-
-    ``n_bins`` is optional for "bins" (the number of columns is used); when given it must
-    match. The "scalar" readout is not an angle and raises ValueError.
-    """
-    _check_choice("readout", readout, READOUTS)
-    if readout == "scalar":
-        raise ValueError("readout 'scalar' is not an angle and cannot be decoded to θ̂")
-    width = check_output(output, readout, n_bins)
-    if readout == "angle":
-        return ang.wrap(output[:, 0])
-    if readout == "cossin":
-        return ang.wrap(torch.atan2(output[:, 1], output[:, 0]) / 2)
-    probs = torch.softmax(output, dim=1)
-    centres = bin_centres(width, dtype=output.dtype, device=output.device)
-    return ang.circular_mean(centres, axis=-1, weights=probs)
-
-
-def angle_targets(theta: torch.Tensor, readout: str, n_bins: int | None = None) -> torch.Tensor:
-    """Training targets for orientations θ [N] under ``readout``.
-
-    * angle:  θ[:, None]
-    * cossin: stack(cos 2θ, sin 2θ) → [N, 2]
-    * bins:   long class index floor(wrap(θ)·K/π), clipped to K − 1 → [N]
-    * scalar: θ[:, None] (the value itself, for auxiliary regression targets)
-    """
-    _check_choice("readout", readout, READOUTS)
-    if not isinstance(theta, torch.Tensor) or theta.ndim != 1:
-        shape = tuple(theta.shape) if isinstance(theta, torch.Tensor) else type(theta).__name__
-        raise ValueError(f"theta must be a 1-D tensor [N], got {shape}")
-    if readout in ("angle", "scalar"):
-        return theta[:, None]
-    if readout == "cossin":
-        return torch.stack((torch.cos(2 * theta), torch.sin(2 * theta)), dim=1)
-    _check_int("n_bins", n_bins, 2)
-    index = torch.floor(ang.wrap(theta) * (n_bins / math.pi)).long()
-    return index.clamp(0, n_bins - 1)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,7 +56,7 @@ def angle_targets(theta: torch.Tensor, readout: str, n_bins: int | None = None) 
 
 
 def _nonlinearity(name: str) -> nn.Module:
-    _check_choice("nonlinearity", name, NONLINEARITIES)
+    check.choice("nonlinearity", name, NONLINEARITIES)
     return {
         "relu": nn.ReLU,
         "leaky_relu": nn.LeakyReLU,
@@ -195,8 +89,8 @@ class CNNConfig:
     n_bins: int = 36
 
     def __post_init__(self) -> None:
-        _check_int("image_size", self.image_size, 1)
-        _check_int("in_channels", self.in_channels, 1)
+        check.integer("image_size", self.image_size, minimum=1)
+        check.integer("in_channels", self.in_channels, minimum=1)
         channels = self.channels
         if isinstance(channels, list):
             channels = tuple(channels)
@@ -209,20 +103,21 @@ class CNNConfig:
             raise ValueError(
                 f"channels must be a non-empty tuple of integers >= 1, got {self.channels!r}"
             )
-        _check_int("kernel_size", self.kernel_size, 1)
+        check.integer("kernel_size", self.kernel_size, minimum=1)
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd for 'same' padding, got {self.kernel_size}")
-        _check_choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
-        if (
-            not isinstance(self.dropout, int | float)
-            or isinstance(self.dropout, bool)
-            or not 0.0 <= self.dropout < 1.0
-        ):
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-        _check_choice("pool", self.pool, POOLS)
-        _check_int("fc_units", self.fc_units, 0)
-        _check_choice("readout", self.readout, READOUTS)
-        _check_int("n_bins", self.n_bins, 2)
+        check.choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
+        dropout = check.real("dropout", self.dropout, minimum=0.0, maximum=1.0, max_open=True)
+        check.choice("pool", self.pool, POOLS)
+        check.integer("fc_units", self.fc_units, minimum=0)
+        check.choice("readout", self.readout, READOUTS)
+        check.integer("n_bins", self.n_bins, minimum=2)
+        # numpy scalars become Python ones (the config is JSON); Python values stay as given
+        object.__setattr__(self, "channels", tuple(int(c) for c in channels))
+        for name in ("image_size", "in_channels", "kernel_size", "fc_units", "n_bins"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if type(self.dropout) not in (int, float):
+            object.__setattr__(self, "dropout", dropout)
         if self.pool != "none":
             depth = len(channels)
             if self.image_size < 2**depth:
@@ -291,8 +186,8 @@ class AngleNet(nn.Module):
             raise ValueError(
                 f"blocks must hold at least one trunk block and end with 'head', got {names}"
             )
-        _check_choice("readout", readout, READOUTS)
-        _check_int("n_bins", n_bins, 2)
+        check.choice("readout", readout, READOUTS)
+        n_bins = check.integer("n_bins", n_bins, minimum=2)
         if not isinstance(config, Mapping) or config.get("kind") not in KINDS:
             raise ValueError(
                 f"config must be a mapping with 'kind' in {list(KINDS)}, got {config!r}"
@@ -441,8 +336,8 @@ class AngleNet(nn.Module):
         if name in self.blocks or name in self.heads:
             taken = self.block_names + list(self.heads)
             raise ValueError(f"name {name!r} clashes with an existing block or head: {taken}")
+        n_bins = check.integer("n_bins", n_bins, minimum=2)
         out_dim = readout_size(readout, n_bins)
-        _check_int("n_bins", n_bins, 2)
         main = self.blocks["head"]
         linear = [m for m in main.modules() if isinstance(m, nn.Linear)]
         if len(linear) != 1:
@@ -509,9 +404,9 @@ def reference_mlp(
     out = 2 for the default (cos 2θ, sin 2θ) readout). ``hidden=(h1, h2)`` overrides (P, 20);
     ``n_bins`` sets the output size for the "bins" readout.
     """
-    _check_int("image_size", image_size, 1)
-    _check_choice("readout", readout, READOUTS)
-    _check_int("n_bins", n_bins, 2)
+    image_size = check.integer("image_size", image_size, minimum=1)
+    check.choice("readout", readout, READOUTS)
+    n_bins = check.integer("n_bins", n_bins, minimum=2)
     if hidden is None:
         hidden = (image_size, 20)
     if (
@@ -555,7 +450,7 @@ def build_model(config: CNNConfig | Mapping[str, Any]) -> AngleNet:
             f"config must be a CNNConfig or a mapping, got {type(config).__name__}"
         )
     kind = config.get("kind", "cnn")
-    _check_choice("kind", kind, KINDS)
+    check.choice("kind", kind, KINDS)
     if kind == "cnn":
         model = _build_cnn(CNNConfig.from_config(config))
     else:
