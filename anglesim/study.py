@@ -395,12 +395,34 @@ def _device(study: Study, device: Any) -> dict[str, str]:
 
 
 def task_function(p: Plan) -> Callable[..., xr.Dataset]:
-    """The picklable ``fn(condition, replicate, seed)`` that the replicate manager calls."""
+    """The picklable ``fn(condition, replicate, seed)`` that the replicate manager calls.
+
+    A study loaded from a file is not importable by name in a worker process, so its task
+    travels as cloudpickle bytes (its module's functions pickled by value) inside a call to
+    :func:`by_value_call`, which any pickler (loky's cloudpickle, dask's plain pickle first)
+    sends by reference."""
     fn = p.study.replicate
     kwargs: dict[str, Any] = {"size": p.params}
     if "study_seed" in inspect.signature(fn).parameters:
         kwargs["study_seed"] = p.seed
-    return functools.partial(fn, **kwargs)
+    task = functools.partial(fn, **kwargs)
+    if p.study.module.startswith(USER_MODULE_PREFIX):
+        import cloudpickle
+
+        return functools.partial(by_value_call, cloudpickle.dumps(task))
+    return task
+
+
+@functools.lru_cache(maxsize=8)
+def _unpickled(payload: bytes) -> Callable[..., xr.Dataset]:
+    import cloudpickle
+
+    return cloudpickle.loads(payload)
+
+
+def by_value_call(payload: bytes, condition: dict, replicate: int, seed: int) -> xr.Dataset:
+    """Run the task pickled in ``payload`` (see :func:`task_function`)."""
+    return _unpickled(payload)(condition, replicate, seed)
 
 
 def _code_record(p: Plan, cache_dir: Path) -> Path:
