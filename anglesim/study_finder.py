@@ -1,0 +1,179 @@
+"""Finding studies and hashing their code: the built-in ones, user folders, files by path.
+
+Search order of :func:`available`: the built-in studies (:mod:`anglesim.studies`), then every
+folder named in ``$ANGLESIM_STUDIES`` (folders separated by ``os.pathsep``; each ``*.py`` file
+there not starting with ``_`` is a study; they add to the built-in list, and a user study of the
+same name as a built-in one is refused). :func:`load` also takes a path to a ``.py`` file. A
+study file is imported afresh as module ``anglesim_user_study_<stem>`` and registered with
+cloudpickle by value, so workers get its functions without importing it.
+
+:func:`code_version` is what the cache key holds of a study's code: its explicit ``version``,
+or a hash of its source files (:func:`code_files`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+import types
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the declaration imports this module; at run time Study is imported lazily
+    from .study import Study
+
+__all__ = ["USER_MODULE_PREFIX", "available", "builtin_names", "code_files", "code_version",
+           "load", "load_module", "user_folders"]
+
+USER_MODULE_PREFIX = "anglesim_user_study_"
+"""Module-name prefix of studies loaded from a file (``anglesim_user_study_<name>``)."""
+
+
+# ---- finding studies --------------------------------------------------------------------------
+
+
+def builtin_names() -> list[str]:
+    """Names of the studies shipped in :mod:`anglesim.studies`."""
+    import pkgutil
+
+    from . import studies
+
+    return sorted(m.name for m in pkgutil.iter_modules(studies.__path__)
+                  if not m.name.startswith("_"))
+
+
+def user_folders() -> list[Path]:
+    """The folders named in ``$ANGLESIM_STUDIES`` (``os.pathsep``-separated; may be unset)."""
+    raw = os.environ.get("ANGLESIM_STUDIES", "")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def available() -> dict[str, str]:
+    """``{name: origin}`` of every study: built-in ones (origin "built-in"), then each user
+    folder's ``*.py`` files (origin: the file's path).
+
+    Raises:
+        ValueError: if a user folder does not exist, or a user study takes a built-in name.
+    """
+    found = {name: "built-in" for name in builtin_names()}
+    for folder in user_folders():
+        if not folder.is_dir():
+            raise ValueError(f"ANGLESIM_STUDIES names {folder}, which is not a folder")
+        for path in sorted(folder.glob("*.py")):
+            if path.stem.startswith("_"):
+                continue
+            if path.stem in found and found[path.stem] != str(path.resolve()):
+                raise ValueError(f"study {path.stem!r} in {path} takes the name of the study "
+                                 f"from {found[path.stem]}; rename one of them")
+            found[path.stem] = str(path.resolve())
+    return found
+
+
+def load(name_or_path: str | os.PathLike[str] | Study) -> Study:
+    """The :class:`Study` of a built-in or user study by name, or of a ``.py`` file by path.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones), a path that is not a
+            ``.py`` file, or a module without a ``STUDY`` declaration.
+    """
+    from .study import Study
+
+    if isinstance(name_or_path, Study):
+        return name_or_path
+    text = os.fspath(name_or_path)
+    if text.endswith(".py") or os.sep in text or "/" in text:
+        path = Path(text).expanduser()
+        if not path.is_file() or path.suffix != ".py":
+            raise ValueError(f"study path {text} is not a .py file")
+        return _declared(_import_file(path.resolve()), str(path))
+    known = available()
+    if text not in known:
+        raise ValueError(f"unknown study {text!r}; available studies: {', '.join(known)}")
+    if known[text] == "built-in":
+        return _declared(importlib.import_module(f"anglesim.studies.{text}"), text)
+    return _declared(_import_file(Path(known[text])), text)
+
+
+def load_module(name_or_path: str | os.PathLike[str]) -> types.ModuleType:
+    """The Python module that declares a study (for its helper functions)."""
+    study = load(name_or_path)
+    return sys.modules[study.module]
+
+
+def _declared(module: types.ModuleType, what: str) -> Study:
+    from .study import Study
+
+    study = getattr(module, "STUDY", None)
+    if not isinstance(study, Study):
+        raise ValueError(f"study {what} declares no STUDY = anglesim.study.Study(...) "
+                         f"(found {type(study).__name__})")
+    if study.module != module.__name__:
+        study = dataclasses.replace(study, module=module.__name__)
+        module.STUDY = study
+    return study
+
+
+def _import_file(path: Path) -> types.ModuleType:
+    """Import a study file (afresh, so that an edit is seen) as module
+    ``anglesim_user_study_<stem>``; register it with
+    cloudpickle by value, so that loky and dask workers get its functions without importing
+    the file (they need not see the file at all)."""
+    name = USER_MODULE_PREFIX + path.stem.replace("-", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"study path {path} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    import cloudpickle  # loky (joblib's default backend) and dask pickle with it
+
+    cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+# ---- the code in the cache key ----------------------------------------------------------------
+
+
+def code_files(study: Study) -> list[Path]:
+    """The source files whose text is the study's code: its module's file(s) (every file of
+    a study package), the shared ``anglesim.studies._common``, and other study modules it
+    imports from (e.g. one study's estimator used by another)."""
+    module = sys.modules.get(study.module)
+    if module is None or getattr(module, "__file__", None) is None:
+        raise ValueError(f"the code of study {study.name} (module {study.module!r}) has no "
+                         f"source file to hash; give the Study an explicit version")
+    files = _module_files(module)
+    prefix = "anglesim.studies"
+    if study.module.startswith(prefix):
+        files += _module_files(importlib.import_module(f"{prefix}._common"))
+    for value in list(vars(module).values()):
+        owner = getattr(value, "__module__", None) or getattr(value, "__name__", None)
+        if isinstance(owner, str) and owner.startswith(prefix) and owner in sys.modules:
+            files += _module_files(sys.modules[owner])
+    return sorted(set(files))
+
+
+def _module_files(module: types.ModuleType) -> list[Path]:
+    path = Path(module.__file__).resolve()
+    if path.name == "__init__.py":
+        return sorted(path.parent.rglob("*.py"))
+    return [path]
+
+
+def code_version(study: Study) -> str:
+    """The study's explicit version, or the first 16 hex digits of SHA-256 over its code
+    files' contents (names and bytes, in sorted order)."""
+    if study.version is not None:
+        return study.version
+    digest = hashlib.sha256()
+    for path in code_files(study):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
