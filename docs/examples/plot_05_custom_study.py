@@ -2,14 +2,19 @@
 A custom study with a grid
 ==========================
 
-A study is a replicate function run over a grid of conditions × replicates by
-:func:`anglesim.replicates.run_study`. Each replicate gets its own seed derived from (study
-seed, condition, replicate) through numpy's ``SeedSequence``, so the results do not depend on
-how many workers run them; with ``cache_dir`` each finished replicate is stored and a rerun
-resumes. The result is one ``xarray.Dataset`` with the grid axes and ``replicate`` as dimensions.
+A study is declared as a :class:`~anglesim.study.Study`: a replicate function, the grid of
+conditions it runs over, its sizes (``"quick"`` and ``"full"``, each with its number of
+replicates) and the configuration that overrides may change. :func:`anglesim.study.run` runs the
+grid × replicates through the replicate manager: each replicate gets its own seed derived from
+(study seed, condition, replicate) through numpy's ``SeedSequence``, so the results do not depend
+on how many workers run them; every finished replicate is cached and a rerun resumes. The result
+is one ``xarray.Dataset`` with the grid axes and ``replicate`` as dimensions, saved with its
+provenance. Saved as a file, the same declaration runs from the command line:
+``anglesim run my_study.py --quick kappa=[1,8] steps=40``.
 """
 
 import math
+import tempfile
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,30 +23,42 @@ import xarray as xr
 
 from anglesim.distributions import VonMises
 from anglesim.fisher import propagated_fisher
+from anglesim.io import load_dataset
 from anglesim.models import CNNConfig, build_model
-from anglesim.replicates import run_study
 from anglesim.stats import mean_ci
 from anglesim.stimuli import GratingSpec
+from anglesim.study import Study, run
 from anglesim.training import Phase, train
 
 SPEC = GratingSpec(size=16, frequency=2.0, noise_std=1.0)
 ANGLES = torch.arange(12) * math.pi / 12
 
 
-def replicate(condition: dict, replicate: int, seed: int) -> xr.Dataset:
+def replicate(condition: dict, replicate: int, seed: int, size: dict) -> xr.Dataset:
     """Train one small CNN on VonMises(π/2, κ); return its output FI over angle."""
     torch.manual_seed(seed)
     model = build_model(CNNConfig(image_size=16, channels=(4, 8), kernel_size=3, fc_units=16,
                                   readout="cossin"))
     prior = VonMises(math.pi / 2, float(condition["kappa"]))
-    train(model, [Phase("train", prior, SPEC, lr=3e-3, epochs=2, steps_per_epoch=20,
-                        batch_size=32)], seed)
+    train(model, [Phase("train", prior, SPEC, lr=size["lr"], epochs=2,
+                        steps_per_epoch=size["steps"], batch_size=32)], seed)
     fi = propagated_fisher(model, SPEC, ANGLES, layers=["output"]).sel(layer="output", drop=True)
     return xr.Dataset({"fisher": fi})
 
 
-ds = run_study(replicate, grid={"kappa": [0.5, 4.0]}, n_replicates=3, seed=0, n_jobs=1,
-               name="kappa_demo", config={"spec": SPEC.to_config()}, progress=False)
+STUDY = Study(
+    name="kappa_demo",
+    question="How does the prior's concentration κ shape the output FI of a small CNN?",
+    replicate=replicate,
+    sizes={"quick": {"replicates": 3, "steps": 20}, "full": {"replicates": 8, "steps": 200}},
+    grid={"kappa": [0.5, 4.0]},
+    defaults={"lr": 3e-3},
+    version="1",  # the cache key's code version: bump it when the replicate's results change
+)
+
+results = tempfile.mkdtemp()
+path = run(STUDY, quick=True, overrides=["lr=2e-3"], results=results, progress=False)
+ds = load_dataset(path)
 print(ds)
 
 # %%
