@@ -1,6 +1,6 @@
 """Stimulus data: a prior and a grating spec turned into batches of (images, angles).
 
-Two regimes, as in the research anglesim grows from:
+Two regimes, as in the research anglesim grows from (lrast/angleFinetuning):
 
 * **on the fly** — every batch is freshly drawn from the prior and rendered with fresh noise,
   so the network never sees the same image twice (`stream`);
@@ -196,7 +196,7 @@ def reference_split(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[FiniteDataset, FiniteDataset, FiniteDataset]:
-    """Train, validation and test sets of 8D, 2D and 2D images, as in the reference research.
+    """Train, validation and test sets of 8D, 2D and 2D images, as in the reference research (lrast/angleFinetuning).
 
     All three are drawn independently from the same prior and spec; the validation set drives
     early stopping and the test set is held out for reporting.
