@@ -132,3 +132,21 @@ def test_readme_lists_every_published_study():
     listed = set(re.findall(r"^- `([a-z_0-9]+)`:", readme, flags=re.M))
     published = {p.stem for p in (ROOT / "figures" / "data").glob("*.nc")}
     assert published and not published - listed, sorted(published - listed)
+
+
+def test_readme_fisher_of_your_own_network_runs():
+    """The README's section "Fisher information of your own network" runs as printed, and its
+    numbers obey what the section says: error bounds within rtol, no layer above the pixels."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Fisher information of your own network"):]
+    code = python_blocks(section)[0]
+    namespace: dict = {"__name__": "readme_fisher"}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, str(README), "exec"), namespace)
+    fi = namespace["fi"]
+    assert "['input', '0', '1', '2', '3', '4', 'output']" in printed.getvalue()
+    assert list(fi["layer"].values) == ["input", "2", "4"]
+    assert bool((fi["fisher_error"] <= 1e-3 * fi).all())
+    assert bool((fi.sel(layer="4") <= fi.sel(layer="input") * (1 + 2e-3)).all())
+    assert bool((fi > 0).all())

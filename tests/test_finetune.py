@@ -1,6 +1,7 @@
 """Fine-tuning strategies: registry, validation, freezing, LoRA, TPGM, Auto-RGN, schedules."""
 
 import copy
+import textwrap
 import math
 from pathlib import Path
 
@@ -219,11 +220,13 @@ def test_registration_rules():
 
 
 def test_readme_example_registers_a_strategy_that_trains_only_biases():
-    """Runs the registration example exactly as README.md shows it."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Fine-tuning strategies"):]
-    code = section[section.index("```python\nfrom anglesim.finetune"):]
-    code = code[len("```python\n"):code.index("```", 10)]
+    """Runs the registration example exactly as the user guide (docs/user_guide/training.rst)
+    shows it."""
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "user_guide"
+             / "training.rst").read_text()
+    start = guide.index("   from anglesim.finetune import Strategy, register_strategy")
+    end = guide.index("\n\n\n", start)
+    code = textwrap.dedent(guide[start:end])
     assert '@register_strategy("bias_only")' in code
     finetune.STRATEGIES.pop("bias_only", None)  # the example registers it afresh
     exec(compile(code, "README.md", "exec"), {})
