@@ -37,6 +37,7 @@ from .exact import jacobian, ridge_fisher
 from .krylov import krylov_fisher
 from .network import Network
 from .stimulus import Stimulus, as_stimulus
+from .ties import pool_tie_check
 
 __all__ = ["SOLVERS", "propagated_fisher"]
 
@@ -122,6 +123,13 @@ def propagated_fisher(
     of the same per-pixel variance: a UserWarning says so and attrs["noise_model_note"]
     records it; the sampled estimators measure the spec's actual noise.
 
+    Max-pool ties (issue 15): where a max-pool window's largest inputs are exactly tied at a
+    non-zero value and the noise reaches them, the network is not differentiable at x(θ) and
+    J is not the σ → 0 limit of the noisy network's FI. Their counts, on at most 8 of the
+    items, go to attrs (``pool_ties_*``, :func:`anglesim.fisher.ties.pool_tie_check`: two
+    forward passes, noise from a stream of its own, so no value moves) and a
+    `~anglesim.pool_ties.PoolTieWarning` says when such windows receive noise.
+
     Random phase (``spec.phase is None``) or explicit ``phases``: J is computed at each phase
     (default 8 evenly spaced in [0, 2π)) and averaged — the phase-conditional FI averaged over
     phase, an upper bound on the FI of the phase-marginal image distribution.
@@ -153,7 +161,9 @@ def propagated_fisher(
     Returns:
         DataArray "fisher", dims ("layer", "angle"), coordinates fisher_error, iterations,
         solver; attrs method="propagated", sigma, eps, ridge, solver, rtol, quantity,
-        noise_at, units "rad^-2", noise_model (and noise_model_note, phase_average).
+        noise_at, units "rad^-2", noise_model (and noise_model_note, phase_average), and the
+        tied max-pool windows ``pool_ties_<pool layer>``, ``pool_ties_noisy`` (tied non-zero
+        windows the noise reaches; −1 when not measured) and ``pool_ties_images``.
     """
     eps = check.real("eps", eps, minimum=0.0, min_open=True)
     chunk_size = check.integer("chunk_size", chunk_size, minimum=1)
@@ -229,6 +239,7 @@ def propagated_fisher(
             "estimator_fisher, savgol_fisher) for its actual noise")
         attrs["noise_model_note"] = note
         warnings.warn(note, UserWarning, stacklevel=2)
+    attrs.update(pool_tie_check(model, stim, item_theta, item_phase, variance, noise_at))
 
     out: list[torch.Tensor] = []
     with eval_mode(model), torch.no_grad():
