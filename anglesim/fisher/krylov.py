@@ -85,7 +85,8 @@ def krylov_fisher(
 
     ``x`` [C, ...] where the noise enters, ``xdot`` its θ-derivative (same shape), ``std``
     [numel per image] the noise standard deviation √V per element (0 where V = 0: those
-    elements are left out). Products in x's dtype, CG scalars in float64.
+    elements are left out). Products in x's dtype; the bidiagonalisation and its bounds in
+    float64.
     """
     n_img = x.shape[0]
     shape = x.shape[1:]

@@ -87,10 +87,11 @@ def propagated_fisher(
 
     Solvers (``solver``): "exact" forms each layer's Jacobian (reverse mode when N ≤ P/2, else
     forward mode, chunked) and Cholesky-factors the smaller Gram matrix (float64; an
-    eigendecomposition is the fallback); "krylov" never forms it: two conjugate-gradient
-    solves with one JVP and one VJP each per iteration, in unit space on
-    (D^{-1/2} A Σ_x Aᵀ D^{-1/2} + εI) z = D^{-1/2} A ẋ (J = (D^{-1/2} A ẋ)ᵀ z) and in pixel
-    space, whose Gauss and Gauss–Radau bounds bracket J from both sides; D is estimated from
+    eigendecomposition is the fallback); "krylov" never forms it: one Golub–Kahan
+    bidiagonalisation of B̃ = D^{-1/2} A Σ_x^{1/2} from u = Σ_x^{-1/2} ẋ, one JVP and one VJP
+    per iteration, whose Lanczos tridiagonals give Gauss and Gauss–Radau bounds on both
+    J = (B̃u)ᵀ(B̃B̃ᵀ + εI)⁻¹(B̃u) (unit space) and J = ‖u‖² − ε uᵀ(B̃ᵀB̃ + εI)⁻¹u (pixel
+    space), bracketing J from both sides; D is estimated from
     16 fixed Rademacher probes, and iteration stops when the bracket's half-width is
     ≤ ``rtol`` · J (see :mod:`anglesim.fisher.krylov`); "auto" picks per layer by estimated
     cost (exact for small layers, Krylov for wide ones, see
@@ -99,7 +100,7 @@ def propagated_fisher(
     runs the Krylov products in another, e.g. torch.float64) and do the linear algebra in
     float64. The result holds, per layer and
     angle, ``fisher_error`` (Krylov's error bound, 0 for exact and closed-form values) and
-    ``iterations`` (CG iterations, 0 for exact), and per layer ``solver``.
+    ``iterations`` (Golub–Kahan iterations, 0 for exact), and per layer ``solver``.
 
     Cost guard: before computing, the time (from a timed forward pass) and peak memory of
     the chosen solvers are estimated; above the device's memory (CUDA: free; CPU: total) or
@@ -153,7 +154,7 @@ def propagated_fisher(
         noise_at: "input" (pixels, default) or the layer whose activations receive the noise.
         solver: "exact", "krylov" or "auto".
         rtol: Krylov's relative tolerance on J, in (0, 1).
-        maxiter: most CG iterations per solve.
+        maxiter: most Golub–Kahan iterations per layer and chunk.
         decode: callable from the model's outputs to θ̂ [N], for "output".
         force: run even when the cost guard estimates more memory than is free or hours.
         krylov_dtype: dtype of the Krylov solver's network products (default the model's).
