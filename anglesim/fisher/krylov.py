@@ -96,11 +96,11 @@ def krylov_fisher(
     push = _pushforward(fn, x)
 
     def forward(w: torch.Tensor) -> torch.Tensor:  # B w for w [C, P]
-        return push((w * s).reshape(n_img, *shape))
+        return push((w * s).reshape(n_img, *shape)).detach()  # detach: no graph across steps
 
     def backward(p: torch.Tensor) -> torch.Tensor:  # Bᵀ p for p [C, N]
         grad = torch.autograd.grad(out, leaf, p.to(out.dtype), retain_graph=True)[0]
-        return grad.reshape(n_img, -1) * s
+        return grad.detach().reshape(n_img, -1) * s
 
     probes = _probes(n_img, s.numel(), x.dtype, x.device)
     bw = vmap(forward)(probes).double()  # [K, C, N]
