@@ -1,6 +1,7 @@
 """The Golub–Kahan solver's bracket: it contains the J it bounds, at every tolerance, for
 fewer and more units than pixels, and closes on the exact value as the tolerance shrinks."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,3 +63,32 @@ def test_gauss_radau_bounds_bracket_a_tridiagonal_quadratic_form():
         bounds.next(b, r[k, k:k + 1] ** 2, on)
     assert float(bounds.gauss) == pytest.approx(exact, rel=1e-10)  # the whole matrix
     assert N_PROBES == 16
+
+
+@pytest.mark.parametrize("size", [12, 20])
+def test_linearized_products_give_the_plain_jvp_results(monkeypatch, size):
+    import warnings
+
+    import anglesim.fisher.krylov as krylov
+    from anglesim.fisher import propagated_fisher
+    from anglesim.models import CNNConfig, build_model
+    from anglesim.stimuli import GratingSpec
+
+    torch.manual_seed(0)  # build_model's initial weights come from the global generator
+    net = build_model(CNNConfig(image_size=size))
+    spec = GratingSpec(size=size, noise_std=0.5)
+    made = []
+    original = krylov._pushforward
+    monkeypatch.setattr(krylov, "_pushforward",
+                        lambda fn, x: made.append(original(fn, x)) or made[-1])
+    runs = {}
+    for after in (0, 10**9):  # linearized from the first step / never
+        monkeypatch.setattr(krylov, "LINEARIZE_AFTER", after)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runs[after] = propagated_fisher(net, spec, [0.4, 1.3], layers=["conv1", "conv2"],
+                                            solver="krylov", rtol=1e-4)
+    assert made and all(f.__name__ != "plain" for f in made)  # the traced path did run
+    lin, plain = runs[0], runs[10**9]
+    np.testing.assert_allclose(lin.values, plain.values, rtol=1e-6)
+    np.testing.assert_array_equal(lin["iterations"].values, plain["iterations"].values)

@@ -58,7 +58,7 @@ def propagated_fisher(
     *,
     solver: str = "auto",
     rtol: float = 1e-3,
-    maxiter: int = 1000,
+    maxiter: int = 5000,
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     force: bool = False,
     krylov_dtype: torch.dtype | None = None,
