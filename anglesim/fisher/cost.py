@@ -6,8 +6,11 @@ of the chunk (measured once, t_pass seconds):
 * exact: the Jacobian needs min(P, 2N) passes (forward mode over P columns, or reverse mode
   over N rows at about twice the cost of a forward pass) and holds C·N·P elements (in the
   model's dtype and again in float64), plus a Gram matrix of C·min(N, P)² float64;
-* krylov: about 6 passes (two JVPs and two VJPs: the unit- and pixel-space solves) per
-  iteration, guessed as min(N, P, KRYLOV_ITERATIONS) iterations, plus the probes; it holds
+* krylov: a budget of 6 passes per iteration, guessed as min(N, P, KRYLOV_ITERATIONS)
+  iterations, plus the probes (the Golub–Kahan solver needs one JVP and one VJP, about 3
+  passes, per iteration, but more iterations than the guess on wide convolutions: 34–283 on
+  the default CNN's conv1 at 32–64 px, over 1000 at 128 px; the budget is kept so that
+  "auto" chooses as before); it holds
   C·(N_PROBES + 8) activations of the network up to the layer.
 
 ``solver="auto"`` takes the exact solver for a layer when its passes are at most twice the

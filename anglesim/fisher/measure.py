@@ -126,7 +126,8 @@ def measure_fisher(
 
     Returns:
         Dataset described in the module docstring; attrs hold the options as JSON
-        (``config``) and each method's attrs (``method_attrs``).
+        (``config``), each method's attrs (``method_attrs``) and, when "propagated" runs,
+        its counts of tied max-pool windows (``pool_ties_*``).
     """
     if isinstance(methods, str):
         methods = [methods]
@@ -200,6 +201,9 @@ def measure_fisher(
                                "circular mean of theta_hat minus theta"})
         ds["d_prime"] = ("angle", est["d_prime"].values,
                          {"long_name": f"d' of theta -/+ {dtheta / 2:g} from theta_hat"})
+    if "propagated" in results:  # tied max-pool windows (issue 15), from propagated_fisher
+        ds.attrs.update({k: v for k, v in results["propagated"].attrs.items()
+                         if k.startswith("pool_ties_")})
     ds.attrs["method_attrs"] = json.dumps(
         {m: _jsonable(r.attrs) for m, r in results.items()}, sort_keys=True)
     ds.attrs["config"] = json.dumps(_jsonable(dict(

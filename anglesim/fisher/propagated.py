@@ -37,6 +37,7 @@ from .exact import jacobian, ridge_fisher
 from .krylov import krylov_fisher
 from .network import Network
 from .stimulus import Stimulus, as_stimulus
+from .ties import pool_tie_check
 
 __all__ = ["SOLVERS", "propagated_fisher"]
 
@@ -57,7 +58,7 @@ def propagated_fisher(
     *,
     solver: str = "auto",
     rtol: float = 1e-3,
-    maxiter: int = 1000,
+    maxiter: int = 5000,
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     force: bool = False,
     krylov_dtype: torch.dtype | None = None,
@@ -86,10 +87,11 @@ def propagated_fisher(
 
     Solvers (``solver``): "exact" forms each layer's Jacobian (reverse mode when N ≤ P/2, else
     forward mode, chunked) and Cholesky-factors the smaller Gram matrix (float64; an
-    eigendecomposition is the fallback); "krylov" never forms it: two conjugate-gradient
-    solves with one JVP and one VJP each per iteration, in unit space on
-    (D^{-1/2} A Σ_x Aᵀ D^{-1/2} + εI) z = D^{-1/2} A ẋ (J = (D^{-1/2} A ẋ)ᵀ z) and in pixel
-    space, whose Gauss and Gauss–Radau bounds bracket J from both sides; D is estimated from
+    eigendecomposition is the fallback); "krylov" never forms it: one Golub–Kahan
+    bidiagonalisation of B̃ = D^{-1/2} A Σ_x^{1/2} from u = Σ_x^{-1/2} ẋ, one JVP and one VJP
+    per iteration, whose Lanczos tridiagonals give Gauss and Gauss–Radau bounds on both
+    J = (B̃u)ᵀ(B̃B̃ᵀ + εI)⁻¹(B̃u) (unit space) and J = ‖u‖² − ε uᵀ(B̃ᵀB̃ + εI)⁻¹u (pixel
+    space), bracketing J from both sides; D is estimated from
     16 fixed Rademacher probes, and iteration stops when the bracket's half-width is
     ≤ ``rtol`` · J (see :mod:`anglesim.fisher.krylov`); "auto" picks per layer by estimated
     cost (exact for small layers, Krylov for wide ones, see
@@ -98,7 +100,7 @@ def propagated_fisher(
     runs the Krylov products in another, e.g. torch.float64) and do the linear algebra in
     float64. The result holds, per layer and
     angle, ``fisher_error`` (Krylov's error bound, 0 for exact and closed-form values) and
-    ``iterations`` (CG iterations, 0 for exact), and per layer ``solver``.
+    ``iterations`` (Golub–Kahan iterations, 0 for exact), and per layer ``solver``.
 
     Cost guard: before computing, the time (from a timed forward pass) and peak memory of
     the chosen solvers are estimated; above the device's memory (CUDA: free; CPU: total) or
@@ -121,6 +123,13 @@ def propagated_fisher(
     (``spec.gaussian_noise_only`` False), pixel noise is replaced by additive Gaussian noise
     of the same per-pixel variance: a UserWarning says so and attrs["noise_model_note"]
     records it; the sampled estimators measure the spec's actual noise.
+
+    Max-pool ties (issue 15): where a max-pool window's largest inputs are exactly tied at a
+    non-zero value and the noise reaches them, the network is not differentiable at x(θ) and
+    J is not the σ → 0 limit of the noisy network's FI. Their counts, on at most 8 of the
+    items, go to attrs (``pool_ties_*``, :func:`anglesim.fisher.ties.pool_tie_check`: two
+    forward passes, noise from a stream of its own, so no value moves) and a
+    `~anglesim.pool_ties.PoolTieWarning` says when such windows receive noise.
 
     Random phase (``spec.phase is None``) or explicit ``phases``: J is computed at each phase
     (default 8 evenly spaced in [0, 2π)) and averaged — the phase-conditional FI averaged over
@@ -145,7 +154,7 @@ def propagated_fisher(
         noise_at: "input" (pixels, default) or the layer whose activations receive the noise.
         solver: "exact", "krylov" or "auto".
         rtol: Krylov's relative tolerance on J, in (0, 1).
-        maxiter: most CG iterations per solve.
+        maxiter: most Golub–Kahan iterations per layer and chunk.
         decode: callable from the model's outputs to θ̂ [N], for "output".
         force: run even when the cost guard estimates more memory than is free or hours.
         krylov_dtype: dtype of the Krylov solver's network products (default the model's).
@@ -153,7 +162,9 @@ def propagated_fisher(
     Returns:
         DataArray "fisher", dims ("layer", "angle"), coordinates fisher_error, iterations,
         solver; attrs method="propagated", sigma, eps, ridge, solver, rtol, quantity,
-        noise_at, units "rad^-2", noise_model (and noise_model_note, phase_average).
+        noise_at, units "rad^-2", noise_model (and noise_model_note, phase_average), and the
+        tied max-pool windows ``pool_ties_<pool layer>``, ``pool_ties_noisy`` (tied non-zero
+        windows the noise reaches; −1 when not measured) and ``pool_ties_images``.
     """
     eps = check.real("eps", eps, minimum=0.0, min_open=True)
     chunk_size = check.integer("chunk_size", chunk_size, minimum=1)
@@ -229,6 +240,7 @@ def propagated_fisher(
             "estimator_fisher, savgol_fisher) for its actual noise")
         attrs["noise_model_note"] = note
         warnings.warn(note, UserWarning, stacklevel=2)
+    attrs.update(pool_tie_check(model, stim, item_theta, item_phase, variance, noise_at))
 
     out: list[torch.Tensor] = []
     with eval_mode(model), torch.no_grad():

@@ -1,0 +1,94 @@
+"""The Golub–Kahan solver's bracket: it contains the J it bounds, at every tolerance, for
+fewer and more units than pixels, and closes on the exact value as the tolerance shrinks."""
+
+import numpy as np
+import pytest
+import torch
+
+from anglesim.fisher.krylov import N_PROBES, _GaussRadau, _probes, krylov_fisher
+
+
+def reference(w, x_dot, std, eps):
+    """J = gᵀ(BBᵀ + ε D̂)⁻¹g with the solver's own probe estimate D̂ of diag(BBᵀ)."""
+    b = w * std  # B = A Σ^{1/2}
+    probes = _probes(1, w.shape[1], torch.float64, w.device)[:, 0]  # [K, P]
+    d_hat = ((probes @ b.T) ** 2).mean(0)
+    g = w @ x_dot
+    m = b @ b.T + eps * torch.diag(d_hat)
+    return float(g @ torch.linalg.solve(m, g))
+
+
+@pytest.mark.parametrize("n_units, n_pix, decay", [
+    (5, 40, 1.0),    # fewer units than pixels: the unit space is exhausted in 5 steps
+    (60, 30, 1.0),   # more units than pixels
+    (50, 50, 0.85),  # square, singular values spread over many decades (slow)
+])
+@pytest.mark.parametrize("rtol", [0.3, 1e-2, 1e-4])
+def test_bracket_contains_j(n_units, n_pix, decay, rtol):
+    g = torch.Generator().manual_seed(n_units * 1000 + n_pix)
+    u, _ = torch.linalg.qr(torch.randn(n_units, n_units, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n_pix, n_pix, generator=g, dtype=torch.float64))
+    k = min(n_units, n_pix)
+    sv = decay ** torch.arange(k, dtype=torch.float64)
+    w = u[:, :k] @ torch.diag(sv) @ v[:, :k].T
+    std = 0.5 + torch.rand(n_pix, generator=g, dtype=torch.float64)
+    x = torch.randn(1, n_pix, generator=g, dtype=torch.float64)
+    x_dot = torch.randn(1, n_pix, generator=g, dtype=torch.float64)
+    eps = 1e-6
+    j, err, iters, ok = krylov_fisher(lambda z: z @ w.T, x, x_dot, std, eps, rtol, 2000)
+    ref = reference(w, x_dot[0], std, eps)
+    assert bool(ok[0]) and float(err[0]) <= rtol * float(j[0]) * (1 + 1e-9)
+    assert abs(float(j[0]) - ref) <= float(err[0]) * (1 + 1e-6) + 1e-9 * ref
+    assert 1 <= int(iters[0]) <= 2000
+
+
+def test_gauss_radau_bounds_bracket_a_tridiagonal_quadratic_form():
+    g = torch.Generator().manual_seed(3)
+    n, eps = 12, 1e-3
+    r = torch.diag(torch.rand(n, generator=g, dtype=torch.float64) + 0.05)
+    r += torch.diag(torch.rand(n - 1, generator=g, dtype=torch.float64), 1)  # R upper bidiag
+    t = r.T @ r  # T = RᵀR ⪰ 0, unshifted pivots α_i²
+    exact = float(torch.linalg.solve(t + eps * torch.eye(n, dtype=torch.float64),
+                                     torch.eye(n, dtype=torch.float64)[0])[0])
+    bounds = _GaussRadau(r[0, 0:1] ** 2, eps)
+    on = torch.ones(1, dtype=torch.bool)
+    last_lo, last_hi = 0.0, float("inf")
+    for k in range(1, n):
+        b = t[k - 1, k:k + 1]
+        hi = float(bounds.upper(b))
+        lo = float(bounds.gauss)
+        assert lo <= exact * (1 + 1e-12) and exact <= hi * (1 + 1e-12)
+        assert lo >= last_lo * (1 - 1e-12) and hi <= last_hi * (1 + 1e-12)  # monotone
+        last_lo, last_hi = lo, hi
+        bounds.next(b, r[k, k:k + 1] ** 2, on)
+    assert float(bounds.gauss) == pytest.approx(exact, rel=1e-10)  # the whole matrix
+    assert N_PROBES == 16
+
+
+@pytest.mark.parametrize("size", [12, 20])
+def test_linearized_products_give_the_plain_jvp_results(monkeypatch, size):
+    import warnings
+
+    import anglesim.fisher.krylov as krylov
+    from anglesim.fisher import propagated_fisher
+    from anglesim.models import CNNConfig, build_model
+    from anglesim.stimuli import GratingSpec
+
+    torch.manual_seed(0)  # build_model's initial weights come from the global generator
+    net = build_model(CNNConfig(image_size=size))
+    spec = GratingSpec(size=size, noise_std=0.5)
+    made = []
+    original = krylov._pushforward
+    monkeypatch.setattr(krylov, "_pushforward",
+                        lambda fn, x: made.append(original(fn, x)) or made[-1])
+    runs = {}
+    for after in (0, 10**9):  # linearized from the first step / never
+        monkeypatch.setattr(krylov, "LINEARIZE_AFTER", after)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runs[after] = propagated_fisher(net, spec, [0.4, 1.3], layers=["conv1", "conv2"],
+                                            solver="krylov", rtol=1e-4)
+    assert made and all(f.__name__ != "plain" for f in made)  # the traced path did run
+    lin, plain = runs[0], runs[10**9]
+    np.testing.assert_allclose(lin.values, plain.values, rtol=1e-6)
+    np.testing.assert_array_equal(lin["iterations"].values, plain["iterations"].values)
