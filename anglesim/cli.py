@@ -267,6 +267,8 @@ def _figures(results: Path, out: Path) -> int:
         raise FileNotFoundError(f"no saved Datasets (*.nc) in {results}; run a study first")
     for path in paths:
         ds = load_dataset(path)
+        if ds.attrs.get("study") not in FIGURES and ds.attrs.get("study") in available_studies():
+            load_study(ds.attrs["study"])  # a study that registers its own figure on import
         if ds.attrs.get("study") not in FIGURES:
             print(f"skipped {path}: no figure for study {ds.attrs.get('study')!r}")
             continue

@@ -140,3 +140,16 @@ def test_decoded_bias_with_noise_has_an_honest_standard_error():
     assert (np.abs(a["bias"]) < 4 * a["bias_stderr"] + 1e-3).all()
     with pytest.raises(ValueError, match="n_trials"):
         decoded_bias(model, spec, theta, n_trials=1)
+
+
+def test_fit_restricted_to_where_fisher_is_high():
+    fisher, bias = _planted(1.5, 6, 48, 1e-4, seed=9)
+    low = fisher < 50  # away from the peak at 90°: replace the bias there by something else
+    junk = xr.where(low, 0.05 * np.cos(6 * bias["angle"]), bias)
+    slope = inverse_fisher_slope(fisher, 2)
+    everywhere = fit_bias_law(junk, slope)
+    high = fit_bias_law(junk, slope, where=~low)
+    assert (np.abs(high["law_constant"] - 1.5) < 0.05).all()
+    assert (np.abs(everywhere["law_constant"] - 1.5) > 0.1).any()
+    np.testing.assert_array_equal(high["law_n_angles"].values, (~low).sum("angle").values)
+    assert (everywhere["law_n_angles"] == 48).all()

@@ -159,3 +159,16 @@ def test_split_of_an_unchanged_network_is_zero_and_bad_layers_are_named():
         np.testing.assert_allclose(split[name].values, 0.0, atol=1e-9)
     with pytest.raises(ValueError, match="layer must be one of"):
         layer_moments(net, SPEC, 0.1, "conv9")
+
+
+def test_a_mapping_of_finetuned_networks_gives_each_its_own_split():
+    pre = _mlp(12, 2)
+    others = {"a": _mlp(12, 3), "b": _mlp(12, 4)}
+    both = signal_noise_split(pre, others, SPEC, [0.4, 2.0], ["fc2"], eps=1e-4, dim="strategy")
+    assert both["delta_total"].dims == ("strategy", "layer", "angle")
+    for name, net in others.items():
+        one = signal_noise_split(pre, net, SPEC, [0.4, 2.0], ["fc2"], eps=1e-4)
+        np.testing.assert_allclose(both["fisher_terms"].sel(strategy=name).values,
+                                   one["fisher_terms"].values, rtol=1e-12)
+    with pytest.raises(ValueError, match="finetuned must be"):
+        signal_noise_split(pre, {}, SPEC, [0.4], ["fc2"])

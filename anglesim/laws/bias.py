@@ -126,19 +126,25 @@ def inverse_fisher_slope(fisher: xr.DataArray, n_harmonics: int = 3,
     return out.transpose(*fisher.dims)
 
 
-def fit_bias_law(bias: xr.DataArray, slope: xr.DataArray, dim: str = "angle") -> xr.Dataset:
+def fit_bias_law(bias: xr.DataArray, slope: xr.DataArray, dim: str = "angle",
+                 where: xr.DataArray | None = None) -> xr.Dataset:
     """Fit b(θ) = c · d/dθ[1/J(θ)] along ``dim``, independently for every other index.
 
     With g = ``slope``: ĉ = Σ b g / Σ g² (least squares through the origin; dimensionless,
     both in rad), ``correlation`` the Pearson r of b and g over angles, and
     ``explained`` = 1 − Σ (b − ĉ g)² / Σ b², the share of the bias's power the law accounts
     for (≤ 1; 0 or below when it accounts for nothing). The law predicts c > 0 and r near 1.
+    ``where`` (boolean, broadcast against ``bias``) restricts every sum to those angles, e.g.
+    to where FI is high enough for the law's small-noise derivation; ``law_n_angles`` counts
+    them.
     """
     for name, da in (("bias", bias), ("slope", slope)):
         if not isinstance(da, xr.DataArray) or dim not in da.dims:
             raise check.fail(name, f"a DataArray with a {dim!r} dim",
                              getattr(da, "dims", type(da).__name__))
     b, g = xr.align(bias, slope, join="exact")
+    if where is not None:
+        b, g = b.where(where), g.where(where & b.notnull())
     gg = (g * g).sum(dim)
     c = (b * g).sum(dim) / gg.where(gg > 0)
     bc, gc = b - b.mean(dim), g - g.mean(dim)
@@ -151,6 +157,8 @@ def fit_bias_law(bias: xr.DataArray, slope: xr.DataArray, dim: str = "angle") ->
                                           "d/dtheta(1/J) over angles"),
         "law_explained": explained.assign_attrs(units="1", long_name="1 - sum (b - c g)^2 / "
                                                 "sum b^2"),
+        "law_n_angles": (b.notnull() & g.notnull()).sum(dim).assign_attrs(
+            units="1", long_name="angles entering the fit"),
     })
 
 

@@ -25,7 +25,7 @@ ridge-limited; ε is a parameter and is recorded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def linear_fisher(fprime: torch.Tensor, cov: torch.Tensor, eps: float = 1e-6) ->
     """J = f′ᵀ (Σ + ε tr(Σ)/N · I)⁻¹ f′ for a batch: f′ [..., N], Σ [..., N, N]; float64.
 
     Solved by Cholesky; where it fails (Σ not positive definite after the ridge) by an
-    eigendecomposition with eigenvalues clipped at the ridge.
+    eigendecomposition with eigenvalues clipped at 0 before the ridge is added.
     """
     eps = check.real("eps", eps, minimum=0, min_open=True)
     f = torch.as_tensor(fprime, dtype=torch.float64)
@@ -54,18 +54,27 @@ def linear_fisher(fprime: torch.Tensor, cov: torch.Tensor, eps: float = 1e-6) ->
     if s.shape[-2:] != (f.shape[-1], f.shape[-1]) or s.shape[:-2] != f.shape[:-1]:
         raise check.fail("cov", f"shape {(*f.shape[:-1], f.shape[-1], f.shape[-1])} to match "
                          "fprime", tuple(s.shape))
-    n = f.shape[-1]
-    ridge = eps * torch.diagonal(s, dim1=-2, dim2=-1).sum(-1) / n
-    eye = torch.eye(n, dtype=torch.float64, device=s.device)
-    reg = s + ridge[..., None, None] * eye
-    chol, info = torch.linalg.cholesky_ex(reg)
+    return _factor(s, eps)(f[..., None, :])[..., 0]
+
+
+def _factor(cov: torch.Tensor, eps: float):
+    """A function f [..., K, N] ↦ fᵀ(Σ + ridge)⁻¹f [..., K] with Σ factored once."""
+    n = cov.shape[-1]
+    ridge = eps * torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1) / n
+    eye = torch.eye(n, dtype=torch.float64, device=cov.device)
+    chol, info = torch.linalg.cholesky_ex(cov + ridge[..., None, None] * eye)
     if bool((info == 0).all()):
-        z = torch.cholesky_solve(f[..., None], chol)[..., 0]
-        return (f * z).sum(-1)
-    vals, vecs = torch.linalg.eigh((s + s.mT) / 2)
+        def quad(f: torch.Tensor) -> torch.Tensor:
+            z = torch.cholesky_solve(f.mT, chol)  # [..., N, K]
+            return (f.mT * z).sum(-2)
+        return quad
+    vals, vecs = torch.linalg.eigh((cov + cov.mT) / 2)
     vals = vals.clamp_min(0) + ridge[..., None]
-    proj = (vecs.mT @ f[..., None])[..., 0]
-    return (proj * proj / vals).sum(-1)
+
+    def quad_eig(f: torch.Tensor) -> torch.Tensor:
+        proj = vecs.mT @ f.mT  # [..., N, K]
+        return (proj * proj / vals[..., None]).sum(-2)
+    return quad_eig
 
 
 def layer_moments(
@@ -105,43 +114,60 @@ def layer_moments(
 
 def split_terms(f_pre: torch.Tensor, s_pre: torch.Tensor, f_ft: torch.Tensor,
                 s_ft: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """The four J values of :data:`TERMS` (stacked on a last axis of 4) from the moments."""
-    return torch.stack([linear_fisher(f_pre, s_pre, eps), linear_fisher(f_ft, s_ft, eps),
-                        linear_fisher(f_ft, s_pre, eps), linear_fisher(f_pre, s_ft, eps)], -1)
+    """The four J values of :data:`TERMS` (a last axis of 4) from the moments; each Σ is
+    factored once."""
+    eps = check.real("eps", eps, minimum=0, min_open=True)
+    f = torch.stack([torch.as_tensor(f_pre, dtype=torch.float64),
+                     torch.as_tensor(f_ft, dtype=torch.float64)], -2)  # [..., 2, N]
+    on_pre = _factor(torch.as_tensor(s_pre, dtype=torch.float64), eps)(f)
+    on_ft = _factor(torch.as_tensor(s_ft, dtype=torch.float64), eps)(f)
+    return torch.stack([on_pre[..., 0], on_ft[..., 1], on_pre[..., 1], on_ft[..., 0]], -1)
 
 
 def signal_noise_split(
     pretrained: torch.nn.Module,
-    finetuned: torch.nn.Module,
+    finetuned: torch.nn.Module | Mapping[str, torch.nn.Module],
     spec: GratingSpec,
     angles: np.ndarray | torch.Tensor | Sequence[float],
     layers: Sequence[str],
     sigma: float | None = None,
     eps: float = 1e-6,
+    dim: str = "model",
 ) -> xr.Dataset:
     """The signal/noise split of each layer's FI change at each angle (see the module text).
 
-    Returns a Dataset over (``layer``, ``angle``) with ``fisher_terms`` (dim ``term``:
-    :data:`TERMS`, rad⁻²) and the log₂ changes ``delta_total``, ``delta_signal``,
-    ``delta_noise``, ``delta_interaction``. Moments are computed one angle at a time, so
-    memory is that of one layer's N × N covariance.
+    ``finetuned`` is one fine-tuned copy, or a mapping {name: copy} (then every variable has a
+    leading dim ``dim`` over the names; the pretrained moments are computed once per layer
+    and angle). Returns a Dataset over ([``dim``,] ``layer``, ``angle``) with
+    ``fisher_terms`` (dim ``term``: :data:`TERMS`, rad⁻²) and the log₂ changes
+    ``delta_total``, ``delta_signal``, ``delta_noise``, ``delta_interaction``. Moments are
+    computed one angle at a time: memory is that of two N × N covariances.
     """
     theta = check.finite_array("angles", angles, ndim=1)
     layers = check.name_list("layers", layers, allow_empty=False)
     eps = check.real("eps", eps, minimum=0, min_open=True)
-    values = np.empty((len(layers), theta.size, len(TERMS)))
+    single = isinstance(finetuned, torch.nn.Module)
+    nets = {"": finetuned} if single else dict(finetuned)
+    if not nets:
+        raise check.fail("finetuned", "a module or a non-empty mapping of modules", finetuned)
+    values = np.empty((len(nets), len(layers), theta.size, len(TERMS)))
     for i, layer in enumerate(layers):
         for k, th in enumerate(theta):
             f_pre, s_pre = layer_moments(pretrained, spec, float(th), layer, sigma)
-            f_ft, s_ft = layer_moments(finetuned, spec, float(th), layer, sigma)
-            values[i, k] = split_terms(f_pre, s_pre, f_ft, s_ft, eps).numpy()
-    terms = xr.DataArray(values, dims=("layer", "angle", "term"),
-                         coords={"layer": np.array(layers, dtype=object), "angle": theta,
-                                 "term": list(TERMS)},
+            on_pre = _factor(s_pre, eps)  # factored once for every fine-tuned network
+            for m, net in enumerate(nets.values()):
+                f_ft, s_ft = layer_moments(net, spec, float(th), layer, sigma)
+                f = torch.stack([f_pre, f_ft])
+                a, b = on_pre(f), _factor(s_ft, eps)(f)
+                values[m, i, k] = torch.stack([a[0], b[1], a[1], b[0]]).numpy()
+    terms = xr.DataArray(values, dims=(dim, "layer", "angle", "term"),
+                         coords={dim: list(nets), "layer": np.array(layers, dtype=object),
+                                 "angle": theta, "term": list(TERMS)},
                          attrs={"units": "rad^-2", "eps": eps, "long_name":
                                 "linear FI f'^T (Sigma + ridge)^-1 f' with f' and Sigma from "
                                 "the pretrained or fine-tuned network"})
-    return split_dataset(terms)
+    out = split_dataset(terms)
+    return out.isel({dim: 0}, drop=True) if single else out
 
 
 def split_dataset(terms: xr.DataArray) -> xr.Dataset:
