@@ -23,8 +23,8 @@ and the fit (:func:`anglesim.laws.fit_bias_law`) over the angles where the thres
 is at most :data:`MAX_THRESHOLD` (the law is derived for small noise; where J is near 0 the
 slope of 1/J diverges while a bias cannot exceed 90°): ``law_constant`` c (the law says
 c > 0), ``law_correlation`` r over those angles and ``law_explained``; across replicates
-``law_agreement`` says at each angle whether the bias has the law's sign (+1), the opposite one (−1) or cannot be
-told from 0 (0).
+``law_agreement`` says at each angle whether the bias has the law's sign (+1), the opposite
+one (−1) or cannot be told from 0 (0).
 
 Run: ``anglesim run bias_law [--quick]``.
 """
