@@ -16,18 +16,65 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from . import validation as check
 from .distributions import AnglePrior
 from .stimuli import GratingSpec, render
+
+RENDER_ARG = {"contrast": "contrasts", "frequency": "frequencies"}
+"""The ``render`` keyword that sets each varied property (``Phase.vary``) per image."""
+
+
+def resolve_device(device: Any, name: str = "device") -> torch.device:
+    """``device`` (a ``torch.device`` or a string such as ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+    ``"mps"``) as a ``torch.device`` this machine has; ValueError naming ``name`` otherwise."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str):
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise check.fail(name, "a device such as 'cpu', 'cuda' or 'cuda:0'", device) from None
+    else:
+        raise check.fail(name, "a torch.device or a string such as 'cpu' or 'cuda'", device)
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index is not None and dev.index >= count):
+            raise check.fail(name, f"a device this machine has ({count} CUDA device(s) seen)",
+                             device)
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise check.fail(name, "a device this machine has (no MPS here)", device)
+    elif dev.type != "cpu":
+        raise check.fail(name, "a 'cpu', 'cuda' or 'mps' device", device)
+    return dev
+
+
+def check_generator(generator: Any, name: str = "generator") -> torch.Generator | None:
+    """``generator`` if it is None or a ``torch.Generator``; ValueError otherwise (a seed is
+    not a generator: make one with :func:`anglesim.seeding.torch_generator`)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise check.fail(name, "None or a torch.Generator (seeding.torch_generator(seed, name))",
+                         generator)
+    return generator
 
 
 def evaluation_grid(n_angles: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Evenly spaced angles θ_k = kπ/n, k = 0 … n−1, covering [0, π) once (float32)."""
-    if not isinstance(n_angles, int) or n_angles < 1:
-        raise ValueError(f"n_angles must be a positive integer, got {n_angles!r}")
+    n_angles = check.integer("n_angles", n_angles, minimum=1)
+    device = None if device is None else resolve_device(device)
     return torch.arange(n_angles, dtype=torch.float32, device=device) * (math.pi / n_angles)
+
+
+def _draw_args(prior: Any, n: Any, generator: Any, device: Any) -> tuple[int, Any]:
+    if not isinstance(prior, AnglePrior):
+        raise check.fail("prior", "an AnglePrior (e.g. Uniform(), VonMises(loc, kappa))", prior)
+    n = check.integer("n", n, minimum=1)
+    check_generator(generator)
+    return n, None if device is None else resolve_device(device)
 
 
 def draw(
@@ -41,8 +88,39 @@ def draw(
 
     Returns (images [n, 1, P, P], angles [n]).
     """
+    n, device = _draw_args(prior, n, generator, device)
     angles = prior.sample(n, generator=generator, device=device)
     return render(angles, spec, generator=generator, inplace=True), angles
+
+
+def draw_varied(
+    prior: AnglePrior,
+    spec: GratingSpec,
+    n: int,
+    vary: dict[str, tuple[float, float]] | None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Draw n angles, the varied properties, and render: (images, angles, {name: values [n]}).
+
+    With ``vary`` None this is :func:`anglesim.data.draw` (same random numbers) and the dict
+    is empty. Otherwise, after the angles, each property (in the order contrast, frequency) is
+    drawn uniformly on its [lo, hi] in float64 from ``generator``, then the images are rendered
+    with those values.
+    """
+    if not vary:
+        images, angles = draw(prior, spec, n, generator, device)
+        return images, angles, {}
+    n, device = _draw_args(prior, n, generator, device)
+    angles = prior.sample(n, generator=generator, device=device)
+    draw_device = generator.device if generator is not None else angles.device
+    values = {}
+    for name, (lo, hi) in vary.items():
+        u = torch.rand(n, dtype=torch.float64, generator=generator, device=draw_device)
+        values[name] = (lo + (hi - lo) * u).to(device=angles.device, dtype=angles.dtype)
+    kwargs = {RENDER_ARG[name]: v for name, v in values.items()}
+    return render(angles, spec, generator=generator, inplace=True, **kwargs), angles, values
+
 
 
 def stream(
@@ -54,8 +132,8 @@ def stream(
     device: torch.device | str | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield n_batches fresh batches drawn on the fly (new angles and new noise each time)."""
-    _check_positive("batch_size", batch_size)
-    _check_positive("n_batches", n_batches)
+    check.integer("batch_size", batch_size, minimum=1)
+    n_batches = check.integer("n_batches", n_batches, minimum=1)
     for _ in range(n_batches):
         yield draw(prior, spec, batch_size, generator, device)
 
@@ -68,6 +146,9 @@ class FiniteDataset:
     angles: torch.Tensor
 
     def __post_init__(self) -> None:
+        for name in ("images", "angles"):
+            if not isinstance(getattr(self, name), torch.Tensor):
+                raise check.fail(name, "a tensor", getattr(self, name))
         if self.images.shape[0] != self.angles.shape[0]:
             raise ValueError(
                 f"images and angles disagree in length: {self.images.shape[0]} vs "
@@ -80,10 +161,17 @@ class FiniteDataset:
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One pass over the set in minibatches (shuffled with the generator if asked)."""
-        _check_positive("batch_size", batch_size)
+        """One pass over the set in minibatches (shuffled with the generator if asked, on the
+        generator's device; the images stay where they are)."""
+        batch_size = check.integer("batch_size", batch_size, minimum=1)
+        check_generator(generator)
+        check.boolean("shuffle", shuffle)
         n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        if shuffle:
+            on = generator.device if generator is not None else "cpu"
+            order = torch.randperm(n, generator=generator, device=on).to(self.angles.device)
+        else:
+            order = torch.arange(n, device=self.angles.device)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             yield self.images[idx], self.angles[idx]
@@ -97,7 +185,6 @@ def make_finite(
     device: torch.device | str | None = None,
 ) -> FiniteDataset:
     """Render a fixed dataset of n images drawn from the prior."""
-    _check_positive("n", n)
     images, angles = draw(prior, spec, n, generator, device)
     return FiniteDataset(images, angles)
 
@@ -114,10 +201,6 @@ def reference_split(
     All three are drawn independently from the same prior and spec; the validation set drives
     early stopping and the test set is held out for reporting.
     """
-    _check_positive("d", d)
+    d = check.integer("d", d, minimum=1)
     return tuple(make_finite(prior, spec, k * d, generator, device) for k in (8, 2, 2))
 
-
-def _check_positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from . import angles as ang
+from . import validation as check
 from .models import ANGLE_READOUTS, READOUTS, angle_targets, check_output, decode
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -50,8 +52,7 @@ def register_loss(
     (None: any); :func:`get_loss` enforces it. Registering an existing name raises ValueError
     unless ``replace=True``.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    check.text("name", name)
     if readouts is not None:
         readouts = tuple(readouts)
         bad = [r for r in readouts if r not in READOUTS]
@@ -84,19 +85,15 @@ def get_loss(name: str, readout: str, n_bins: int | None = None, **params) -> Lo
     readout the loss does not support (naming both), a bad ``n_bins``, and parameters the
     loss does not take or whose values are out of range.
     """
-    if name not in LOSSES:
-        raise ValueError(f"loss must be one of {loss_names()}, got {name!r}")
-    if not isinstance(readout, str) or readout not in READOUTS:
-        raise ValueError(f"readout must be one of {list(READOUTS)}, got {readout!r}")
+    check.choice("loss", name, loss_names())
+    check.choice("readout", readout, READOUTS)
     allowed = LOSS_READOUTS.get(name)
     if allowed is not None and readout not in allowed:
         raise ValueError(
             f"loss {name!r} does not support readout {readout!r}; it needs one of {list(allowed)}"
         )
-    if n_bins is not None and (
-        not isinstance(n_bins, int) or isinstance(n_bins, bool) or n_bins < 2
-    ):
-        raise ValueError(f"n_bins must be an integer >= 2 or None, got {n_bins!r}")
+    if n_bins is not None:
+        n_bins = check.integer("n_bins", n_bins, minimum=2)
     factory = LOSSES[name]
     sig = inspect.signature(factory)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
@@ -113,6 +110,30 @@ def get_loss(name: str, readout: str, n_bins: int | None = None, **params) -> Lo
                 f"loss {name!r} got unknown parameter(s) {unknown}; it accepts {accepted}"
             )
     return factory(readout, n_bins=n_bins, **params)
+
+
+def check_loss(name: Any, params: Any = None, *, target: str | None = None,
+               param: str = "loss") -> str:
+    """Validate a loss choice before any model exists: ``name`` registered, ``params`` a dict
+    of parameters the loss takes with valid values, and (``target`` "angle" or a scalar
+    property) a loss that supports an angle readout, or the "scalar" readout. Returns
+    ``name``; the ValueError names ``param`` (``"loss"``, ``"loss_params"``) and the value.
+    """
+    check.choice(param, name, loss_names())
+    params = {} if params is None else params
+    if not isinstance(params, Mapping):
+        raise check.fail(f"{param}_params", "a dict of the loss's parameters", params)
+    allowed = LOSS_READOUTS.get(name) or READOUTS
+    readouts = list(allowed)
+    if target is not None:
+        wanted = ANGLE_READOUTS if target == "angle" else ("scalar",)
+        readouts = [r for r in allowed if r in wanted]
+        if not readouts:
+            need = "an angle readout" if target == "angle" else "the 'scalar' readout"
+            raise check.fail(param, f"a loss for {need} (target {target!r}); "
+                             f"{name!r} supports {list(allowed)}", name)
+    get_loss(name, readouts[0], **dict(params))  # unknown parameters and bad values raise
+    return name
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,17 +153,6 @@ def _theta(output: torch.Tensor, theta: torch.Tensor, readout: str, n_bins: int 
             f"got {tuple(theta.shape)}"
         )
     return theta.to(dtype=output.dtype, device=output.device)
-
-
-def _check_positive(name: str, value: float) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,8 +217,8 @@ def lp(readout: str, n_bins: int | None = None, p: float = 2.0, eps: float = 1e-
     finite (zero) gradient there, and differs from |Δ|^p by at most ε^p. For p >= 1 the exact
     |Δ|^p is used (its gradient at 0 is finite).
     """
-    p = _check_positive("p", p)
-    eps = _check_positive("eps", eps)
+    p = check.real("p", p, minimum=0, min_open=True)
+    eps = check.real("eps", eps, minimum=0, min_open=True)
 
     def loss(output: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         theta = _theta(output, theta, readout, n_bins)
@@ -254,12 +264,8 @@ def cross_entropy(
     label smoothing α the target puts 1 − α on k_i and α/K on every bin (Szegedy et al. 2016).
     bins readout only; K is the output width (it must equal ``n_bins`` when given).
     """
-    if (
-        not isinstance(label_smoothing, int | float)
-        or isinstance(label_smoothing, bool)
-        or not 0.0 <= label_smoothing < 1.0
-    ):
-        raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
+    label_smoothing = check.real("label_smoothing", label_smoothing, minimum=0.0, maximum=1.0,
+                                 max_open=True)
 
     def loss(output: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         theta = _theta(output, theta, readout, n_bins)

@@ -24,14 +24,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import angles as ang
+from . import validation as check
 
 READOUTS = ("angle", "cossin", "bins", "scalar")
 """Ways to read the network output; see the module docstring."""
@@ -44,29 +47,15 @@ POOLS = ("max", "avg", "none")
 KINDS = ("cnn", "mlp")
 
 
-# --------------------------------------------------------------------------------------------
-# validation helpers
-
-
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
 def readout_size(readout: str, n_bins: int | None = None) -> int:
     """Number of output units for ``readout``: angle 1, cossin 2, bins ``n_bins``, scalar 1."""
-    _check_choice("readout", readout, READOUTS)
+    check.choice("readout", readout, READOUTS)
     if readout == "bins":
-        _check_int("n_bins", n_bins, 2)
+        check.integer("n_bins", n_bins, minimum=2)
         return int(n_bins)
     return 2 if readout == "cossin" else 1
 
@@ -79,7 +68,7 @@ def bin_centres(
     n_bins: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
 ) -> torch.Tensor:
     """Centres c_k = (k + ½)π/K, k = 0 … K−1, of K equal orientation bins covering [0, π)."""
-    _check_int("n_bins", n_bins, 2)
+    check.integer("n_bins", n_bins, minimum=2)
     k = torch.arange(n_bins, dtype=dtype or torch.get_default_dtype(), device=device)
     return (k + 0.5) * (math.pi / n_bins)
 
@@ -95,7 +84,7 @@ def check_output(output: Any, readout: str, n_bins: int | None = None) -> int:
     width = output.shape[1]
     if readout == "bins":
         if n_bins is not None:
-            _check_int("n_bins", n_bins, 2)
+            check.integer("n_bins", n_bins, minimum=2)
             if width != n_bins:
                 raise ValueError(
                     f"output has {width} columns but n_bins={n_bins} for readout 'bins'"
@@ -123,7 +112,7 @@ def decode(output: torch.Tensor, readout: str, n_bins: int | None = None) -> tor
     ``n_bins`` is optional for "bins" (the number of columns is used); when given it must
     match. The "scalar" readout is not an angle and raises ValueError.
     """
-    _check_choice("readout", readout, READOUTS)
+    check.choice("readout", readout, READOUTS)
     if readout == "scalar":
         raise ValueError("readout 'scalar' is not an angle and cannot be decoded to θ̂")
     width = check_output(output, readout, n_bins)
@@ -144,7 +133,7 @@ def angle_targets(theta: torch.Tensor, readout: str, n_bins: int | None = None) 
     * bins:   long class index floor(wrap(θ)·K/π), clipped to K − 1 → [N]
     * scalar: θ[:, None] (the value itself, for auxiliary regression targets)
     """
-    _check_choice("readout", readout, READOUTS)
+    check.choice("readout", readout, READOUTS)
     if not isinstance(theta, torch.Tensor) or theta.ndim != 1:
         shape = tuple(theta.shape) if isinstance(theta, torch.Tensor) else type(theta).__name__
         raise ValueError(f"theta must be a 1-D tensor [N], got {shape}")
@@ -152,7 +141,7 @@ def angle_targets(theta: torch.Tensor, readout: str, n_bins: int | None = None) 
         return theta[:, None]
     if readout == "cossin":
         return torch.stack((torch.cos(2 * theta), torch.sin(2 * theta)), dim=1)
-    _check_int("n_bins", n_bins, 2)
+    check.integer("n_bins", n_bins, minimum=2)
     index = torch.floor(ang.wrap(theta) * (n_bins / math.pi)).long()
     return index.clamp(0, n_bins - 1)
 
@@ -162,7 +151,7 @@ def angle_targets(theta: torch.Tensor, readout: str, n_bins: int | None = None) 
 
 
 def _nonlinearity(name: str) -> nn.Module:
-    _check_choice("nonlinearity", name, NONLINEARITIES)
+    check.choice("nonlinearity", name, NONLINEARITIES)
     return {
         "relu": nn.ReLU,
         "leaky_relu": nn.LeakyReLU,
@@ -195,8 +184,8 @@ class CNNConfig:
     n_bins: int = 36
 
     def __post_init__(self) -> None:
-        _check_int("image_size", self.image_size, 1)
-        _check_int("in_channels", self.in_channels, 1)
+        check.integer("image_size", self.image_size, minimum=1)
+        check.integer("in_channels", self.in_channels, minimum=1)
         channels = self.channels
         if isinstance(channels, list):
             channels = tuple(channels)
@@ -209,20 +198,21 @@ class CNNConfig:
             raise ValueError(
                 f"channels must be a non-empty tuple of integers >= 1, got {self.channels!r}"
             )
-        _check_int("kernel_size", self.kernel_size, 1)
+        check.integer("kernel_size", self.kernel_size, minimum=1)
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd for 'same' padding, got {self.kernel_size}")
-        _check_choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
-        if (
-            not isinstance(self.dropout, int | float)
-            or isinstance(self.dropout, bool)
-            or not 0.0 <= self.dropout < 1.0
-        ):
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-        _check_choice("pool", self.pool, POOLS)
-        _check_int("fc_units", self.fc_units, 0)
-        _check_choice("readout", self.readout, READOUTS)
-        _check_int("n_bins", self.n_bins, 2)
+        check.choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
+        dropout = check.real("dropout", self.dropout, minimum=0.0, maximum=1.0, max_open=True)
+        check.choice("pool", self.pool, POOLS)
+        check.integer("fc_units", self.fc_units, minimum=0)
+        check.choice("readout", self.readout, READOUTS)
+        check.integer("n_bins", self.n_bins, minimum=2)
+        # numpy scalars become Python ones (the config is JSON); Python values stay as given
+        object.__setattr__(self, "channels", tuple(int(c) for c in channels))
+        for name in ("image_size", "in_channels", "kernel_size", "fc_units", "n_bins"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if type(self.dropout) not in (int, float):
+            object.__setattr__(self, "dropout", dropout)
         if self.pool != "none":
             depth = len(channels)
             if self.image_size < 2**depth:
@@ -291,8 +281,8 @@ class AngleNet(nn.Module):
             raise ValueError(
                 f"blocks must hold at least one trunk block and end with 'head', got {names}"
             )
-        _check_choice("readout", readout, READOUTS)
-        _check_int("n_bins", n_bins, 2)
+        check.choice("readout", readout, READOUTS)
+        n_bins = check.integer("n_bins", n_bins, minimum=2)
         if not isinstance(config, Mapping) or config.get("kind") not in KINDS:
             raise ValueError(
                 f"config must be a mapping with 'kind' in {list(KINDS)}, got {config!r}"
@@ -441,8 +431,8 @@ class AngleNet(nn.Module):
         if name in self.blocks or name in self.heads:
             taken = self.block_names + list(self.heads)
             raise ValueError(f"name {name!r} clashes with an existing block or head: {taken}")
+        n_bins = check.integer("n_bins", n_bins, minimum=2)
         out_dim = readout_size(readout, n_bins)
-        _check_int("n_bins", n_bins, 2)
         main = self.blocks["head"]
         linear = [m for m in main.modules() if isinstance(m, nn.Linear)]
         if len(linear) != 1:
@@ -509,9 +499,9 @@ def reference_mlp(
     out = 2 for the default (cos 2θ, sin 2θ) readout). ``hidden=(h1, h2)`` overrides (P, 20);
     ``n_bins`` sets the output size for the "bins" readout.
     """
-    _check_int("image_size", image_size, 1)
-    _check_choice("readout", readout, READOUTS)
-    _check_int("n_bins", n_bins, 2)
+    image_size = check.integer("image_size", image_size, minimum=1)
+    check.choice("readout", readout, READOUTS)
+    n_bins = check.integer("n_bins", n_bins, minimum=2)
     if hidden is None:
         hidden = (image_size, 20)
     if (
@@ -555,7 +545,7 @@ def build_model(config: CNNConfig | Mapping[str, Any]) -> AngleNet:
             f"config must be a CNNConfig or a mapping, got {type(config).__name__}"
         )
     kind = config.get("kind", "cnn")
-    _check_choice("kind", kind, KINDS)
+    check.choice("kind", kind, KINDS)
     if kind == "cnn":
         model = _build_cnn(CNNConfig.from_config(config))
     else:

@@ -34,8 +34,8 @@ from anglesim.training import Phase, Task, train
 
 SPEC = GratingSpec(size=16, frequency=3.0, noise_std=0.3)
 CONFIG = CNNConfig(image_size=16, channels=(4, 6), kernel_size=3, fc_units=12, readout="cossin")
-BUILTIN = ["auto_rgn", "discriminative", "freeze", "full", "l2_sp", "linear_probe", "lora",
-           "lp_ft", "surgical", "tpgm"]
+BUILTIN = ["auto_rgn", "discriminative", "freeze", "full", "l2_sp", "ldifs", "linear_probe",
+           "lora", "lp_ft", "surgical", "tpgm"]
 # parameters for the strategies that need some, or to keep the integration runs short
 PARAMS = {
     "surgical": {"blocks": ["conv1"]},

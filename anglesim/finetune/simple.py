@@ -1,0 +1,233 @@
+"""Fine-tuning strategies that choose what trains: full, linear probe, LP-FT, surgical, freeze."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import xarray as xr
+
+from .. import validation as check
+from ..models import AngleNet
+from .base import (
+    Strategy,
+    _check_in_pool,
+    _check_known,
+    _integer,
+    _is_head,
+    _lr_scale_check,
+    _names,
+    _non_negative,
+    _param,
+    _positive,
+    register_strategy,
+)
+
+
+@register_strategy("full")
+class Full(Strategy):
+    """Every parameter of the phase's trainable blocks trains, at ``lr_scale`` × the phase's
+    learning rate (one group). With the defaults this is exactly anglesim's behaviour before
+    strategies existed (the reference point of Kumar et al. 2022 and Lee et al. 2023).
+
+    Parameters: ``lr_scale`` (> 0, default 1), e.g. 0.1 to fine-tune at a tenth of the rate
+    the phase states.
+    """
+
+    defaults = {"lr_scale": 1.0}
+    check = _lr_scale_check
+
+    def param_groups(self, model, pool, ctx):
+        return [{"params": [q.param for q in pool], "lr": ctx.lr * self.params["lr_scale"]}]
+
+
+@register_strategy("linear_probe")
+class LinearProbe(Strategy):
+    """Linear probing: only the heads (``head`` and any extra heads) train, on frozen features
+    (the baseline of Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and
+    Underperform Out-of-Distribution", ICLR).
+
+    Parameters: ``lr_scale`` (> 0, default 1).
+    """
+
+    defaults = {"lr_scale": 1.0}
+    check = _lr_scale_check
+
+    def param_groups(self, model, pool, ctx):
+        heads = [q.param for q in pool if _is_head(model, q.block)]
+        if not heads:
+            raise ValueError(
+                f"strategy {self.name!r}: the phase's trainable blocks "
+                f"{sorted({q.block for q in pool})} hold no head to probe"
+            )
+        return [{"params": heads, "lr": ctx.lr * self.params["lr_scale"]}]
+
+
+@register_strategy("lp_ft")
+class LPFT(Strategy):
+    """LP-FT (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
+    Out-of-Distribution", ICLR): a linear probe trained to convergence, then full fine-tuning
+    starting from that head, so the features are not distorted by a random head's gradients.
+
+    Within one phase: the first epochs train only the heads (at ``probe_lr_scale`` × the
+    phase's rate) until the probe converges — the epoch's loss (the validation loss for
+    finite-data phases, else the training loss) improved on the previous epoch's by at most
+    ``probe_tol`` relative — or ``probe_epochs`` epochs have passed; from the next epoch
+    everything trains at ``ft_lr_scale`` × the phase's rate, the heads' optimiser state reset
+    so fine-tuning starts afresh from the probe's head. ``diagnostics()`` gives
+    ``lp_ft_switch_epoch``, the first fine-tuning epoch (within the phase).
+
+    Parameters: ``probe_epochs`` (int >= 1, default 5; must be less than the phase's epochs),
+    ``probe_tol`` (>= 0, default 1e-3), ``probe_lr_scale`` (> 0, default 1), ``ft_lr_scale``
+    (> 0, default 1). Early stopping (finite data) can end the phase during the probe.
+    """
+
+    defaults = {"probe_epochs": 5, "probe_tol": 1e-3, "probe_lr_scale": 1.0, "ft_lr_scale": 1.0}
+
+    def check(self) -> None:
+        _integer(self.name, "probe_epochs", self.params["probe_epochs"], 1)
+        _non_negative(self.name, "probe_tol", self.params["probe_tol"])
+        _positive(self.name, "probe_lr_scale", self.params["probe_lr_scale"])
+        _positive(self.name, "ft_lr_scale", self.params["ft_lr_scale"])
+
+    def param_groups(self, model, pool, ctx):
+        if self.params["probe_epochs"] >= ctx.phase.epochs:
+            raise ValueError(
+                f"strategy {self.name!r}: probe_epochs={self.params['probe_epochs']} leaves no "
+                f"epoch for fine-tuning in a phase of {ctx.phase.epochs} epochs"
+            )
+        self._heads = [q.param for q in pool if _is_head(model, q.block)]
+        self._trunk = [q.param for q in pool if not _is_head(model, q.block)]
+        if not self._heads or not self._trunk:
+            raise ValueError(
+                f"strategy {self.name!r} needs both a head and trunk blocks among the phase's "
+                f"trainable blocks, got {sorted({q.block for q in pool})}"
+            )
+        return [
+            {"params": self._heads, "lr": ctx.lr * self.params["probe_lr_scale"]},
+            {"params": self._trunk, "lr": ctx.lr * self.params["ft_lr_scale"]},
+        ]
+
+    def on_phase_start(self) -> None:
+        for p in self._trunk:
+            p.requires_grad_(False)  # probe first: the trunk gets no gradient, hence no update
+        self.switch_epoch: int | None = None
+        self._probe_losses: list[float] = []
+
+    def on_epoch_end(self, record):
+        if self.switch_epoch is not None:
+            return
+        val = record.get("val_loss", math.nan)
+        value = float(val) if val is not None and math.isfinite(val) else float(
+            record["train_loss"])
+        self._probe_losses.append(value)
+        done = len(self._probe_losses) >= self.params["probe_epochs"]
+        if len(self._probe_losses) >= 2:
+            prev = self._probe_losses[-2]
+            done = done or (prev - value) <= self.params["probe_tol"] * abs(prev)
+        if done:
+            for p in self._trunk:
+                p.requires_grad_(True)
+            self.optimizer.param_groups[0]["lr"] = self.ctx.lr * self.params["ft_lr_scale"]
+            for p in self._heads:
+                self.optimizer.state.pop(p, None)
+            self.switch_epoch = self.epoch + 1
+
+    def diagnostics(self) -> xr.Dataset:
+        switch = getattr(self, "switch_epoch", None)
+        losses = getattr(self, "_probe_losses", [])
+        ds = self._dataset(
+            {
+                "lp_ft_switch_epoch": ((), -1 if switch is None else switch),
+                "lp_ft_probe_loss": (("probe_epoch",), np.asarray(losses, dtype=np.float64)),
+            },
+        )
+        ds["lp_ft_switch_epoch"].attrs = {
+            "long_name": "first full fine-tuning epoch within the phase (-1: never switched)"}
+        return ds
+
+
+@register_strategy("surgical")
+class Surgical(Strategy):
+    """Surgical fine-tuning (Lee et al. 2023, "Surgical Fine-Tuning Improves Adaptation to
+    Distribution Shifts", ICLR): only a named subset of blocks trains, e.g. the first block
+    only (input-level shifts) or from block k to block m; everything else stays bit-for-bit.
+
+    Parameters: either ``blocks`` (a list of block / head names) or ``start`` and/or ``stop``
+    (block names; the inclusive range in block order, defaulting to the first block and
+    ``head``); ``lr_scale`` (> 0, default 1). Extra heads are addressed only through ``blocks``.
+    """
+
+    defaults = {"blocks": None, "start": None, "stop": None, "lr_scale": 1.0}
+
+    def check(self) -> None:
+        _lr_scale_check(self)
+        blocks, start, stop = self.params["blocks"], self.params["start"], self.params["stop"]
+        if blocks is not None:
+            _names(self.name, "blocks", blocks)
+            if start is not None or stop is not None:
+                raise ValueError(
+                    f"strategy {self.name!r}: give blocks or start/stop, not both; got "
+                    f"blocks={blocks!r}, start={start!r}, stop={stop!r}"
+                )
+        elif start is None and stop is None:
+            raise ValueError(
+                f"strategy {self.name!r} needs blocks or start/stop, got blocks=None, "
+                "start=None, stop=None"
+            )
+        for key in ("start", "stop"):
+            value = self.params[key]
+            if value is not None:
+                check.text(_param(self.name, key), value)
+
+    def chosen_blocks(self, model: AngleNet) -> list[str]:
+        """The block names this strategy trains on ``model``."""
+        if self.params["blocks"] is not None:
+            blocks = list(self.params["blocks"])
+            _check_known(self.name, "blocks", blocks, model)
+            return blocks
+        names = model.block_names
+        start = self.params["start"] or names[0]
+        stop = self.params["stop"] or names[-1]
+        for key, value in (("start", start), ("stop", stop)):
+            if value not in names:
+                raise ValueError(
+                    f"strategy {self.name!r}: {key} must be one of {names}, got {value!r}")
+        first, last = names.index(start), names.index(stop)
+        if first > last:
+            raise ValueError(
+                f"strategy {self.name!r}: start={start!r} comes after stop={stop!r} in {names}")
+        return names[first : last + 1]
+
+    def param_groups(self, model, pool, ctx):
+        blocks = self.chosen_blocks(model)
+        _check_in_pool(self.name, blocks, pool)
+        chosen = set(blocks)
+        return [{"params": [q.param for q in pool if q.block in chosen],
+                 "lr": ctx.lr * self.params["lr_scale"]}]
+
+
+@register_strategy("freeze")
+class Freeze(Strategy):
+    """Freeze the named blocks; every other block of the phase's trainable set trains (the
+    complement of ``surgical``; Lee et al. 2023). ``Phase.trainable`` still selects the pool.
+
+    Parameters: ``blocks`` (non-empty list of block / head names to freeze), ``lr_scale``.
+    """
+
+    defaults = {"blocks": None, "lr_scale": 1.0}
+
+    def check(self) -> None:
+        _lr_scale_check(self)
+        _names(self.name, "blocks", self.params["blocks"])
+
+    def param_groups(self, model, pool, ctx):
+        frozen = set(self.params["blocks"])
+        _check_known(self.name, "blocks", sorted(frozen), model)
+        params = [q.param for q in pool if q.block not in frozen]
+        if not params:
+            raise ValueError(
+                f"strategy {self.name!r}: freezing {sorted(frozen)} leaves nothing to train")
+        return [{"params": params, "lr": ctx.lr * self.params["lr_scale"]}]
+
+

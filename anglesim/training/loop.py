@@ -1,0 +1,340 @@
+"""The training loop: :func:`train` runs phases in order and returns the per-epoch history.
+
+Each phase: freeze the blocks outside ``Phase.trainable``, let the phase's strategy choose the
+parameter groups and hook the step (:mod:`anglesim.training.strategy`), draw batches on the fly
+or from a finite split with early stopping, and record the loss and decoding error per epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .. import angles as ang
+from .. import validation as check
+from ..data import FiniteDataset, check_generator, draw_varied, reference_split, resolve_device
+from ..evaluate import evaluate_error, standardise
+from ..losses import get_loss
+from ..models import AngleNet
+from .phase import OPTIMIZERS, Phase, Task
+from .strategy import Strategy, build_strategy, make_context, named_pool, strategy_generator
+
+__all__ = ["make_generator", "train"]
+
+
+def make_generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
+    """A torch.Generator seeded from an integer seed via numpy's SeedSequence."""
+    seed = check.integer("seed", seed, minimum=0)
+    device = "cpu" if device is None else resolve_device(device)
+    state = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint32)
+    g = torch.Generator(device=device)
+    g.manual_seed(int(state[0]) << 32 | int(state[1]))
+    return g
+
+
+def _trainable_names(model: AngleNet, trainable: Sequence[str] | None) -> set[str]:
+    """The blocks and heads ``trainable`` names (all when None); unknown names raise."""
+    names = set(model.block_names) | set(model.heads.keys())
+    if trainable is None:
+        return names
+    chosen = set(trainable)
+    unknown = chosen - names
+    if unknown:
+        raise ValueError(
+            f"trainable names unknown blocks {sorted(unknown)}; the model has {sorted(names)}"
+        )
+    return chosen
+
+
+def _set_trainable(model: AngleNet, trainable: Sequence[str] | None) -> list[torch.nn.Parameter]:
+    """Switch requires_grad per named block and head; return the parameters that train."""
+    chosen = _trainable_names(model, trainable)
+    params = []
+    for name, module in list(model.blocks.items()) + list(model.heads.items()):
+        flag = name in chosen
+        for p in module.parameters():
+            p.requires_grad_(flag)
+            if flag:
+                params.append(p)
+    if not params:
+        raise ValueError(f"trainable={trainable!r} selects no parameters")
+    return params
+
+
+def _make_optimizer(
+    phase: Phase, params: list, previous: torch.optim.Optimizer | None
+) -> torch.optim.Optimizer:
+    """The phase's optimiser over ``params`` (tensors or parameter groups)."""
+    opt = OPTIMIZERS[phase.optimizer](params, lr=phase.lr, weight_decay=phase.weight_decay)
+    if not phase.reset_optimizer and previous is not None:
+        if type(previous) is not type(opt):
+            raise ValueError(
+                f"phase {phase.name!r} keeps optimiser state but changes optimiser to "
+                f"{phase.optimizer!r}; set reset_optimizer=True"
+            )
+        for p in (p for group in opt.param_groups for p in group["params"]):
+            if p in previous.state:
+                opt.state[p] = previous.state[p]
+    return opt
+
+
+def _batch_loss(
+    model: AngleNet,
+    tasks: list[Task],
+    losses: list[Callable],
+    images: torch.Tensor,
+    theta: torch.Tensor,
+    phase: Phase,
+    generator: torch.Generator,
+    values: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Weighted sum of the tasks' losses; ``values`` holds the phase images' varied
+    properties (``Phase.vary``), the targets of non-angle tasks."""
+    total = images.new_zeros(())
+    trunk = None
+    for task, loss_fn in zip(tasks, losses, strict=True):
+        if task.prior is None and task.spec is None:
+            if trunk is None:
+                trunk = model.run_blocks(images, stop=model.trunk_names[-1])
+            features, target, own = trunk, theta, values
+        else:
+            x, target, own = draw_varied(task.prior or phase.prior, task.spec or phase.spec,
+                                         phase.batch_size, phase.vary, generator,
+                                         images.device)
+            features = model.run_blocks(x, stop=model.trunk_names[-1])
+        if task.target != "angle":
+            target = standardise(own[task.target], *phase.vary[task.target])
+        elif task.target_offset != 0:
+            target = ang.wrap(target + task.target_offset)
+        head = model.blocks["head"] if task.head == "head" else model.heads[task.head]
+        total = total + task.weight * loss_fn(head(features), target)
+    return total
+
+
+def train(
+    model: AngleNet,
+    phases: Sequence[Phase],
+    seed: int,
+    generator: torch.Generator | None = None,
+    on_epoch: Callable[[dict, AngleNet], None] | None = None,
+    on_phase_end: Callable[[Phase, AngleNet], None] | None = None,
+    on_strategy_end: Callable[[Phase, Strategy], None] | None = None,
+    device: torch.device | str | None = None,
+) -> xr.Dataset:
+    """Train ``model`` through ``phases`` in order; return the per-epoch history.
+
+    The history has one entry per epoch over all phases (dim ``epoch``) with coordinates
+    ``epoch_phase`` (the phase's name; not ``phase``, so the history merges with measurements
+    that have a ``phase`` dimension) and ``epoch_in_phase``, and variables ``train_loss``,
+    ``val_loss`` (NaN for on-the-fly phases) and ``eval_error`` (mean absolute angular error on
+    the phase's spec over a fixed angle grid; chance is π/4).
+
+    ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``; default: where the
+    model's parameters are) moves the model there in place (``model.to(device)``; it stays
+    there afterwards) and every image, angle and random draw of training is made there, with
+    generators on that device. A ``generator`` given must be on the same device type. The
+    same seed gives the same numbers on the same device; CPU and GPU streams differ.
+
+    ``on_epoch(record, model)`` is called after each epoch with that epoch's history entry, and
+    ``on_phase_end(phase, model)`` after each phase (model in eval mode), e.g. to measure Fisher
+    information between phases. ``on_strategy_end(phase, strategy)`` gets each phase's
+    fine-tuning strategy (:mod:`anglesim.finetune`) once the phase ends, before
+    ``on_phase_end``; ``strategy.diagnostics()`` says what it did. A non-finite loss raises
+    FloatingPointError naming the phase and epoch, so a replicate manager records the failure
+    instead of keeping garbage.
+
+    Every argument is checked before anything trains, and so is every phase against the model
+    (heads, readouts, losses, trainable blocks, optimiser state kept across phases), so a bad
+    plan fails at once, not after the earlier phases have run.
+    """
+    if not isinstance(model, AngleNet):
+        raise check.fail("model", "an AngleNet (build_model(...) or reference_mlp(...))", model)
+    if isinstance(phases, str | Phase) or not isinstance(phases, Sequence):
+        raise check.fail("phases", "a list of Phase", phases)
+    if len(phases) == 0:
+        raise ValueError("phases must hold at least one Phase, got none")
+    for i, phase in enumerate(phases):
+        if not isinstance(phase, Phase):
+            raise check.fail(f"phases[{i}]", "a Phase", phase)
+    seed = check.integer("seed", seed, minimum=0)
+    for name, hook in (("on_epoch", on_epoch), ("on_phase_end", on_phase_end),
+                       ("on_strategy_end", on_strategy_end)):
+        if hook is not None and not callable(hook):
+            raise check.fail(name, "None or a callable", hook)
+    device = next(model.parameters()).device if device is None else resolve_device(device)
+    check_generator(generator)
+    if generator is not None and generator.device.type != device.type:
+        raise check.fail("generator", f"a generator on the training device {str(device)!r}",
+                         f"a generator on {str(generator.device)!r}")
+    _check_plan(model, phases)
+    model.to(device)
+    gen = generator if generator is not None else make_generator(seed, device)
+    records: list[dict] = []
+    optimizer: torch.optim.Optimizer | None = None
+    try:
+        for phase in phases:
+            optimizer, strategy = _run_phase(model, phase, gen, optimizer, seed, records,
+                                             on_epoch)
+            if on_strategy_end is not None:
+                on_strategy_end(phase, strategy)
+            if on_phase_end is not None:
+                model.eval()
+                with torch.enable_grad():
+                    on_phase_end(phase, model)
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        model.eval()
+    return _history(records)
+
+
+def _check_plan(model: AngleNet, phases: Sequence[Phase]) -> None:
+    """Check every phase against the model before training: ValueError at the first fault."""
+    previous: str | None = None
+    for phase in phases:
+        _task_losses(model, phase)
+        _trainable_names(model, phase.trainable)
+        if not phase.reset_optimizer and previous is not None and phase.optimizer != previous:
+            raise ValueError(
+                f"phase {phase.name!r} keeps optimiser state but changes optimiser from "
+                f"{previous!r} to {phase.optimizer!r}; set reset_optimizer=True"
+            )
+        previous = phase.optimizer
+
+
+def _task_losses(model: AngleNet, phase: Phase) -> list[Callable]:
+    """The loss function of each of the phase's tasks on ``model`` (checking heads/readouts)."""
+    losses = []
+    for task in phase.task_list():
+        if task.head != "head" and task.head not in model.heads:
+            raise ValueError(
+                f"task head {task.head!r} of phase {phase.name!r} is not a head of the model; "
+                f"its heads are {['head', *model.heads]}"
+            )
+        if task.target != "angle" and model.readout_of(task.head) != "scalar":
+            raise ValueError(
+                f"task target {task.target!r} needs a 'scalar' head; head {task.head!r} has "
+                f"readout {model.readout_of(task.head)!r}"
+            )
+        losses.append(get_loss(task.loss, model.readout_of(task.head),
+                               n_bins=model.n_bins_of(task.head), **task.loss_params))
+    return losses
+
+
+def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
+    device = next(model.parameters()).device
+    tasks = phase.task_list()
+    losses = _task_losses(model, phase)
+    # the per-epoch error of the "head" readout is measured against what it is trained on
+    eval_offset = next((t.target_offset for t in tasks
+                        if t.head == "head" and t.target == "angle"), 0.0)
+    pool = named_pool(model, _set_trainable(model, phase.trainable))
+    finite: tuple[FiniteDataset, FiniteDataset, FiniteDataset] | None = None
+    if phase.dataset_size is not None:
+        finite = reference_split(phase.prior, phase.spec, phase.dataset_size, gen, device)
+    # The strategy draws any extra data from its own generator, not from the training stream.
+    sgen = strategy_generator(seed, phase.name, device)
+    step_batch: list = [None]  # the batch of the step in progress, for ctx.current_batch()
+    ctx = make_context(
+        phase,
+        lambda x, t, v=None: _batch_loss(model, tasks, losses, x, t, phase, sgen, v),
+        sgen,
+        lambda n: draw_varied(phase.prior, phase.spec, n, phase.vary, sgen, device),
+        finite,
+        lambda: step_batch[0],
+    )
+    strategy = build_strategy(phase.strategy, phase.strategy_params)
+    opt = _make_optimizer(phase, strategy.setup(model, pool, ctx), previous_opt)
+    strategy.start(opt)
+    best_val, best_state, since_best = math.inf, None, 0
+
+    for epoch in range(phase.epochs):
+        model.train()
+        strategy.epoch_start(epoch)
+        if finite is None:
+            batches = (draw_varied(phase.prior, phase.spec, phase.batch_size, phase.vary, gen,
+                                   device)
+                       for _ in range(phase.steps_per_epoch))
+        else:
+            batches = ((x, t, {}) for x, t in finite[0].batches(phase.batch_size, gen))
+        total, count = 0.0, 0
+        for images, theta, values in batches:
+            step_batch[0] = (images, theta, values)
+            loss = _batch_loss(model, tasks, losses, images, theta, phase, gen, values)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} in phase {phase.name!r}, epoch {epoch}"
+                )
+            opt.zero_grad(set_to_none=True)
+            penalty = strategy.penalty()
+            (loss if penalty is None else loss + penalty).backward()
+            strategy.pre_step()
+            opt.step()
+            strategy.post_step()
+            step_batch[0] = None
+            total += loss.item() * len(theta)
+            count += len(theta)
+        val_loss = math.nan
+        if finite is not None:
+            val_loss = _dataset_loss(model, tasks, losses, finite[1], phase, gen)
+            if val_loss < best_val:
+                best_val, since_best = val_loss, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+        # The same evaluation images every epoch of the phase, so epochs are comparable.
+        err = evaluate_error(model, phase.spec, phase.eval_angles, phase.eval_repeats,
+                             make_generator(seed + 7919, device), target_offset=eval_offset)
+        record = {
+            "phase": phase.name,
+            "epoch_in_phase": epoch,
+            "train_loss": total / count,
+            "val_loss": val_loss,
+            "eval_error": float(err.mean()),
+        }
+        records.append(record)
+        strategy.epoch_end(record)
+        if on_epoch is not None:
+            on_epoch(record, model)
+        if finite is not None and since_best >= phase.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    strategy.finish()
+    return opt, strategy
+
+
+@torch.no_grad()
+def _dataset_loss(model, tasks, losses, dataset, phase, gen) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for images, theta in dataset.batches(256, shuffle=False):
+        total += _batch_loss(model, tasks, losses, images, theta, phase, gen).item() * len(theta)
+        count += len(theta)
+    model.train()
+    return total / count
+
+
+def _history(records: list[dict]) -> xr.Dataset:
+    n = len(records)
+    ds = xr.Dataset(
+        {
+            "train_loss": ("epoch", np.array([r["train_loss"] for r in records])),
+            "val_loss": ("epoch", np.array([r["val_loss"] for r in records])),
+            "eval_error": ("epoch", np.array([r["eval_error"] for r in records])),
+        },
+        coords={
+            "epoch": np.arange(n),
+            "epoch_phase": ("epoch", np.array([r["phase"] for r in records], dtype=str)),
+            "epoch_in_phase": ("epoch", np.array([r["epoch_in_phase"] for r in records])),
+        },
+    )
+    ds["eval_error"].attrs = {"units": "rad", "long_name": "mean absolute angular error"}
+    ds["train_loss"].attrs = {"long_name": "training loss (weighted sum over tasks)"}
+    ds["val_loss"].attrs = {"long_name": "validation loss (finite-dataset phases only)"}
+    return ds

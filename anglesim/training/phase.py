@@ -1,0 +1,247 @@
+"""Training phases and their tasks: what a network sees, what it learns, how, and what changes.
+
+See :mod:`anglesim.training` for the conventions. Every value is checked when a :class:`Phase`
+or :class:`Task` is made, so a bad one fails at construction, naming the parameter and value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import validation as check
+from ..data import RENDER_ARG as _RENDER_ARG
+from ..distributions import AnglePrior
+from ..evaluate import check_offset as _offset
+from ..losses import check_loss
+from ..stimuli import GratingSpec
+from .strategy import build_strategy
+
+__all__ = ["OPTIMIZERS", "TARGETS", "Phase", "Task"]
+
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
+
+TARGETS = ("angle", "contrast", "frequency")
+"""What a Task predicts: the orientation θ, or a stimulus property varied per image."""
+
+@dataclass
+class Task:
+    """One objective in a phase: train ``head`` with ``loss``, weighted by ``weight``.
+
+    ``prior``/``spec`` of None share the phase's images; a task with its own prior or spec
+    draws its own batch each step (e.g. a second angle distribution on a second head).
+    ``target`` is what the head predicts: "angle" (θ, the default) or a stimulus property the
+    phase varies per image ("contrast", "frequency"; see ``Phase.vary``), which needs a
+    "scalar" head and a loss for it (e.g. "mse") and is standardised by :func:`standardise`.
+    ``target_offset`` δ (radians, angle targets only) makes the head learn y = (θ + δ) mod π,
+    a different function of θ (an output-level shift); 0 (the default) trains θ itself.
+    """
+
+    head: str = "head"
+    loss: str = "cosine"
+    loss_params: dict = field(default_factory=dict)
+    weight: float = 1.0
+    prior: AnglePrior | None = None
+    spec: GratingSpec | None = None
+    target: str = "angle"
+    target_offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.head = check.text("head", self.head)
+        self.target = check.choice("target", self.target, TARGETS)
+        check_loss(self.loss, self.loss_params, target=self.target)
+        self.loss_params = _python_values(self.loss_params)
+        self.weight = _plain(self.weight, check.real("weight", self.weight, minimum=0))
+        self.prior = _optional(self.prior, AnglePrior, "prior", "None or an AnglePrior")
+        self.spec = _optional(self.spec, GratingSpec, "spec", "None or a GratingSpec")
+        self.target_offset = _plain(self.target_offset, _offset(self.target_offset))
+        if self.target_offset != 0 and self.target != "angle":
+            raise ValueError(
+                f"target_offset applies to angle targets only; got "
+                f"target_offset={self.target_offset!r} with target={self.target!r}"
+            )
+
+
+def _plain(value: Any, checked: Any) -> Any:
+    """``value`` itself when it is a plain Python int or float (so configs, and the cache
+    hashes made from them, keep their form), else its checked Python conversion (numpy
+    scalars become int / float)."""
+    return value if type(value) in (int, float) else checked
+
+
+def _python_values(params: Any) -> Any:
+    """A copy of ``params`` with numpy scalar values as Python ones (others as given)."""
+    if not isinstance(params, dict) or not any(isinstance(v, np.generic)
+                                               for v in params.values()):
+        return params
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
+
+
+def _optional(value: Any, kind: type, name: str, expected: str) -> Any:
+    if value is not None and not isinstance(value, kind):
+        raise check.fail(name, expected, value)
+    return value
+
+
+@dataclass
+class Phase:
+    """One stage of training (see the module docstring for the conventions)."""
+
+    name: str
+    prior: AnglePrior
+    spec: GratingSpec
+    loss: str = "cosine"
+    loss_params: dict = field(default_factory=dict)
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 10
+    steps_per_epoch: int = 50
+    batch_size: int = 32
+    dataset_size: int | None = None
+    patience: int = 5
+    trainable: Sequence[str] | None = None
+    reset_optimizer: bool = True
+    tasks: Sequence[Task] | None = None
+    eval_angles: int = 32
+    eval_repeats: int = 4
+    vary: dict[str, tuple[float, float]] | None = None
+    """Stimulus properties drawn per image uniformly on [lo, hi], e.g. {"contrast": (0.5, 1.5)}
+    (keys among "contrast", "frequency"; they override the spec's value); None: none."""
+    strategy: str = "full"
+    """Fine-tuning strategy by name (:mod:`anglesim.finetune`); "full" trains every parameter
+    of the ``trainable`` blocks at ``lr``, as before strategies existed."""
+    strategy_params: dict = field(default_factory=dict)
+    """The strategy's hyper-parameters, validated when the Phase is made."""
+
+    def __post_init__(self) -> None:
+        self.name = check.text("name", self.name)
+        if not isinstance(self.prior, AnglePrior):
+            raise check.fail("prior", "an AnglePrior (e.g. Uniform(), VonMises(loc, kappa))",
+                             self.prior)
+        if not isinstance(self.spec, GratingSpec):
+            raise check.fail("spec", "a GratingSpec", self.spec)
+        check_loss(self.loss, self.loss_params)
+        self.optimizer = check.choice("optimizer", self.optimizer, sorted(OPTIMIZERS))
+        self.lr = _plain(self.lr, check.real("lr", self.lr, minimum=0, min_open=True))
+        self.weight_decay = _plain(self.weight_decay,
+                                   check.real("weight_decay", self.weight_decay, minimum=0))
+        for name in ("epochs", "steps_per_epoch", "batch_size", "patience", "eval_angles",
+                     "eval_repeats"):
+            value = getattr(self, name)
+            setattr(self, name, check.integer(name, value, minimum=1))
+        if self.dataset_size is not None:
+            self.dataset_size = check.integer("dataset_size (or None)", self.dataset_size,
+                                              minimum=1)
+        if self.trainable is not None:
+            self.trainable = check.name_list("trainable", self.trainable, allow_empty=False)
+        self.reset_optimizer = check.boolean("reset_optimizer", self.reset_optimizer)
+        if self.tasks is not None:
+            if isinstance(self.tasks, str | Task) or not isinstance(self.tasks, Sequence):
+                raise check.fail("tasks", "None or a non-empty list of Task", self.tasks)
+            if len(self.tasks) == 0:
+                raise ValueError("tasks must be None or a non-empty sequence, got []")
+            for i, task in enumerate(self.tasks):
+                if not isinstance(task, Task):
+                    raise check.fail(f"tasks[{i}]", "a Task", task)
+            if self.dataset_size is not None and any(
+                t.prior is not None or t.spec is not None for t in self.tasks
+            ):
+                raise ValueError(
+                    "tasks with their own prior or spec need on-the-fly data; "
+                    f"got dataset_size={self.dataset_size!r}"
+                )
+        self._check_vary()
+        build_strategy(self.strategy, self.strategy_params)  # ValueError for bad name/params
+        # numpy scalars among the parameters become Python ones, so the config is JSON
+        self.loss_params = _python_values(self.loss_params)
+        self.strategy_params = _python_values(self.strategy_params)
+
+    def _check_vary(self) -> None:
+        """Validate ``vary`` (normalised to {name: (lo, hi)}) and the tasks' targets."""
+        if self.vary is not None:
+            if not isinstance(self.vary, dict) or not self.vary:
+                raise ValueError(f"vary must be None or a non-empty dict, got {self.vary!r}")
+            clean = {}
+            for name, bounds in self.vary.items():
+                if name not in _RENDER_ARG:
+                    raise ValueError(
+                        f"vary keys must be among {list(_RENDER_ARG)}, got {name!r}"
+                    )
+                if isinstance(bounds, str) or not isinstance(bounds, Sequence) or len(
+                        bounds) != 2:
+                    raise check.fail(f"vary[{name!r}]", "a pair (lo, hi)", bounds)
+                lo = check.real(f"vary[{name!r}] lo", bounds[0],
+                                minimum=0, min_open=name != "contrast")
+                hi = check.real(f"vary[{name!r}] hi", bounds[1], minimum=0, min_open=True)
+                if not lo < hi:
+                    raise check.fail(f"vary[{name!r}]", "a pair with lo < hi", bounds)
+                clean[name] = (lo, hi)
+            self.vary = {name: clean[name] for name in _RENDER_ARG if name in clean}
+            if self.dataset_size is not None:
+                raise ValueError(
+                    f"vary needs on-the-fly data; got dataset_size={self.dataset_size!r}"
+                )
+        for task in self.task_list():
+            if task.target != "angle" and task.target not in (self.vary or {}):
+                raise ValueError(
+                    f"a task with target {task.target!r} needs the phase to vary it "
+                    f"(vary={{{task.target!r}: (lo, hi)}}), got vary={self.vary!r}"
+                )
+
+    def task_list(self) -> list[Task]:
+        """The phase's tasks; a single-task phase trains ``head`` with the phase's loss."""
+        if self.tasks is not None:
+            return list(self.tasks)
+        return [Task(head="head", loss=self.loss, loss_params=dict(self.loss_params))]
+
+    def to_config(self) -> dict:
+        """A JSON-able description (priors and specs by their own configs)."""
+        return {
+            "name": self.name,
+            "prior": self.prior.to_config(),
+            "spec": self.spec.to_config(),
+            "loss": self.loss,
+            "loss_params": dict(self.loss_params),
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "epochs": self.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "batch_size": self.batch_size,
+            "dataset_size": self.dataset_size,
+            "patience": self.patience,
+            "trainable": None if self.trainable is None else list(self.trainable),
+            "reset_optimizer": self.reset_optimizer,
+            "tasks": None
+            if self.tasks is None
+            else [
+                {
+                    "head": t.head,
+                    "loss": t.loss,
+                    "loss_params": dict(t.loss_params),
+                    "weight": t.weight,
+                    "prior": None if t.prior is None else t.prior.to_config(),
+                    "spec": None if t.spec is None else t.spec.to_config(),
+                    # only when not θ, so configs (and cache hashes) of θ-only runs keep
+                    # their earlier form
+                    **({} if t.target == "angle" else {"target": t.target}),
+                    **({} if t.target_offset == 0 else {"target_offset": t.target_offset}),
+                }
+                for t in self.tasks
+            ],
+            **({} if self.vary is None else {"vary": {k: list(v) for k, v in self.vary.items()}}),
+            # only when not the default, so earlier configs (and cache hashes) keep their form
+            **({} if self.strategy == "full" and not self.strategy_params else
+               {"strategy": self.strategy, "strategy_params": dict(self.strategy_params)}),
+        }
+
