@@ -2,8 +2,8 @@
 
 A CNN of the studies' standard kind is measured twice: untrained (its random initial weights)
 and after training on a *uniform* prior. At every layer the propagated Fisher information
-about θ (pixel noise σ = 1 on the standard stimulus) is measured on a grid of 48 angles, which
-holds the cardinals (0°, 90°) and the obliques (45°, 135°); :func:`anglesim.laws.
+about θ (pixel noise σ = 1 on the standard stimulus) is measured on a grid of 24 angles (7.5°
+apart), which holds the cardinals (0°, 90°) and the obliques (45°, 135°); :func:`anglesim.laws.
 cardinal_oblique` gives log₂(mean J at the cardinals / mean J at the obliques) per layer. With
 a uniform prior nothing in training prefers an orientation, so any cardinal–oblique difference
 is the grid's, the architecture's or the initialisation's: the baseline every prior-
@@ -44,7 +44,7 @@ MODEL = standard_cnn("cossin")
 STATES = ("untrained", "uniform")
 
 SIZES = {
-    "full": dict(epochs=8, steps=50, batch=64, n_angles=48, error_repeats=16, replicates=6),
+    "full": dict(epochs=8, steps=50, batch=64, n_angles=24, error_repeats=16, replicates=6),
     "quick": dict(epochs=1, steps=3, batch=16, n_angles=8, error_repeats=2, replicates=2),
 }
 """``n_angles`` must be a multiple of 4 so that the grid holds 0°, 45°, 90° and 135°."""

@@ -59,13 +59,13 @@ EPS = 1e-3
 """Relative ridge of every J: ε · tr(Σ)/N added to Σ's diagonal."""
 
 SIZES = {
-    "full": dict(shift_study.SIZES["full"], n_train=256, lr=1e-3, n_split_angles=8,
+    "full": dict(shift_study.SIZES["full"], n_train=256, lr=1e-3, n_split_angles=6,
                  strategies=list(STRATEGIES), replicates=4),
     "quick": dict(shift_study.SIZES["quick"], n_train=16, lr=1e-3, n_split_angles=2,
                   strategies=["full", "linear_probe", "surgical"], replicates=2),
 }
 """The shift study's sizes (pretraining, steps, batch) with one n_train and one rate; the
-split's angle grid (8: every 22.5°, which holds the prior's peak at 90°)."""
+split's angle grid (6: every 30°, which holds the prior's peak at 90°)."""
 
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
