@@ -304,10 +304,7 @@ def torch_threads(n: int) -> Iterator[None]:
 
 def _studies() -> Any:
     """The studies package's shared definitions (the standard stimulus and CNN)."""
-    from .cli import load_study
-
-    load_study("quickstart")  # puts the checkout's root on sys.path for workers too
-    import studies._common as common
+    from .studies import _common as common
 
     return common
 

@@ -1,10 +1,12 @@
-"""Command line: ``anglesim quickstart | run STUDY | status STUDY | figures | list | bench``.
+"""Command line: ``anglesim quickstart | run STUDY [key=value …] | status STUDY | figures | list
+| bench``; argument parsing and dispatch only (the work is in :mod:`anglesim.study`).
 
-Studies are scripts in the repository's ``studies/`` folder (one module per study, each with a
-``run(quick, replicates, **options) -> Path`` function that hands ``options`` on to
-:func:`anglesim.replicates.run_study`, and a module-level replicate function, so joblib workers
-can import it). The folder is found, in order, from ``$ANGLESIM_STUDIES``, the checkout that
-holds this package, or ``./studies``.
+STUDY is a built-in study's name (``anglesim list``), the name of a study in a folder listed in
+``$ANGLESIM_STUDIES`` (folders separated by ``os.pathsep``; they add to the built-in studies),
+or a path to a study file (``anglesim run path/to/my_study.py``). ``key=value`` arguments
+override the study's declared configuration in Hydra's grammar (``kappa=8``,
+``phases.finetune.lr=5e-4``, ``grid.kappa=[2,8]``, ``replicates=6``; see
+:mod:`anglesim.overrides`); they are recorded in the Dataset's config and in the cache key.
 
 Exit codes: 0 success; 1 the study finished but some replicates failed (a summary is printed);
 2 bad input (a one-line error naming the problem; nothing cached is deleted); 130 interrupted
@@ -14,92 +16,90 @@ Exit codes: 0 success; 1 the study finished but some replicates failed (a summar
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import os
 import sys
 from pathlib import Path
+from typing import NoReturn
+
+from . import __version__
 
 DEFAULT_RESULTS = Path("results")
 DEFAULT_FIGURES = Path("figures")
 FAILURES_SHOWN = 10
 
 
-def studies_dir() -> Path:
-    """The folder holding the study scripts (see the module docstring for the search order)."""
-    candidates = []
-    if os.environ.get("ANGLESIM_STUDIES"):
-        candidates.append(Path(os.environ["ANGLESIM_STUDIES"]))
-    candidates.append(Path(__file__).resolve().parents[1] / "studies")
-    candidates.append(Path.cwd() / "studies")
-    for path in candidates:
-        if (path / "__init__.py").is_file():
-            return path.resolve()
-    raise FileNotFoundError(
-        "no studies/ folder found (looked in "
-        + ", ".join(str(p) for p in candidates)
-        + "); run from an anglesim checkout or set ANGLESIM_STUDIES"
-    )
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        # argparse writes "argument --threads: <reason>"; our reasons already name the option
+        head, sep, reason = message.partition(": ")
+        if sep and head.startswith("argument ") and reason.startswith(head[9:].split("/")[0]):
+            message = reason
+        self.exit(2, f"anglesim: error: {' '.join(message.split())}\n")
 
 
-def available_studies() -> list[str]:
-    """Names of the study scripts in the studies folder."""
-    return sorted(p.stem for p in studies_dir().glob("*.py") if not p.stem.startswith("_"))
+def _option_type(option: str, expected: str, convert):
+    def parse(text: str):
+        try:
+            return convert(text)
+        except (ValueError, TypeError):
+            raise argparse.ArgumentTypeError(f"{option} must be {expected}, got {text!r}"
+                                             ) from None
+    parse.__name__ = option
+    return parse
 
 
-def load_study(name: str):
-    """Import ``studies/<name>.py`` as module ``studies.<name>`` (importable by workers too)."""
-    folder = studies_dir()
-    known = available_studies()
-    if name not in known:
-        raise ValueError(f"unknown study {name!r}; available studies: {', '.join(known)}")
-    root = str(folder.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    # A `studies` package imported earlier from another folder (another checkout, a stand-in
-    # folder, an unrelated package of that name) would shadow this one: drop it and its modules.
-    loaded = sys.modules.get("studies")
-    if loaded is not None and folder not in {
-        Path(p).resolve() for p in getattr(loaded, "__path__", [])
-    }:
-        for key in [m for m in sys.modules if m == "studies" or m.startswith("studies.")]:
-            del sys.modules[key]
-        sys.path.remove(root)
-        sys.path.insert(0, root)
-        importlib.invalidate_caches()
-    # Worker processes (loky) start fresh interpreters: tell them where `studies` lives.
-    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    if root not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([root, *[p for p in paths if p]])
-    return importlib.import_module(f"studies.{name}")
+def _int_at_least(minimum: int):
+    def convert(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise ValueError(text)
+        return value
+    return convert
 
 
-def _positive_int(text: str) -> int:
+def _nonzero_int(text: str) -> int:
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value == 0:
+        raise ValueError(text)
     return value
 
 
 def _threads(text: str) -> int | str:
-    return "auto" if text == "auto" else _positive_int(text)
+    return "auto" if text == "auto" else _int_at_least(1)(text)
 
 
 def _add_study_options(p: argparse.ArgumentParser) -> None:
     """Options that decide which replicates a study has (shared by run and status)."""
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="override the study's configuration, e.g. kappa=8, "
+                        "phases.finetune.lr=5e-4, grid.kappa=[2,8], replicates=6")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for tests and CI")
-    p.add_argument("--replicates", type=_positive_int, default=None,
-                   help="replicates per condition (default: the study's own)")
-    p.add_argument("--seed", type=int, default=0, help="study seed (default 0)")
+    p.add_argument("--replicates", default=None,
+                   type=_option_type("--replicates", "a positive integer", _int_at_least(1)),
+                   help="replicates per condition (default: the study's own; the same as "
+                        "the override replicates=N)")
+    p.add_argument("--seed", default=0,
+                   type=_option_type("--seed", "a non-negative integer", _int_at_least(0)),
+                   help="study seed (default 0)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
                    help="folder for the Dataset, figure and replicate cache (default results/)")
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="torch device the replicates compute on, e.g. cuda (default: the "
+                        "CPU); part of the cache key")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     _add_study_options(p)
-    p.add_argument("--n-jobs", type=int, default=None,
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the cells (conditions × replicates) and which are cached; run "
+                        "nothing")
+    p.add_argument("--n-jobs", default=None,
+                   type=_option_type("--n-jobs", "a non-zero integer", _nonzero_int),
                    help="parallel workers (default: the number of CPU cores available)")
-    p.add_argument("--threads", type=_threads, default=None, metavar="N|auto",
+    p.add_argument("--threads", default=None, metavar="N|auto",
+                   type=_option_type("--threads", "a positive integer or 'auto'", _threads),
                    help="torch threads per worker (default 1, so results do not depend on "
                         "--n-jobs; 'auto': cores // workers)")
     p.add_argument("--backend", choices=["loky", "dask"], default=None,
@@ -116,42 +116,55 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="anglesim",
         description="Fisher information of networks trained to estimate grating orientation.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"anglesim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     q = sub.add_parser("quickstart", help="run the quickstart study and draw its figure")
     _add_run_options(q)
-    r = sub.add_parser("run", help="run one study from studies/")
-    r.add_argument("study", help="study name (a script in studies/)")
+    r = sub.add_parser("run", help="run one study: a name from `anglesim list` or a path to "
+                                   "a study file")
+    r.add_argument("study", help="study name, or path to a .py file declaring STUDY")
     _add_run_options(r)
     s = sub.add_parser("status", help="what a study has cached, failed and still to run "
                                       "(runs nothing)")
-    s.add_argument("study", help="study name (a script in studies/)")
+    s.add_argument("study", help="study name, or path to a .py file declaring STUDY")
     _add_study_options(s)
     f = sub.add_parser("figures", help="redraw every figure from saved Datasets (no training)")
     f.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
                    help="folder holding the saved Datasets (default results/)")
     f.add_argument("--out", type=Path, default=DEFAULT_FIGURES,
                    help="folder to write the figures to (default figures/)")
-    sub.add_parser("list", help="list the available studies")
-    # `anglesim bench …` is handed to anglesim.bench.main by main() before parsing (so that
-    # this parser stays free of torch imports); listed here for --help.
+    sub.add_parser("list", help="list the available studies (built-in and $ANGLESIM_STUDIES)")
+    # `anglesim bench …` is handed to anglesim.bench's main by main() before parsing, and the
+    # benchmark imported only then; listed here for --help.
     sub.add_parser("bench", add_help=False,
                    help="measure anglesim's speed as ratios against baselines and the "
                         "machine's limits (anglesim bench --help)")
     return parser
 
 
-def _check_results_folder(results: Path, study: str, quick: bool) -> None:
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; ``key=value`` overrides may come before or after the options."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-") or "=" not in a]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def _check_results_folder(results: Path, target: Path) -> None:
     """Refuse, before anything runs, a results path that is a file, or a results file in the
     way that is not an anglesim Dataset (it would be overwritten)."""
     from .io import load_dataset
 
     if results.exists() and not results.is_dir():
         raise ValueError(f"--results {results} is a file, not a folder")
-    target = results / (f"{study}_quick.nc" if quick else f"{study}.nc")
     if target.is_file():
         try:
             load_dataset(target)
@@ -162,7 +175,7 @@ def _check_results_folder(results: Path, study: str, quick: bool) -> None:
 
 
 def _manager_options(args: argparse.Namespace) -> dict:
-    """Only the options given, so that studies that do not know an option still run."""
+    """Only the options given, so that the replicate manager's defaults apply otherwise."""
     options = {}
     backend = args.backend
     if args.scheduler is not None:
@@ -202,10 +215,18 @@ def _failure_summary(ds, path: Path) -> str:
     return "\n".join(lines)
 
 
-def _run(study: str, args: argparse.Namespace) -> int:
-    module = load_study(study)
-    if args.n_jobs == 0:
-        raise ValueError("--n-jobs must not be 0")
+def _study_args(args: argparse.Namespace) -> dict:
+    return dict(quick=args.quick, overrides=args.overrides, seed=args.seed,
+                replicates=args.replicates, results=args.results, device=args.device)
+
+
+def _run(name: str, args: argparse.Namespace) -> int:
+    from . import study as st
+
+    declared = st.load(name)
+    if args.dry_run:
+        print(st.dry_run(declared, **_study_args(args)))
+        return 0
     if args.n_jobs is None:
         import joblib
 
@@ -213,67 +234,58 @@ def _run(study: str, args: argparse.Namespace) -> int:
     else:
         n_jobs = args.n_jobs
     options = _manager_options(args)
-    _check_results_folder(args.results, study, args.quick)
-    path = module.run(
-        quick=args.quick,
-        n_jobs=n_jobs,
-        replicates=args.replicates,
-        seed=args.seed,
-        results=args.results,
-        cache=not args.no_cache,
-        retry_failed=args.retry_failed,
-        progress=not args.quiet,
-        **options,
-    )
+    plan = st.plan(declared, args.quick, args.overrides, args.seed, args.replicates,
+                   args.device)
+    _check_results_folder(args.results, plan.results_file(args.results))
+    path = st.run(declared, n_jobs=n_jobs, cache=not args.no_cache,
+                  retry_failed=args.retry_failed, progress=not args.quiet,
+                  notify=lambda line: print(f"anglesim: {line}", file=sys.stderr),
+                  **_study_args(args), **options)
     from .io import load_dataset
-    from .plotting import FIGURES, draw_figure, save_figure
 
     ds = load_dataset(path)
     print(f"dataset: {path}")
     n_failed = int(ds.attrs.get("n_failed", 0))
-    if ds.attrs.get("study") in FIGURES and n_failed < ds["failed"].size:
-        for fp in save_figure(draw_figure(ds), path.with_suffix("")):
+    if declared.figure is not None and n_failed < ds["failed"].size:
+        import matplotlib
+
+        matplotlib.use("Agg")  # figures are files here; never open a window
+        from .plotting import save_figure
+
+        for fp in save_figure(declared.figure(ds), path.with_suffix("")):
             print(f"figure:  {fp}")
-    summary = getattr(module, "summarise", None)
-    if summary is not None and n_failed < ds["failed"].size:
-        print(summary(ds))
+    if declared.summary is not None and n_failed < ds["failed"].size:
+        print(declared.summary(ds))
     if n_failed:
         print(_failure_summary(ds, path), file=sys.stderr)
         return 1
     return 0
 
 
-def _status(study: str, args: argparse.Namespace) -> int:
-    from .replicates import inspecting
+def _status(name: str, args: argparse.Namespace) -> int:
+    from . import study as st
 
-    module = load_study(study)
-    with inspecting() as found:
-        module.run(quick=args.quick, n_jobs=1, replicates=args.replicates, seed=args.seed,
-                   results=args.results, cache=True, retry_failed=False, progress=False)
-    if not found:
-        raise ValueError(f"study {study!r} did not ask the replicate manager for any "
-                         f"replicates, so there is nothing to report")
-    for status in found:
-        print(status.summary())
+    print(st.status(name, **_study_args(args)).summary())
     return 0
 
 
 def _figures(results: Path, out: Path) -> int:
-    from .io import load_dataset
-    from .plotting import FIGURES, draw_figure, save_figure
+    import matplotlib
 
-    paths = sorted(results.glob("*.nc"))
-    if not paths:
-        raise FileNotFoundError(f"no saved Datasets (*.nc) in {results}; run a study first")
-    for path in paths:
-        ds = load_dataset(path)
-        if ds.attrs.get("study") not in FIGURES and ds.attrs.get("study") in available_studies():
-            load_study(ds.attrs["study"])  # a study that registers its own figure on import
-        if ds.attrs.get("study") not in FIGURES:
-            print(f"skipped {path}: no figure for study {ds.attrs.get('study')!r}")
-            continue
-        for fp in save_figure(draw_figure(ds), out / path.stem):
-            print(f"figure: {fp}")
+    matplotlib.use("Agg")  # figures are files here; never open a window
+    from .study import redraw
+
+    redraw(results, out)
+    return 0
+
+
+def _list() -> int:
+    from .study import available, load
+
+    for name, origin in available().items():
+        study = load(name)
+        where = "" if origin == "built-in" else f"  [{origin}]"
+        print(f"{name:24s} {study.question}{where}")
     return 0
 
 
@@ -287,10 +299,10 @@ def _one_line(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
+        from .bench import main as bench_main  # imported only here: not at CLI start-up
 
         return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "quickstart":
@@ -302,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "figures":
             return _figures(args.results, args.out)
         if args.command == "list":
-            print("\n".join(available_studies()))
-            return 0
+            return _list()
     except (ValueError, OSError) as err:  # FileNotFoundError, PermissionError, ...
         print(f"anglesim: error: {_one_line(err)}", file=sys.stderr)
         return 2
@@ -312,6 +323,22 @@ def main(argv: list[str] | None = None) -> int:
               "again to resume", file=sys.stderr)
         return 130
     return 2
+
+
+def available_studies() -> list[str]:
+    """Names of every study (built-in and ``$ANGLESIM_STUDIES``); see
+    :func:`anglesim.study.available`."""
+    from .study import available
+
+    return list(available())
+
+
+def load_study(name: str):
+    """The module that declares study ``name`` (kept for callers of the old command line,
+    such as the benchmark); see :func:`anglesim.study.load_module`."""
+    from .study import load_module
+
+    return load_module(name)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def test_cli_runs_a_section_and_rejects_bad_options(tmp_path, capsys):
 
 
 def test_numpy_baseline_draws_the_same_gratings():
-    from studies._common import SPEC
+    from anglesim.studies._common import SPEC
 
     angles = np.linspace(0, math.pi, 7, endpoint=False) + 0.05
     for size in (32, 64):
@@ -106,7 +106,7 @@ def test_numpy_baseline_draws_the_same_gratings():
 
 
 def test_finite_differences_agree_with_the_propagated_estimator():
-    from studies._common import SPEC, standard_cnn
+    from anglesim.studies._common import SPEC, standard_cnn
 
     spec = SPEC.replace(aperture=None, size=16)
     torch.manual_seed(3)

@@ -2,14 +2,15 @@
 
 The grid is ``{"lr": [...]}``; a learning rate of 1e30 makes the loss NaN, so training raises
 FloatingPointError and the replicate fails. Environment variables steer it from a test:
-``TINY_GRID`` (JSON grid), ``TINY_REPLICATES``, ``TINY_SLEEP`` (seconds each replicate waits
-before training, so a test can kill a run mid-replicate) and ``TINY_CALLS`` (a folder where
-each call leaves a file, so a test can count what was computed).
+``TINY_GRID`` (JSON grid) and ``TINY_REPLICATES`` (read when the file is loaded; overrides
+such as ``grid.lr=[0.05,1e30]`` do the same from the command line), ``TINY_SLEEP`` (seconds
+each replicate waits before training, so a test can kill a run mid-replicate) and
+``TINY_CALLS`` (a folder where each call leaves a file, so a test can count what was
+computed).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -21,17 +22,17 @@ import torch
 import xarray as xr
 
 from anglesim.distributions import Uniform
-from anglesim.io import save_dataset
 from anglesim.models import reference_mlp
-from anglesim.replicates import run_study
 from anglesim.stimuli import GratingSpec
+from anglesim.study import Study
 from anglesim.training import Phase, train
 
 NAME = "tiny"
 SPEC = GratingSpec(size=8, frequency=2.0, phase=0.0, contrast=1.0, noise_std=1.0)
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+def replicate(condition: dict, replicate: int, seed: int, size: dict | str = "full"
+              ) -> xr.Dataset:
     calls = os.environ.get("TINY_CALLS")
     if calls:
         Path(calls, f"lr={condition['lr']}-r{replicate}-{uuid.uuid4().hex}.call").touch()
@@ -48,16 +49,16 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
                        "threads": ((), np.int64(torch.get_num_threads()))})
 
 
-def run(quick: bool = False, replicates: int | None = None, n_jobs: int = 1, seed: int = 0,
-        results: Path = Path("results"), cache: bool = True, retry_failed: bool = False,
-        progress: bool = True, **manager) -> Path:
-    size = "quick" if quick else "full"
-    grid = json.loads(os.environ.get("TINY_GRID", '{"lr": [0.05, 0.1]}'))
-    n = replicates or int(os.environ.get("TINY_REPLICATES", "2"))
-    config = {"study": NAME, "size": size, "spec": SPEC.to_config()}
-    results = Path(results)
-    ds = run_study(functools.partial(replicate, size=size), grid, n, seed=seed, n_jobs=n_jobs,
-                   cache_dir=results / "cache" if cache else None, name=f"{NAME}-{size}",
-                   config=config, progress=progress, retry_failed=retry_failed, **manager)
-    return save_dataset(ds, results / (f"{NAME}_quick.nc" if quick else f"{NAME}.nc"),
-                        config=config, seed=seed)
+def describe(params: dict, grid: dict) -> dict:
+    return {"spec": SPEC.to_config()}
+
+
+STUDY = Study(
+    name=NAME,
+    question="Do a few SGD steps of a tiny MLP fail at a huge learning rate?",
+    replicate=replicate,
+    sizes={"quick": {"replicates": int(os.environ.get("TINY_REPLICATES", "2"))},
+           "full": {"replicates": int(os.environ.get("TINY_REPLICATES", "2"))}},
+    grid=json.loads(os.environ.get("TINY_GRID", '{"lr": [0.05, 0.1]}')),
+    describe=describe,
+)

@@ -15,7 +15,7 @@ MIN_BAND_REPLICATES = 3
 """The fewest replicates for which a figure draws a 95% interval band."""
 
 
-def band(ax, x, da: xr.DataArray, colour, label: str, dim: str = "replicate",
+def replicate_band(ax, x, da: xr.DataArray, colour, label: str, dim: str = "replicate",
          log: bool = False, alpha: float = 0.2) -> None:
     """The mean of ``da`` over ``dim`` against ``x`` and its 95% t band (geometric on a log
     axis: the interval of mean log10); no band below :data:`MIN_BAND_REPLICATES` replicates."""

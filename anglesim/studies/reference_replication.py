@@ -20,9 +20,8 @@ Run: ``anglesim run reference_replication [--quick]``.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import xarray as xr
@@ -32,14 +31,13 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import AnglePrior, Uniform, VonMises
 from anglesim.fisher import linear_fisher_from_samples, linear_fisher_variance
 from anglesim.models import AngleNet, reference_mlp
+from anglesim.plotting import PHASE_COLOURS, STYLE, replicate_count, successful
+from anglesim.stats import mean_ci
 from anglesim.stimuli import GratingSpec, render
+from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, make_generator, train
 
-try:  # run as ``studies.reference_replication`` (CLI, workers) or as a script
-    from studies._common import run_grid
-except ImportError:  # pragma: no cover - direct ``python studies/reference_replication.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from studies._common import run_grid
+from ._common import resolve_size
 
 NAME = "reference_replication"
 DTHETA = math.pi / 90  # 2°: the pair of orientations whose discrimination d′ describes
@@ -92,7 +90,7 @@ def output_fisher(model: AngleNet, spec: GratingSpec, angles: torch.Tensor, n_tr
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train the reference MLP on D images from one prior; measure FI, d′ and error."""
-    sz = SIZES[size]
+    sz = resolve_size(SIZES, size)
     spec = spec_for(sz)
     prior = PRIORS[str(condition["prior"])]
     torch.manual_seed(seed)
@@ -136,7 +134,6 @@ def effects(ds: xr.Dataset, near: float = math.pi / 8, far: float = math.pi / 4)
     uniform replicates, same D); ``*_se`` its standard error by the delta method for
     independent replicates, √((s_c/m_c)² + (s_u/m_u)²)/ln 2, s the standard errors of the means.
     """
-    from studies._common import successful
 
     ok = successful(ds)
     fi = ok["fisher"]
@@ -168,17 +165,6 @@ def add_effects(ds: xr.Dataset) -> xr.Dataset:
     return ds.assign(effects(ds).data_vars)
 
 
-def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
-    """Run the prior × D grid across replicates and save the Dataset; return its path."""
-    size = "quick" if quick else "full"
-    sz = SIZES[size]
-    config = {"study": NAME, "size": size, "sizes": sz, "spec": spec_for(sz).to_config(),
-              "model": reference_mlp(image_size=sz["image_size"]).config,
-              "priors": {k: p.to_config() for k, p in PRIORS.items()}, "dtheta": DTHETA}
-    grid = {"prior": sz["priors"], "dataset_size": sz["datasets"]}
-    return run_grid(NAME, replicate, grid, quick=quick,
-                    n_replicates=replicates or sz["replicates"], config=config,
-                    postprocess=add_effects, **options)
 
 
 def summarise(ds: xr.Dataset) -> str:
@@ -194,7 +180,99 @@ def summarise(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    from anglesim.cli import main
+def describe(params: dict, grid: dict) -> dict:
+    """What the Dataset's config records besides the sizes."""
+    return {"spec": spec_for(params).to_config(),
+            "model": reference_mlp(image_size=params["image_size"]).config,
+            "priors": {k: p.to_config() for k, p in PRIORS.items()}, "dtheta": DTHETA}
 
-    sys.exit(main(["run", NAME, *sys.argv[1:]]))
+
+# ---- figure ----------------------------------------------------------------------------------
+
+
+def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
+    """Reference replication: d′ and FI around the orientation circle, and the prior's effect.
+
+    Panels: (a, b) polar plots against 2θ (so the half-circle of orientations closes) of the
+    output's linear FI and of d′ for Δθ = 2°, uniform training against the most concentrated
+    prior, largest D (mean over replicates); (c) log₂ FI of concentrated over uniform networks
+    near the prior's peak (±22.5°) and far from it (>45°) against D, averaged over the priors'
+    centres, per κ, ± 1.96 s.e.; (d) mean absolute decoding error against D per prior.
+    """
+    ds = successful(ds)
+    two_theta = 2 * ds["angle"].values
+    two_theta = np.append(two_theta, two_theta[:1] + 2 * np.pi)
+    d_max = ds["dataset_size"].values.max()
+    priors = [str(p) for p in ds["prior"].values]
+    conc = [p for p in priors if p != "uniform"]
+    show = ["uniform"] + ([conc[-1]] if conc else [])
+    sizes = ds["dataset_size"].values
+    with plt.rc_context(STYLE):
+        fig = plt.figure(figsize=(12, 3.3), constrained_layout=True)
+        for k, (var, label) in enumerate([("fisher", "linear FI (rad⁻²)"),
+                                          ("d_prime", "d′ (Δθ = 2°)")]):
+            ax = fig.add_subplot(1, 4, k + 1, projection="polar")
+            for i, prior in enumerate(show):
+                values = ds[var].sel(prior=prior, dataset_size=d_max).mean("replicate")
+                values = np.clip(np.append(values.values, values.values[:1]), 0, None)
+                ax.plot(two_theta, values, color=PHASE_COLOURS[i], label=prior)
+            ax.set_title(f"{'ab'[k]}  {label}, D = {int(d_max)}", loc="left", fontsize=8)
+            ax.set_xticks(np.radians([0, 90, 180, 270]), ["0°", "45°", "90°", "135°"])
+            ax.tick_params(labelsize=6)
+            if k == 0:
+                ax.legend(frameon=False, fontsize=6, loc="lower left",
+                          bbox_to_anchor=(-0.25, -0.2))
+
+        ax = fig.add_subplot(1, 4, 3)
+        kappas = sorted({p.split("_")[0] for p in conc})
+        for i, kap in enumerate(kappas):
+            members = [p for p in conc if p.startswith(kap + "_")]
+            for region, marker, ls in (("near", "o", "-"), ("far", "s", "--")):
+                gain = ds[f"gain_{region}"].sel(concentrated=members)
+                se = ds[f"gain_{region}_se"].sel(concentrated=members)
+                mean = gain.mean("concentrated")
+                half = 1.96 * np.sqrt((se**2).sum("concentrated")) / len(members)
+                ax.errorbar(sizes, mean.sel(dataset_size=sizes), yerr=half.sel(
+                    dataset_size=sizes), fmt=marker + ls, ms=3, capsize=2,
+                    color=PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)],
+                    label=f"κ = {kap[2:]}, {region} peak")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlim(sizes.min() / 1.4, sizes.max() * 1.4)  # also when every gain is NaN
+        ax.set_xlabel("dataset size D")
+        ax.set_ylabel("log₂ FI, concentrated / uniform")
+        ax.legend(frameon=False, fontsize=6)
+        ax.set_title("c  effect of the prior", loc="left")
+
+        ax = fig.add_subplot(1, 4, 4)
+        colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(priors)))
+        for colour, prior in zip(colours, priors, strict=True):
+            err = np.degrees(ds["abs_error"].sel(prior=prior)).mean("angle")
+            mean, half = mean_ci(err)
+            ax.errorbar(sizes, mean.sel(dataset_size=sizes), yerr=half.sel(dataset_size=sizes),
+                        fmt="o-", ms=3, capsize=2, color=colour, label=prior)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("dataset size D")
+        ax.set_ylabel("mean |θ̂ − θ| over θ (deg)")
+        ax.set_ylim(bottom=0)
+        # beside the axes: the concentrated priors' points fill its upper left corner
+        ax.legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                  title="prior\n(vmκ_centre°)", title_fontsize=6)
+        ax.set_title("d  error on a uniform grid", loc="left")
+        fig.suptitle(f"reference replication: {replicate_count(ds)}", fontsize=9)
+    return fig
+
+
+STUDY = Study(
+    name=NAME,
+    question=("Does anglesim reproduce the reference recipe's FI and d′ around the circle and the "
+              "prior's effect on them?"),
+    replicate=replicate,
+    sizes=SIZES,
+    grid=lambda params: {"prior": params["priors"], "dataset_size": params["datasets"]},
+    describe=describe,
+    postprocess=add_effects,
+    figure=plot_reference_replication,
+    summary=summarise,
+    pair_axes=(),  # every (prior, D) trains its own networks from its own seeds
+)

@@ -3,7 +3,7 @@
 Lee et al. (2023, ICLR, surgical fine-tuning) found that for input-level shifts (CIFAR-C's
 pixel corruptions) tuning only the first block beats tuning everything. This study asks the
 same of the studies' CNN, with the fine-tuning-under-shift study's machinery
-(:mod:`studies.finetune_shift`: its parent, its fine-tuning phases, its strategies and its
+(:mod:`anglesim.studies.finetune_shift`: its parent, its fine-tuning phases, its strategies and its
 learning-rate choice by validation loss), on four pixel-level corruptions of the standard
 stimulus (:func:`anglesim.corruptions.corrupt`), the grid axis ``corruption``:
 
@@ -14,7 +14,7 @@ stimulus (:func:`anglesim.corruptions.corrupt`), the grid axis ``corruption``:
 
 Blur, noise and contrast have a severity ladder (:data:`LADDERS`), climbed as the shift study
 climbs its frequency ladder: the first rung at which the parent's mean error is at least
-:data:`studies.finetune_shift.ERROR_FACTOR` times its source error is used (``level``, with
+:data:`anglesim.studies.finetune_shift.ERROR_FACTOR` times its source error is used (``level``, with
 ``reached``). Noise and contrast (and the blur, which mostly lowers a grating's contrast)
 remove information from the pixels (``input_fisher_ratio`` says how much: the pixels' FI on
 the corrupted over the source stimulus, 1/c² for contrast c, 1/k² for noise factor k), which
@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
+import json
 import math
-import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -50,20 +48,15 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform
 from anglesim.fisher import propagated_fisher
 from anglesim.models import build_model
-from anglesim.plotting import STYLE, register_figure
+from anglesim.plotting import STYLE, successful
 from anglesim.seeding import stream_seed
 from anglesim.stats import mean_ci
+from anglesim.study import Study
 from anglesim.training import evaluate_error, train
 
-try:  # run as ``studies.corruption_shift`` (CLI, workers) or as a script
-    from studies import finetune_shift as fs
-    from studies._common import SPEC, run_grid, successful
-    from studies._laws_common import MIN_BAND_REPLICATES, band_note
-except ImportError:  # pragma: no cover - direct ``python studies/corruption_shift.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from studies import finetune_shift as fs
-    from studies._common import SPEC, run_grid, successful
-    from studies._laws_common import MIN_BAND_REPLICATES, band_note
+from . import finetune_shift as fs
+from ._common import SPEC, resolve_size
+from ._laws_common import MIN_BAND_REPLICATES, band_note
 
 NAME = "corruption_shift"
 CORRUPTIONS = ("blur", "noise", "contrast", "invert")
@@ -88,14 +81,21 @@ one learning rate: its full grid (3 n_train × 3 rates) for 14 strategies and 4 
 would take about an hour on one core, against this study's budget of 8 minutes."""
 
 
-@functools.lru_cache(maxsize=2)
-def _parent_state(pseed: int, size: str) -> dict:
-    """The replicate's pretrained parent (the same for every corruption: trained once per
-    process and copied, which gives the same weights as training it again)."""
-    torch.manual_seed(pseed)
-    parent = build_model(fs.MODEL)
-    train(parent, [fs.pretrain_phase(SIZES[size])], pseed)
-    return copy.deepcopy(parent.state_dict())
+_PARENTS: dict[tuple[int, str], dict] = {}
+
+
+def _parent_state(pseed: int, sz: dict) -> dict:
+    """The replicate's pretrained parent's weights (the same for every corruption: trained
+    once per process and copied, which gives the same weights as training it again)."""
+    phase = fs.pretrain_phase(sz)
+    key = (pseed, json.dumps(phase.to_config(), sort_keys=True))
+    if key not in _PARENTS:
+        _PARENTS.clear()  # one parent at a time: replicates arrive in order
+        torch.manual_seed(pseed)
+        parent = build_model(fs.MODEL)
+        train(parent, [phase], pseed)
+        _PARENTS[key] = copy.deepcopy(parent.state_dict())
+    return _PARENTS[key]
 
 
 def task_for(kind: str, level: float | None):
@@ -137,10 +137,10 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full",
     """Pretrain the replicate's parent (the same for every corruption), pick the corruption's
     severity, fine-tune with every strategy, n_train and rate, keep the best rate by
     validation loss, measure."""
-    sz = SIZES[size]
+    sz = resolve_size(SIZES, size)
     kind = str(condition["corruption"])
     parent = build_model(fs.MODEL)
-    parent.load_state_dict(_parent_state(fs.parent_seed(study_seed, replicate), size))
+    parent.load_state_dict(_parent_state(fs.parent_seed(study_seed, replicate), sz))
     parent.eval()
     torch.manual_seed(stream_seed(seed, "strategy"))  # global draws (LoRA's init) per condition
     eval_seed = stream_seed(seed, "eval")
@@ -244,22 +244,15 @@ def add_measures(ds: xr.Dataset) -> xr.Dataset:
     return ds.assign(out)
 
 
-def run(quick: bool = False, replicates: int | None = None, seed: int = 0,
-        **options) -> Path:
-    """Run the four corruptions across replicates and save the Dataset; return its path."""
-    size = "quick" if quick else "full"
-    sz = SIZES[size]
-    example = phase_for(task_for("blur", 1.0), "ldifs", sz["n_train"][0], sz["lrs"][0], sz)
-    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
-              "model": fs.MODEL.to_config(), "strategies": list(STRATEGIES),
-              "shift_strategies": fs.STRATEGIES, "block_tuning": BLOCK_TUNING,
-              "ladders": {k: list(v) for k, v in LADDERS.items()},
-              "error_factor": fs.ERROR_FACTOR, "pretrain": fs.pretrain_phase(sz).to_config(),
-              "finetune_example": example.to_config()}
-    return run_grid(NAME, functools.partial(replicate, study_seed=seed),
-                    {"corruption": list(CORRUPTIONS)}, quick=quick,
-                    n_replicates=replicates or sz["replicates"], config=config, seed=seed,
-                    postprocess=add_measures, **options)
+def describe(params: dict, grid: dict) -> dict:
+    """What the Dataset's config records besides the sizes."""
+    example = phase_for(task_for("blur", 1.0), "ldifs", params["n_train"][0],
+                        params["lrs"][0], params)
+    return {"spec": SPEC.to_config(), "model": fs.MODEL.to_config(),
+            "strategies": list(STRATEGIES), "shift_strategies": fs.STRATEGIES,
+            "block_tuning": BLOCK_TUNING, "ladders": {k: list(v) for k, v in LADDERS.items()},
+            "error_factor": fs.ERROR_FACTOR, "pretrain": fs.pretrain_phase(params).to_config(),
+            "finetune_example": example.to_config()}
 
 
 def _paired(a: xr.DataArray, b: xr.DataArray) -> tuple[float, float]:
@@ -304,7 +297,6 @@ def summarise(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-@register_figure(NAME)
 def figure(ds: xr.Dataset) -> plt.Figure:
     """Per corruption: ID error of every strategy (bars; the parent's as a line), the single
     blocks highlighted, and OOD error as points."""
@@ -338,7 +330,16 @@ def figure(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
-if __name__ == "__main__":
-    from anglesim.cli import main
 
-    sys.exit(main(["run", NAME, *sys.argv[1:]]))
+STUDY = Study(
+    name=NAME,
+    question="Under pixel-level corruptions (blur, noise, contrast, inversion), which block's "
+             "tuning wins, and does LDIFS beat L2-SP?",
+    replicate=replicate,
+    sizes=SIZES,
+    grid={"corruption": list(CORRUPTIONS)},
+    describe=describe,
+    postprocess=add_measures,
+    figure=figure,
+    summary=summarise,
+)

@@ -17,9 +17,8 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-import sys
-from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import xarray as xr
@@ -28,13 +27,12 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform, VonMises
 from anglesim.fisher import propagated_fisher
 from anglesim.models import build_model
+from anglesim.plotting import PHASE_COLOURS, STYLE, angle_axis, successful
+from anglesim.stats import mean_ci
+from anglesim.study import Study
 from anglesim.training import Phase, make_generator, train
 
-try:  # run as ``studies.pretrain_imprint`` (CLI, workers) or as a script
-    from studies._common import SPEC, run_grid, standard_cnn, successful
-except ImportError:  # pragma: no cover - direct ``python studies/pretrain_imprint.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from studies._common import SPEC, run_grid, standard_cnn, successful
+from ._common import SPEC, resolve_size, standard_cnn
 
 NAME = "pretrain_imprint"
 MODEL = standard_cnn("cossin")
@@ -68,7 +66,7 @@ def child_seed(seed: int, child: int) -> int:
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """One parent and its children, fine-tuned with optimiser state reset and kept."""
-    sz = SIZES[size]
+    sz = resolve_size(SIZES, size)
     kappa = float(condition["kappa"])
     grid = evaluation_grid(sz["n_angles"])
     angle = grid.double().numpy()
@@ -155,16 +153,6 @@ def add_imprint(ds: xr.Dataset) -> xr.Dataset:
                       for k, v in m.data_vars.items()})
 
 
-def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
-    """Run the parents across replicates and save the Dataset; return its path."""
-    size = "quick" if quick else "full"
-    sz = SIZES[size]
-    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
-              "model": MODEL.to_config(), "finetune_loc": FINETUNE_LOC,
-              "phases": [p.to_config() for p in phases(4.0, sz, "kept")]}
-    return run_grid(NAME, replicate, {"kappa": [4.0]}, quick=quick,
-                    n_replicates=replicates or sz["replicates"], config=config,
-                    postprocess=add_imprint, **options)
 
 
 def summarise(ds: xr.Dataset) -> str:
@@ -180,7 +168,76 @@ def summarise(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    from anglesim.cli import main
+def describe(params: dict, grid: dict) -> dict:
+    """What the Dataset's config records besides the sizes."""
+    return {"spec": SPEC.to_config(), "model": MODEL.to_config(),
+            "finetune_loc": FINETUNE_LOC,
+            "phases": [p.to_config() for p in phases(grid["kappa"][0], params, "kept")]}
 
-    sys.exit(main(["run", NAME, *sys.argv[1:]]))
+
+# ---- figure ----------------------------------------------------------------------------------
+
+
+def plot_pretrain_imprint(ds: xr.Dataset) -> plt.Figure:
+    """Pretraining imprint: do children of one pretrained parent share their FI wiggles?
+
+    Panels (a, b): residual log FI of the decoded angle (each child's curve minus the mean over
+    all children of all parents) for the children of up to three parents, optimiser state reset
+    (a) and kept (b) at the phase boundary; (c) mean correlation of residuals between children of
+    the same parent and of different parents, mean ± 95% CI over parents.
+    """
+    ds = successful(ds).isel(kappa=0)
+    theta_deg = np.degrees(ds["angle"].values)
+    logfi = np.log10(ds["fisher"].sel(layer="output"))
+    resid = logfi - logfi.mean(("replicate", "child"))
+    parents = ds["replicate"].values[:3]
+    states = [str(s) for s in ds["state"].values]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(10, 3.0), constrained_layout=True)
+        for ax, state, letter in zip(axes[:2], states, "ab", strict=False):
+            for i, parent in enumerate(parents):
+                colour = PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)]
+                curves = resid.sel(state=state, replicate=parent)
+                for j, child in enumerate(curves["child"].values):
+                    ax.plot(theta_deg, curves.sel(child=child), color=colour, lw=0.9,
+                            alpha=0.8, label=f"parent {parent}" if j == 0 else None)
+            ax.axhline(0, color="0.6", lw=0.8)
+            ax.set_ylabel("residual log₁₀ FI of θ̂")
+            angle_axis(ax)
+            ax.legend(frameon=False, fontsize=7)
+            ax.set_title(f"{letter}  children, optimiser state {state}", loc="left")
+        ax = axes[2]
+        x = np.arange(len(states))
+        for offset, (var, label, colour) in enumerate(
+            [("imprint_within", "same parent", PHASE_COLOURS[1]),
+             ("imprint_between", "different parents", PHASE_COLOURS[2])]
+        ):
+            mean, half = mean_ci(ds[var])
+            ax.errorbar(x + (offset - 0.5) * 0.2, mean.sel(state=states),
+                        yerr=half.sel(state=states), fmt="o", color=colour, label=label,
+                        capsize=2, ms=4)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xticks(x, [f"optimiser {s}" for s in states])
+        ax.set_xlim(-0.6, len(states) - 0.4)
+        ax.set_ylabel("correlation of FI residuals")
+        ax.legend(frameon=False)
+        ax.set_title("c  fingerprint", loc="left")
+        fig.suptitle(f"pretraining imprint: {int(ds['replicate'].size)} parents × "
+                     f"{int(ds['child'].size)} children, mean ± 95% CI", fontsize=9)
+    return fig
+
+
+STUDY = Study(
+    name=NAME,
+    question="Do children fine-tuned from one pretrained parent share the parent's FI wiggles?",
+    replicate=replicate,
+    sizes=SIZES,
+    grid={"kappa": [4.0]},
+    describe=describe,
+    postprocess=add_imprint,
+    figure=plot_pretrain_imprint,
+    summary=summarise,
+    # one condition; the children of a parent are made inside its replicate (child seeds derived
+    # from the parent's)
+    pair_axes=(),
+)

@@ -3,15 +3,15 @@
 Cheng et al. (2025, Nat Hum Behav 9:1023) found that perceptual learning in a CNN raised
 discriminability mainly by shrinking trial-to-trial variability, not by sharpening tuning.
 Here a parent CNN is pretrained on the uniform prior (the fine-tuning-under-shift study's
-parent, :func:`studies.finetune_shift.pretrain_phase`) and copies of it are fine-tuned on the
-prior shift (angles from a von Mises prior at 90°, κ = 4: practice concentrated around one
-orientation) with several strategies (:mod:`anglesim.finetune`; the shift study's phases,
-:func:`studies.finetune_shift.finetune_phase`, at one n_train and one learning rate). At each
-block and angle the linear FI J = f′ᵀ(Σ + ridge)⁻¹f′ of the propagated pixel noise
-(f′ = A ẋ, Σ = A Σ_x Aᵀ) is split (:func:`anglesim.laws.signal_noise_split`) into
-``delta_signal`` = log₂ J(f′_ft, Σ_pre)/J_pre (tuning changed, covariance kept),
-``delta_noise`` = log₂ J(f′_pre, Σ_ft)/J_pre and the ``delta_interaction`` that the two
-leave of ``delta_total``.
+parent, :func:`anglesim.studies.finetune_shift.pretrain_phase`) and copies of it are
+fine-tuned on the prior shift (angles from a von Mises prior at 90°, κ = 4: practice
+concentrated around one orientation) with several strategies (:mod:`anglesim.finetune`; the
+shift study's phases, :func:`anglesim.studies.finetune_shift.finetune_phase`, at one n_train
+and one learning rate). At each block and angle the linear FI J = f′ᵀ(Σ + ridge)⁻¹f′ of the
+propagated pixel noise (f′ = A ẋ, Σ = A Σ_x Aᵀ) is split
+(:func:`anglesim.laws.signal_noise_split`) into ``delta_signal`` = log₂ J(f′_ft, Σ_pre)/J_pre
+(tuning changed, covariance kept), ``delta_noise`` = log₂ J(f′_pre, Σ_ft)/J_pre and the
+``delta_interaction`` that the two leave of ``delta_total``.
 
 The ridge (relative, :data:`EPS`) is what keeps J(f′_ft, Σ_pre) finite where Σ is singular: a
 block with at least as many units as pixels (conv1: 2,048 units on 1,024 pixels; conv2 1,024)
@@ -24,8 +24,6 @@ Run: ``anglesim run signal_noise [--quick]``.
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -35,20 +33,15 @@ import xarray as xr
 from anglesim.data import evaluation_grid
 from anglesim.laws import signal_noise_split
 from anglesim.models import build_model
-from anglesim.plotting import STYLE, register_figure
+from anglesim.plotting import STYLE, successful
 from anglesim.seeding import stream_seed
 from anglesim.stats import mean_ci
+from anglesim.study import Study
 from anglesim.training import evaluate_error, train
 
-try:  # run as ``studies.signal_noise`` (CLI, workers) or as a script
-    from studies import finetune_shift as shift_study
-    from studies._common import SPEC, run_grid, successful
-    from studies._laws_common import MIN_BAND_REPLICATES, band_note
-except ImportError:  # pragma: no cover - direct ``python studies/signal_noise.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from studies import finetune_shift as shift_study
-    from studies._common import SPEC, run_grid, successful
-    from studies._laws_common import MIN_BAND_REPLICATES, band_note
+from . import finetune_shift as shift_study
+from ._common import SPEC, resolve_size
+from ._laws_common import MIN_BAND_REPLICATES, band_note
 
 NAME = "signal_noise"
 STRATEGIES = ("full", "linear_probe", "lp_ft", "surgical", "l2_sp", "lora")
@@ -70,7 +63,7 @@ split's angle grid (6: every 30°, which holds the prior's peak at 90°)."""
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Pretrain a parent, fine-tune a copy with each strategy, split each block's FI change."""
-    sz = SIZES[size]
+    sz = resolve_size(SIZES, size)
     task = shift_study.shifted_task(str(condition["shift"]))
     torch.manual_seed(stream_seed(seed, "init"))
     parent = build_model(shift_study.MODEL)
@@ -112,20 +105,14 @@ def add_measures(ds: xr.Dataset) -> xr.Dataset:
     return ds.assign({f"{t}_prior": (ok[t] * w).sum("split_angle") / w.sum() for t in TERMS})
 
 
-def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
-    """Run the study and save its Dataset; return the path."""
-    size = "quick" if quick else "full"
-    sz = SIZES[size]
+def describe(params: dict, grid: dict) -> dict:
+    """What the Dataset's config records besides the sizes."""
     task = shift_study.shifted_task("prior")
-    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
-              "model": shift_study.MODEL.to_config(), "eps": EPS,
-              "strategies": {s: shift_study.STRATEGIES[s] for s in STRATEGIES},
-              "pretrain": shift_study.pretrain_phase(sz).to_config(),
-              "finetune_example": shift_study.finetune_phase(task, "full", sz["n_train"],
-                                                             sz["lr"], sz).to_config()}
-    return run_grid(NAME, replicate, {"shift": ["prior"]}, quick=quick,
-                    n_replicates=replicates or sz["replicates"], config=config,
-                    postprocess=add_measures, **options)
+    return {"spec": SPEC.to_config(), "model": shift_study.MODEL.to_config(), "eps": EPS,
+            "strategies": {s: shift_study.STRATEGIES[s] for s in params["strategies"]},
+            "pretrain": shift_study.pretrain_phase(params).to_config(),
+            "finetune_example": shift_study.finetune_phase(
+                task, "full", params["n_train"], params["lr"], params).to_config()}
 
 
 def summarise(ds: xr.Dataset) -> str:
@@ -149,7 +136,6 @@ def summarise(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-@register_figure(NAME)
 def figure(ds: xr.Dataset) -> plt.Figure:
     """Per block: the prior-weighted log₂ change of each strategy split into signal, noise and
     interaction (bars), with the total (points) and its interval."""
@@ -184,8 +170,17 @@ def figure(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
-if __name__ == "__main__":
-    from anglesim.cli import main
 
-    sys.exit(main(["run", NAME, *sys.argv[1:]]))
 
+STUDY = Study(
+    name=NAME,
+    question="Does fine-tuning raise a layer's FI through its tuning f' or its covariance "
+             "Sigma (Cheng et al. 2025)?",
+    replicate=replicate,
+    sizes=SIZES,
+    grid={"shift": ["prior"]},
+    describe=describe,
+    postprocess=add_measures,
+    figure=figure,
+    summary=summarise,
+)

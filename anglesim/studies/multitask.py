@@ -24,9 +24,7 @@ Run: ``anglesim run multitask [--quick]``.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import xarray as xr
@@ -36,6 +34,16 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform
 from anglesim.fisher import propagated_fisher
 from anglesim.models import AngleNet, build_model
+from anglesim.plotting import (
+    PHASE_COLOURS,
+    STYLE,
+    fi_vs_angle_axis,
+    log_band,
+    replicate_count,
+    successful,
+)
+from anglesim.stats import mean_ci
+from anglesim.study import Study
 from anglesim.training import (
     Phase,
     Task,
@@ -46,11 +54,7 @@ from anglesim.training import (
     train,
 )
 
-try:  # run as ``studies.multitask`` (CLI, workers) or as a script
-    from studies._common import SPEC, run_grid, standard_cnn, successful
-except ImportError:  # pragma: no cover - direct ``python studies/multitask.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from studies._common import SPEC, run_grid, standard_cnn, successful
+from ._common import SPEC, resolve_size, standard_cnn
 
 NAME = "multitask"
 MODEL = standard_cnn("cossin")
@@ -126,7 +130,7 @@ def probe_error(net: AngleNet, other: str, sz: dict, generator: torch.Generator)
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train one network in one regime; measure errors and per-block FI about θ at SPEC."""
-    sz = SIZES[size]
+    sz = resolve_size(SIZES, size)
     other, regime = str(condition["other"]), str(condition["regime"])
     lo, hi = RANGES[other]
     plan = phases(regime, other, sz)
@@ -189,18 +193,6 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     return xr.merge([ds, history], combine_attrs="drop_conflicts")
 
 
-def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
-    """Run the regime × other-task grid across replicates and save its Dataset."""
-    size = "quick" if quick else "full"
-    sz = SIZES[size]
-    grid = {"other": list(sz["others"]), "regime": list(regimes(sz["weights"]))}
-    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
-              "model": MODEL.to_config(), "ranges": {k: list(v) for k, v in RANGES.items()},
-              "phases": {f"{o}/{r}": [p.to_config() for p in phases(r, o, sz)]
-                         for o in grid["other"] for r in grid["regime"]}}
-    return run_grid(NAME, replicate, grid, quick=quick,
-                    n_replicates=replicates or sz["replicates"], config=config,
-                    postprocess=add_measures, **options)
 
 
 # ---- derived measures ----------------------------------------------------------------------
@@ -269,7 +261,6 @@ def add_measures(ds: xr.Dataset) -> xr.Dataset:
 
 def summarise(ds: xr.Dataset) -> str:
     """The run's findings in numbers: per other task and regime, mean ± 95% CI half-width."""
-    from anglesim.plotting import mean_ci
 
     lines = []
     for other in ds["other"].values:
@@ -298,7 +289,147 @@ def summarise(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    from anglesim.cli import main
+def describe(params: dict, grid: dict) -> dict:
+    """What the Dataset's config records besides the sizes."""
+    return {"spec": SPEC.to_config(), "model": MODEL.to_config(),
+            "ranges": {k: list(v) for k, v in RANGES.items()},
+            "phases": {f"{o}/{r}": [p.to_config() for p in phases(r, o, params)]
+                       for o in grid["other"] for r in grid["regime"]}}
 
-    sys.exit(main(["run", NAME, *sys.argv[1:]]))
+
+# ---- figure ----------------------------------------------------------------------------------
+
+
+_MT_JOINT_BLUES = ("#92c5de", "#4393c3", "#2166ac", "#053061")
+
+
+def _mt_regime_style(regimes: list[str]) -> dict[str, tuple[str, str]]:
+    """Colour and label of each multitask regime: angle only grey, sequential red, joint
+    regimes in blues darkening with the weight of the other task."""
+    joint = [r for r in regimes if r.startswith("joint_")]
+    out = {}
+    for r in regimes:
+        if r == "angle_only":
+            out[r] = (PHASE_COLOURS[0], "angle only")
+        elif r == "sequential":
+            out[r] = (PHASE_COLOURS[1], "sequential")
+        else:
+            i = joint.index(r) + max(0, len(_MT_JOINT_BLUES) - 1 - len(joint))
+            out[r] = (_MT_JOINT_BLUES[min(i, len(_MT_JOINT_BLUES) - 1)],
+                      f"joint, w = {r.removeprefix('joint_')}")
+    return out
+
+
+def plot_multitask(ds: xr.Dataset) -> plt.Figure:
+    """Multitask: angle estimation alone, after another task, and jointly with it.
+
+    One row per other task (contrast or spatial-frequency estimation). Panels: (a) FI of the
+    decoded angle against θ per regime (geometric mean and 95% CI over replicates), at the
+    fixed standard stimulus; (b) per block, mean log₂ FI about θ minus the angle-only
+    regime's, with Welch 95% CIs (``fisher_log2_ratio``), and the sequential regime's trunk
+    after its first, other-task-only phase; (c) mean absolute angle error per regime (mean ±
+    95% CI, replicates as dots); (d) the other property's RMSE relative to always predicting
+    its mean: its head after training, the head after the first sequential phase, and a
+    linear probe of the last trunk block.
+    """
+    ds = successful(ds)
+    others = [str(o) for o in ds["other"].values]
+    regimes = [str(r) for r in ds["regime"].values]
+    style = _mt_regime_style(regimes)
+    ticks = [style[r][1].replace(", ", "\n").replace("angle only", "angle\nonly")
+             for r in regimes]
+    theta_deg = np.degrees(ds["angle"].values)
+    layers = [str(v) for v in ds["layer"].values if str(v) != "input"]
+    x_reg = np.arange(len(regimes))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(others), 4, figsize=(13, 3.2 * len(others)),
+                                 constrained_layout=True, squeeze=False)
+        for row, other in zip(axes, others, strict=True):
+            d = ds.sel(other=other)
+            span = ""
+            if "other_low" in d.coords:
+                span = f" ({float(d['other_low']):g}–{float(d['other_high']):g})"
+            ax = row[0]
+            for r in regimes:
+                log_band(ax, theta_deg, d["fisher"].sel(regime=r, layer="output"),
+                          style[r][0], style[r][1], alpha=0.12)
+            fi_vs_angle_axis(ax)
+            ax.legend(frameon=False, fontsize=7)
+            ax.set_title(f"a  other task: {other}{span}; FI at the output", loc="left")
+
+            ax = row[1]
+            x = np.arange(len(layers))
+            shown = [r for r in regimes if r != "angle_only"]
+            width = 0.8 / (len(shown) + 1)
+            for k, r in enumerate(shown):
+                mean = d["fisher_log2_ratio"].sel(regime=r, layer=layers)
+                half = d["fisher_log2_ratio_ci"].sel(regime=r, layer=layers)
+                ax.errorbar(x + (k - len(shown) / 2) * width, mean, yerr=half, fmt="o",
+                            ms=4, capsize=2, color=style[r][0], label=style[r][1])
+            # after the first sequential phase the angle head is untrained: trunk blocks only
+            trunk = [layer for layer in layers if layer not in ("head", "output")]
+            ax.errorbar(np.arange(len(trunk)) + (len(shown) / 2) * width,
+                        d["other_only_log2_ratio"].sel(layer=trunk),
+                        yerr=d["other_only_log2_ratio_ci"].sel(layer=trunk), fmt="^", ms=4,
+                        capsize=2, color=style["sequential"][0], mfc="white",
+                        label=f"{other} only (sequential, 1st phase)")
+            ax.axhline(0, color=style["angle_only"][0], lw=0.8, label="angle only")
+            ax.set_xticks(x, layers)
+            ax.set_xlabel("block")
+            ax.set_ylabel("log₂ FI about θ / angle only")
+            ax.legend(frameon=False, fontsize=6.5)
+            ax.set_title("b  FI per block vs angle only", loc="left")
+
+            ax = row[2]
+            for k, r in enumerate(regimes):
+                err = np.degrees(d["angle_error"].sel(regime=r))
+                mean, half = mean_ci(err)
+                ax.errorbar(k, mean, yerr=half, fmt="o", ms=5, capsize=3, color=style[r][0])
+                ax.plot(np.full(err.sizes["replicate"], k + 0.18), err, ".", ms=3,
+                        color=style[r][0], alpha=0.6)
+            ax.set_xticks(x_reg, ticks, fontsize=7)
+            ax.set_ylabel("mean |θ̂ − θ| (deg)")
+            ax.set_ylim(bottom=0)
+            ax.set_title("c  angle error", loc="left")
+
+            ax = row[3]
+            for offset, (var, marker, label) in enumerate([
+                ("other_error_rel", "o", f"{other} head"),
+                ("probe_error_rel", "s", "linear probe of fc"),
+            ]):
+                mean, half = mean_ci(d[var])
+                ok = np.isfinite(mean.values)
+                ax.errorbar(x_reg[ok] + (offset - 0.5) * 0.25, mean.values[ok],
+                            yerr=half.values[ok], fmt=marker, ms=4, capsize=2,
+                            color="0.2" if offset == 0 else "0.55", label=label)
+            if "other_error_other_only_rel" in d:
+                mean, half = mean_ci(d["other_error_other_only_rel"])
+                k = regimes.index("sequential")
+                ax.errorbar(k + 0.38, float(mean), yerr=float(half), fmt="^", ms=4,
+                            capsize=2, color=style["sequential"][0], mfc="white",
+                            label="head after 1st phase")
+            ax.axhline(1, color="0.6", lw=0.8, ls=":", label="chance (predict the mean)")
+            ax.set_xticks(x_reg, ticks, fontsize=7)
+            ax.set_ylabel(f"{other} RMSE / chance RMSE")
+            ax.set_ylim(bottom=0)
+            ax.legend(frameon=False, fontsize=6.5)
+            ax.set_title(f"d  {other} error", loc="left")
+        fig.suptitle(f"multitask: {replicate_count(ds)}; FI at contrast 1, 4 cycles/image",
+                     fontsize=9)
+    return fig
+
+
+STUDY = Study(
+    name=NAME,
+    question=("Does learning another property of the image (sequentially or jointly) change FI "
+              "about orientation?"),
+    replicate=replicate,
+    sizes=SIZES,
+    grid=lambda params: {"other": list(params["others"]),
+                         "regime": list(regimes(params["weights"]))},
+    describe=describe,
+    postprocess=add_measures,
+    figure=plot_multitask,
+    summary=summarise,
+    pair_axes=(),  # every (other task, regime) trains its own networks from its own seeds
+)

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
-from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import xarray as xr
@@ -32,13 +31,21 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import Gridded, VonMises
 from anglesim.fisher import propagated_fisher
 from anglesim.models import build_model
+from anglesim.plotting import (
+    PHASE_COLOURS,
+    STYLE,
+    angle_axis,
+    band,
+    fi_vs_angle_axis,
+    log_band,
+    replicate_count,
+    successful,
+)
+from anglesim.stats import mean_ci
+from anglesim.study import Study
 from anglesim.training import Phase, train
 
-try:  # run as ``studies.adapt_loop`` (CLI, workers) or as a script
-    from studies._common import SPEC, run_grid, standard_cnn
-except ImportError:  # pragma: no cover - direct ``python studies/adapt_loop.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from studies._common import SPEC, run_grid, standard_cnn
+from ._common import SPEC, resolve_size, standard_cnn
 
 NAME = "adapt_loop"
 MODEL = standard_cnn("cossin")
@@ -93,7 +100,7 @@ def phase(name: str, prior, sz: dict, epochs: int, lr: float, reset: bool = True
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Run the loop for one mode; record prior and FI at every round."""
-    sz = SIZES[size]
+    sz = resolve_size(SIZES, size)
     mode = str(condition["mode"])
     grid = evaluation_grid(sz["n_angles"])
     angle = grid.double().numpy()
@@ -161,20 +168,10 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     return ds
 
 
-def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
-    """Run the three modes across replicates and save the Dataset; return its path."""
-    size = "quick" if quick else "full"
-    sz = SIZES[size]
-    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
-              "model": MODEL.to_config(), "start_prior": START_PRIOR.to_config(),
-              "smooth_order": SMOOTH_ORDER, "cv_tol": CV_TOL, "kl_tol": KL_TOL}
-    return run_grid(NAME, replicate, {"mode": list(MODES)}, quick=quick,
-                    n_replicates=replicates or sz["replicates"], config=config, **options)
 
 
 def summarise(ds: xr.Dataset) -> str:
     """CV of FI and KL between successive priors per round, mean over replicates, per mode."""
-    from studies._common import successful
 
     ok = successful(ds)
     lines = ["per mode, per round: CV of FI (KL to the previous prior), mean over replicates"]
@@ -190,7 +187,76 @@ def summarise(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    from anglesim.cli import main
+def describe(params: dict, grid: dict) -> dict:
+    """What the Dataset's config records besides the sizes."""
+    return {"spec": SPEC.to_config(), "model": MODEL.to_config(),
+            "start_prior": START_PRIOR.to_config(), "smooth_order": SMOOTH_ORDER,
+            "cv_tol": CV_TOL, "kl_tol": KL_TOL}
 
-    sys.exit(main(["run", NAME, *sys.argv[1:]]))
+
+# ---- figure ----------------------------------------------------------------------------------
+
+
+def plot_adapt_loop(ds: xr.Dataset) -> plt.Figure:
+    """Adaptive loop: the prior and FI over rounds of p ← p/√J, and convergence per mode.
+
+    Panels: (a) training prior of each round and (b) FI of the decoded angle after it
+    (geometric mean over replicates), first mode; (c) coefficient of variation of FI over
+    angles and (d) KL divergence between successive priors, per round and mode, mean ± 95% CI
+    over replicates.
+    """
+    ds = successful(ds)
+    theta_deg = np.degrees(ds["angle"].values)
+    modes = [str(m) for m in ds["mode"].values]
+    rounds = ds["round"].values
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(rounds)))
+    first = ds.sel(mode=modes[0])
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3.0), constrained_layout=True)
+        ax = axes[0]
+        for colour, r in zip(colours, rounds, strict=True):
+            mean, half = mean_ci(first["prior_density"].sel(round=r))
+            band(ax, theta_deg, mean, half, colour, f"round {int(r)}")
+        ax.set_ylabel("training prior p(θ) (1/rad)")
+        ax.set_ylim(bottom=0)
+        angle_axis(ax)
+        ax.legend(frameon=False, fontsize=7)
+        ax.set_title(f"a  prior ({modes[0]})", loc="left")
+
+        ax = axes[1]
+        for colour, r in zip(colours, rounds, strict=True):
+            log_band(ax, theta_deg, first["fisher"].sel(round=r), colour, f"round {int(r)}")
+        fi_vs_angle_axis(ax)
+        ax.set_title(f"b  FI ({modes[0]})", loc="left")
+
+        for ax, var, label, letter in [
+            (axes[2], "fisher_cv", "CV of FI over θ", "c  flatness of FI"),
+            (axes[3], "prior_kl", "KL(p_r ‖ p_{r−1}) (nats)", "d  step between priors"),
+        ]:
+            for m, mode in enumerate(modes):
+                mean, half = mean_ci(ds[var].sel(mode=mode))
+                ax.errorbar(rounds + (m - 1) * 0.08, mean, yerr=half, fmt="o-", ms=3,
+                            capsize=2, color=PHASE_COLOURS[(m + 1) % len(PHASE_COLOURS)],
+                            label=mode)
+            ax.set_xticks(rounds)
+            ax.set_xlabel("round")
+            ax.set_ylabel(label)
+            ax.set_ylim(bottom=0)
+            ax.legend(frameon=False, fontsize=7)
+            ax.set_title(letter, loc="left")
+        fig.suptitle(f"adaptive loop: {replicate_count(ds)}", fontsize=9)
+    return fig
+
+
+STUDY = Study(
+    name=NAME,
+    question=("Does iterating p ← p/√J (train, measure FI, reweight the prior) flatten Fisher "
+              "information?"),
+    replicate=replicate,
+    sizes=SIZES,
+    grid={"mode": list(MODES)},
+    describe=describe,
+    figure=plot_adapt_loop,
+    summary=summarise,
+    pair_axes=(),  # each mode trains its own networks from its own seeds
+)

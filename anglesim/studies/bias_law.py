@@ -32,8 +32,6 @@ Run: ``anglesim run bias_law [--quick]``.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -45,18 +43,14 @@ from anglesim.distributions import Uniform, VonMises
 from anglesim.laws import decoded_bias, fit_bias_law, inverse_fisher_slope, law_agreement
 from anglesim.measure import measure_fisher, method_result
 from anglesim.models import build_model
-from anglesim.plotting import STYLE, register_figure
+from anglesim.plotting import STYLE, successful
 from anglesim.seeding import stream_seed, torch_generator
 from anglesim.stats import mean_ci
+from anglesim.study import Study
 from anglesim.training import Phase, train
 
-try:  # run as ``studies.bias_law`` (CLI, workers) or as a script
-    from studies._common import SPEC, run_grid, standard_cnn, successful
-    from studies._laws_common import MIN_BAND_REPLICATES, band, band_note
-except ImportError:  # pragma: no cover - direct ``python studies/bias_law.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from studies._common import SPEC, run_grid, standard_cnn, successful
-    from studies._laws_common import MIN_BAND_REPLICATES, band, band_note
+from ._common import SPEC, resolve_size, standard_cnn
+from ._laws_common import MIN_BAND_REPLICATES, band_note, replicate_band
 
 NAME = "bias_law"
 MODEL = standard_cnn("cossin")
@@ -85,7 +79,7 @@ def phase(prior: str, loss: str, sz: dict) -> Phase:
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train one network and measure its output FI, its decoded bias and the law's fit."""
-    sz = SIZES[size]
+    sz = resolve_size(SIZES, size)
     prior, loss = str(condition["prior"]), str(condition["loss"])
     torch.manual_seed(stream_seed(seed, "init"))
     model = build_model(MODEL)
@@ -115,18 +109,13 @@ def add_measures(ds: xr.Dataset) -> xr.Dataset:
     return ds.assign(law_agreement=law_agreement(ok["bias"], ok["slope"]))
 
 
-def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
-    """Run every prior × loss and save the Dataset; return its path."""
-    size = "quick" if quick else "full"
-    sz = SIZES[size]
-    grid = {"prior": list(PRIORS), "loss": list(LOSSES)}
-    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
-              "model": MODEL.to_config(), "priors": {k: p.to_config() for k, p in
-                                                     PRIORS.items()},
-              "phases": [phase(p, ls, sz).to_config() for p in PRIORS for ls in LOSSES]}
-    return run_grid(NAME, replicate, grid, quick=quick,
-                    n_replicates=replicates or sz["replicates"], config=config,
-                    postprocess=add_measures, **options)
+def describe(params: dict, grid: dict) -> dict:
+    """What the Dataset's config records besides the sizes."""
+    return {"spec": SPEC.to_config(), "model": MODEL.to_config(),
+            "priors": {k: p.to_config() for k, p in PRIORS.items()},
+            "phases": [phase(p, ls, params).to_config() for p in grid["prior"]
+                       for ls in grid["loss"]],
+            "max_threshold": MAX_THRESHOLD, "fisher_floor": FISHER_FLOOR}
 
 
 def summarise(ds: xr.Dataset) -> str:
@@ -156,7 +145,6 @@ def summarise(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-@register_figure(NAME)
 def figure(ds: xr.Dataset) -> plt.Figure:
     """Per prior (rows): the bias against θ, the law's prediction ĉ·d/dθ[1/J] (ĉ the mean
     constant), and FI; last column the constant per loss with its interval."""
@@ -171,11 +159,11 @@ def figure(ds: xr.Dataset) -> plt.Figure:
             c = ok.sel(prior=prior)
             for loss in losses:
                 d = c.sel(loss=loss)
-                band(row[0], x, np.degrees(d["bias"]), colours[loss], str(loss))
+                replicate_band(row[0], x, np.degrees(d["bias"]), colours[loss], str(loss))
                 const = float(d["law_constant"].mean())
                 row[0].plot(x, np.degrees(const * d["slope"].mean("replicate")),
                             color=colours[loss], ls="--", lw=0.8)
-                band(row[1], x, d["fisher"], colours[loss], str(loss), log=True)
+                replicate_band(row[1], x, d["fisher"], colours[loss], str(loss), log=True)
             row[0].axhline(0, color="k", lw=0.5)
             row[0].set_ylabel(f"{prior}\nbias θ̂ − θ (deg)")
             row[1].set_yscale("log")
@@ -198,7 +186,16 @@ def figure(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
-if __name__ == "__main__":
-    from anglesim.cli import main
 
-    sys.exit(main(["run", NAME, *sys.argv[1:]]))
+STUDY = Study(
+    name=NAME,
+    question="Does a trained network's decoded-angle bias follow b = c d/dtheta[1/J] "
+             "(Wei & Stocker 2017), and where does it hold, fail or flip sign?",
+    replicate=replicate,
+    sizes=SIZES,
+    grid={"prior": list(PRIORS), "loss": list(LOSSES)},
+    describe=describe,
+    postprocess=add_measures,
+    figure=figure,
+    summary=summarise,
+)

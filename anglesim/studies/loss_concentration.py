@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import xarray as xr
@@ -27,14 +26,20 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import VonMises
 from anglesim.fisher import propagated_fisher
 from anglesim.models import CNNConfig, build_model
+from anglesim.plotting import (
+    PHASE_COLOURS,
+    STYLE,
+    angle_axis,
+    log_band,
+    replicate_count,
+    successful,
+)
+from anglesim.stats import mean_ci
+from anglesim.study import Study
 from anglesim.theory import budget_scale, fit_exponents, loss_exponent
 from anglesim.training import Phase, evaluate_error, make_generator, train
 
-try:  # run as ``studies.loss_concentration`` (CLI, workers) or as a script
-    from studies._common import SPEC, run_grid, standard_cnn
-except ImportError:  # pragma: no cover - direct ``python studies/loss_concentration.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from studies._common import SPEC, run_grid, standard_cnn
+from ._common import SPEC, resolve_size, standard_cnn
 
 NAME = "loss_concentration"
 PRIOR_LOC = math.pi / 2
@@ -74,7 +79,7 @@ def phase(loss_label: str, kappa: float, size: dict) -> Phase:
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train one network with one loss on one prior; measure FI and error on the angle grid."""
-    sz = SIZES[size]
+    sz = resolve_size(SIZES, size)
     label, kappa = str(condition["loss"]), float(condition["kappa"])
     torch.manual_seed(seed)
     model = build_model(model_config(LOSSES[label][2]))
@@ -96,17 +101,6 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     return xr.merge([ds, history], combine_attrs="drop_conflicts")
 
 
-def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
-    """Run the loss × κ grid across replicates and save its Dataset; return the path."""
-    size = "quick" if quick else "full"
-    sz = SIZES[size]
-    grid = {"loss": sz["losses"], "kappa": sz["kappas"]}
-    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
-              "model": model_config("cossin").to_config(), "prior_loc": PRIOR_LOC,
-              "losses": {k: list(v) for k, v in LOSSES.items()}}
-    return run_grid(NAME, replicate, grid, quick=quick,
-                    n_replicates=replicates or sz["replicates"], config=config,
-                    postprocess=add_fits, **options)
 
 
 def add_fits(ds: xr.Dataset) -> xr.Dataset:
@@ -145,7 +139,6 @@ def add_fits(ds: xr.Dataset) -> xr.Dataset:
 
 def summarise(ds: xr.Dataset) -> str:
     """Fitted exponents per loss and κ (mean over replicates) beside the decoding error."""
-    from studies._common import successful
 
     ok = successful(ds)
     lines = ["exponent α of J_output ∝ p(θ)^α, mean ± s.e. over replicates (predicted) | "
@@ -172,7 +165,132 @@ def summarise(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    from anglesim.cli import main
+def describe(params: dict, grid: dict) -> dict:
+    """What the Dataset's config records besides the sizes."""
+    return {"spec": SPEC.to_config(), "model": model_config("cossin").to_config(),
+            "prior_loc": PRIOR_LOC, "losses": {k: list(v) for k, v in LOSSES.items()}}
 
-    sys.exit(main(["run", NAME, *sys.argv[1:]]))
+
+# ---- figure ----------------------------------------------------------------------------------
+
+
+def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
+    """Loss and concentration: how sharply FI follows the prior, per training loss.
+
+    Panels: (a) FI of the decoded angle normalised to ∫√J dθ = 1 (geometric mean over
+    replicates) for each loss at the largest κ, with the prior's own p² (infomax) and p^{2/3}
+    (squared error) predictions; (b) log normalised FI against log prior density, pooled over
+    κ, with the predicted slopes; (c) fitted exponent α per loss and κ (mean ± 95% CI over
+    replicates) against the prediction 2/(p + 1); (d) mean absolute decoding error; (e)
+    locality: FI at the density level 1/π (from each replicate's fit) relative to the least
+    concentrated prior, against the change a fixed budget of ∫√J would force (bars); 0 means
+    FI depends on the local density only.
+    """
+    from anglesim.theory import predicted_fisher, sqrt_total
+
+    ds = successful(ds)
+    predicted = ds["alpha_predicted"]
+    theta_deg = np.degrees(ds["angle"].values)
+    losses = [str(v) for v in ds["loss"].values]
+    kappas = [float(k) for k in ds["kappa"].values]
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(losses)))
+    fi = ds["fisher"].sel(layer="output")
+    norm = fi / sqrt_total(fi) ** 2
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 5, figsize=(16, 3.2), constrained_layout=True)
+        ax = axes[0]
+        kappa = kappas[-1]
+        for colour, label in zip(colours, losses, strict=True):
+            log_band(ax, theta_deg, norm.sel(loss=label, kappa=kappa), colour, label)
+        density = ds["prior_density"].sel(kappa=kappa).isel(loss=0, replicate=0)
+        unit = xr.ones_like(density)
+        for alpha, style in [(2.0, "--"), (2 / 3, ":")]:
+            pred = predicted_fisher(density, alpha, normalise_to=unit)
+            ax.plot(theta_deg, pred / sqrt_total(unit) ** 2, color="k", ls=style, lw=1,
+                    label=f"∝ p^{alpha:.2g}")
+        ax.set_yscale("log")
+        ax.set_ylabel("FI of θ̂ / (∫√J dθ)²")
+        angle_axis(ax)
+        ax.legend(frameon=False, fontsize=6, ncol=2)
+        ax.set_title(f"a  normalised FI (κ = {kappa:g})", loc="left")
+
+        ax = axes[1]
+        for colour, label in zip(colours, losses, strict=True):
+            x = np.log10(ds["prior_density"].sel(loss=label)).mean("replicate")
+            y = np.log10(norm.sel(loss=label)).mean("replicate")
+            ax.plot(x.values.ravel(), y.values.ravel(), ".", ms=2, color=colour, label=label)
+        x_all = np.log10(ds["prior_density"]).mean("replicate")
+        y_all = np.log10(norm).mean("replicate")
+        xr_ = np.array([float(x_all.min()), float(x_all.max())])
+        x0, y0 = float(x_all.mean()), float(y_all.mean())
+        for alpha, style in [(2.0, "--"), (2 / 3, ":")]:
+            ax.plot(xr_, y0 + alpha * (xr_ - x0), color="k", ls=style, lw=1,
+                    label=f"slope {alpha:.2g}")
+        ax.legend(frameon=False, fontsize=6, ncol=2, markerscale=3)
+        ax.set_xlabel("log₁₀ prior density p(θ)")
+        ax.set_ylabel("log₁₀ normalised FI")
+        ax.set_title("b  FI against density", loc="left")
+
+        ax = axes[2]
+        x = np.arange(len(losses))
+        width = 0.6 / max(len(kappas), 1)
+        for k, kappa in enumerate(kappas):
+            mean, half = mean_ci(ds["alpha"].sel(kappa=kappa, layer="output"))
+            ax.errorbar(x + (k - (len(kappas) - 1) / 2) * width, mean, yerr=half, fmt="o",
+                        ms=3, capsize=2, color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
+                        label=f"κ = {kappa:g}")
+        ax.scatter(x, predicted, marker="_", s=250, color="k", label="prediction 2/(p+1)",
+                   zorder=3)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xticks(x, losses, rotation=35, ha="right")
+        ax.set_ylabel("fitted α in J ∝ p^α")
+        ax.legend(frameon=False, fontsize=7)
+        ax.set_title("c  exponent per loss", loc="left")
+
+        ax = axes[3]
+        for k, kappa in enumerate(kappas):
+            mean, half = mean_ci(np.degrees(ds["abs_error"].sel(kappa=kappa)).mean("angle"))
+            ax.errorbar(x + (k - (len(kappas) - 1) / 2) * width, mean, yerr=half, fmt="o",
+                        ms=3, capsize=2, color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
+                        label=f"κ = {kappa:g}")
+        ax.set_xticks(x, losses, rotation=35, ha="right")
+        ax.set_ylabel("mean |θ̂ − θ| over θ (deg)")
+        ax.set_ylim(bottom=0)
+        ax.legend(frameon=False, fontsize=7)
+        ax.set_title("d  error on a uniform grid", loc="left")
+
+        ax = axes[4]
+        if "fisher_at_uniform_level" in ds:
+            level = ds["fisher_at_uniform_level"].sel(layer="output")
+            rel = np.log2(level / level.isel(kappa=0).mean("replicate"))
+            budget = np.log2(ds["budget_ratio_predicted"])
+            for k, kap in enumerate(kappas[1:], start=1):
+                mean, half = mean_ci(rel.sel(kappa=kap))
+                off = (k - (len(kappas) - 1) / 2) * width
+                ax.errorbar(x + off, mean, yerr=half, fmt="o", ms=3, capsize=2,
+                            color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
+                            label=f"κ = {kap:g}, measured")
+                ax.scatter(x + off, budget.sel(kappa=kap), marker="_", s=120,
+                           color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)], zorder=3)
+            ax.scatter([], [], marker="_", color="k", label="fixed-budget prediction")
+            ax.axhline(0, color="0.6", lw=0.8, label="local code")
+            ax.set_xticks(x, losses, rotation=35, ha="right")
+            ax.set_ylabel(f"log₂ J at p = 1/π, vs κ = {kappas[0]:g}")
+            ax.legend(frameon=False, fontsize=6)
+        ax.set_title("e  locality", loc="left")
+        fig.suptitle(f"loss and concentration: {replicate_count(ds)}", fontsize=9)
+    return fig
+
+
+STUDY = Study(
+    name=NAME,
+    question="How sharply does FI follow the training prior, per loss (J ∝ p^α with α = 2/(p+1))?",
+    replicate=replicate,
+    sizes=SIZES,
+    grid=lambda params: {"loss": params["losses"], "kappa": params["kappas"]},
+    describe=describe,
+    postprocess=add_fits,
+    figure=plot_loss_concentration,
+    summary=summarise,
+    pair_axes=(),  # every (loss, κ) trains its own networks from its own seeds
+)

@@ -14,9 +14,7 @@ Run: ``anglesim run model_choices [--quick]``.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import xarray as xr
@@ -26,13 +24,19 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform
 from anglesim.fisher import propagated_fisher
 from anglesim.models import build_model
+from anglesim.plotting import (
+    PHASE_COLOURS,
+    STYLE,
+    fi_vs_angle_axis,
+    log_band,
+    replicate_count,
+    successful,
+)
+from anglesim.stats import mean_ci
+from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, make_generator, train
 
-try:  # run as ``studies.model_choices`` (CLI, workers) or as a script
-    from studies._common import SPEC, run_grid, standard_cnn
-except ImportError:  # pragma: no cover - direct ``python studies/model_choices.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from studies._common import SPEC, run_grid, standard_cnn
+from ._common import SPEC, resolve_size, standard_cnn
 
 NAME = "model_choices"
 LOSS_FOR_READOUT = {"angle": "cosine", "cossin": "cosine", "bins": "cross_entropy"}
@@ -83,7 +87,7 @@ def n_peaks(log10_fi: np.ndarray, prominence: float = PEAK_PROMINENCE) -> int:
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train one network; measure its FI curve, roughness, peaks and error."""
-    sz = SIZES[size]
+    sz = resolve_size(SIZES, size)
     readout, data = str(condition["readout"]), str(condition["data"])
     torch.manual_seed(seed)
     model = build_model(standard_cnn(readout, nonlinearity=str(condition["nonlinearity"])))
@@ -132,21 +136,10 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     return xr.merge([ds, history], combine_attrs="drop_conflicts")
 
 
-def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
-    """Run the nonlinearity × readout × data grid and save the Dataset; return its path."""
-    size = "quick" if quick else "full"
-    sz = SIZES[size]
-    grid = {"nonlinearity": sz["nonlinearities"], "readout": sz["readouts"], "data": sz["data"]}
-    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
-              "model": standard_cnn("cossin").to_config(), "cutoff": CUTOFF,
-              "peak_prominence": PEAK_PROMINENCE, "loss_for_readout": LOSS_FOR_READOUT}
-    return run_grid(NAME, replicate, grid, quick=quick,
-                    n_replicates=replicates or sz["replicates"], config=config, **options)
 
 
 def summarise(ds: xr.Dataset) -> str:
     """Roughness, peaks and the training-angle FI ratio, mean over replicates."""
-    from studies._common import successful
 
     ok = successful(ds)
     lines = ["mean over replicates: roughness | peaks | ln FI(train angles) − ln FI(fresh)"]
@@ -162,7 +155,93 @@ def summarise(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    from anglesim.cli import main
+def describe(params: dict, grid: dict) -> dict:
+    """What the Dataset's config records besides the sizes."""
+    return {"spec": SPEC.to_config(), "model": standard_cnn("cossin").to_config(),
+            "cutoff": CUTOFF, "peak_prominence": PEAK_PROMINENCE,
+            "loss_for_readout": LOSS_FOR_READOUT}
 
-    sys.exit(main(["run", NAME, *sys.argv[1:]]))
+
+# ---- figure ----------------------------------------------------------------------------------
+
+
+def plot_model_choices(ds: xr.Dataset) -> plt.Figure:
+    """Model choices: roughness and peaks of FI curves by nonlinearity, readout and data.
+
+    Panels: (a) FI of the decoded angle for each nonlinearity (first readout, stream data;
+    geometric mean over replicates); (b) roughness, the fraction of log-FI variance above the
+    cut-off harmonic, per nonlinearity and readout (stream data); (c) number of FI peaks;
+    (d) ln FI at the training angles minus at fresh angles, finite set against stream.
+    """
+    ds = successful(ds)
+    theta_deg = np.degrees(ds["angle"].values)
+    nls = [str(v) for v in ds["nonlinearity"].values]
+    readouts = [str(v) for v in ds["readout"].values]
+    datas = [str(v) for v in ds["data"].values]
+    stream = ds.sel(data="stream") if "stream" in datas else ds.isel(data=0)
+    x = np.arange(len(nls))
+
+    def _dots(ax, var, groups, select, width=0.6):
+        step = width / max(len(groups), 1)
+        for g, group in enumerate(groups):
+            mean, half = mean_ci(select(group)[var])
+            ax.errorbar(x + (g - (len(groups) - 1) / 2) * step, mean.sel(nonlinearity=nls),
+                        yerr=half.sel(nonlinearity=nls), fmt="o", ms=3, capsize=2,
+                        color=PHASE_COLOURS[(g + 1) % len(PHASE_COLOURS)], label=group)
+        ax.set_xticks(x, nls, rotation=30)
+
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3.0), constrained_layout=True)
+        ax = axes[0]
+        colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(nls)))
+        for colour, nl in zip(colours, nls, strict=True):
+            fi = stream["fisher"].sel(layer="output", nonlinearity=nl, readout=readouts[0])
+            log_band(ax, theta_deg, fi, colour, nl)
+        fi_vs_angle_axis(ax)
+        ax.legend(frameon=False, fontsize=7)
+        ax.set_title(f"a  FI, {readouts[0]} readout", loc="left")
+
+        ax = axes[1]
+        _dots(ax, "roughness", readouts, lambda r: stream.sel(readout=r))
+        ax.set_ylabel("roughness (power above cut-off)")
+        ax.set_ylim(0, 1)
+        ax.legend(frameon=False, fontsize=7, title="readout", title_fontsize=7)
+        ax.set_title("b  roughness", loc="left")
+
+        ax = axes[2]
+        _dots(ax, "n_peaks", readouts, lambda r: stream.sel(readout=r))
+        ax.set_ylabel("peaks of FI")
+        ax.set_ylim(bottom=0)
+        ax.legend(frameon=False, fontsize=7, title="readout", title_fontsize=7)
+        ax.set_title("c  peaks", loc="left")
+
+        ax = axes[3]
+        _dots(ax, "train_fresh_log_ratio", datas, lambda d: _pool_readouts(ds.sel(data=d)),
+              width=0.4)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_ylabel("ln FI(train angles) − ln FI(fresh)")
+        ax.legend(frameon=False, fontsize=7, title="training data", title_fontsize=7)
+        ax.set_title("d  training angles vs fresh", loc="left")
+        fig.suptitle(f"model choices: {replicate_count(ds)}", fontsize=9)
+    return fig
+
+
+def _pool_readouts(ds: xr.Dataset) -> xr.Dataset:
+    """Treat (readout, replicate) pairs as replicates, for measures pooled over readouts."""
+    pooled = ds.stack(pooled=("readout", "replicate")).reset_index("pooled", drop=True)
+    return pooled.rename(pooled="replicate")
+
+
+STUDY = Study(
+    name=NAME,
+    question=("How do nonlinearity, readout and finite training data shape the roughness and peaks "
+              "of FI curves?"),
+    replicate=replicate,
+    sizes=SIZES,
+    grid=lambda params: {"nonlinearity": params["nonlinearities"], "readout": params["readouts"],
+                         "data": params["data"]},
+    describe=describe,
+    figure=plot_model_choices,
+    summary=summarise,
+    pair_axes=(),  # every model choice trains its own networks from its own seeds
+)

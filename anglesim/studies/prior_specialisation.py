@@ -14,9 +14,8 @@ Run: ``anglesim run prior_specialisation [--quick]``.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import xarray as xr
@@ -25,13 +24,22 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import VonMises
 from anglesim.fisher import propagated_fisher
 from anglesim.models import build_model
+from anglesim.plotting import (
+    PHASE_COLOURS,
+    STYLE,
+    angle_axis,
+    band,
+    fi_vs_angle_axis,
+    log_band,
+    mark_angle,
+    replicate_count,
+    successful,
+)
+from anglesim.stats import mean_ci
+from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, make_generator, train
 
-try:  # run as ``studies.prior_specialisation`` (CLI, workers) or as a script
-    from studies._common import SPEC, run_grid, standard_cnn, successful
-except ImportError:  # pragma: no cover - direct ``python studies/prior_specialisation.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from studies._common import SPEC, run_grid, standard_cnn, successful
+from ._common import SPEC, resolve_size, standard_cnn
 
 NAME = "prior_specialisation"
 MODEL = standard_cnn("cossin")
@@ -62,7 +70,7 @@ def phases(kappa: float, sz: dict) -> dict[str, Phase]:
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train on A then fine-tune on B, and a control on B; measure FI and error after each."""
-    sz = SIZES[size]
+    sz = resolve_size(SIZES, size)
     plan = phases(float(condition["kappa"]), sz)
     grid = evaluation_grid(sz["n_angles"])
     angle = grid.double().numpy()
@@ -95,16 +103,6 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     return xr.merge([ds, history], combine_attrs="drop_conflicts")
 
 
-def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
-    """Run the κ grid across replicates and save its Dataset; return the path."""
-    size = "quick" if quick else "full"
-    sz = SIZES[size]
-    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
-              "model": MODEL.to_config(), "loc_a": LOC_A, "loc_b": LOC_B,
-              "phases": {k: p.to_config() for k, p in phases(sz["kappas"][0], sz).items()}}
-    return run_grid(NAME, replicate, {"kappa": sz["kappas"]}, quick=quick,
-                    n_replicates=replicates or sz["replicates"], config=config,
-                    postprocess=add_measures, **options)
 
 
 def add_measures(ds: xr.Dataset) -> xr.Dataset:
@@ -168,7 +166,100 @@ def summarise(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    from anglesim.cli import main
+def describe(params: dict, grid: dict) -> dict:
+    """What the Dataset's config records besides the sizes."""
+    return {"spec": SPEC.to_config(), "model": MODEL.to_config(), "loc_a": LOC_A,
+            "loc_b": LOC_B,
+            "phases": {k: p.to_config() for k, p in phases(params["kappas"][0], params).items()}}
 
-    sys.exit(main(["run", NAME, *sys.argv[1:]]))
+
+# ---- figure ----------------------------------------------------------------------------------
+
+
+def plot_prior_specialisation(ds: xr.Dataset) -> plt.Figure:
+    """Prior specialisation: FI and error after training on prior A, then what B left of A.
+
+    Panels: (a) FI of the decoded angle after training on A (von Mises at 45°), per κ;
+    (b) decoding error after training on A, per κ; (c) FI after fine-tuning on B (135°)
+    against a control trained on B from scratch, largest κ; (d) per-κ measures with 95% CIs
+    over replicates: specialisation log₂(FI near A / FI far from A), what A left behind
+    log₂(FI near A, fine-tuned / control), and the replicate spread of log₂ FI.
+    """
+    spread = ds["measure_spread"]
+    ds = successful(ds)
+    theta_deg = np.degrees(ds["angle"].values)
+    loc_a = float(ds["angle"][int(ds["prior_density"].sel(prior="A").isel(
+        replicate=0, kappa=0).argmax("angle"))])
+    loc_b = float(ds["angle"][int(ds["prior_density"].sel(prior="B").isel(
+        replicate=0, kappa=0).argmax("angle"))])
+    kappas = [float(k) for k in ds["kappa"].values]
+    fi = ds["fisher"].sel(layer="output")
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 4, figsize=(12, 3.0), constrained_layout=True)
+        ax = axes[0]
+        for i, kappa in enumerate(kappas):
+            log_band(ax, theta_deg, fi.sel(kappa=kappa, stage="first"),
+                      PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)], f"κ = {kappa:g}")
+        mark_angle(ax, loc_a, "A")
+        fi_vs_angle_axis(ax)
+        ax.legend(frameon=False)
+        ax.set_title("a  after training on A", loc="left", pad=12)
+
+        ax = axes[1]
+        for i, kappa in enumerate(kappas):
+            mean, half = mean_ci(np.degrees(ds["abs_error"].sel(kappa=kappa, stage="first")))
+            band(ax, theta_deg, mean, half, PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)],
+                  f"κ = {kappa:g}")
+        ax.axhline(45, color="0.6", lw=0.8, ls=":", label="chance")
+        ax.set_ylabel("mean |θ̂ − θ| (deg)")
+        ax.set_ylim(bottom=0)
+        mark_angle(ax, loc_a, "A")
+        angle_axis(ax)
+        ax.legend(frameon=False)
+        ax.set_title("b  error after training on A", loc="left", pad=12)
+
+        ax = axes[2]
+        kappa = kappas[-1]
+        for i, (stage, label) in enumerate([("second", "A, then fine-tuned on B"),
+                                            ("control", "B only (control)")]):
+            log_band(ax, theta_deg, fi.sel(kappa=kappa, stage=stage), PHASE_COLOURS[i],
+                      label)
+        mark_angle(ax, loc_a, "A")
+        mark_angle(ax, loc_b, "B")
+        fi_vs_angle_axis(ax)
+        ax.legend(frameon=False)
+        ax.set_title(f"c  after B (κ = {kappa:g})", loc="left", pad=12)
+
+        ax = axes[3]
+        x = np.arange(len(kappas))
+        for offset, (var, label, colour) in enumerate(
+            [("measure_specialisation", "specialisation to A", PHASE_COLOURS[1]),
+             ("measure_left_behind", "left behind by A", PHASE_COLOURS[2])]
+        ):
+            mean, half = mean_ci(ds[var])
+            ax.errorbar(x + (offset - 0.5) * 0.25, mean, yerr=half, fmt="o", color=colour,
+                        label=label, capsize=2, ms=4)
+        ax.bar(x, spread.values, width=0.6, color="0.85", label="replicate spread",
+               zorder=0)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xticks(x, [f"κ = {k:g}" for k in kappas])
+        ax.set_ylabel("log₂ FI ratio")
+        ax.legend(frameon=False)
+        ax.set_title("d  measures", loc="left", pad=12)
+        fig.suptitle(f"prior specialisation: {replicate_count(ds)}", fontsize=9)
+    return fig
+
+
+STUDY = Study(
+    name=NAME,
+    question=("How much does training on prior A specialise FI, and what does fine-tuning on B "
+              "leave of A?"),
+    replicate=replicate,
+    sizes=SIZES,
+    grid=lambda params: {"kappa": params["kappas"]},
+    describe=describe,
+    postprocess=add_measures,
+    figure=plot_prior_specialisation,
+    summary=summarise,
+    pair_axes=(),  # every κ trains its own networks from its own seeds
+)

@@ -14,9 +14,6 @@ Run: ``anglesim run anisotropy [--quick]``.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
@@ -26,18 +23,14 @@ from anglesim.distributions import Uniform
 from anglesim.fisher import propagated_fisher
 from anglesim.laws import cardinal_oblique
 from anglesim.models import build_model
-from anglesim.plotting import STYLE, register_figure
+from anglesim.plotting import STYLE, successful
 from anglesim.seeding import stream_seed, torch_generator
 from anglesim.stats import mean_ci
+from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, train
 
-try:  # run as ``studies.anisotropy`` (CLI, workers) or as a script
-    from studies._common import SPEC, run_grid, standard_cnn, successful
-    from studies._laws_common import band, band_note
-except ImportError:  # pragma: no cover - direct ``python studies/anisotropy.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from studies._common import SPEC, run_grid, standard_cnn, successful
-    from studies._laws_common import band, band_note
+from ._common import SPEC, resolve_size, standard_cnn
+from ._laws_common import band_note, replicate_band
 
 NAME = "anisotropy"
 MODEL = standard_cnn("cossin")
@@ -59,7 +52,7 @@ def phase(sz: dict) -> Phase:
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """One network: FI at every layer and decoding error, untrained and after training."""
-    sz = SIZES[size]
+    sz = resolve_size(SIZES, size)
     import torch
 
     torch.manual_seed(stream_seed(seed, "init"))
@@ -90,15 +83,10 @@ def add_measures(ds: xr.Dataset) -> xr.Dataset:
     return ds.assign(cardinal_oblique=cardinal_oblique(successful(ds)["fisher"]))
 
 
-def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
-    """Run the study and save its Dataset; return the path."""
-    size = "quick" if quick else "full"
-    sz = SIZES[size]
-    config = {"study": NAME, "size": size, "sizes": sz, "spec": SPEC.to_config(),
-              "model": MODEL.to_config(), "phase": phase(sz).to_config()}
-    return run_grid(NAME, replicate, {"prior": ["uniform"]}, quick=quick,
-                    n_replicates=replicates or sz["replicates"], config=config,
-                    postprocess=add_measures, **options)
+def describe(params: dict, grid: dict) -> dict:
+    """What the Dataset's config records besides the sizes."""
+    return {"spec": SPEC.to_config(), "model": MODEL.to_config(),
+            "phase": phase(params).to_config()}
 
 
 def summarise(ds: xr.Dataset) -> str:
@@ -115,7 +103,6 @@ def summarise(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-@register_figure(NAME)
 def figure(ds: xr.Dataset) -> plt.Figure:
     """FI over θ per layer (normalised to its mean over angles), untrained and trained, and
     the cardinal/oblique log-ratio per layer."""
@@ -129,7 +116,8 @@ def figure(ds: xr.Dataset) -> plt.Figure:
         for ax, layer in zip(axes[:-1], layers, strict=True):
             for state in ok["state"].values:
                 fi = ok["fisher"].sel(layer=layer, state=state)
-                band(ax, x, fi / fi.mean("angle"), colours[str(state)], str(state), log=True)
+                replicate_band(ax, x, fi / fi.mean("angle"), colours[str(state)], str(state),
+                               log=True)
             ax.set_title(str(layer))
             ax.set_xticks([0, 45, 90, 135, 180])
             ax.set_xlim(0, 180)
@@ -152,7 +140,16 @@ def figure(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
-if __name__ == "__main__":
-    from anglesim.cli import main
 
-    sys.exit(main(["run", NAME, *sys.argv[1:]]))
+STUDY = Study(
+    name=NAME,
+    question="How much FI structure (cardinal against oblique) comes from the pixel grid and "
+             "the architecture, before any prior?",
+    replicate=replicate,
+    sizes=SIZES,
+    grid={"prior": ["uniform"]},
+    describe=describe,
+    postprocess=add_measures,
+    figure=figure,
+    summary=summarise,
+)

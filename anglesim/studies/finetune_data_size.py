@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
-from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import xarray as xr
@@ -26,15 +25,13 @@ from anglesim import angles as ang
 from anglesim.data import evaluation_grid
 from anglesim.distributions import VonMises
 from anglesim.models import reference_mlp
+from anglesim.plotting import PHASE_COLOURS, STYLE, replicate_count, successful
+from anglesim.stats import mean_ci
+from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, make_generator, train
 
-try:  # run as ``studies.finetune_data_size`` (CLI, workers) or as a script
-    from studies._common import run_grid, successful
-    from studies.reference_replication import DTHETA, output_fisher, spec_for
-except ImportError:  # pragma: no cover - direct ``python studies/finetune_data_size.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from studies._common import run_grid, successful
-    from studies.reference_replication import DTHETA, output_fisher, spec_for
+from ._common import resolve_size
+from .reference_replication import DTHETA, output_fisher, spec_for
 
 NAME = "finetune_data_size"
 OLD, NEW = VonMises(0.0, 8.0), VonMises(math.pi / 2, 8.0)
@@ -58,7 +55,7 @@ def phase(name: str, prior, spec, d: int, sz: dict, trainable=None) -> Phase:
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """One parent, fine-tuned with every D_ft and both freezing modes."""
-    sz = SIZES[size]
+    sz = resolve_size(SIZES, size)
     spec = spec_for(sz)
     grid = evaluation_grid(sz["n_angles"]).double()
     torch.manual_seed(seed)
@@ -114,16 +111,6 @@ def add_shift(ds: xr.Dataset) -> xr.Dataset:
     return ds.assign(shift(ds).data_vars)
 
 
-def run(quick: bool = False, replicates: int | None = None, **options) -> Path:
-    """Run the parents across replicates and save the Dataset; return its path."""
-    size = "quick" if quick else "full"
-    sz = SIZES[size]
-    config = {"study": NAME, "size": size, "sizes": sz, "spec": spec_for(sz).to_config(),
-              "old": OLD.to_config(), "new": NEW.to_config(), "frozen": FROZEN,
-              "dtheta": DTHETA}
-    return run_grid(NAME, replicate, {"shift": ["0->90"]}, quick=quick,
-                    n_replicates=replicates or sz["replicates"], config=config,
-                    postprocess=add_shift, **options)
 
 
 def summarise(ds: xr.Dataset) -> str:
@@ -141,7 +128,72 @@ def summarise(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    from anglesim.cli import main
+def describe(params: dict, grid: dict) -> dict:
+    """What the Dataset's config records besides the sizes."""
+    return {"spec": spec_for(params).to_config(), "old": OLD.to_config(),
+            "new": NEW.to_config(), "frozen": FROZEN, "dtheta": DTHETA}
 
-    sys.exit(main(["run", NAME, *sys.argv[1:]]))
+
+# ---- figure ----------------------------------------------------------------------------------
+
+
+def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
+    """Fine-tuning data size: error and FI near the new and old peak against D_ft.
+
+    Panels, each against the number D_ft of fine-tuning images (log axis), whole network
+    against first layer frozen, mean ± 95% CI over replicates (parents): (a) mean absolute
+    error within 22.5° of the new prior's peak (log axis); (b) linear FI of the output near the
+    new peak (log axis); (c) near the old peak; the parents' mean in each as a dotted line.
+    """
+    ds = successful(ds).isel(shift=0)
+    sizes = ds["finetune_size"].values
+    modes = [str(m) for m in ds["frozen"].values]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(10, 3.0), constrained_layout=True)
+        panels = [
+            (axes[0], np.degrees(ds["error_near_new"]), "mean |θ̂ − θ| near new peak (deg)",
+             "a  error", np.degrees(ds["parent_error_near_new"]), True),
+            (axes[1], ds["fisher_near_new"], "linear FI near new peak (rad⁻²)",
+             "b  FI near the new peak", ds["parent_fisher_near_new"], True),
+            (axes[2], ds["fisher_near_old"], "linear FI near old peak (rad⁻²)",
+             "c  FI near the old peak", ds["parent_fisher_near_old"], False),
+        ]
+        # a and b span two orders of magnitude (the parent against the fine-tuned networks)
+        for ax, var, ylabel, title, parent, log in panels:
+            if log:
+                ax.set_yscale("log")
+            for m, mode in enumerate(modes):
+                mean, half = mean_ci(var.sel(frozen=mode))
+                label = "whole network" if mode == "none" else f"{mode} frozen"
+                ax.errorbar(sizes, mean.sel(finetune_size=sizes),
+                            yerr=half.sel(finetune_size=sizes), fmt="o-", ms=3, capsize=2,
+                            color=PHASE_COLOURS[(m + 1) % len(PHASE_COLOURS)], label=label)
+            if parent is not None:
+                ax.axhline(float(parent.mean()), color="0.5", ls=":", lw=1,
+                           label="parent (before)")
+            ax.set_xscale("log", base=2)
+            ax.set_xlim(sizes.min() / 1.4, sizes.max() * 1.4)
+            ax.set_xlabel("fine-tuning images D_ft")
+            ax.set_ylabel(ylabel)
+            ax.set_title(title, loc="left")
+        # one legend under the panels: inside, it hid the parents' lines or the points
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3,
+                   frameon=False, fontsize=7)
+        fig.suptitle(f"fine-tuning data size: {replicate_count(ds)}", fontsize=9)
+    return fig
+
+
+STUDY = Study(
+    name=NAME,
+    question="How many fine-tuning images does it take to move FI and error to a new prior's peak?",
+    replicate=replicate,
+    sizes=SIZES,
+    grid={"shift": ["0->90"]},
+    describe=describe,
+    postprocess=add_shift,
+    figure=plot_finetune_data_size,
+    summary=summarise,
+    # one condition; each replicate's parent is fine-tuned at every D_ft and freezing mode inside
+    # the replicate
+    pair_axes=(),
+)
