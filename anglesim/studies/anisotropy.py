@@ -37,7 +37,7 @@ MODEL = standard_cnn("cossin")
 STATES = ("untrained", "uniform")
 
 SIZES = {
-    "full": dict(epochs=8, steps=50, batch=64, n_angles=24, error_repeats=16, replicates=6),
+    "full": dict(epochs=8, steps=50, batch=64, n_angles=24, error_repeats=16, replicates=4),
     "quick": dict(epochs=1, steps=3, batch=16, n_angles=8, error_repeats=2, replicates=2),
 }
 """``n_angles`` must be a multiple of 4 so that the grid holds 0°, 45°, 90° and 135°."""

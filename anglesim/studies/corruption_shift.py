@@ -69,16 +69,22 @@ LADDERS: dict[str, tuple[float, ...]] = {
 BLOCK_TUNING = {f"surgical_{b}": b for b in ("conv2", "fc", "head")}
 """Surgical fine-tuning of one other block (the shift study's ``surgical`` is conv1)."""
 STRATEGIES = (*fs.STRATEGIES, *BLOCK_TUNING, "ldifs")
+"""Every strategy the study knows; a size's ``strategies`` picks the ones it runs."""
+CORE = ("full", "surgical", "surgical_conv2", "surgical_fc", "surgical_head", "lp_ft", "l2_sp",
+        "ldifs")
+"""The full run's strategies: each block tuned alone, full fine-tuning, LP-FT, and the two
+anchors (weights: L2-SP; features: LDIFS)."""
 SURGICAL = {"surgical": "conv1", **BLOCK_TUNING}
 
 SIZES = {
     "full": dict(fs.SIZES["full"], n_train=[64], lrs=[1e-3], layers=["input", "output"],
-                 replicates=4),
-    "quick": dict(fs.SIZES["quick"], replicates=2),
+                 strategies=list(CORE), replicates=3),
+    "quick": dict(fs.SIZES["quick"], strategies=list(STRATEGIES), replicates=2),
 }
-"""The shift study's sizes (its parent, steps, batch, replicates 4 of its 6) at n_train 64 and
-one learning rate: its full grid (3 n_train × 3 rates) for 14 strategies and 4 corruptions
-would take about an hour on one core, against this study's budget of 8 minutes."""
+"""The shift study's sizes (its parent, steps, batch) at n_train 64, one learning rate, the
+:data:`CORE` strategies and 3 replicates: its full grid (3 n_train × 3 rates × 14 strategies
+× 6 replicates) for 4 corruptions would take about an hour on one core, against this study's
+budget of 8 minutes on a shared one (``strategies=[...]`` and ``lrs=[...]`` override it)."""
 
 
 _PARENTS: dict[tuple[int, str], dict] = {}
@@ -167,11 +173,18 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full",
                                torch.Generator().manual_seed(eval_seed + 1)).values
         return e_id, e_src
 
-    def fisher(net, spec=task.spec) -> np.ndarray:
-        return propagated_fisher(net, spec, grid, layers=layers,
-                                 sigma=spec.noise_std).sel(layer=layers).values
+    def fisher(net, spec=task.spec, input_fi=None) -> np.ndarray:
+        """FI at ``layers``; the pixels' own ("input", the same for every network) reused
+        from ``input_fi`` when given."""
+        todo = [n for n in layers if input_fi is None or n != "input"]
+        fi = propagated_fisher(net, spec, grid, layers=todo, sigma=spec.noise_std)
+        return np.stack([input_fi if n not in todo else fi.sel(layer=n).values
+                         for n in layers])
 
-    names, sizes, lrs = list(STRATEGIES), list(sz["n_train"]), list(sz["lrs"])
+    parent_fi = fisher(parent)
+    input_fi = parent_fi[layers.index("input")] if "input" in layers else None
+
+    names, sizes, lrs = list(sz["strategies"]), list(sz["n_train"]), list(sz["lrs"])
     shape = (len(names), len(sizes))
     out = {"error_id": np.empty(shape + (grid.size,)),
            "error_source": np.empty(shape + (grid.size,)),
@@ -191,7 +204,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full",
                     out["chosen_lr"][i, j] = lr
             net = best[1]
             out["error_id"][i, j], out["error_source"][i, j] = errors(net)
-            out["fisher"][i, j] = fisher(net)
+            out["fisher"][i, j] = fisher(net, input_fi=input_fi)
     parent_id, parent_src = errors(parent)
     dims = ("strategy", "n_train")
     ds = xr.Dataset(
@@ -209,7 +222,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full",
                           {"long_name": "learning rate with the lowest validation loss"}),
             "parent_error_id": (("angle",), parent_id, {"units": "rad"}),
             "parent_error_source": (("angle",), parent_src, {"units": "rad"}),
-            "parent_fisher": (("layer", "angle"), fisher(parent), {"units": "rad^-2"}),
+            "parent_fisher": (("layer", "angle"), parent_fi, {"units": "rad^-2"}),
             "source_fisher": (("layer", "angle"), fisher(parent, SPEC), {
                 "units": "rad^-2", "long_name": "the parent's FI on the clean stimulus"}),
             "level": ((), float(level), {"long_name": "severity: blur sigma (px), or the "
@@ -249,7 +262,7 @@ def describe(params: dict, grid: dict) -> dict:
     example = phase_for(task_for("blur", 1.0), "ldifs", params["n_train"][0],
                         params["lrs"][0], params)
     return {"spec": SPEC.to_config(), "model": fs.MODEL.to_config(),
-            "strategies": list(STRATEGIES), "shift_strategies": fs.STRATEGIES,
+            "strategies": list(params["strategies"]), "shift_strategies": fs.STRATEGIES,
             "block_tuning": BLOCK_TUNING, "ladders": {k: list(v) for k, v in LADDERS.items()},
             "error_factor": fs.ERROR_FACTOR, "pretrain": fs.pretrain_phase(params).to_config(),
             "finetune_example": example.to_config()}
