@@ -34,7 +34,7 @@ from ._laws_common import band_note, replicate_band
 
 NAME = "anisotropy"
 MODEL = standard_cnn("cossin")
-STATES = ("untrained", "uniform")
+STATES = ("untrained", "trained")
 
 SIZES = {
     "full": dict(epochs=8, steps=50, batch=64, n_angles=24, error_repeats=16, replicates=4),
@@ -108,7 +108,7 @@ def figure(ds: xr.Dataset) -> plt.Figure:
     the cardinal/oblique log-ratio per layer."""
     ok = successful(ds).isel(prior=0)
     layers = list(ok["layer"].values)
-    colours = {"untrained": "0.45", "uniform": "C0"}
+    colours = {"untrained": "0.45", "trained": "C0"}
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(layers) + 1, figsize=(2.2 * (len(layers) + 1), 2.6),
                                  constrained_layout=True)
