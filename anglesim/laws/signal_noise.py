@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 import xarray as xr
-from torch.func import jacfwd, jvp
+from torch.func import jacfwd, jacrev, jvp
 
 from .. import validation as check
 from ..stimuli import GratingSpec, render_clean
@@ -87,7 +87,8 @@ def layer_moments(
     """(f′ [N], Σ [N, N]) of block ``layer`` at angle θ, float64: f′ = A ẋ, Σ = A diag(V) Aᵀ.
 
     x(θ) = ``render_clean(θ, spec)``, ẋ by forward-mode differentiation of the renderer,
-    A = ∂r/∂x by :func:`torch.func.jacfwd` of ``model.run_blocks(x, stop=layer)`` (flattened);
+    A = ∂r/∂x by :func:`torch.func.jacrev` (layers with at most half as many units as
+    pixels) or :func:`torch.func.jacfwd` of ``model.run_blocks(x, stop=layer)`` (flattened);
     V = the spec's ``noise_variance_map`` with its noise_std set to ``sigma`` (default the
     spec's own). The model is run in eval mode.
     """
@@ -102,8 +103,14 @@ def layer_moments(
     var = spec.noise_variance_map(dtype=torch.float64).flatten()
     was_training = model.training
     model.eval()
+    def response(z: torch.Tensor) -> torch.Tensor:
+        return model.run_blocks(z[None], stop=layer).flatten()
+
     try:
-        jac = jacfwd(lambda z: model.run_blocks(z[None], stop=layer).flatten())(x[0])
+        with torch.no_grad():
+            n_units = response(x[0]).numel()
+        # reverse mode (one pass per unit) for small layers, forward (one per pixel) otherwise
+        jac = (jacrev if 2 * n_units <= x[0].numel() else jacfwd)(response)(x[0])
     finally:
         model.train(was_training)
     a = jac.detach().reshape(jac.shape[0], -1).double()  # [N, P²]
