@@ -63,12 +63,12 @@ FISHER_FLOOR = 1e-6
 """J below this fraction of its maximum is raised to it before log J is fitted."""
 
 SIZES = {
-    "full": dict(epochs=4, steps=50, batch=64, n_angles=48, n_trials=400, n_harmonics=6,
+    "full": dict(epochs=6, steps=50, batch=64, n_angles=48, n_trials=400, n_harmonics=6,
                  replicates=3),
     "quick": dict(epochs=1, steps=3, batch=16, n_angles=8, n_trials=20, n_harmonics=2,
                   replicates=2),
 }
-"""Full: 200 steps of 64 images (half the quickstart's pretraining) and 3 replicates per
+"""Full: 300 steps of 64 images (3/4 of the quickstart's pretraining) and 3 replicates per
 condition, so the 18 networks train in the study's budget of 8 minutes on a shared core."""
 
 

@@ -72,19 +72,19 @@ STRATEGIES = (*fs.STRATEGIES, *BLOCK_TUNING, "ldifs")
 """Every strategy the study knows; a size's ``strategies`` picks the ones it runs."""
 CORE = ("full", "surgical", "surgical_conv2", "surgical_fc", "surgical_head", "lp_ft", "l2_sp",
         "ldifs")
-"""The full run's strategies: each block tuned alone, full fine-tuning, LP-FT, and the two
-anchors (weights: L2-SP; features: LDIFS)."""
+"""The strategies the question needs (each block alone, full, LP-FT, the two anchors); a
+smaller run can pass ``strategies=[...]`` with these."""
 SURGICAL = {"surgical": "conv1", **BLOCK_TUNING}
 
 SIZES = {
     "full": dict(fs.SIZES["full"], n_train=[64], lrs=[1e-3], layers=["input", "output"],
-                 strategies=list(CORE), replicates=3),
+                 strategies=list(STRATEGIES), replicates=3),
     "quick": dict(fs.SIZES["quick"], strategies=list(STRATEGIES), replicates=2),
 }
-"""The shift study's sizes (its parent, steps, batch) at n_train 64, one learning rate, the
-:data:`CORE` strategies and 3 replicates: its full grid (3 n_train × 3 rates × 14 strategies
-× 6 replicates) for 4 corruptions would take about an hour on one core, against this study's
-budget of 8 minutes on a shared one (``strategies=[...]`` and ``lrs=[...]`` override it)."""
+"""The shift study's sizes (its parent, steps, batch) and every strategy at n_train 64, one
+learning rate and 3 replicates: its full grid (3 n_train × 3 rates × 6 replicates) for 4
+corruptions would take about an hour on one core, against this study's budget of 8 minutes on
+a shared one (``n_train=[...]``, ``lrs=[...]`` and ``replicates=6`` override it)."""
 
 
 _PARENTS: dict[tuple[int, str], dict] = {}
