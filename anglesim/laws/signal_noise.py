@@ -90,17 +90,17 @@ def layer_moments(
     A = ∂r/∂x by :func:`torch.func.jacrev` (layers with at most half as many units as
     pixels) or :func:`torch.func.jacfwd` of ``model.run_blocks(x, stop=layer)`` (flattened);
     V = the spec's ``noise_variance_map`` with its noise_std set to ``sigma`` (default the
-    spec's own). The model is run in eval mode.
+    spec's own). The model is run in eval mode, on its own device (the moments stay there).
     """
     if layer not in list(model.block_names):
         raise check.fail("layer", f"one of {list(model.block_names)}", layer)
     theta = check.real("theta", theta)
     if sigma is not None:
         spec = spec.replace(noise_std=check.real("sigma", sigma, minimum=0, min_open=True))
-    dtype = next(model.parameters()).dtype
-    t0 = torch.tensor([theta], dtype=dtype)
+    first = next(model.parameters())
+    t0 = torch.tensor([theta], dtype=first.dtype, device=first.device)  # on the model's device
     x, xdot = jvp(lambda t: render_clean(t, spec), (t0,), (torch.ones_like(t0),))
-    var = spec.noise_variance_map(dtype=torch.float64).flatten()
+    var = spec.noise_variance_map(device=first.device, dtype=torch.float64).flatten()
     was_training = model.training
     model.eval()
     def response(z: torch.Tensor) -> torch.Tensor:
@@ -115,7 +115,7 @@ def layer_moments(
         model.train(was_training)
     a = jac.detach().reshape(jac.shape[0], -1).double()  # [N, P²]
     xd = torch.where(var > 0, xdot.detach().flatten().double(),
-                     torch.zeros((), dtype=torch.float64))
+                     torch.zeros((), dtype=torch.float64, device=var.device))
     return a @ xd, (a * var) @ a.T
 
 
@@ -166,7 +166,7 @@ def signal_noise_split(
                 f_ft, s_ft = layer_moments(net, spec, float(th), layer, sigma)
                 f = torch.stack([f_pre, f_ft])
                 a, b = on_pre(f), _factor(s_ft, eps)(f)
-                values[m, i, k] = torch.stack([a[0], b[1], a[1], b[0]]).numpy()
+                values[m, i, k] = torch.stack([a[0], b[1], a[1], b[0]]).cpu().numpy()
     terms = xr.DataArray(values, dims=(dim, "layer", "angle", "term"),
                          coords={dim: list(nets), "layer": np.array(layers, dtype=object),
                                  "angle": theta, "term": list(TERMS)},
