@@ -167,7 +167,7 @@ def _pick(result: xr.Dataset | xr.DataArray, names: tuple[str, ...], what: str) 
 
 def _series(da: xr.DataArray, core: str) -> list[tuple[str, xr.DataArray]]:
     """One (label, curve) per combination of the dims other than ``core`` and ``replicate``;
-    dims of size 1 are dropped first."""
+    dims of size 1 are dropped first, and curves without a finite value left out."""
     if core not in da.dims:
         raise ValueError(f"result must have a {core!r} dimension, got dims {list(da.dims)}")
     da = da.squeeze([d for d in da.dims if da.sizes[d] == 1 and d not in (core, "replicate")],
@@ -180,7 +180,9 @@ def _series(da: xr.DataArray, core: str) -> list[tuple[str, xr.DataArray]]:
         sel = dict(zip(others, values, strict=True))
         label = ", ".join(f"{v}" if d in ("layer", "method", "phase") else f"{d}={v}"
                           for d, v in sel.items())
-        out.append((label, da.sel(sel)))
+        curve = da.sel(sel)
+        if bool(np.isfinite(curve).any()):  # e.g. a layer that a method does not measure
+            out.append((label, curve))
     return out
 
 

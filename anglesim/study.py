@@ -77,12 +77,16 @@ class Study:
         summary: ``summary(ds) -> str``, a few lines of numbers printed after a run.
         pair_axes: grid axes whose conditions share replicate seeds (one parent, many
             treatments): replicate r of every condition that differs only along these axes
-            gets the same seed. Empty: every condition has its own seeds.
+            gets the same seed (:func:`anglesim.replicates.run_study`'s ``pair_axes``).
+            Empty: every condition has its own seeds.
         allow_nan: variables allowed to hold NaN in a successful replicate.
         version: an explicit code version; when given it replaces the hash of the module's
             source in the cache key (bump it when results change, keep it across cosmetic
             edits).
-        module: the Python module that declared it (set by :func:`load`).
+        devices: the torch device types the replicate honours through ``params["device"]``
+            (``--device``); another device is refused before anything runs.
+        module: the Python module that declared it (set by :func:`load`; for a study made
+            elsewhere, the replicate function's module).
     """
 
     name: str
@@ -98,6 +102,7 @@ class Study:
     pair_axes: tuple[str, ...] = ()
     allow_nan: tuple[str, ...] = ()
     version: str | None = None
+    devices: tuple[str, ...] = ("cpu",)
     module: str | None = None
 
     def __post_init__(self) -> None:
@@ -130,6 +135,9 @@ class Study:
                                                                     list(self.allow_nan))))
         if self.version is not None:
             check.text("version", self.version)
+        if self.module is None:  # declared outside a study file: the replicate's module
+            object.__setattr__(self, "module", getattr(self.replicate, "__module__", None)
+                               or "__main__")
 
     def configuration(self, size: str) -> dict[str, Any]:
         """The declared configuration of ``size``: its entries merged with ``defaults``."""
@@ -261,7 +269,10 @@ def code_files(study: Study) -> list[Path]:
     """The source files whose text is the study's code: its module's file(s) (every file of
     a study package), the shared ``anglesim.studies._common``, and other study modules it
     imports from (e.g. one study's estimator used by another)."""
-    module = sys.modules[study.module]
+    module = sys.modules.get(study.module)
+    if module is None or getattr(module, "__file__", None) is None:
+        raise ValueError(f"the code of study {study.name} (module {study.module!r}) has no "
+                         f"source file to hash; give the Study an explicit version")
     files = _module_files(module)
     prefix = "anglesim.studies"
     if study.module.startswith(prefix):
@@ -322,9 +333,10 @@ def plan(study: Study | str, quick: bool = False, overrides: Sequence[str] | Map
 
     ``overrides`` are ``key=value`` strings (see :mod:`anglesim.overrides`) or an already
     parsed ``{dotted key: value}``; ``replicates`` (the ``--replicates`` option) and an
-    override ``replicates=N`` mean the same. ``device`` is handed to the replicate function
-    through ``params["device"]`` when given (results on another device differ in their last
-    bits, so it is part of the cache key).
+    override ``replicates=N`` mean the same. ``device`` (a torch device type the study
+    declares in ``devices``) is handed to the replicate function as ``params["device"]`` when
+    it is not the CPU (results on another device differ in their last bits, so it is part of
+    the cache key).
 
     Raises:
         ValueError: an unknown key (listing the valid ones) or a bad value (naming both).
@@ -339,38 +351,47 @@ def plan(study: Study | str, quick: bool = False, overrides: Sequence[str] | Map
     params, grid_changes = apply_overrides(declared, study.grid_for(declared), given)
     grid = {**study.grid_for(params), **grid_changes}
     if device is not None:
-        params["device"] = check.text("device", device)
+        params.update(_device(study, device))
     n = check.integer("replicates", params["replicates"], minimum=1)
     for axis in study.pair_axes:
         if axis not in grid:
             raise ValueError(f"pair_axes names {axis!r}, which is not a grid axis of study "
                              f"{study.name} (axes: {', '.join(grid) or 'none'})")
-    config = {"study": study.name, "size": size, "sizes": params}
+    # The number of replicates is not part of the cache key: replicate r of a condition is the
+    # same whether 2 or 6 are asked for (the Dataset's replicate axis records how many ran).
+    config = {"study": study.name, "size": size,
+              "sizes": {**params, "replicates": declared["replicates"]}}
     if study.describe is not None:
         config.update(study.describe(params, grid))
-    config["overrides"] = given
+    config["overrides"] = {k: v for k, v in given.items() if k != "replicates"}
     config["code"] = {"study": code_version(study), "anglesim": __version__,
                       "origin": "built-in" if study.module.startswith("anglesim.studies")
-                      else Path(sys.modules[study.module].__file__).name}
+                      else Path(getattr(sys.modules.get(study.module), "__file__", None)
+                                or study.module).name}
     config["pair_axes"] = list(study.pair_axes)
     return Plan(study, size, params, grid, n, seed, given, config)
 
 
-# ---- running ----------------------------------------------------------------------------------
-
-
-def paired_replicate(condition: dict, replicate: int, seed: int, *, fn: Callable,
-                     study_seed: int, pair_axes: tuple[str, ...]) -> xr.Dataset:
-    """Call ``fn`` with the seed of ``condition`` without its ``pair_axes``, so that conditions
-    differing only along them share replicate seeds (and torch's global generator)."""
+def _device(study: Study, device: Any) -> dict[str, str]:
+    """``{"device": name}`` for a device other than the CPU (the CPU is the default, so it
+    leaves the configuration, and the cache key, as they are)."""
     import torch
 
-    from .replicates import condition_id, replicate_seed
+    text = check.text("device", device)
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device must be a torch device such as cpu or cuda, got "
+                         f"{text!r}") from None
+    if parsed.type not in study.devices:
+        raise ValueError(f"--device {text}: study {study.name} computes on "
+                         f"{', '.join(study.devices)} only")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {text}: CUDA is not available on this machine")
+    return {} if parsed.type == "cpu" else {"device": str(parsed)}
 
-    shared = {k: v for k, v in condition.items() if k not in pair_axes}
-    paired = replicate_seed(study_seed, condition_id(shared), replicate)
-    torch.manual_seed(paired)
-    return fn(condition, replicate, paired)
+
+# ---- running ----------------------------------------------------------------------------------
 
 
 def task_function(p: Plan) -> Callable[..., xr.Dataset]:
@@ -379,16 +400,16 @@ def task_function(p: Plan) -> Callable[..., xr.Dataset]:
     kwargs: dict[str, Any] = {"size": p.params}
     if "study_seed" in inspect.signature(fn).parameters:
         kwargs["study_seed"] = p.seed
-    task = functools.partial(fn, **kwargs)
-    if p.study.pair_axes:
-        task = functools.partial(paired_replicate, fn=task, study_seed=p.seed,
-                                 pair_axes=p.study.pair_axes)
-    return task
+    return functools.partial(fn, **kwargs)
+
+
+def _code_record(p: Plan, cache_dir: Path) -> Path:
+    return cache_dir / f"{p.cache_name}.code.json"
 
 
 def _code_note(p: Plan, cache_dir: Path) -> str | None:
-    """Record the study's code version beside its cache; say if it changed since."""
-    record = cache_dir / f"{p.cache_name}.code.json"
+    """A line saying so if the study's code changed since its cache was written."""
+    record = _code_record(p, cache_dir)
     now = p.config["code"]
     note = None
     if record.is_file():
@@ -402,8 +423,6 @@ def _code_note(p: Plan, cache_dir: Path) -> str | None:
                 "code" if k == "study" else f"{k} version" for k in changed if k != "origin")
                 + f" changed since the cache was written ({before.get('study')} → "
                 f"{now['study']}); its replicates are recomputed")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(now))
     return note
 
 
@@ -431,16 +450,15 @@ def run(study: Study | str, quick: bool = False, overrides: Sequence[str] | Mapp
         if note:
             (notify or log.warning)(note)
     n_tasks = p.n_replicates * max(1, _n_conditions(p.grid))
-    options = dict(manager)
-    accepted = inspect.signature(run_study).parameters
-    if "code_version" in accepted:
-        options["code_version"] = p.config["code"]["study"]
-    if "allow_nan" in accepted and p.study.allow_nan:
-        options["allow_nan"] = list(p.study.allow_nan)
     ds = run_study(task_function(p), p.grid, n_replicates=p.n_replicates, seed=p.seed,
                    n_jobs=min(n_jobs, n_tasks) if n_jobs > 0 else n_jobs,
                    cache_dir=cache_dir, name=p.cache_name, config=p.config,
-                   progress=progress, retry_failed=retry_failed, **options)
+                   progress=progress, retry_failed=retry_failed,
+                   code_version=p.config["code"]["study"],
+                   code_origin=p.config["code"]["origin"], pair_axes=p.study.pair_axes,
+                   allow_nan=p.study.allow_nan, **manager)
+    if cache_dir is not None:  # the code version the cache now holds, for the next run
+        _code_record(p, cache_dir).write_text(json.dumps(p.config["code"]))
     if p.study.postprocess is not None and not bool(ds["failed"].all()):
         ds = p.study.postprocess(ds)  # when every replicate failed there is nothing to derive
     ds.attrs["study"] = p.study.name
@@ -462,7 +480,8 @@ def status(study: Study | str, quick: bool = False, overrides: Sequence[str] | M
 
     p = plan(study, quick, overrides, seed, replicates, device)
     return study_status(p.grid, p.n_replicates, seed=p.seed,
-                        cache_dir=Path(results) / "cache", name=p.cache_name, config=p.config)
+                        cache_dir=Path(results) / "cache", name=p.cache_name, config=p.config,
+                        code_version=p.config["code"]["study"], pair_axes=p.study.pair_axes)
 
 
 def dry_run(study: Study | str, quick: bool = False, overrides: Sequence[str] | Mapping = (),

@@ -6,38 +6,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import SEED_STUDY, calls, seed_study  # noqa: F401
 
 from anglesim import io
 from anglesim.cli import main
 from anglesim.replicates import failure_table
-
-TINY = Path(__file__).resolve().parent / "tiny_studies" / "studies"
-
-
-@pytest.fixture
-def tiny(monkeypatch, tmp_path):
-    """Point the CLI at the stand-in studies folder, in this process.
-
-    The repository's own ``studies`` package may already be imported by other tests; it is
-    taken out of sys.modules (and put back afterwards) so that ``studies.tiny`` resolves here.
-    """
-    monkeypatch.setenv("ANGLESIM_STUDIES", str(TINY))
-    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
-    monkeypatch.setenv("TINY_CALLS", str(tmp_path / "calls"))
-    (tmp_path / "calls").mkdir()
-    for name in [m for m in sys.modules if m == "studies" or m.startswith("studies.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.syspath_prepend(str(TINY.parent))
-    return tmp_path
-
-
-def calls(folder: Path, pattern: str = "*") -> int:
-    return len(list((folder / "calls").glob(f"{pattern}.call")))
 
 
 def data_only(ds: xr.Dataset) -> xr.Dataset:
@@ -190,19 +167,194 @@ def test_failed_replicates_keep_their_nan_fill(tiny, monkeypatch):
     assert np.isfinite(ds["weights"].sel(lr=0.05)).all()
 
 
-def test_load_study_is_not_shadowed_by_a_studies_package_from_elsewhere(monkeypatch):
-    """A `studies` package imported earlier from another folder (here the stand-in one) must
-    not hide the folder load_study resolved: CI once failed this way after the CLI tests."""
-    from anglesim.cli import load_study, studies_dir
+# version and one-line argument errors -----------------------------------------------------------
 
-    for name in [m for m in sys.modules if m == "studies" or m.startswith("studies.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
-    monkeypatch.syspath_prepend(str(TINY.parent))
-    import studies  # the stand-in package, as an earlier test leaves it
 
-    assert Path(studies.__file__).resolve().parent == TINY
-    monkeypatch.delenv("ANGLESIM_STUDIES", raising=False)
-    module = load_study("quickstart")
-    assert Path(module.__file__).resolve().parent == studies_dir()
-    assert studies_dir() != TINY
+def test_version(capsys):
+    import anglesim
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"anglesim {anglesim.__version__}"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "tiny", "--threads", "abc"],
+     "anglesim: error: --threads must be a positive integer or 'auto', got 'abc'"),
+    (["run", "tiny", "--threads", "0"],
+     "anglesim: error: --threads must be a positive integer or 'auto', got '0'"),
+    (["run", "tiny", "--replicates", "0"],
+     "anglesim: error: --replicates must be a positive integer, got '0'"),
+    (["status", "tiny", "--seed", "-1"],
+     "anglesim: error: --seed must be a non-negative integer, got '-1'"),
+    (["run", "tiny", "--n-jobs", "0"],
+     "anglesim: error: --n-jobs must be a non-zero integer, got '0'"),
+    (["run", "tiny", "--bogus"], "anglesim: error: unrecognized arguments: --bogus"),
+    (["run", "tiny", "--backend", "ray"], "anglesim: error: argument --backend: invalid choice"),
+    (["frobnicate"], "anglesim: error: argument command: invalid choice: 'frobnicate'"),
+])
+def test_argument_errors_are_one_line_without_usage(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "usage:" not in err, err
+    assert err.startswith(message), err
+
+
+# studies from user folders and paths -------------------------------------------------------------
+
+
+def test_user_folder_adds_to_the_built_in_studies(tiny, capsys):
+    assert main(["list"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert "tiny" in names and "quickstart" in names and "finetune_shift" in names
+
+
+def test_user_study_taking_a_built_in_name_is_refused(write_study, monkeypatch, capsys):
+    path = write_study("quickstart", seed_study("quickstart"))
+    monkeypatch.setenv("ANGLESIM_STUDIES", str(path.parent))
+    assert main(["list"]) == 2
+    _one_line_error(capsys, "takes the name of the study from built-in")
+
+
+def test_bad_study_path_is_one_line(tmp_path, write_study, capsys):
+    assert main(["run", str(tmp_path / "nope.py")]) == 2
+    _one_line_error(capsys, f"study path {tmp_path / 'nope.py'} is not a .py file")
+    empty = write_study("empty", "X = 1\n")
+    assert main(["run", str(empty), "--quick"]) == 2
+    _one_line_error(capsys, "declares no STUDY")
+
+
+def test_run_by_path_with_loky_workers_from_another_folder(tmp_path, write_study,
+                                                          monkeypatch):
+    """A study file outside any package runs from another cwd on 2 loky workers (which get
+    its functions pickled by value) and gives the Dataset one process gives."""
+    path = write_study("seeds", seed_study("seeds"), folder=tmp_path / "elsewhere" / "mine")
+    monkeypatch.chdir(tmp_path)
+    args = ["run", str(path), "--quick", "--quiet"]
+    assert main([*args, "--n-jobs", "2", "--results", "two"]) == 0
+    assert main([*args, "--n-jobs", "1", "--results", "one"]) == 0
+    a = io.load_dataset(tmp_path / "two" / "seeds_quick.nc")
+    b = io.load_dataset(tmp_path / "one" / "seeds_quick.nc")
+    xr.testing.assert_identical(data_only(a), data_only(b))
+    assert a.attrs["study"] == "seeds" and a.sizes["replicate"] == 2
+    assert json.loads(a.attrs["config"])["code"]["origin"] == "seeds.py"
+
+
+# overrides ------------------------------------------------------------------------------------
+
+
+def test_overrides_change_grid_and_replicates_and_are_recorded(tiny, capsys):
+    results = tiny / "results"
+    assert main(["run", "tiny", "grid.lr=[0.05]", "--n-jobs", "1", "--results", str(results),
+                 "--quiet", "replicates=1"]) == 0
+    ds = io.load_dataset(results / "tiny.nc")
+    assert ds["lr"].values.tolist() == [0.05] and ds.sizes["replicate"] == 1
+    config = json.loads(ds.attrs["config"])
+    assert config["overrides"] == {"grid.lr": [0.05]}  # the replicate count is not in the key
+    assert calls(tiny) == 1
+    # a bare grid-axis name is a one-value grid; another value is another cache entry
+    assert main(["run", "tiny", "lr=0.1", "replicates=1", "--n-jobs", "1", "--results",
+                 str(results), "--quiet"]) == 0
+    assert io.load_dataset(results / "tiny.nc")["lr"].values.tolist() == [0.1]
+    assert calls(tiny) == 2
+
+
+def test_unknown_override_key_lists_the_valid_ones(tiny, capsys):
+    assert main(["run", "tiny", "kapa=8", "--results", str(tiny / "r")]) == 2
+    line = _one_line_error(capsys, "unknown override key 'kapa'", "valid keys:", "grid.lr",
+                           "replicates")
+    assert "lr" in line.split("valid keys:")[1]
+    assert main(["run", "quickstart", "phases.finetune.lrr=1", "--dry-run"]) == 2
+    _one_line_error(capsys, "unknown override key 'phases.finetune.lrr'",
+                    "phases.finetune.lr", "phases.pretrain.lr", "pre_epochs", "grid.kappa")
+    assert calls(tiny) == 0
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("replicates=abc", "override replicates must be an integer, got 'abc'"),
+    ("replicates=0", "override replicates must be a positive integer, got 0"),
+    ("phases.finetune.lr=fast", "override phases.finetune.lr must be a number, got 'fast'"),
+    ("phases.finetune.lr=-1e-3", "override phases.finetune.lr must be a positive number"),
+    ("phases.finetune=1", "override phases.finetune is a group; set one of its keys"),
+    ("grid.kappa=[]", "override grid.kappa must be a non-empty list, got []"),
+    ("kappa=[2,two]", "override kappa must hold numbers, got [2, 'two']"),
+    ("kappa", "override must be key=value"),
+    ("grid.kappa=[2,8", "is not a closed list"),
+])
+def test_bad_override_value_names_key_and_value(override, needle, capsys):
+    assert main(["run", "quickstart", override, "--dry-run"]) == 2
+    _one_line_error(capsys, needle)
+
+
+def test_dry_run_lists_cells_and_which_are_cached(tiny, capsys):
+    results = tiny / "results"
+    assert main(["run", "tiny", "replicates=1", "--n-jobs", "1", "--results", str(results),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["run", "tiny", "replicates=2", "--dry-run", "--results", str(results)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("study tiny (full): 2 condition(s) × 2 replicate(s); 2 cached, "
+                      "0 failed, 2 to run")
+    assert out[1] == "overrides: replicates=2"
+    cells = [line.strip() for line in out[2:]]
+    assert len(cells) == 4
+    assert cells[0].startswith("lr=0.05, replicate 0 (seed ") and cells[0].endswith("cached")
+    assert cells[1].startswith("lr=0.05, replicate 1") and cells[1].endswith("to run")
+    assert calls(tiny) == 2  # the dry run ran nothing
+
+
+# the cache knows the code, pairing --------------------------------------------------------------
+
+
+def test_editing_the_replicate_code_recomputes_and_says_why(tmp_path, write_study, monkeypatch,
+                                                            capsys):
+    monkeypatch.setenv("SEED_CALLS", str(tmp_path / "calls"))
+    (tmp_path / "calls").mkdir()
+    path = write_study("seeds", seed_study("seeds"))
+    args = ["run", str(path), "--quick", "--n-jobs", "1", "--quiet", "--results",
+            str(tmp_path / "r")]
+    assert main(args) == 0
+    assert calls(tmp_path) == 8
+    first = io.load_dataset(tmp_path / "r" / "seeds_quick.nc")
+    assert main(args) == 0  # unchanged code: all cached
+    assert calls(tmp_path) == 8
+    capsys.readouterr()
+    path.write_text(path.read_text().replace("VERSION_MARK = 1", "VERSION_MARK = 2"))
+    with pytest.warns(Warning):  # the replicate manager reports the stale files too
+        assert main(args) == 0
+    assert calls(tmp_path) == 16
+    assert "code changed since the cache was written" in capsys.readouterr().err
+    second = io.load_dataset(tmp_path / "r" / "seeds_quick.nc")
+    np.testing.assert_array_equal(second["draws"].values, 2 * first["draws"].values)
+    assert (json.loads(second.attrs["config"])["code"]["study"]
+            != json.loads(first.attrs["config"])["code"]["study"])
+
+
+@pytest.mark.parametrize("pair_axes", [(), ("treatment",), ("treatment", "group")])
+def test_pairing_shares_seeds_along_the_declared_axes_only(tmp_path, write_study, pair_axes):
+    path = write_study("seeds", seed_study("seeds", pair_axes))
+    assert main(["run", str(path), "--quick", "--n-jobs", "1", "--quiet", "--results",
+                 str(tmp_path / "r")]) == 0
+    ds = io.load_dataset(tmp_path / "r" / "seeds_quick.nc")
+    seeds = ds["used_seed"]  # dims treatment, group, replicate
+    for axis in ("treatment", "group"):
+        a, b = seeds.isel({axis: 0}), seeds.isel({axis: 1})
+        if axis in pair_axes:
+            assert (a == b).all(), axis
+            np.testing.assert_array_equal(ds["draws"].isel({axis: 0}),
+                                          ds["draws"].isel({axis: 1}))
+        else:
+            assert (a != b).all(), axis
+    assert len(np.unique(seeds.isel(treatment=0, group=0))) == ds.sizes["replicate"]
+
+
+def test_the_command_line_imports_neither_the_benchmark_nor_torch_at_start():
+    code = ("import sys, anglesim.cli; print(sorted(m for m in sys.modules if m == 'torch' "
+            "or m.startswith('anglesim.bench') or m.startswith('anglesim.studies')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -2,10 +2,13 @@
 
 import dataclasses
 import datetime as dt
+import errno
 import hashlib
 import importlib.util
 import json
+import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,8 +155,15 @@ def _sample() -> xr.Dataset:
 
 
 def _without_provenance(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` without what save_dataset adds: provenance, the default title, and the units and
+    long names of the coordinates anglesim knows (they are checked in their own tests)."""
     out = ds.copy()
-    out.attrs = {k: v for k, v in ds.attrs.items() if k not in io.PROVENANCE_KEYS}
+    out.attrs = {k: v for k, v in ds.attrs.items()
+                 if k not in io.PROVENANCE_KEYS and (k, v) != ("title", io.DEFAULT_TITLE)}
+    for name in out.coords:
+        known = io.KNOWN_COORDS.get(str(name), {})
+        out.coords[name].attrs = {k: v for k, v in out.coords[name].attrs.items()
+                                  if known.get(k) != v}
     return out
 
 
@@ -173,7 +183,7 @@ def test_round_trip_keeps_types_values_and_attrs(tmp_path):
     assert loaded["fi"].attrs["meta"] == {"method": "propagated"}
     assert loaded.attrs["config"] == '{"k":1}' and loaded.attrs["seed"] == 3
     assert loaded.attrs["anglesim_version"] == anglesim.__version__
-    assert set(io.PROVENANCE_KEYS) <= set(loaded.attrs)
+    assert set(io.PROVENANCE_KEYS) - {"code_version", "code_origin"} <= set(loaded.attrs)
     assert list(tmp_path.glob("sub/dir/*")) == [path]  # no temporary file left behind
 
 
@@ -269,9 +279,10 @@ def test_saved_file_carries_checksum_that_load_verifies(tmp_path):
 
     ds = _sample()
     path = io.save_dataset(ds, tmp_path / "a.nc")
+    loaded, version = io.load_checked(path)
+    assert version == io.CHECKSUM_VERSION == 2
     with h5py.File(path, "r") as f:
-        assert f.attrs[io.CHECKSUM_ATTR] == io.data_checksum(ds)
-    loaded = io.load_dataset(path)
+        assert f.attrs[io.CHECKSUM_ATTR] == "v2:" + io.dataset_checksum(loaded)
     assert io.CHECKSUM_ATTR not in loaded.attrs
     assert io.data_checksum(loaded) == io.data_checksum(ds)
     # change one stored value in place, leaving the file a valid netCDF4 file
@@ -292,3 +303,145 @@ def test_flipped_byte_in_the_data_is_detected(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="is corrupted"):
         io.load_dataset(path)
+
+
+def test_dataset_checksum_covers_attributes_and_coordinates():
+    ds = _sample()
+    ds["fi"].attrs["long_name"] = "Fisher information"
+    ds["angle"].attrs["units"] = "rad"
+    digest = io.dataset_checksum(ds)
+    assert io.dataset_checksum(ds.copy(deep=True)) == digest
+    changed = []
+    for change in (
+        lambda d: d.attrs.update(extra=1),                         # a Dataset attribute
+        lambda d: d["fi"].attrs.update(long_name="Fisher informatioN"),  # one character
+        lambda d: d["angle"].attrs.update(units="deg"),             # a coordinate's attribute
+        lambda d: d.attrs.update(spec={"size": 33, "noise": None}),  # inside a JSON attribute
+        lambda d: d["f32"].attrs.update(scale=np.float32(1.5)),     # a new numeric attribute
+    ):
+        other = ds.copy(deep=True)
+        change(other)
+        changed.append(io.dataset_checksum(other))
+    as_coord = ds.set_coords("count")  # the same variables, one of them now a coordinate
+    changed.append(io.dataset_checksum(as_coord))
+    assert digest not in changed and len(set(changed)) == len(changed)
+
+
+@needs_h5py
+@pytest.mark.parametrize("where", ["variable", "coordinate", "dataset"])
+def test_one_byte_of_an_attribute_changed_in_the_file_is_detected(tmp_path, where):
+    import h5py
+
+    ds = _sample()
+    ds["fi"].attrs["long_name"] = "Fisher information"
+    path = io.save_dataset(ds, tmp_path / "a.nc")
+    with h5py.File(path, "r+") as f:
+        if where == "variable":
+            f["fi"].attrs["long_name"] = "Fisher informatioN"
+        elif where == "coordinate":
+            f["angle"].attrs["units"] = "raD"
+        else:
+            f.attrs["title"] = io.DEFAULT_TITLE[:-1] + "T"
+    with pytest.raises(ValueError, match="is corrupted: its checksum \\(data, coordinates and "
+                                         "attributes\\)"):
+        io.load_dataset(path)
+
+
+@needs_h5py
+def test_an_old_format_file_still_has_its_data_verified(tmp_path):
+    import h5py
+
+    ds = _sample()
+    path = io.save_dataset(ds, tmp_path / "old.nc")
+    with h5py.File(path, "r+") as f:  # what version 1 wrote: the data-only digest, bare
+        f.attrs[io.CHECKSUM_ATTR] = io.data_checksum(ds)
+        f["fi"].attrs["long_name"] = "not covered by version 1"
+    loaded, version = io.load_checked(path)
+    assert version == 1 and loaded["fi"].attrs["long_name"] == "not covered by version 1"
+    with h5py.File(path, "r+") as f:
+        f["f32"][1] = np.float32(7.0)
+    with pytest.raises(ValueError, match="its data's checksum"):
+        io.load_dataset(path)
+    with h5py.File(path, "r+") as f:
+        del f.attrs[io.CHECKSUM_ATTR]
+    assert io.load_checked(path)[1] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# self-description
+
+
+@needs_h5py
+def test_saved_files_describe_their_coordinates_and_themselves(tmp_path, monkeypatch):
+    ds = _sample().expand_dims(replicate=[0]).assign_coords(epoch=[0, 1], kappa=[1.0, 4.0])
+    ds["kappa"].attrs["long_name"] = "my own name"  # a coordinate's own attributes win
+    ds.attrs["study"] = "demo"
+    loaded = io.load_dataset(io.save_dataset(ds, tmp_path / "a.nc"))
+    assert loaded["angle"].attrs["units"] == "rad"
+    assert loaded["angle"].attrs["long_name"] == "grating orientation θ"
+    for name in ("layer", "replicate", "epoch"):
+        assert loaded[name].attrs["long_name"] == io.KNOWN_COORDS[name]["long_name"]
+    assert loaded["replicate"].attrs["units"] == "1"
+    assert loaded["kappa"].attrs == {"long_name": "my own name"}
+    assert loaded.attrs["Conventions"] == "CF-1.10"
+    assert loaded.attrs["title"] == "anglesim study demo"
+    created, command = loaded.attrs["history"].split(" ", 1)
+    assert created == loaded.attrs["created"] and command
+    # the same command saving again replaces its line; another adds a line on top
+    again = io.load_dataset(io.save_dataset(loaded, tmp_path / "b.nc"))
+    assert again.attrs["history"].count("\n") == 0 and again.attrs["history"] != ""
+    monkeypatch.setattr(sys, "argv", ["/somewhere/bin/anglesim", "figures"])
+    third = io.load_dataset(io.save_dataset(again, tmp_path / "c.nc"))
+    lines = third.attrs["history"].splitlines()
+    assert lines[0].endswith(" anglesim figures") and lines[1:] == [again.attrs["history"]]
+    described = io.describe(_sample(), {"angle": {"units": "deg"}})
+    assert described["angle"].attrs == {"units": "deg", "long_name": "grating orientation θ"}
+    assert _sample()["angle"].attrs == {}  # describe copies
+
+
+def test_command_line_has_no_machine_paths():
+    line = io.command_line(["/home/me/venv/bin/anglesim", "run", "quickstart", "--results",
+                            "/home/me/data/results", "--cache=/scratch/x/cache", "kappa=8"])
+    assert line == "anglesim run quickstart --results …/results --cache=…/cache kappa=8"
+    assert io.command_line(["/usr/lib/python3/site-packages/anglesim/__main__.py", "list"]) \
+        == "python -m anglesim list"
+    assert io.command_line(["-c"]) == "python -c"
+    assert "/" not in io.command_line(["/opt/x/run_me.py", "/a/b/c.nc"]).replace("…/", "")
+
+
+@needs_h5py
+def test_no_absolute_path_in_the_provenance(tmp_path):
+    loaded = io.load_dataset(io.save_dataset(_sample(), tmp_path / "a.nc"))
+    for key in io.PROVENANCE_KEYS:
+        value = str(loaded.attrs.get(key, ""))
+        assert str(tmp_path) not in value and not re.search(r"(^|\s)/\w", value), (key, value)
+
+
+@needs_h5py
+def test_a_dimension_named_like_a_sel_keyword_warns(tmp_path):
+    ds = xr.Dataset({"x": ("method", [1.0, 2.0])}, coords={"method": ["a", "b"]})
+    with pytest.warns(UserWarning, match="dimension 'method' has the name of a keyword of "
+                                         "Dataset.sel"):
+        io.save_dataset(ds, tmp_path / "a.nc")
+    assert io.check_dim_names(_sample()) == []
+
+
+@needs_h5py
+@pytest.mark.parametrize("code", [errno.ENOSPC, None])
+def test_a_failed_write_is_one_os_error_naming_the_path(tmp_path, monkeypatch, code):
+    def full(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        if code is None:  # as HDF5 reports it: no errno, the number inside the message
+            raise OSError("Can't write data (file write failed: time = x, filename = y, "
+                          "errno = 28, error message = 'No space left on device')")
+        raise OSError(code, os.strerror(code))
+
+    first = io.save_dataset(_sample(), tmp_path / "a.nc")
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", full)
+    with pytest.raises(OSError) as info:
+        io.save_dataset(_sample(), first)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(first)
+    assert str(info.value.strerror) == f"cannot write {first}: No space left on device"
+    monkeypatch.undo()
+    io.load_dataset(first)  # the earlier file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["a.nc"]  # no temporary left

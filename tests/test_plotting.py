@@ -34,3 +34,122 @@ def test_mean_ci_matches_the_t_interval():
     assert float(half) == pytest.approx(expected)
     _, half_one = mean_ci(da.isel(replicate=[0]))
     assert float(half_one) == 0.0
+
+
+# figures of any result, drawn from real estimator and training outputs -------------------------
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # this test module writes no window; the package itself never switches
+
+import torch  # noqa: E402
+
+from anglesim.distributions import Uniform, VonMises  # noqa: E402
+from anglesim.fisher import propagated_fisher  # noqa: E402
+from anglesim.measure import measure_fisher, method_result  # noqa: E402
+from anglesim.models import reference_mlp  # noqa: E402
+from anglesim.plotting import plot_error, plot_fisher, plot_history  # noqa: E402
+from anglesim.stimuli import GratingSpec  # noqa: E402
+from anglesim.training import Phase, evaluate_error, train  # noqa: E402
+
+SPEC8 = GratingSpec(size=8, frequency=2.0, phase=0.0, contrast=1.0, noise_std=1.0)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    net = reference_mlp(image_size=8, hidden=(16, 8))
+    phases = [Phase(name, prior, SPEC8, loss="vector_mse", lr=1e-2, epochs=2,
+                    steps_per_epoch=3, batch_size=16, eval_angles=4, eval_repeats=1)
+              for name, prior in (("pretrain", Uniform()), ("finetune", VonMises(1.0, 4.0)))]
+    history = train(net, phases, 0)
+    return net, history
+
+
+def _curves(ax):
+    return [line for line in ax.get_lines() if len(line.get_xdata()) > 2]
+
+
+@pytest.mark.parametrize("n_angles", [3, 24])
+def test_plot_fisher_of_measure_fisher_draws_every_layer_and_method(trained, n_angles):
+    net, _ = trained
+    ds = measure_fisher(net, SPEC8, Uniform(), methods=["propagated", "output_gaussian"],
+                        angles=n_angles)
+    fig = plot_fisher(ds)
+    ax = fig.axes[0]
+    # propagated measures every layer; the output-noise method adds its own output curve
+    n_series = int(np.isfinite(ds["fisher"]).any("angle").sum())
+    assert len(_curves(ax)) == n_series
+    assert ax.get_yscale() == "log"
+    assert f"({ds['fisher'].attrs['units']})" in ax.get_ylabel()  # rad^-2
+    assert "Fisher information" in ax.get_ylabel() and "(deg)" in ax.get_xlabel()
+    x = _curves(ax)[0].get_xdata()
+    np.testing.assert_allclose(x, np.degrees(ds["angle"].values))
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("propagated" in t and "output" in t for t in labels)
+
+
+def test_plot_fisher_of_one_method_and_of_a_bare_dataarray(trained):
+    net, _ = trained
+    da = method_result(measure_fisher(net, SPEC8, None, angles=6), "propagated")
+    ax = plot_fisher(da.sel(layer="output"), log=False).axes[0]
+    assert len(_curves(ax)) == 1 and ax.get_yscale() == "linear"
+    np.testing.assert_allclose(_curves(ax)[0].get_ydata(), da.sel(layer="output").values)
+    fi = propagated_fisher(net, SPEC8, torch.linspace(0, 3, 5), layers=["input", "output"])
+    assert len(_curves(plot_fisher(fi).axes[0])) == 2
+
+
+def test_plot_fisher_over_replicates_draws_the_geometric_mean_and_a_band():
+    rng = np.random.default_rng(1)
+    values = np.exp(rng.normal(size=(5, 2, 7)))  # replicate, layer, angle
+    da = xr.DataArray(values, dims=("replicate", "layer", "angle"),
+                      coords={"layer": ["fc", "output"], "angle": np.arange(7) * np.pi / 7})
+    ax = plot_fisher(da).axes[0]
+    lines = _curves(ax)
+    assert len(lines) == 2 and len(ax.collections) == 2  # one band per layer
+    np.testing.assert_allclose(lines[0].get_ydata(),
+                               np.exp(np.log(values[:, 0]).mean(0)), rtol=1e-12)
+
+
+def test_plot_error_of_evaluate_error_in_degrees(trained):
+    net, _ = trained
+    err = evaluate_error(net, SPEC8, 6, repeats=2, generator=torch.Generator().manual_seed(3))
+    ax = plot_error(err).axes[0]
+    (curve,) = _curves(ax)
+    np.testing.assert_allclose(curve.get_ydata(), np.degrees(err.values))
+    assert ax.get_ylabel() == "mean |θ̂ − θ| (deg)"
+    with pytest.raises(ValueError, match="must be in radians"):
+        plot_error(err.assign_attrs(units="deg"))
+
+
+def test_plot_history_marks_the_phase_boundary(trained):
+    _, history = trained
+    fig = plot_history(history)
+    ax_loss, ax_err = fig.axes
+    assert ax_loss.get_xlabel() == "epoch" and "(deg)" in ax_err.get_ylabel()
+    boundaries = [line for line in ax_err.get_lines() if len(line.get_xdata()) == 2
+                  and line.get_xdata()[0] == line.get_xdata()[1]]
+    assert [b.get_xdata()[0] for b in boundaries] == [1.5]  # 2 epochs, then 2 more
+    train_line = next(line for line in ax_loss.get_lines() if line.get_label() == "train")
+    np.testing.assert_allclose(train_line.get_ydata(), history["train_loss"].values)
+
+
+def test_plot_helpers_reject_what_they_cannot_draw():
+    with pytest.raises(ValueError, match="must hold one of the variables"):
+        plot_fisher(xr.Dataset({"x": ("angle", [1.0])}))
+    with pytest.raises(ValueError, match="must have a 'angle' dimension"):
+        plot_fisher(xr.DataArray([1.0, 2.0], dims="theta"))
+    with pytest.raises(ValueError, match="history must be a Dataset with train_loss"):
+        plot_history(xr.Dataset({"x": ("t", [1.0])}))
+
+
+def test_importing_plotting_does_not_switch_the_backend():
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('pdf'); import anglesim.plotting, "
+            "anglesim.study; print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "pdf"

@@ -81,3 +81,49 @@ def test_full_quickstart_decodes_well_below_chance(tmp_path):
     ds = load_dataset(tmp_path / "quickstart.nc")
     err = ds["abs_error"].mean(["angle", "replicate"])
     assert (err < math.pi / 16).all(), err.values  # chance is π/4
+
+
+def test_non_editable_install_runs_every_study_from_another_folder(tmp_path):
+    """`pip install --target` (no checkout on the path) lists every built-in study, and runs
+    the quickstart from an unrelated folder with the package's own copy of the study."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    shutil.copytree(root / "anglesim", src / "anglesim",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps",
+                           "--no-build-isolation", "--target", str(target), "-q", str(src)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in __import__("os").environ.items() if k != "ANGLESIM_STUDIES"}
+    env["PYTHONPATH"] = str(target)
+
+    def anglesim(*args):
+        return subprocess.run([sys.executable, "-m", "anglesim", *args], capture_output=True,
+                              text=True, cwd=elsewhere, env=env, timeout=300)
+
+    listed = anglesim("list")
+    assert listed.returncode == 0, listed.stderr
+    names = {line.split()[0] for line in listed.stdout.splitlines()}
+    assert {"quickstart", "finetune_shift", "reference_replication"} <= names
+    ran = anglesim("run", "quickstart", "--quick", "replicates=1", "--n-jobs", "1", "--quiet",
+                   "--results", "out")
+    assert ran.returncode == 0, ran.stderr
+    ds = load_dataset(elsewhere / "out" / "quickstart_quick.nc")
+    assert ds.sizes["replicate"] == 1 and not ds["failed"].any()
+    assert (elsewhere / "out" / "quickstart_quick.png").is_file()
+    import json
+
+    assert json.loads(ds.attrs["config"])["code"]["origin"] == "built-in"
+    code = subprocess.run([sys.executable, "-c", "import anglesim.study as s; "
+                           "print(s.code_files(s.load('quickstart'))[-1])"],
+                          capture_output=True, text=True, cwd=elsewhere, env=env, timeout=120)
+    assert code.stdout.strip().startswith(str(target)), code.stdout + code.stderr

@@ -141,9 +141,8 @@ def test_finetune_shift_helpers(monkeypatch):
     # per-block norms: √Σ over a block's entries, NaN where a block has none
     out = fs.block_norms(np.array([3.0, 4.0, 2.0]), ["conv1", "conv1", "fc"])
     np.testing.assert_allclose(out, [5.0, np.nan, 2.0, np.nan])
-    # one parent per replicate: its seed ignores the condition, not the study seed
-    assert fs.parent_seed(0, 3) == fs.parent_seed(0, 3)
-    assert len({fs.parent_seed(0, 3), fs.parent_seed(0, 4), fs.parent_seed(1, 3)}) == 3
+    # one parent per replicate: the shifts share replicate seeds (declared pairing)
+    assert fs.STUDY.pair_axes == ("shift",)
     # every strategy gets the same step budget; n_train = 8D training images
     sz = fs.SIZES["full"]
     for n in sz["n_train"]:
@@ -193,3 +192,42 @@ def test_finetune_shift_helpers(monkeypatch):
     images = theta[:, None, None, None].expand(400, 1, 2, 2)
     assert fs.probe_error(Features(True), images, theta) < math.radians(1)
     assert fs.probe_error(Features(False), images, theta) > math.radians(30)  # chance is 45°
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED) + ["quickstart"])
+def test_every_built_in_study_is_declared_and_plans_both_sizes(name):
+    import json
+
+    from anglesim import study as st
+
+    declared = st.load(name)
+    assert declared.name == name and declared.question.endswith("?")
+    assert declared.figure is not None and declared.module.startswith("anglesim.studies.")
+    for quick in (True, False):
+        p = st.plan(declared, quick=quick)
+        assert p.n_replicates == declared.sizes[p.size]["replicates"]
+        assert set(declared.pair_axes) <= set(p.grid)
+        assert all(len(v) > 0 for v in p.grid.values())
+        json.dumps(p.config)  # the cache key is JSON
+        assert p.config["code"]["study"] == st.code_version(declared)
+    files = {f.name for f in st.code_files(declared)}
+    assert "_common.py" in files
+    if name == "finetune_data_size":  # it uses reference_replication's estimator
+        assert "reference_replication.py" in files
+
+
+def test_region_masks_use_the_one_boundary_rule():
+    import math
+
+    import xarray as xr
+
+    from anglesim import angles
+    from anglesim.cli import load_study
+
+    ps = load_study("prior_specialisation")
+    theta = np.arange(16) * math.pi / 16  # 45° from A (at 45°) is on the grid: 0° and 90°
+    near, far = ps.region_masks(xr.DataArray(theta, dims="angle"), ps.LOC_A)
+    expected_near, expected_far = angles.near_far(theta, ps.LOC_A)
+    np.testing.assert_array_equal(near.values, expected_near)
+    np.testing.assert_array_equal(far.values, expected_far)
+    assert far.values[0] and far.values[8]  # exactly 45° away counts as far

@@ -30,6 +30,7 @@ import xarray as xr
 from anglesim.data import evaluation_grid
 from anglesim.distributions import Gridded, VonMises
 from anglesim.fisher import propagated_fisher
+from anglesim.fisher_stats import smooth_periodic
 from anglesim.models import build_model
 from anglesim.plotting import (
     PHASE_COLOURS,
@@ -41,6 +42,7 @@ from anglesim.plotting import (
     replicate_count,
     successful,
 )
+from anglesim.seeding import stream_seed
 from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, train
@@ -63,13 +65,6 @@ SIZES = {
 }
 
 
-def smooth_periodic(values: np.ndarray, order: int = SMOOTH_ORDER) -> np.ndarray:
-    """Keep the Fourier harmonics up to ``order`` of samples on an even grid over one period."""
-    coeffs = np.fft.rfft(values)
-    coeffs[order + 1:] = 0
-    return np.fft.irfft(coeffs, n=values.size)
-
-
 def update_prior(density: np.ndarray, fisher: np.ndarray, damping: float) -> np.ndarray:
     """p ← p^{1−λ}·(p/√J_s)^λ, renormalised to a density on [0, π); J_s smoothed on the circle.
 
@@ -77,7 +72,9 @@ def update_prior(density: np.ndarray, fisher: np.ndarray, damping: float) -> np.
     """
     if not 0 < damping <= 1:
         raise ValueError(f"damping must be in (0, 1], got {damping!r}")
-    log_j = smooth_periodic(np.log(fisher))
+    angle = np.arange(fisher.size) * (math.pi / fisher.size)
+    log_j = smooth_periodic(xr.DataArray(np.log(fisher), dims="angle", coords={"angle": angle}),
+                            n_harmonics=SMOOTH_ORDER, log=False).values
     new = density * np.exp(-0.5 * damping * log_j)
     return new / (new.mean() * math.pi)
 
@@ -119,7 +116,8 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
         for r in range(1, sz["rounds"] + 1):
             density = update_prior(priors[-1], fishers[-1], sz["damping"])
             net = copy.deepcopy(original)
-            train(net, [phase(f"round{r}", Gridded(density), sz, sz["epochs"], 1e-3)], seed + r)
+            train(net, [phase(f"round{r}", Gridded(density), sz, sz["epochs"], 1e-3)],
+                  stream_seed(seed, "data", r))
             priors.append(density)
             fishers.append(measure(net))
     else:
@@ -141,7 +139,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
                 rounds[r].prior = Gridded(new)
                 priors.append(new)
 
-        train(net, rounds, seed + 1, on_phase_end=next_round)
+        train(net, rounds, stream_seed(seed, "data", 1), on_phase_end=next_round)
 
     fisher = np.stack(fishers)
     prior = np.stack(priors)
@@ -259,4 +257,7 @@ STUDY = Study(
     figure=plot_adapt_loop,
     summary=summarise,
     pair_axes=(),  # each mode trains its own networks from its own seeds
+    # NaN by design: the first round has no previous prior; a mode that never converges has
+    # no stop round
+    allow_nan=("prior_kl", "stop_round"),
 )

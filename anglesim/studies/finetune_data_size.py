@@ -26,9 +26,10 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import VonMises
 from anglesim.models import reference_mlp
 from anglesim.plotting import PHASE_COLOURS, STYLE, replicate_count, successful
+from anglesim.seeding import stream_seed, torch_generator
 from anglesim.stats import mean_ci
 from anglesim.study import Study
-from anglesim.training import Phase, evaluate_error, make_generator, train
+from anglesim.training import Phase, evaluate_error, train
 
 from ._common import resolve_size
 from .reference_replication import DTHETA, output_fisher, spec_for
@@ -62,19 +63,24 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     parent = reference_mlp(image_size=spec.size)
     train(parent, [phase("parent", OLD, spec, sz["parent_size"], sz)], seed)
 
-    def measure(net, s: int) -> tuple[np.ndarray, np.ndarray]:
-        fi, _ = output_fisher(net, spec, grid, sz["n_trials"], DTHETA, make_generator(s))
-        err = evaluate_error(net, spec, sz["n_angles"], repeats=16, generator=make_generator(s))
+    def measure(net) -> tuple[np.ndarray, np.ndarray]:
+        # the FI's and the error's noise from two streams (they once shared one seed), the
+        # same for the parent and every fine-tuned network (common random numbers)
+        fi, _ = output_fisher(net, spec, grid, sz["n_trials"], DTHETA,
+                              torch_generator(seed, "fisher"))
+        err = evaluate_error(net, spec, sz["n_angles"], repeats=16,
+                             generator=torch_generator(seed, "eval"))
         return fi, err.values
 
-    parent_fi, parent_err = measure(parent, seed + 1)
+    parent_fi, parent_err = measure(parent)
     fisher = np.empty((len(sz["sizes"]), len(FROZEN), grid.numel()))
     error = np.empty_like(fisher)
     for i, d in enumerate(sz["sizes"]):
         for j, (_, trainable) in enumerate(FROZEN.items()):
             net = copy.deepcopy(parent)
-            train(net, [phase("finetune", NEW, spec, d, sz, trainable)], seed + 10 + i)
-            fisher[i, j], error[i, j] = measure(net, seed + 1)
+            train(net, [phase("finetune", NEW, spec, d, sz, trainable)],
+                  stream_seed(seed, "data", i))
+            fisher[i, j], error[i, j] = measure(net)
     angle = grid.numpy()
     ds = xr.Dataset(
         {
@@ -97,8 +103,8 @@ def shift(ds: xr.Dataset, near: float = math.pi / 8) -> xr.Dataset:
     out = {}
     for name, prior in (("new", NEW), ("old", OLD)):
         loc = prior.to_config()["loc"]
-        mask = xr.DataArray(np.abs(ang.difference(ok["angle"].values, loc)) <= near,
-                            coords={"angle": ok["angle"]})
+        is_near, _ = ang.near_far(ok["angle"].values, loc, near, max(near, math.pi / 4))
+        mask = xr.DataArray(is_near, coords={"angle": ok["angle"]})
         for prefix in ("", "parent_"):
             out[f"{prefix}fisher_near_{name}"] = ok[f"{prefix}fisher"].where(mask).mean("angle")
             out[f"{prefix}error_near_{name}"] = (ok[f"{prefix}abs_error"].where(mask)

@@ -28,6 +28,7 @@ from anglesim.distributions import Uniform, VonMises
 from anglesim.fisher import propagated_fisher
 from anglesim.models import build_model
 from anglesim.plotting import PHASE_COLOURS, STYLE, angle_axis, successful
+from anglesim.seeding import stream_seed
 from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, make_generator, train
@@ -59,9 +60,8 @@ def phases(kappa: float, sz: dict, state: str) -> tuple[Phase, Phase]:
 
 
 def child_seed(seed: int, child: int) -> int:
-    """The fine-tuning data seed of one child, derived from the parent's seed."""
-    return int(np.random.SeedSequence([seed, child]).generate_state(1, dtype=np.uint64)[0]
-               >> 1)
+    """The fine-tuning data seed of one child: stream ("data", child) of the parent's seed."""
+    return stream_seed(seed, "data", child)
 
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:

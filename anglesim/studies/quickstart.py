@@ -15,6 +15,7 @@ Run: ``anglesim quickstart`` or ``anglesim run quickstart [key=value …]``.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import matplotlib.pyplot as plt
@@ -28,9 +29,10 @@ from anglesim.distributions import Uniform, VonMises
 from anglesim.measure import measure_fisher, method_result
 from anglesim.models import build_model
 from anglesim.plotting import PHASE_COLOURS, STYLE, angle_axis, band, successful
+from anglesim.seeding import torch_generator
 from anglesim.stats import mean_ci
 from anglesim.study import Study
-from anglesim.training import Phase, evaluate_error, make_generator, train
+from anglesim.training import Phase, evaluate_error, train
 
 from ._common import SPEC, resolve_size, standard_cnn
 
@@ -71,15 +73,18 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     grid = evaluation_grid(sz["n_angles"])
     fisher, errors, densities = [], [], []
 
+    device = sz.get("device")  # set by --device when it is not the CPU
+    on = {} if device is None else {"device": device}
+
     def measure(phase: Phase, net) -> None:
         measured = measure_fisher(net, SPEC, phase.prior, methods=["propagated"], angles=grid,
-                                  sigma=SPEC.noise_std)
+                                  sigma=SPEC.noise_std, **on)
         fisher.append(method_result(measured, "propagated"))
         errors.append(evaluate_error(net, SPEC, sz["n_angles"], repeats=16,
-                                     generator=make_generator(seed + 1)))
+                                     generator=torch_generator(seed, "eval", **on)))
         densities.append(measured["prior_density"].values)
 
-    history = train(model, plan, seed, on_phase_end=measure)
+    history = train(model, plan, seed, on_phase_end=measure, **on)
     names = [p.name for p in plan]
     angle = grid.double().numpy()
     ds = xr.Dataset(
@@ -205,4 +210,8 @@ STUDY = Study(
     figure=plot_quickstart,
     summary=summarise,
     pair_axes=(),  # each κ trains its own networks from its own seeds
+    # --device cuda once train() places training on a device (train(device=...))
+    devices=("cpu", "cuda") if "device" in inspect.signature(train).parameters else ("cpu",),
+    # NaN by design: stream phases have no validation loss
+    allow_nan=("val_loss",),
 )

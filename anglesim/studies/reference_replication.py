@@ -32,10 +32,11 @@ from anglesim.distributions import AnglePrior, Uniform, VonMises
 from anglesim.fisher import linear_fisher_from_samples, linear_fisher_variance
 from anglesim.models import AngleNet, reference_mlp
 from anglesim.plotting import PHASE_COLOURS, STYLE, replicate_count, successful
+from anglesim.seeding import torch_generator
 from anglesim.stats import mean_ci
 from anglesim.stimuli import GratingSpec, render
 from anglesim.study import Study
-from anglesim.training import Phase, evaluate_error, make_generator, train
+from anglesim.training import Phase, evaluate_error, train
 
 from ._common import resolve_size
 
@@ -101,9 +102,9 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     history = train(model, [plan], seed)
     grid = evaluation_grid(sz["n_angles"]).double()
     fisher, stderr = output_fisher(model, spec, grid, sz["n_trials"], DTHETA,
-                                   make_generator(seed + 1))
+                                   torch_generator(seed, "fisher"))
     error = evaluate_error(model, spec, sz["n_angles"], repeats=16,
-                           generator=make_generator(seed + 2))
+                           generator=torch_generator(seed, "eval"))
     angle = grid.numpy()
     ds = xr.Dataset(
         {
@@ -140,12 +141,13 @@ def effects(ds: xr.Dataset, near: float = math.pi / 8, far: float = math.pi / 4)
     out = {}
     labels = [p for p in ok["prior"].values if p != "uniform"]
     dim = xr.DataArray(labels, dims="concentrated")
-    for region, mask_fn in (("near", lambda d: d <= near), ("far", lambda d: d > far)):
+    for region in ("near", "far"):
         gains, ses = [], []
         for label in labels:
             peak = PRIORS[str(label)].to_config()["loc"]
-            mask = xr.DataArray(mask_fn(np.abs(ang.difference(ok["angle"].values, peak))),
-                                coords={"angle": ok["angle"]})
+            masks = dict(zip(("near", "far"), ang.near_far(ok["angle"].values, peak, near, far),
+                             strict=True))
+            mask = xr.DataArray(masks[region], coords={"angle": ok["angle"]})
             stats = []
             for which in (label, "uniform"):
                 per_rep = fi.sel(prior=which).where(mask).mean("angle")

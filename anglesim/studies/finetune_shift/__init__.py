@@ -76,10 +76,12 @@ from anglesim.distributions import AnglePrior, Uniform, VonMises
 from anglesim.finetune import Strategy
 from anglesim.fisher import propagated_fisher
 from anglesim.models import AngleNet, build_model
+from anglesim.probe import ridge_readout
 from anglesim.representation import cka_drift, weight_distance
+from anglesim.seeding import stream_seed, torch_generator
 from anglesim.stimuli import GratingSpec
 from anglesim.study import Study
-from anglesim.training import Phase, Task, evaluate_error, make_generator, train
+from anglesim.training import Phase, Task, evaluate_error, train
 
 from .._common import SPEC, resolve_size, standard_cnn
 from .analysis import add_measures, measures, paired_ci, summarise  # noqa: F401 (helpers)
@@ -186,19 +188,14 @@ def probe_error(net: AngleNet, images: torch.Tensor, theta: torch.Tensor) -> flo
     """Mean |θ̂ − θ| (rad) of a ridge read-out of (cos 2θ, sin 2θ) from block ``fc``, fitted on
     the first half of ``images`` and tested on the second; θ̂ = atan2(ŝ, ĉ)/2.
 
-    Features are standardised on the fitting half; ridge λ = 10⁻³ × the number of fitting
-    images (per standardised feature); the intercept is the fitting mean.
+    The read-out is :func:`anglesim.probe.ridge_readout` (λ = 10⁻³).
     """
     with torch.no_grad():
         net.eval()
         feats = net.run_blocks(images, stop="fc").flatten(1).double()
     n = feats.shape[0] // 2
     y = torch.stack([torch.cos(2 * theta), torch.sin(2 * theta)], 1).double()
-    mu, sd = feats[:n].mean(0), feats[:n].std(0).clamp_min(1e-8)
-    z_tr, z_te = (feats[:n] - mu) / sd, (feats[n:] - mu) / sd
-    gram = z_tr.T @ z_tr + 1e-3 * n * torch.eye(z_tr.shape[1], dtype=torch.float64)
-    beta = torch.linalg.solve(gram, z_tr.T @ (y[:n] - y[:n].mean(0)))
-    pred = y[:n].mean(0) + z_te @ beta
+    pred = ridge_readout(feats[:n], y[:n], feats[n:], ridge=1e-3)
     est = ang.wrap(0.5 * torch.atan2(pred[:, 1], pred[:, 0]))
     return float(ang.difference(est, theta[n:].double()).abs().mean())
 
@@ -240,12 +237,13 @@ def strategy_summary(strategy: Strategy, parent_norm: np.ndarray) -> dict[str, n
 def choose_frequency(parent: AngleNet, sz: dict, seed: int
                      ) -> tuple[float, np.ndarray, float, bool]:
     """Walk up :data:`FREQUENCY_LADDER` until the parent's mean error is at least
-    :data:`ERROR_FACTOR` × its source error (same noise generator seed at every rung).
+    :data:`ERROR_FACTOR` × its source error (the same noise, stream "severity" of ``seed``,
+    at every rung).
     Returns the chosen frequency (the last rung if none doubled), the parent's error at every
     rung (NaN beyond the chosen one), its source error, and whether the factor was reached."""
     def mean_error(spec: GratingSpec) -> float:
         return float(evaluate_error(parent, spec, sz["n_angles"], sz["error_repeats"],
-                                    make_generator(seed)).mean())
+                                    torch_generator(seed, "severity")).mean())
 
     base = mean_error(SPEC)
     errors = np.full(len(FREQUENCY_LADDER), np.nan)
@@ -256,23 +254,15 @@ def choose_frequency(parent: AngleNet, sz: dict, seed: int
     return FREQUENCY_LADDER[-1], errors, base, False
 
 
-def parent_seed(study_seed: int, replicate: int) -> int:
-    """The parent's seed: from (study seed, replicate) only, so that the three shift
-    conditions of one replicate fine-tune the same parent."""
-    state = np.random.SeedSequence([int(study_seed), int(replicate), 0x50415245]).generate_state(1)
-    return int(state[0])
-
-
 # ---- one replicate ----------------------------------------------------------------------------
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full",
-              study_seed: int = 0) -> xr.Dataset:
+def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Pretrain the replicate's parent, fine-tune it with every strategy, n_train and learning
     rate on the condition's shift, keep each strategy's best rate by validation loss, measure."""
     sz = resolve_size(SIZES, size)
     shift = str(condition["shift"])
-    pseed = parent_seed(study_seed, replicate)
+    pseed = stream_seed(seed, "init")  # the seed is shared by the shifts: one parent
     torch.manual_seed(pseed)
     parent = build_model(MODEL)
     train(parent, [pretrain_phase(sz)], pseed)
@@ -281,8 +271,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full",
     is_input = shift == "input"
     sev_value = np.array(FREQUENCY_LADDER, dtype=float)
     if is_input:
-        frequency, severity_error, severity_base, reached = choose_frequency(parent, sz,
-                                                                             seed + 1)
+        frequency, severity_error, severity_base, reached = choose_frequency(parent, sz, seed)
     else:
         frequency, reached, severity_base = math.nan, math.nan, math.nan
         severity_error = np.full(len(sev_value), np.nan)
@@ -290,16 +279,16 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full",
     grid = evaluation_grid(sz["n_angles"])
     angle = grid.double().numpy()
     density = task.prior.pdf(angle)
-    cka_images, _ = draw(task.prior, task.spec, sz["cka_images"], make_generator(seed + 3))
+    cka_images, _ = draw(task.prior, task.spec, sz["cka_images"], torch_generator(seed, "cka"))
     probe_images, probe_theta = draw(SOURCE.prior, SOURCE.spec, sz["probe_images"],
-                                     make_generator(seed + 4))
+                                     torch_generator(seed, "probe"))
     parent_norm = weight_distance(parent, parent)["reference_norm"].sel(layer=list(BLOCKS)).values
 
     def errors(net: AngleNet) -> tuple[np.ndarray, np.ndarray]:
         e_id = evaluate_error(net, task.spec, sz["n_angles"], sz["error_repeats"],
-                              make_generator(seed + 1), target_offset=task.offset)
+                              torch_generator(seed, "eval"), target_offset=task.offset)
         e_src = evaluate_error(net, SOURCE.spec, sz["n_angles"], sz["error_repeats"],
-                               make_generator(seed + 2))
+                               torch_generator(seed, "eval_source"))
         return e_id.values, e_src.values
 
     def fisher(net: AngleNet) -> np.ndarray:
@@ -323,7 +312,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full",
     diag = {k: np.full((len(sizes), len(BLOCKS)), np.nan) for k in diag_keys}
     switch = np.full(len(sizes), np.nan)
     for j, n_train in enumerate(sizes):
-        ft_seed = seed + 100 + j  # the same data and batches for every strategy and rate
+        ft_seed = stream_seed(seed, "data", j)  # the same data for every strategy and rate
         for i, name in enumerate(names):
             best: tuple[float, AngleNet, Strategy] | None = None
             for k, lr in enumerate(lrs):
@@ -446,7 +435,12 @@ STUDY = Study(
     postprocess=add_measures,
     figure=plot_finetune_shift,
     summary=summarise,
-    # Paired by hand: every shift of replicate r fine-tunes the same parent, whose seed
-    # parent_seed(study seed, r) ignores the shift; the fine-tunings' own seeds differ.
-    pair_axes=(),
+    # Paired: the three shifts of replicate r share its seed, so they fine-tune one parent
+    # (and see the same fine-tuning data draws and evaluation noise where their tasks agree).
+    pair_axes=("shift",),
+    # NaN by design: diagnostics of the strategies that have them; the severity ladder only
+    # for the input shift
+    allow_nan=("rgn_weight", "tpgm_radius", "tpgm_radius_rel", "lora_update_norm",
+               "lp_ft_switch_epoch", "severity_error", "severity_base_error", "shift_value",
+               "shift_reached"),
 )

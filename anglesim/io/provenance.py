@@ -1,0 +1,132 @@
+"""Provenance: what made a Dataset (versions, git revision, config, seed, the study's code),
+CF ``Conventions`` and a ``history`` line without machine paths."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import numbers
+import os
+import platform
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .encoding import to_json
+
+PROVENANCE_KEYS = (
+    "anglesim_version", "git_rev", "created", "python", "torch", "numpy", "xarray", "platform",
+    "config", "seed", "code_version", "code_origin", "Conventions", "history",
+)
+"""The attribute names that :func:`provenance` may set."""
+
+CONVENTIONS = "CF-1.10"
+"""The CF conventions version written in the ``Conventions`` attribute."""
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------------------------
+# provenance
+
+
+def _git(directory: Path, *args: str) -> str | None:
+    """Run git in ``directory``; its stripped stdout, or None if git failed or is missing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    try:
+        done = subprocess.run(["git", "-C", str(directory), *args], capture_output=True,
+                              text=True, timeout=10, env=env, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _git_revision(package_dir: Path) -> str:
+    """Commit of the git checkout whose tracked files include ``package_dir``/__init__.py.
+
+    Returns the 40-digit hash, with ``-dirty`` appended when tracked files differ from that
+    commit, or ``"unknown"`` when the package is not a tracked part of a git checkout (an
+    installed copy, a tarball, no git on the machine). Never raises.
+    """
+    try:
+        if not (package_dir / "__init__.py").is_file():
+            return "unknown"
+        if _git(package_dir, "ls-files", "--error-unmatch", "__init__.py") is None:
+            return "unknown"
+        rev = _git(package_dir, "rev-parse", "HEAD")
+        if not rev:
+            return "unknown"
+        status = _git(package_dir, "status", "--porcelain", "--untracked-files=no")
+        return f"{rev}-dirty" if status else rev
+    except Exception:  # provenance must never stop a save
+        return "unknown"
+
+
+def provenance(config: Mapping[str, Any] | None = None, seed: int | None = None,
+               code_version: str | None = None,
+               code_origin: str | None = None) -> dict[str, str | int]:
+    """Attributes recording what made a Dataset.
+
+    Keys: ``anglesim_version``; ``git_rev`` (commit of the source checkout holding the anglesim
+    package, ``-dirty`` appended if tracked files are modified, ``"unknown"`` if it is not a git
+    checkout); ``created`` (ISO 8601, UTC); ``python``, ``torch``, ``numpy``, ``xarray``
+    (versions); ``platform`` (the host's platform string); ``config`` (canonical JSON, see
+    :func:`to_json`; ``"null"`` without a config); ``Conventions`` (:data:`CONVENTIONS`);
+    ``history`` (``created`` and the command line, see :func:`command_line`); ``seed``,
+    ``code_version`` (e.g. a hash of the study's own code) and ``code_origin`` (where that
+    code came from, e.g. a module name or file name) only when given.
+
+    Raises:
+        ValueError: if ``config`` cannot be encoded as JSON, ``seed`` is not an integer, or
+            ``code_version``/``code_origin`` is not a non-empty string.
+    """
+    import torch
+
+    from .. import __version__
+
+    attrs: dict[str, str | int] = {
+        "anglesim_version": __version__,
+        "git_rev": _git_revision(_PACKAGE_DIR),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "numpy": np.__version__,
+        "xarray": xr.__version__,
+        "platform": platform.platform(),
+        "config": to_json(config),
+        "Conventions": CONVENTIONS,
+    }
+    attrs["history"] = f"{attrs['created']} {command_line()}"
+    for key, value in (("code_version", code_version), ("code_origin", code_origin)):
+        if value is not None:
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{key} must be a non-empty string or None, got {value!r}")
+            attrs[key] = value
+    if seed is not None:
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        attrs["seed"] = int(seed)
+    return attrs
+
+
+_ABS_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/=,:]+/)+")
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that runs this process, without machine paths: the program's file name
+    instead of its path (``python -m anglesim`` for ``anglesim/__main__.py``), and every
+    absolute path in the arguments shortened to ``…/name``."""
+    argv = list(sys.argv if argv is None else argv) or [""]
+    program = os.path.basename(argv[0]) or "python"
+    if program == "__main__.py":
+        program = f"python -m {os.path.basename(os.path.dirname(argv[0])) or 'anglesim'}"
+    elif program == "-c" or program.endswith(".py"):
+        program = f"python {program}"
+    return " ".join([program, *(_ABS_PATH.sub("…/", a) for a in argv[1:])])
+
+

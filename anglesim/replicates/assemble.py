@@ -1,0 +1,130 @@
+"""Gathering: per-replicate outcomes stacked into one Dataset, and the failure table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import xarray as xr
+
+FAILURES_ATTR = "failures"
+"""Dataset attribute holding the failure table: a list of records (see :func:`failure_table`)."""
+
+# --------------------------------------------------------------------------------------------
+# assembly
+
+
+def _filled_like(template: xr.Dataset) -> xr.Dataset:
+    """A Dataset shaped like ``template`` whose data variables hold 'missing' values:
+    NaN for floats (and for integers, which become float64), False for booleans, "" for
+    strings, NaT for datetimes."""
+    filled = template.copy(deep=False)
+    for name, var in template.data_vars.items():
+        kind = var.dtype.kind
+        if kind in "fc":
+            filled[name] = xr.full_like(var, np.nan)
+        elif kind in "iu":
+            filled[name] = xr.full_like(var, np.nan, dtype=np.float64)
+        elif kind == "b":
+            filled[name] = xr.full_like(var, False)
+        elif kind in "US":
+            filled[name] = xr.full_like(var, "")
+        elif kind in "mM":
+            filled[name] = xr.full_like(var, np.datetime64("NaT") if kind == "M"
+                                        else np.timedelta64("NaT"))
+        else:
+            filled[name] = xr.full_like(var, "", dtype=object)
+    return filled
+
+
+def _concat(items: list[xr.Dataset], dim: str) -> xr.Dataset:
+    try:
+        return xr.concat(items, dim=dim, data_vars="all", coords="different", compat="equals",
+                         join="exact", combine_attrs="drop_conflicts")
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"the replicates' Datasets do not share one structure (variables, "
+                         f"dimensions and coordinate values must match): {exc}") from exc
+
+
+def _assemble(outcomes: list[dict], axes: dict[str, list], n_replicates: int) -> xr.Dataset:
+    sizes = [len(v) for v in axes.values()] + [n_replicates]
+    dims = [*axes, "replicate"]
+    ok = [o["result"] for o in outcomes if "result" in o]
+    if ok:
+        failed_any = len(ok) < len(outcomes)
+        if failed_any:
+            # integers cannot hold NaN: every replicate's integer variables become float64
+            def widen(ds: xr.Dataset) -> xr.Dataset:
+                ints = [k for k, v in ds.data_vars.items() if v.dtype.kind in "iu"]
+                return ds.assign({k: ds[k].astype(np.float64) for k in ints}) if ints else ds
+
+            filler = _filled_like(ok[0])
+            items = [widen(o["result"]) if "result" in o else filler for o in outcomes]
+        else:
+            items = [o["result"] for o in outcomes]
+
+        def combine(flat: list[xr.Dataset], level: int) -> xr.Dataset:
+            if level == len(sizes):
+                return flat[0]
+            step = len(flat) // sizes[level]
+            parts = [combine(flat[i * step:(i + 1) * step], level + 1)
+                     for i in range(sizes[level])]
+            return _concat(parts, dims[level])
+
+        ds = combine(items, 0)
+        ds = ds.transpose(*dims, ...)
+    else:
+        ds = xr.Dataset()
+    shape = tuple(sizes)
+    failed = np.array(["failure" in o for o in outcomes]).reshape(shape)
+    errors = np.array([o["failure"]["error"] if "failure" in o else "" for o in outcomes],
+                      dtype=str).reshape(shape)
+    seeds = np.array([o["seed"] for o in outcomes], dtype=np.int64).reshape(shape)
+    ds["failed"] = (dims, failed)
+    ds["error"] = (dims, errors)
+    ds["replicate_seed"] = (dims, seeds)
+    ds["failed"].attrs = {"long_name": "the replicate's computation raised an error"}
+    ds["error"].attrs = {"long_name": "error message of a failed replicate ('' if none)"}
+    ds["replicate_seed"].attrs = {"long_name": "seed passed to the replicate's function"}
+    coords = {name: np.asarray(values) for name, values in axes.items()}
+    coords["replicate"] = np.arange(n_replicates, dtype=np.int64)
+    return ds.assign_coords(coords)
+
+
+# --------------------------------------------------------------------------------------------
+# failure table
+
+
+def _failure_entries(outcomes: list[dict]) -> list[dict]:
+    entries = []
+    for o in outcomes:
+        if "failure" in o:
+            f = o["failure"]
+            entries.append({"condition": dict(f["condition"]), "replicate": int(f["replicate"]),
+                            "seed": int(f["seed"]), "error": f["error"],
+                            "traceback": f.get("traceback", "")})
+    return entries
+
+
+def failure_table(ds: xr.Dataset):
+    """The failed replicates of a study Dataset as a pandas DataFrame.
+
+    One row per failed replicate, columns: the grid axes (the condition), ``replicate``,
+    ``seed`` (the replicate's seed), ``error`` (exception type and message) and ``traceback``.
+    Empty (with those columns) if nothing failed. Works on the Dataset :func:`run_study`
+    returns and on one loaded with :func:`anglesim.io.load_dataset`.
+
+    Raises:
+        ValueError: if ``ds`` is not a Dataset made by :func:`run_study`.
+    """
+    import pandas as pd
+
+    if not isinstance(ds, xr.Dataset) or FAILURES_ATTR not in ds.attrs or "grid" not in ds.attrs:
+        raise ValueError("ds must be a Dataset made by run_study (it has no failure table: "
+                         f"attrs {FAILURES_ATTR!r} and 'grid' are missing)")
+    axes = list(json.loads(ds.attrs["grid"]))
+    columns = [*axes, "replicate", "seed", "error", "traceback"]
+    rows = [{**e["condition"], "replicate": e["replicate"], "seed": e["seed"],
+             "error": e["error"], "traceback": e["traceback"]} for e in ds.attrs[FAILURES_ATTR]]
+    return pd.DataFrame(rows, columns=columns)
+
