@@ -152,4 +152,5 @@ STUDY = Study(
     postprocess=add_measures,
     figure=figure,
     summary=summarise,
+    allow_nan=("val_loss",),
 )

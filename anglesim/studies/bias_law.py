@@ -200,4 +200,5 @@ STUDY = Study(
     postprocess=add_measures,
     figure=figure,
     summary=summarise,
+    allow_nan=("val_loss", "law_constant", "law_correlation", "law_explained"),
 )

@@ -138,15 +138,15 @@ def choose_level(parent, kind: str, sz: dict, seed: int) -> tuple[float, bool, f
     return LADDERS[kind][-1], False, err, base
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full",
-              study_seed: int = 0) -> xr.Dataset:
+def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Pretrain the replicate's parent (the same for every corruption), pick the corruption's
     severity, fine-tune with every strategy, n_train and rate, keep the best rate by
     validation loss, measure."""
     sz = resolve_size(SIZES, size)
     kind = str(condition["corruption"])
     parent = build_model(fs.MODEL)
-    parent.load_state_dict(_parent_state(fs.parent_seed(study_seed, replicate), sz))
+    # the seed is shared by the corruptions (pair_axes): one parent per replicate
+    parent.load_state_dict(_parent_state(stream_seed(seed, "init"), sz))
     parent.eval()
     torch.manual_seed(stream_seed(seed, "strategy"))  # global draws (LoRA's init) per condition
     eval_seed = stream_seed(seed, "eval")
@@ -355,4 +355,6 @@ STUDY = Study(
     postprocess=add_measures,
     figure=figure,
     summary=summarise,
+    pair_axes=("corruption",),  # replicate r of every corruption fine-tunes one parent
+    allow_nan=("level", "reached"),  # inversion has no severity
 )
