@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from . import angles as ang
 from . import validation as check
-from .models import ANGLE_READOUTS, READOUTS, angle_targets, check_output, decode
+from .readouts import ANGLE_READOUTS, READOUTS, angle_targets, check_output, decode
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LossFactory = Callable[..., LossFn]

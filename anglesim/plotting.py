@@ -2,8 +2,8 @@
 
 Each study draws its own figure (``figure`` of its :class:`anglesim.study.Study`) with the
 style and primitives here. :func:`plot_fisher`, :func:`plot_error` and :func:`plot_history`
-draw an estimator's result (e.g. :func:`anglesim.measure.measure_fisher`'s Dataset, one
-method's DataArray from :func:`anglesim.measure.method_result`, :func:`anglesim.fisher.\
+draw an estimator's result (e.g. :func:`anglesim.fisher.measure_fisher`'s Dataset, one
+method's DataArray from :func:`anglesim.fisher.method_result`, :func:`anglesim.fisher.\
 propagated_fisher`'s output), a training history from :func:`anglesim.training.train`, or a
 study's Dataset, with labelled, unit-bearing axes. Bands are 95% confidence intervals of the
 mean over replicates (Student t, :func:`anglesim.stats.mean_ci`); FI is averaged on a log
@@ -178,7 +178,7 @@ def _series(da: xr.DataArray, core: str) -> list[tuple[str, xr.DataArray]]:
     out = []
     for values in itertools.product(*(da[d].values for d in others)):
         sel = dict(zip(others, values, strict=True))
-        label = ", ".join(f"{v}" if d in ("layer", "method", "phase") else f"{d}={v}"
+        label = ", ".join(f"{v}" if d in ("layer", "method", "estimator", "phase") else f"{d}={v}"
                           for d, v in sel.items())
         curve = da.sel(sel)
         if bool(np.isfinite(curve).any()):  # e.g. a layer that a method does not measure

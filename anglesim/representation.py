@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from . import validation as check
 from .models import AngleNet
 
 
@@ -76,8 +77,7 @@ def linear_cka(X: Any, Y: Any, debiased: bool = False) -> float:
     X and Y are numpy arrays or torch tensors (trailing dims are flattened). Returns NaN when
     either has no variance across stimuli (e.g. a dead layer).
     """
-    if not isinstance(debiased, bool):
-        raise ValueError(f"debiased must be True or False, got {debiased!r}")
+    debiased = check.boolean("debiased", debiased)
     x, y = _as_matrix("X", X), _as_matrix("Y", Y)
     n = x.shape[0]
     if y.shape[0] != n:
@@ -290,11 +290,7 @@ def pca(X: Any, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """
     x = _as_matrix("X", X)
     n, p = x.shape
-    if not isinstance(n_components, int) or isinstance(n_components, bool) or not (
-        1 <= n_components <= min(n, p)
-    ):
-        raise ValueError(
-            f"n_components must be an integer in [1, {min(n, p)}], got {n_components!r}")
+    n_components = check.integer("n_components", n_components, minimum=1, maximum=min(n, p))
     x = x - x.mean(0, keepdim=True)
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     vh = vh[:n_components]

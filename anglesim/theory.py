@@ -14,13 +14,15 @@ Two optimal-coding results give J(θ) ∝ p(θ)^α for a prior p on [0, π):
 `loss_exponent` maps anglesim's registered losses to the first result where it applies;
 `predicted_fisher` scales c·p^α to a measured curve's total √J (the quantity both results hold
 fixed); `fit_exponent` fits α in log J = α log p + c with a confidence interval, so a study can
-say which loss its network behaved like.
+say which loss its network behaved like — for FI estimated from samples through a
+quasi-likelihood fit with the estimator's error model (`sampled_error_model`), whose interval
+covers where the log-scale least-squares one did not.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +30,11 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from . import validation as check
 from .validation import real
 
 __all__ = [
+    "EXPONENT_METHODS",
     "ExponentFit",
     "budget_scale",
     "fit_exponent",
@@ -39,6 +43,7 @@ __all__ = [
     "loss_exponent",
     "lp_exponent",
     "predicted_fisher",
+    "sampled_error_model",
     "sqrt_total",
 ]
 
@@ -135,9 +140,16 @@ def predicted_fisher(
     return curve
 
 
+EXPONENT_METHODS = ("auto", "ols", "robust", "quasi")
+
+
 @dataclass(frozen=True)
 class ExponentFit:
-    """Least-squares fit of log J = α log p + c."""
+    """A fit of J = e^c p^α: α with its ``level`` interval, c, r², points used, and how.
+
+    ``r2`` is that of least squares of log J on log p (points with J > 0) for every method;
+    ``stderr`` is the standard error the interval was built from.
+    """
 
     alpha: float
     ci_low: float
@@ -145,57 +157,267 @@ class ExponentFit:
     intercept: float
     r2: float
     n: int
+    method: str = "ols"
+    stderr: float = math.nan
 
 
-def fit_exponent(fisher: Any, density: Any, level: float = 0.95) -> ExponentFit:
-    """Fit α in log J = α log p + c by least squares, with a t confidence interval for α.
+def sampled_error_model(n_trials: int, n_units: int, dtheta: float) -> Callable[[Any], Any]:
+    """Var(Ĵ) as a function of the true J for the bias-corrected linear FI estimator.
 
-    Points where J or p is not positive and finite are left out. The interval is the usual
-    regression interval α ± t_{n−2} · s.e.(α); it treats the angles as independent, which FI
-    curves (smooth in θ) are not quite, so compare replicates' α (a replicate dim, mean and its
-    t interval over replicates) for a study's claims.
+    The error model of `fit_exponent` for curves from ``sampled_fisher(estimator=
+    "bias_corrected")`` with T = ``n_trials`` trials per side, N = ``n_units`` varying units
+    and step Δθ: `anglesim.fisher.linear_fisher_variance` (Kanitscheider et al. 2015),
+    2(J² + 2aJ(2T − 3) + a²N(2T − 3))/(2T − N − 5) with a = 2/(TΔθ²).
     """
+    from .fisher import linear_fisher_variance
+
+    linear_fisher_variance(1.0, n_trials, n_units, dtheta)  # validates the three now
+
+    def variance(j: Any) -> Any:
+        return linear_fisher_variance(np.maximum(j, 0.0), n_trials, n_units, dtheta)
+
+    return variance
+
+
+def fit_exponent(
+    fisher: Any,
+    density: Any,
+    level: float = 0.95,
+    *,
+    error_model: Callable[[Any], Any] | None = None,
+    method: str = "auto",
+) -> ExponentFit:
+    """Fit α in J = e^c p^α over an angle grid, with a ``level`` confidence interval for α.
+
+    ``method`` ("auto": "quasi" when an ``error_model`` is given, else "ols" as before):
+
+    * "quasi" — for FI **estimated from samples**. A quasi-likelihood fit (Wedderburn 1974,
+      Biometrika 61: 439; McCullagh & Nelder 1989, Generalized Linear Models, ch. 9) of the
+      estimates Ĵ_i themselves, not their logs: E[Ĵ_i] = μ_i = exp(c + α ln p_i), Var Ĵ_i =
+      V(μ_i) with V = ``error_model`` (e.g. `sampled_error_model`), by Fisher scoring
+      (iteratively reweighted least squares, weights μ²/V(μ), working response
+      η + (Ĵ − μ)/μ). Every finite estimate is used, zero and negative bias-corrected ones
+      too, so nothing is dropped where J is small against the estimator's noise and there is
+      no log bias. SE(α) from the inverse Fisher information, scaled by
+      φ = max(1, Pearson χ²/(n − 2)) (misfit or extra noise only widen it); α ± t_{n−2}·SE.
+      Coverage by simulation (FI drawn from the bias-corrected estimator's distribution,
+      64 angles, 1500 repetitions): 95.7–96.8% for planted α = 2 and 2/3, where the log-scale
+      OLS interval covered 0.5–91% and its point estimate was biased for α = 2.
+    * "robust" — least squares of ln J on ln p (points with J > 0 and p > 0) with the
+      heteroscedasticity-consistent HC3 standard error (MacKinnon & White 1985, J Econom 29:
+      305) and t_{n−2}: for independent errors whose size varies over angles (93–94% for
+      α = 2/3 from samples), but a log fit of noisy estimates is biased where Ĵ's relative
+      error is large (α̂ = 1.38 for a planted 2 at T = 200, N = 20): use "quasi" there.
+    * "ols" — the same fit with the classical SE (homoscedastic, independent errors): 0.5%,
+      70% coverage for α = 2 from samples, 90–91% for α = 2/3. Neither log fit suits smoothed
+      curves, whose residuals are correlated over angles.
+
+    The angles are treated as independent, true of sampled FI at separate angles, not of
+    smoothed curves. A study's claim about networks should rest on the replicates: fit each
+    replicate (`fit_exponents`) and take the t interval of α over them
+    (:func:`anglesim.stats.interval`), which also carries network-to-network variation.
+    """
+    method = check.choice("method", method, EXPONENT_METHODS)
+    level = real("level", level, minimum=0, maximum=1, min_open=True, max_open=True)
     j = np.asarray(fisher, dtype=float).ravel()
     p = np.asarray(density, dtype=float).ravel()
     if j.shape != p.shape:
         raise ValueError(f"fisher and density must have the same size, got {j.size} and {p.size}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    ok = np.isfinite(j) & np.isfinite(p) & (j > 0) & (p > 0)
+    if method == "auto":
+        method = "ols" if error_model is None else "quasi"
+    if method == "quasi" and error_model is None:
+        raise check.fail("error_model", "a callable J -> Var(J_hat) for method='quasi'",
+                         error_model)
+    if error_model is not None and not callable(error_model):
+        raise check.fail("error_model", "a callable J -> Var(J_hat)", error_model)
+    positive = np.isfinite(j) & np.isfinite(p) & (j > 0) & (p > 0)
+    if method == "quasi":
+        ok = np.isfinite(j) & np.isfinite(p) & (p > 0)
+    else:
+        ok = positive
     n = int(ok.sum())
     if n < 3:
         raise ValueError(f"need at least 3 points with J > 0 and p > 0, got {n}")
-    x, y = np.log(p[ok]), np.log(j[ok])
+    x = np.log(p[ok])
     if np.ptp(x) == 0:
         raise ValueError("density is constant on the grid: the exponent is not identifiable")
-    res = stats.linregress(x, y)
-    half = stats.t.ppf(0.5 + level / 2, n - 2) * res.stderr if n > 2 else math.inf
-    return ExponentFit(alpha=float(res.slope), ci_low=float(res.slope - half),
-                       ci_high=float(res.slope + half), intercept=float(res.intercept),
-                       r2=float(res.rvalue**2), n=n)
+    r2 = _log_r2(np.log(p[positive]), np.log(j[positive]))
+    if method == "quasi":
+        coef, se = _quasi_power_fit(x, j[ok][None, :], error_model)
+        if not np.isfinite(se[0]):
+            raise ValueError("the quasi-likelihood exponent fit did not converge (check the "
+                             "error model)")
+        intercept, alpha, se = float(coef[0, 0]), float(coef[0, 1]), float(se[0])
+    else:
+        res = stats.linregress(x, np.log(j[ok]))
+        alpha, intercept = float(res.slope), float(res.intercept)
+        se = float(res.stderr) if method == "ols" else _hc3_slope_se(x, np.log(j[ok]))
+    half = stats.t.ppf(0.5 + level / 2, n - 2) * se
+    return ExponentFit(alpha=alpha, ci_low=alpha - half, ci_high=alpha + half,
+                       intercept=intercept, r2=r2, n=n, method=method, stderr=se)
 
 
-def fit_exponents(fisher: xr.DataArray, density: xr.DataArray) -> xr.Dataset:
-    """:func:`fit_exponent` along ``angle`` for every other index.
+def _log_r2(x: np.ndarray, y: np.ndarray) -> float:
+    if x.size < 3 or np.ptp(x) == 0:
+        return math.nan
+    return float(stats.linregress(x, y).rvalue ** 2)
 
-    Returns a Dataset with ``alpha``, ``intercept`` (c in log J = α log p + c, natural logs)
-    and ``r2``; cells where the fit is impossible (fewer than 3 usable points) get NaN.
+
+def _masked_log_r2(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Row-wise r² of ln y on x over the entries in mask (NaN with fewer than 3)."""
+    w = mask.astype(float)
+    n = w.sum(1)
+    ly = np.log(y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = (w * x).sum(1) / n, (w * ly).sum(1) / n
+        dx, dy = x - mx[:, None], ly - my[:, None]
+        sxy, sxx, syy = (w * dx * dy).sum(1), (w * dx * dx).sum(1), (w * dy * dy).sum(1)
+        r2 = sxy**2 / (sxx * syy)
+    return np.where(n >= 3, r2, np.nan)
+
+
+def _hc3_slope_se(x: np.ndarray, y: np.ndarray) -> float:
+    """HC3 standard error of the least-squares slope: (XᵀX)⁻¹ Xᵀ diag(e²/(1 − h)²) X (XᵀX)⁻¹."""
+    design = np.column_stack([np.ones_like(x), x])
+    bread = np.linalg.inv(design.T @ design)
+    resid = y - design @ (bread @ design.T @ y)
+    lever = np.einsum("ij,jk,ik->i", design, bread, design)
+    meat = design.T @ (design * (resid**2 / (1 - lever) ** 2)[:, None])
+    return float(math.sqrt((bread @ meat @ bread)[1, 1]))
+
+
+def _quasi_power_fit(
+    x: np.ndarray, y: np.ndarray, variance: Callable[[Any], Any], max_iter: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fisher scoring of E[y] = exp(b₀ + b₁x), Var y = variance(μ), for rows y [B, n] at once.
+
+    Returns (coef [B, 2], SE of b₁ [B]) with the dispersion φ = max(1, χ²_Pearson/(n − 2)).
+    Entries of y that are NaN are left out of their row. Starts from least squares of ln y on
+    x over the positive entries; a row that does not converge within ``max_iter`` is NaN.
+    """
+    valid = np.isfinite(y)
+    yv = np.where(valid, y, 0.0)
+    pos = valid & (yv > 0)
+    logy = np.log(np.where(pos, yv, 1.0))
+    coef = _weighted_line(x, logy, pos.astype(float))[0]
+    bad = ~np.isfinite(coef).all(1)
+    if bad.any():  # fewer than 2 positive points: start flat at the mean
+        mean = np.where(valid, yv, 0).sum(1) / np.maximum(valid.sum(1), 1)
+        coef[bad] = np.column_stack([np.log(np.maximum(mean[bad], 1e-300)), 0 * mean[bad]])
+    for _ in range(max_iter):
+        eta = np.clip(coef[:, :1] + coef[:, 1:] * x, -700, 700)
+        mu = np.exp(eta)
+        var = np.asarray(variance(mu), dtype=float)
+        w = np.where(valid, mu**2 / var, 0.0)
+        z = eta + (yv - mu) / mu
+        new, _ = _weighted_line(x, z, w)
+        step = np.abs(new - coef).max(1)
+        coef = new
+        done = ~(step > 1e-10 * (1 + np.abs(coef).max(1)))  # NaN rows count as done
+        if done.all():
+            break
+    mu = np.exp(np.clip(coef[:, :1] + coef[:, 1:] * x, -700, 700))
+    var = np.asarray(variance(mu), dtype=float)
+    w = np.where(valid, mu**2 / var, 0.0)
+    _, inv11 = _weighted_line(x, np.zeros_like(yv), w)
+    n = valid.sum(1)
+    chi2 = np.where(valid, (yv - mu) ** 2 / var, 0.0).sum(1)
+    phi = np.maximum(1.0, chi2 / np.maximum(n - 2, 1))
+    se = np.sqrt(phi * inv11)
+    coef[~done] = np.nan
+    se[~done] = np.nan
+    return coef, se
+
+
+def _weighted_line(x: np.ndarray, z: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise weighted least squares of z [B, n] on (1, x) with weights w [B, n]:
+    (coef [B, 2], the (1, 1) entry of (XᵀWX)⁻¹ [B]); NaN where a row has no spread in x."""
+    s0, s1, s2 = w.sum(1), (w * x).sum(1), (w * x * x).sum(1)
+    t0, t1 = (w * z).sum(1), (w * x * z).sum(1)
+    det = s0 * s2 - s1 * s1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        b1 = (s0 * t1 - s1 * t0) / det
+        b0 = (t0 - s1 * b1) / s0
+        inv11 = s0 / det
+    ok = det > 1e-12 * np.maximum(s0 * s2, 1e-300)
+    return (np.where(ok[:, None], np.column_stack([b0, b1]), np.nan),
+            np.where(ok, inv11, np.nan))
+
+
+def fit_exponents(
+    fisher: xr.DataArray,
+    density: xr.DataArray,
+    level: float = 0.95,
+    *,
+    error_model: Callable[[Any], Any] | None = None,
+    method: str = "auto",
+) -> xr.Dataset:
+    """:func:`fit_exponent` along ``angle`` for every other index (e.g. each replicate).
+
+    Returns a Dataset with ``alpha``, its interval ``alpha_low``/``alpha_high``,
+    ``intercept`` (c in ln J = α ln p + c, natural logs) and ``r2``; cells where the fit is
+    impossible (fewer than 3 usable points) get NaN. The exponent over replicates and its
+    interval: ``anglesim.stats.interval(out["alpha"], "replicate")``.
     """
 
     def _one(j, p):
         try:
-            f = fit_exponent(j, p)
+            f = fit_exponent(j, p, level, error_model=error_model, method=method)
         except ValueError:
-            return np.nan, np.nan, np.nan
-        return f.alpha, f.intercept, f.r2
+            return np.nan, np.nan, np.nan, np.nan, np.nan
+        return f.alpha, f.ci_low, f.ci_high, f.intercept, f.r2
 
-    alpha, intercept, r2 = xr.apply_ufunc(
-        _one, fisher, density, input_core_dims=[["angle"], ["angle"]],
-        output_core_dims=[[], [], []], vectorize=True)
+    method = check.choice("method", method, EXPONENT_METHODS)
+    level = real("level", level, minimum=0, maximum=1, min_open=True, max_open=True)
+    core = dict(input_core_dims=[["angle"], ["angle"]], output_core_dims=[[], [], [], [], []])
+    if method == "quasi" or (method == "auto" and error_model is not None):
+        if not callable(error_model):
+            raise check.fail("error_model", "a callable J -> Var(J_hat) for method='quasi'",
+                             error_model)
+        alpha, low, high, intercept, r2 = xr.apply_ufunc(
+            lambda j, p: _quasi_rows(j, p, level, error_model), fisher, density, **core)
+    else:
+        alpha, low, high, intercept, r2 = xr.apply_ufunc(_one, fisher, density, **core,
+                                                         vectorize=True)
     alpha.attrs = {"long_name": "fitted exponent alpha of J ∝ p^alpha"}
+    low.attrs = {"long_name": f"lower end of the {level:.0%} interval of alpha (one fit)"}
+    high.attrs = {"long_name": f"upper end of the {level:.0%} interval of alpha (one fit)"}
     intercept.attrs = {"long_name": "fitted c in ln J = alpha ln p + c"}
     r2.attrs = {"long_name": "r² of log J against log p"}
-    return xr.Dataset({"alpha": alpha, "intercept": intercept, "r2": r2})
+    return xr.Dataset({"alpha": alpha, "alpha_low": low, "alpha_high": high,
+                       "intercept": intercept, "r2": r2})
+
+
+def _quasi_rows(j: np.ndarray, p: np.ndarray, level: float, variance: Callable[[Any], Any]):
+    """`fit_exponent(method="quasi")` for every row of j, p [..., angle] in one batch."""
+    shape = np.broadcast_shapes(j.shape, p.shape)
+    jj = np.broadcast_to(j, shape).reshape(-1, shape[-1]).astype(float)
+    pp = np.broadcast_to(p, shape).reshape(-1, shape[-1]).astype(float)
+    ok = np.isfinite(pp) & (pp > 0)  # NaN estimates are left out inside the fit
+    out = np.full((5, jj.shape[0]), np.nan)
+    # rows sharing one density grid (the usual case) are fitted together
+    groups: dict[bytes, list[int]] = {}
+    for i in range(jj.shape[0]):
+        groups.setdefault(np.where(ok[i], pp[i], np.nan).tobytes(), []).append(i)
+    for rows in groups.values():
+        idx = np.array(rows)
+        x_all = np.log(np.where(ok[idx[0]], pp[idx[0]], 1.0))
+        use = ok[idx[0]]
+        x, y = x_all[use], jj[idx][:, use]
+        y = np.where(np.isfinite(y), y, np.nan)  # ±inf estimates count as missing too
+        n = np.isfinite(y).sum(1)
+        if x.size < 3 or np.ptp(x) == 0:
+            continue
+        coef, se = _quasi_power_fit(x, y, variance)
+        half = stats.t.ppf(0.5 + level / 2, np.maximum(n - 2, 1)) * se
+        fine = n >= 3
+        out[0, idx] = np.where(fine, coef[:, 1], np.nan)
+        out[1, idx] = np.where(fine, coef[:, 1] - half, np.nan)
+        out[2, idx] = np.where(fine, coef[:, 1] + half, np.nan)
+        out[3, idx] = np.where(fine, coef[:, 0], np.nan)
+        pos = np.isfinite(y) & (np.nan_to_num(y) > 0)
+        out[4, idx] = np.where(fine, _masked_log_r2(x, np.where(pos, y, 1.0), pos), np.nan)
+    return tuple(o.reshape(shape[:-1]) for o in out)
 
 
 def budget_scale(density: xr.DataArray, exponent: float) -> xr.DataArray:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install anglesim with its test tools; CPU PyTorch comes first.
+# Create .venv and install anglesim with its test and documentation tools; CPU PyTorch first.
 #
 # PyTorch is installed on its own, pinned (ANGLESIM_TORCH, default torch==2.13.0), before
 # anglesim: anglesim itself asks only for torch>=2.2, which the pinned CPU build satisfies, so
@@ -20,5 +20,5 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet "$TORCH"
 fi
-.venv/bin/python -m pip install --quiet -e ".[dev,distributed]"
+.venv/bin/python -m pip install --quiet -e ".[dev,distributed,docs]"
 echo "$want" > "$stamp"

@@ -266,3 +266,95 @@ def test_numpy_torch_and_float_inputs():
         assert out.dtype == dtype and out.shape == (2, 1) and out.device == t.device
         np.testing.assert_allclose(out.detach().double().numpy()[:, 0], arr[0], rtol=1e-6)
     assert prior.pdf(torch.tensor([1])).dtype == torch.get_default_dtype()
+
+
+# ---- very large κ and bad input (issue 14) ------------------------------------------------
+
+
+def _ks_against_von_mises(x: np.ndarray, kappa: float) -> float:
+    """Kolmogorov–Smirnov distance of draws x ≈ vM(0, κ) (|x| ≪ π) from the exact von Mises
+    CDF, integrated numerically from exp(κ (cos u − 1)) on ±12 standard deviations."""
+    sd = 1 / math.sqrt(kappa)
+    grid = np.linspace(-12 * sd, 12 * sd, 200_001)
+    dens = np.exp(kappa * (np.cos(grid) - 1.0))  # exact shape; normalised numerically
+    cdf = integrate.cumulative_trapezoid(dens, grid, initial=0.0)
+    cdf /= cdf[-1]
+    xs = np.sort(x)
+    f = np.interp(xs, grid, cdf)
+    n = xs.size
+    return float(max(np.max(np.arange(1, n + 1) / n - f), np.max(f - np.arange(n) / n)))
+
+
+@pytest.mark.parametrize("kappa", [3e4, 1e5, 4e5, 1e9])
+def test_von_mises_sampling_is_correct_on_both_sides_of_the_normal_switch(kappa):
+    from anglesim.distributions import VON_MISES_NORMAL_KAPPA, _von_mises_full_circle
+
+    assert VON_MISES_NORMAL_KAPPA == 1e5  # the documented switch-over sits between the cases
+    n = 100_000
+    x = _von_mises_full_circle(n, kappa, torch.Generator().manual_seed(7)).numpy()
+    assert np.all(np.abs(x) <= math.pi)
+    # KS distance against the exact CDF: critical value at p = 0.001 is 1.95 / √n
+    assert _ks_against_von_mises(x, kappa) < 1.95 / math.sqrt(n)
+    assert np.var(x) * kappa == pytest.approx(1.0, rel=0.03)
+    # and through the priors: the doubled angle concentrates at 1/(2√κ), the folded at 1/√κ
+    for conv, sd in (("double", 1 / (2 * math.sqrt(kappa))), ("folded", 1 / math.sqrt(kappa))):
+        s = VonMises(1.0, kappa, conv).sample(20_000, torch.Generator().manual_seed(1))
+        assert float((s.double() - 1.0).std()) == pytest.approx(sd, rel=0.05) or sd < 1e-7
+
+
+def test_the_normal_branch_detects_a_wrong_variance():
+    """The KS check above has teeth: draws with a 5% wider spread fail it."""
+    z = np.random.default_rng(0).standard_normal(100_000)
+    assert _ks_against_von_mises(1.05 * z / math.sqrt(2e5), 2e5) > 1.95 / math.sqrt(1e5)
+
+
+@pytest.mark.parametrize("kappa", [1e12, 1e154, 1e200, 1.7e308])
+def test_von_mises_sampling_terminates_for_any_finite_kappa(kappa):
+    for conv in ("double", "folded"):
+        prior = VonMises(0.7, kappa, conv)
+        s = prior.sample(1000, torch.Generator().manual_seed(0))
+        assert s.shape == (1000,) and torch.isfinite(s).all()
+        assert float((s.double() - 0.7).abs().max()) < 1e-5
+        assert np.isfinite(prior.pdf(np.array([0.7, 0.0]))).all()
+
+
+@pytest.mark.parametrize("name", ["uniform", "vm_double", "mixture", "gridded"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_pdf_refuses_non_finite_angles_in_every_form(name, bad):
+    prior = PRIORS[name]
+    for theta in (bad, [0.3, bad], np.array([[bad]]), torch.tensor([0.1, bad]),
+                  torch.tensor([bad], dtype=torch.float64)):
+        with pytest.raises(ValueError, match="^theta must be finite"):
+            prior.pdf(theta)
+    for theta in ("0.5", ["a"], None):
+        with pytest.raises(ValueError, match="^theta must be angles"):
+            prior.pdf(theta)
+    if isinstance(prior, Gridded):
+        with pytest.raises(ValueError, match="^theta must be finite"):
+            prior.cdf([0.2, bad])
+
+
+def test_sample_refuses_a_generator_or_device_of_the_wrong_kind():
+    prior = VonMises(1.0, 2.0)
+    for bad in ("seed", 3, np.random.default_rng(0)):
+        with pytest.raises(ValueError, match="^generator must be None or a torch.Generator"):
+            prior.sample(4, generator=bad)
+    for bad in ("bogus", 1.5, ["cpu"]):
+        with pytest.raises(ValueError, match="^device must be"):
+            prior.sample(4, device=bad)
+    assert prior.sample(4, device=torch.device("cpu")).shape == (4,)
+
+
+def test_as_prior_accepts_priors_and_configs_and_names_anything_else():
+    from anglesim.distributions import as_prior
+
+    vm = VonMises(1.0, 2.0)
+    assert as_prior(vm) is vm
+    assert as_prior(vm.to_config()) == vm
+    for bad in ("uniform", None, 3.0, [Uniform()]):
+        with pytest.raises(ValueError, match="^prior must be an AnglePrior"):
+            as_prior(bad)
+    with pytest.raises(ValueError, match="^finetune_prior must be"):
+        as_prior("von_mises", name="finetune_prior")
+    with pytest.raises(ValueError, match="convention"):
+        VonMises(0.0, 1.0, convention=["double"])

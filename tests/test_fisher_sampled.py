@@ -19,14 +19,16 @@ from test_fisher import fitted_linear_decoder, linear_net, small_spec
 
 from anglesim.distributions import VonMises
 from anglesim.fisher import (
+    bootstrap_replicates,
     estimator_fisher,
     linear_fisher_from_samples,
+    measure_fisher,
+    method_result,
     propagated_fisher,
     sampled_fisher,
+    smooth_periodic,
 )
-from anglesim.fisher_stats import bootstrap_replicates, smooth_periodic
 from anglesim.io import load_dataset, save_dataset
-from anglesim.measure import measure_fisher, method_result
 from anglesim.models import CNNConfig, build_model
 from anglesim.stimuli import GratingSpec
 from anglesim.theory import fit_exponent, predicted_fisher
@@ -180,7 +182,7 @@ def test_measure_fisher_collects_methods_in_one_dataset(tmp_path):
                  "savgol"],
         angles=6, n_trials=300, dtheta=0.05, generator=torch.Generator().manual_seed(5),
         savgol_options=dict(n_dense=600, n_cov_angles=12, n_cov_samples=400, window=61))
-    assert ds["fisher"].dims == ("method", "layer", "angle")
+    assert ds["fisher"].dims == ("estimator", "layer", "angle")
     assert list(ds["layer"].values) == ["input", "fc", "head", "output"]
     grid = ds["angle"].values
     np.testing.assert_allclose(grid, np.arange(6) * math.pi / 6, rtol=1e-15)
@@ -193,20 +195,20 @@ def test_measure_fisher_collects_methods_in_one_dataset(tmp_path):
     assert prop.attrs == {k: (v.item() if isinstance(v, np.generic) else v)
                           for k, v in direct.attrs.items()}
     # each method fills the layers it measures
-    assert np.isnan(fi.sel({"method": "bias_corrected", "layer": ["input", "fc"]})).all()
-    assert np.isfinite(fi.sel({"method": "bias_corrected", "layer": ["head", "output"]})).all()
-    assert np.isnan(fi.sel({"method": "estimator", "layer": ["input", "fc", "head"]})).all()
-    assert np.isfinite(fi.sel({"method": ["estimator", "savgol"], "layer": "output"})).all()
-    assert np.isfinite(ds["stderr"].sel({"method": "bias_corrected", "layer": "head"})).all()
-    assert np.isnan(ds["stderr"].sel({"method": "propagated"})).all()
+    assert np.isnan(fi.sel({"estimator": "bias_corrected", "layer": ["input", "fc"]})).all()
+    assert np.isfinite(fi.sel({"estimator": "bias_corrected", "layer": ["head", "output"]})).all()
+    assert np.isnan(fi.sel({"estimator": "estimator", "layer": ["input", "fc", "head"]})).all()
+    assert np.isfinite(fi.sel({"estimator": ["estimator", "savgol"], "layer": "output"})).all()
+    assert np.isfinite(ds["stderr"].sel({"estimator": "bias_corrected", "layer": "head"})).all()
+    assert np.isnan(ds["stderr"].sel({"estimator": "propagated"})).all()
     # the methods agree at the decoded output of this near-linear network
     out = fi.sel(layer="output")
     for method in ("bias_corrected", "estimator", "savgol"):
-        ratio = out.sel({"method": method}) / out.sel({"method": "propagated"})
+        ratio = out.sel({"estimator": method}) / out.sel({"estimator": "propagated"})
         assert (np.abs(ratio - 1) < 0.35).all(), (method, ratio.values)
-    thr = ds["threshold"].sel({"method": "propagated", "layer": "output"})
-    np.testing.assert_allclose(thr, 1 / np.sqrt(out.sel({"method": "propagated"})))
-    assert "lower bound" not in str(ds["quantity"].sel({"method": "bias_corrected"}).item())
+    thr = ds["threshold"].sel({"estimator": "propagated", "layer": "output"})
+    np.testing.assert_allclose(thr, 1 / np.sqrt(out.sel({"estimator": "propagated"})))
+    assert "lower bound" not in str(ds["quantity"].sel({"estimator": "bias_corrected"}).item())
     assert np.isfinite(ds["decoded_bias"]).all() and np.isfinite(ds["d_prime"]).all()
     # netCDF round trip
     path = save_dataset(ds, tmp_path / "fisher.nc")

@@ -72,7 +72,7 @@ def test_moments_give_the_propagated_fisher(hidden, layer):
     theta = np.array([0.2, 1.1, 2.9])
     prop = propagated_fisher(net, SPEC, theta, [layer], eps=1e-6).sel(layer=layer).values
     ours = [float(linear_fisher(*layer_moments(net, SPEC, t, layer), eps=1e-6)) for t in theta]
-    np.testing.assert_allclose(ours, prop, rtol=1e-6)
+    np.testing.assert_allclose(ours, prop, rtol=1e-5)  # its solver: to ~1e-6
 
 
 def test_moments_are_the_mean_derivative_and_propagated_covariance():

@@ -45,8 +45,11 @@ matplotlib.use("Agg")  # this test module writes no window; the package itself n
 import torch  # noqa: E402
 
 from anglesim.distributions import Uniform, VonMises  # noqa: E402
-from anglesim.fisher import propagated_fisher  # noqa: E402
-from anglesim.measure import measure_fisher, method_result  # noqa: E402
+from anglesim.fisher import (  # noqa: E402
+    measure_fisher,
+    method_result,
+    propagated_fisher,  # noqa: E402
+)
 from anglesim.models import reference_mlp  # noqa: E402
 from anglesim.plotting import plot_error, plot_fisher, plot_history  # noqa: E402
 from anglesim.stimuli import GratingSpec  # noqa: E402

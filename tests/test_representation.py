@@ -246,3 +246,17 @@ def test_activation_projection_and_its_figure():
         rep.activation_projection(model, images, theta[:5], "fc")
     with pytest.raises(ValueError, match="theta coordinate"):
         plot_activation_projection(proj.drop_vars("theta"))
+
+
+def test_pca_and_cka_accept_numpy_scalars_and_name_bad_ones():
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    coords, ratio = rep.pca(x, np.int64(2))
+    assert coords.shape == (6, 2)
+    assert np.isfinite(rep.linear_cka(x, x, debiased=np.bool_(True)))
+    with pytest.raises(ValueError, match=r"^n_components must be an integer >= 1 and <= 3, "
+                                         r"got 4"):
+        rep.pca(x, 4)
+    with pytest.raises(ValueError, match=r"^n_components must be an integer.*got 2.0"):
+        rep.pca(x, 2.0)
+    with pytest.raises(ValueError, match=r"^debiased must be True or False, got 1"):
+        rep.linear_cka(x, x, debiased=1)

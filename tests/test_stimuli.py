@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -328,3 +329,183 @@ def test_validation_names_field_and_value(field, value):
         GratingSpec(**{field: value})
     msg = str(err.value)
     assert field in msg and repr(value) in msg
+
+
+# ---- channels and colour ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [8, 16, 33])
+def test_grey_channels_replicate_the_one_channel_image_bit_for_bit(size):
+    one = GratingSpec(size=size, frequency=3.0, aperture=0.8, noise_std=0.0)
+    theta = torch.linspace(0.0, math.pi, 6)
+    for c in (2, 3, 5):
+        spec = one.replace(channels=c)
+        for dtype in (torch.float32, torch.float64):
+            img = render_clean(theta.to(dtype), spec)
+            base = render_clean(theta.to(dtype), one)
+            assert img.shape == (6, c, size, size) and img.dtype == dtype
+            assert torch.equal(img, base.expand(-1, c, -1, -1))
+        assert spec.image_shape == (c, size, size)
+
+
+def test_colour_weights_scale_each_channel_and_its_derivative():
+    spec = SMALL.replace(channels=3, colour=(1.0, 0.6, 0.2))
+    grey = SMALL.replace(channels=1)
+    theta = torch.tensor([0.2, 1.1, 2.7], dtype=torch.float64)
+    img = render_clean(theta, spec)
+    base = render_clean(theta, grey)
+    assert img.shape == (3, 3, 16, 16)
+    for c, w in enumerate((1.0, 0.6, 0.2)):  # w·(x·mask) vs (w·x)·mask: last-bit rounding
+        torch.testing.assert_close(img[:, c], base[:, 0] * w, rtol=1e-15, atol=1e-15)
+    # ∂x_c/∂θ = w_c ∂x/∂θ through forward-mode autodiff (as the Fisher estimators take it)
+    _, d_col = jvp(lambda t: render_clean(t, spec), (theta,), (torch.ones_like(theta),))
+    _, d_grey = jvp(lambda t: render_clean(t, grey), (theta,), (torch.ones_like(theta),))
+    torch.testing.assert_close(d_col, d_grey * torch.tensor([1.0, 0.6, 0.2],
+                                                            dtype=torch.float64)[:, None, None],
+                               rtol=1e-12, atol=1e-12)
+    # one channel with a colour weight is that multiple of the grey image
+    torch.testing.assert_close(render_clean(theta, SMALL.replace(colour=(0.5,))), base * 0.5,
+                               rtol=1e-15, atol=1e-15)
+    assert (img[:, 2] - base[:, 0]).abs().max() > 0.1  # the weights matter
+
+
+@pytest.mark.parametrize(("n", "channels", "size"), [(64, 3, 16), (8, 2, 40), (400, 4, 8)])
+def test_noise_is_independent_per_channel_and_the_colour_does_not_scale_it(n, channels, size):
+    sigma = 0.7
+    colour = tuple(np.linspace(1.0, 0.1, channels))
+    spec = GratingSpec(size=size, frequency=2.0, aperture=None, noise_std=sigma,
+                       channels=channels, colour=colour)
+    theta = torch.full((n,), 0.4)
+    resid = render(theta, spec, gen(1)) - render_clean(theta, spec)
+    flat = resid.transpose(0, 1).reshape(channels, -1).double()  # [C, n·P·P]
+    m = flat.shape[1]
+    np.testing.assert_allclose(flat.std(1).numpy(), sigma, rtol=6 / math.sqrt(m))
+    corr = torch.corrcoef(flat)
+    off = corr[~torch.eye(channels, dtype=torch.bool)]
+    assert off.abs().max() < 5 / math.sqrt(m)  # independent channels (≈ 0 correlation)
+    # the same pixel in two channels does not carry the same draw
+    assert not torch.equal(resid[:, 0], resid[:, 1])
+
+
+def test_channels_in_place_and_out_of_place_agree_and_variance_map_broadcasts():
+    spec = GratingSpec(size=16, frequency=3.0, noise_std=0.5, noise_prob=0.7, shot_prob=0.05,
+                       clamp=(-1.0, 1.0), mask_after_noise=True, channels=3,
+                       colour=(1.0, -0.5, 0.25))
+    theta = torch.linspace(0.0, 3.0, 10)
+    a = render(theta, spec, gen(4))
+    b = render(theta, spec, gen(4), inplace=True)
+    assert a.shape == (10, 3, 16, 16) and torch.equal(a, b)
+    var = spec.noise_variance_map()
+    assert var.shape == (3, 16, 16)
+    one = spec.replace(channels=1, colour=None).noise_variance_map()
+    assert one.shape == (16, 16) and torch.equal(var, one.expand(3, -1, -1))
+    assert (a[0] * 0 + var).shape == (3, 16, 16) and (a[0] * 0 + one).shape == (3, 16, 16)
+
+
+def test_one_channel_renders_as_the_base_commit_did():
+    """channels=1 draws the same numbers as before channels existed (commit 1e9a2dc)."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        source = subprocess.run(["git", "show", "1e9a2dc:anglesim/stimuli.py"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("the base commit's stimuli.py is not available from git here")
+    name = "anglesim._stimuli_1e9a2dc"
+    spec_ = importlib.util.spec_from_loader(name, loader=None)
+    old = importlib.util.module_from_spec(spec_)
+    old.__package__ = "anglesim"
+    sys.modules[name] = old
+    try:
+        exec(compile(source, "stimuli_1e9a2dc.py", "exec"), old.__dict__)
+        theta = torch.linspace(0.0, math.pi, 17)
+        for fields in (dict(size=12, noise_std=0.8),
+                       dict(size=16, phase=None, noise_std=0.5, noise_prob=0.6, shot_prob=0.1,
+                            clamp=(-1.0, 1.0), mask_after_noise=True)):
+            for inplace in (False, True):
+                a = old.render(theta, old.GratingSpec(**fields), gen(3), inplace=inplace)
+                b = render(theta, GratingSpec(**fields, channels=1), gen(3), inplace=inplace)
+                assert torch.equal(a, b)
+            assert old.GratingSpec(**fields).to_config() == GratingSpec(**fields).to_config()
+    finally:
+        del sys.modules[name]
+
+
+def test_channels_and_colour_config_round_trip_and_validation():
+    for spec in (GratingSpec(channels=3), GratingSpec(channels=3, colour=(1.0, 0.6, 0.2)),
+                 GratingSpec(colour=(2.0,))):
+        cfg = json.loads(json.dumps(spec.to_config()))
+        assert GratingSpec.from_config(cfg) == spec
+    assert "channels" not in GratingSpec().to_config()
+    assert "colour" not in GratingSpec().to_config()
+    assert GratingSpec(channels=np.int64(3)).channels == 3
+    for fields, name in ((dict(channels=0), "channels"), (dict(channels=2.0), "channels"),
+                         (dict(channels=3, colour=(1.0, 0.5)), "colour"),
+                         (dict(colour=(1.0, 0.5)), "colour"),
+                         (dict(channels=2, colour=(0.0, 0.0)), "colour"),
+                         (dict(channels=2, colour=(1.0, float("nan"))), "colour[1]"),
+                         (dict(channels=3, colour="rgb"), "colour")):
+        with pytest.raises(ValueError, match=rf"^{re.escape(name)} must be"):
+            GratingSpec(**fields)
+
+
+# ---- bad input: angles and frequencies (issue 14) -----------------------------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_non_finite_angles_are_refused_in_every_form(bad, dtype):
+    for angles in (torch.tensor([0.1, bad], dtype=dtype), torch.tensor(bad, dtype=dtype),
+                   [0.1, bad], np.array([bad]), bad):
+        with pytest.raises(ValueError, match="^angles must be finite"):
+            render(angles, SMALL)
+        with pytest.raises(ValueError, match="^angles must be finite"):
+            render_clean(angles, SMALL)
+    # finite tensors still render under forward-mode autodiff and with autograd
+    theta = torch.tensor([0.3], dtype=dtype, requires_grad=True)
+    render_clean(theta, SMALL).sum().backward()
+    assert torch.isfinite(theta.grad).all()
+
+
+def test_frequency_is_bounded_by_the_nyquist_limit():
+    assert GratingSpec(size=16, frequency=8.0).frequency == 8.0  # P/2 itself is allowed
+    for size, freq in ((16, 8.01), (32, 1e308), (101, 51.0)):
+        with pytest.raises(ValueError, match=r"^frequency must be <= size/2") as err:
+            GratingSpec(size=size, frequency=freq)
+        assert repr(freq) in str(err.value)
+    # a spec shrunk below its frequency's Nyquist size is refused too
+    with pytest.raises(ValueError, match="^frequency"):
+        GratingSpec(size=32, frequency=10.0).replace(size=16)
+    spec = GratingSpec(size=16, frequency=3.0)
+    assert torch.isfinite(render([0.2, 0.4], spec, frequencies=[8.0, 2.0])).all()
+    for freqs in ([3.0, 8.5], [1e308, 3.0]):
+        with pytest.raises(ValueError, match=r"^frequencies must be finite and > 0 and <= 8"):
+            render([0.2, 0.4], spec, frequencies=freqs)
+
+
+def test_render_names_a_bad_generator_dtype_or_noise_flag():
+    for bad in ("seed", 0, np.random.default_rng(0)):
+        with pytest.raises(ValueError, match="^generator must be None or a torch.Generator"):
+            render([0.1], SMALL, bad)
+    for bad in ("float32", torch.int64, np.float64):
+        with pytest.raises(ValueError, match="^dtype must be None or a floating torch dtype"):
+            render([0.1], SMALL, dtype=bad)
+        with pytest.raises(ValueError, match="^dtype must be"):
+            render_clean([0.1], SMALL, dtype=bad)
+    with pytest.raises(ValueError, match="^noise must be True or False"):
+        render([0.1], SMALL, noise="no")
+    with pytest.raises(ValueError, match="^spec must be a GratingSpec"):
+        render_clean([0.1], "standard")
+
+
+def test_standard_preset_is_the_studies_stimulus():
+    spec = GratingSpec.standard()
+    assert (spec.size, spec.frequency, spec.phase, spec.aperture, spec.noise_std) == \
+        (32, 4.0, 0.0, 0.9, 1.0)
+    assert spec.gaussian_noise_only and not spec.mask_after_noise
+    assert spec.channels == 1 and spec.replace(channels=3).image_shape == (3, 32, 32)
+    assert GratingSpec.from_config(spec.to_config()) == spec

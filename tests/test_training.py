@@ -3,6 +3,7 @@
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -204,3 +205,29 @@ def test_offset_target_is_learned_instead_of_theta():
     assert shifted < math.pi / 16, shifted
     assert abs(plain - math.pi / 4) < math.pi / 16, plain
     assert hist["eval_error"].values[-1] < math.pi / 16
+
+
+def test_training_draws_from_the_named_seed_streams():
+    """Batches come from seeding's "data" stream, the per-epoch evaluation from "eval"."""
+    from anglesim.seeding import torch_generator
+
+    a, b = small_model(), small_model()
+    ha = train(a, [phase(epochs=1)], seed=5)
+    hb = train(b, [phase(epochs=1)], seed=5, generator=torch_generator(5, "data"))
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    err = evaluate_error(a, SPEC, 8, 1, torch_generator(5, "eval"))
+    assert ha["eval_error"].item() == pytest.approx(float(err.mean()), abs=1e-7)
+    np.testing.assert_array_equal(ha["eval_error"].values, hb["eval_error"].values)
+
+
+def test_strategy_stream_differs_by_phase_name_and_from_the_data_stream():
+    from anglesim.finetune import strategy_generator
+    from anglesim.seeding import torch_generator
+
+    draws = {name: torch.rand(4, generator=strategy_generator(3, name)) for name in ("a", "b")}
+    data = torch.rand(4, generator=torch_generator(3, "data"))
+    assert not torch.equal(draws["a"], draws["b"])
+    assert not torch.equal(draws["a"], data)
+    again = torch.rand(4, generator=strategy_generator(3, "a"))
+    assert torch.equal(draws["a"], again)

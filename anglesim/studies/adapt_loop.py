@@ -29,8 +29,7 @@ import xarray as xr
 
 from anglesim.data import evaluation_grid
 from anglesim.distributions import Gridded, VonMises
-from anglesim.fisher import propagated_fisher
-from anglesim.fisher_stats import smooth_periodic
+from anglesim.fisher import propagated_fisher, smooth_periodic
 from anglesim.models import build_model
 from anglesim.plotting import (
     PHASE_COLOURS,

@@ -14,7 +14,7 @@ replicate trains the studies' standard CNN from scratch on that prior with that 
 grid of angles measures
 
 * ``fisher`` — the output FI of the decoded angle θ̂, propagated pixel noise (σ = 1), through
-  :func:`anglesim.measure.measure_fisher`;
+  :func:`anglesim.fisher.measure_fisher`;
 * ``bias`` — the decoded-angle bias, circular mean of θ̂ − θ over noisy trials
   (:func:`anglesim.laws.decoded_bias`), with its standard error over trials;
 * ``slope`` — d/dθ[1/J] from a Fourier fit of log J (:func:`anglesim.laws.inverse_fisher_slope`);
@@ -40,8 +40,8 @@ import xarray as xr
 
 from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform, VonMises
+from anglesim.fisher import measure_fisher, method_result
 from anglesim.laws import decoded_bias, fit_bias_law, inverse_fisher_slope, law_agreement
-from anglesim.measure import measure_fisher, method_result
 from anglesim.models import build_model
 from anglesim.plotting import STYLE, successful
 from anglesim.seeding import stream_seed, torch_generator

@@ -3,7 +3,7 @@
 Small CNNs are pretrained on uniformly distributed orientations, then fine-tuned on a von Mises
 prior concentrated at π/2 (90°). After each phase we measure, on a fixed grid of angles, the
 mean absolute decoding error and the linearised Fisher information (propagated pixel noise) at
-every block and at the decoded output, through :func:`anglesim.measure.measure_fisher` (which
+every block and at the decoded output, through :func:`anglesim.fisher.measure_fisher` (which
 also stores the phase's prior density). Replicates differ only in their seed.
 
 Conditions do not share seeds (one condition, κ = 4, by default; ``grid.kappa=[2,8]`` gives
@@ -26,7 +26,7 @@ import xarray as xr
 from anglesim.angles import near_far_masks
 from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform, VonMises
-from anglesim.measure import measure_fisher, method_result
+from anglesim.fisher import measure_fisher, method_result
 from anglesim.models import build_model
 from anglesim.plotting import PHASE_COLOURS, STYLE, angle_axis, band, successful
 from anglesim.seeding import torch_generator

@@ -30,6 +30,15 @@ Conventions:
   instead of θ (the image, and so the information about θ, is unchanged; only the function
   the head must compute moves). :func:`evaluate_error` takes the same ``target_offset``, and a
   phase's per-epoch ``eval_error`` uses the offset of its task on ``head``.
+* Devices: ``train(model, phases, seed, device="cuda")`` (or ``"cpu"``, ``"cuda:1"``, a
+  ``torch.device``) moves the model there in place and draws every batch, finite split and
+  evaluation image there with generators on that device; the default is wherever the
+  model's parameters are. :func:`evaluate_error` and the strategies work on the model's
+  device. The same seed gives the same numbers on the same device (not across devices).
+* Seeds: ``train`` draws from the named streams of :mod:`anglesim.seeding`: ``"data"``
+  (batches, finite splits; replaced by ``generator`` when one is given), ``"eval"`` (the
+  per-epoch evaluation images) and ``"strategy"`` indexed by the phase name (a strategy's
+  own draws), so no two uses share random numbers by accident.
 
 Modules: :mod:`~anglesim.training.phase` (``Phase``, ``Task``), :mod:`~anglesim.training.loop`
 (``train``) and :mod:`~anglesim.training.strategy` (the strategy context, hook protocol and

@@ -16,6 +16,7 @@ import torch
 import xarray as xr
 
 from .. import angles as ang
+from .. import seeding
 from .. import validation as check
 from ..data import FiniteDataset, check_generator, draw_varied, reference_split, resolve_device
 from ..evaluate import evaluate_error, standardise
@@ -28,7 +29,12 @@ __all__ = ["make_generator", "train"]
 
 
 def make_generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
-    """A torch.Generator seeded from an integer seed via numpy's SeedSequence."""
+    """A torch.Generator seeded from an integer seed via numpy's SeedSequence.
+
+    Kept for the studies and the benchmark that call it today; training itself no longer
+    uses it (it draws from the named streams of :mod:`anglesim.seeding`), and new code should
+    ask :func:`anglesim.seeding.torch_generator` for a named stream instead of offsetting a
+    seed (``make_generator(seed + 1)`` is how two studies correlated streams by accident)."""
     seed = check.integer("seed", seed, minimum=0)
     device = "cpu" if device is None else resolve_device(device)
     state = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint32)
@@ -173,7 +179,11 @@ def train(
                          f"a generator on {str(generator.device)!r}")
     _check_plan(model, phases)
     model.to(device)
-    gen = generator if generator is not None else make_generator(seed, device)
+    # one named stream per use (anglesim.seeding): "data" for the training batches and finite
+    # splits, "eval" for the per-epoch evaluation images, "strategy" (per phase) for what
+    # a strategy draws
+    gen = generator if generator is not None else seeding.torch_generator(seed, "data",
+                                                                          device=device)
     records: list[dict] = []
     optimizer: torch.optim.Optimizer | None = None
     try:
@@ -289,7 +299,8 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
                 since_best += 1
         # The same evaluation images every epoch of the phase, so epochs are comparable.
         err = evaluate_error(model, phase.spec, phase.eval_angles, phase.eval_repeats,
-                             make_generator(seed + 7919, device), target_offset=eval_offset)
+                             seeding.torch_generator(seed, "eval", device=device),
+                             target_offset=eval_offset)
         record = {
             "phase": phase.name,
             "epoch_in_phase": epoch,

@@ -41,6 +41,8 @@ import torch
 import xarray as xr
 from torch import nn
 
+from .. import seeding
+from .. import validation as check
 from ..data import FiniteDataset
 from ..models import AngleNet
 
@@ -82,15 +84,13 @@ def named_pool(model: AngleNet, params: Sequence[nn.Parameter]) -> list[NamedPar
 def strategy_generator(
     seed: int, phase_name: str, device: torch.device | str | None = None
 ) -> torch.Generator:
-    """The strategy's own generator for a phase, from (seed, phase name) via SeedSequence;
-    independent of the training stream so extra draws do not change the training batches."""
-    tag = zlib.crc32(str(phase_name).encode())
-    state = np.random.SeedSequence([int(seed), 0x5354524154, tag]).generate_state(
-        2, dtype=np.uint32
-    )
-    g = torch.Generator(device=device or "cpu")
-    g.manual_seed(int(state[0]) << 32 | int(state[1]))
-    return g
+    """The strategy's own generator for a phase: the named stream
+    ``seeding.torch_generator(seed, "strategy", crc32(phase name))``, independent of the
+    training ("data") and evaluation ("eval") streams, so a strategy's extra draws do not
+    change the training batches, and phases with different names draw differently."""
+    check.text("phase_name", phase_name)
+    return seeding.torch_generator(seed, "strategy", zlib.crc32(phase_name.encode()),
+                                   device="cpu" if device is None else device)
 
 
 Batch = tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]

@@ -1,12 +1,13 @@
 """What every Fisher-information module shares: the result builder and argument checks.
 
-Private: the public names are re-exported by :mod:`anglesim.fisher`.
+Private to the package: the public names are re-exported by :mod:`anglesim.fisher`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 UNITS = "rad^-2"
 INPUT = "input"
 OUTPUT = "output"
+DEFAULT_N_PHASES = 8
 
 
 def fisher_dataarray(
@@ -74,10 +76,16 @@ def to_numpy(values: Any, name: str) -> np.ndarray:
 
 
 def check_dtheta(dtheta: float) -> float:
-    """Δθ as a float, or ValueError unless it is finite and > 0."""
-    if not (isinstance(dtheta, int | float | np.floating) and not isinstance(dtheta, bool)
-            and math.isfinite(dtheta) and dtheta > 0):
-        raise ValueError(f"dtheta must be a finite number > 0, got {dtheta!r}")
+    """Δθ as a float, or ValueError unless 0 < Δθ < π/4.
+
+    The finite differences compare gratings at θ ∓ Δθ/2; orientation has period π, so a step
+    near π compares a grating with itself (θ ± π/2 is the same grating) and any step past
+    π/4 (a quarter of the period) measures a chord of the tuning curve, not its derivative.
+    """
+    if isinstance(dtheta, bool) or not isinstance(dtheta, numbers.Real) \
+            or not (math.isfinite(dtheta) and 0 < dtheta < math.pi / 4):
+        raise ValueError(f"dtheta must be a finite number > 0 and < pi/4 (0.785), got "
+                         f"{dtheta!r}")
     return float(dtheta)
 
 
@@ -88,17 +96,42 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_device(device: Any) -> torch.device | None:
+    """``device`` as a torch.device (None stays None); ValueError naming it otherwise."""
+    if device is None:
+        return None
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a torch.device or a string such as 'cpu' or "
+                         f"'cuda:0', got {device!r}")
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"device must be a torch.device or a string such as 'cpu' or "
+                         f"'cuda:0', got {device!r}") from err
+
+
+def check_generator(generator: Any) -> torch.Generator | None:
+    """``generator`` if it is None or a torch.Generator, else ValueError naming it."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
+    return generator
+
+
 def model_on_device(
     model: torch.nn.Module, device: torch.device | str | None
 ) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
     """The model (a copy when it must move), the device and dtype to compute with."""
-    for attr in ("block_names", "run_blocks", "decode"):
-        if not hasattr(model, attr):
-            raise ValueError(f"model must be AngleNet-like (have {attr!r}), got {type(model)}")
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {model!r}")
+    want = check_device(device)
     param = next(iter(model.parameters()), None)
     current = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.get_default_dtype()
-    dev = torch.device(device) if device is not None else current
+    dev = want if want is not None else current
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device must be available on this machine, got {device!r} (no CUDA)")
     if dev != current:
         model = copy.deepcopy(model).to(dev)
     return model, dev, dtype
@@ -139,3 +172,7 @@ class eval_mode:
 def block_order(model: torch.nn.Module) -> list[str]:
     """"input", the model's blocks in order, "output"."""
     return [INPUT, *list(model.block_names), OUTPUT]
+
+
+def _sl(t: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
+    return None if t is None else t[start:stop]

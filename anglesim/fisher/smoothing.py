@@ -4,8 +4,9 @@ FI curves estimated at a grid of angles are rough (sampling noise, a finite grid
 
 * `smooth_periodic` — a least-squares fit of a low-order Fourier series on [0, π) (period π:
   harmonics cos 2kθ, sin 2kθ), by default to log J so the smoothed curve stays positive.
-* `bootstrap_replicates` — a percentile bootstrap band over replicates (networks trained
-  with different seeds): the mean curve (geometric by default) and its interval at each angle.
+* `bootstrap_replicates` — a band over replicates (networks trained with different seeds):
+  the mean curve (geometric by default) and its Student-t interval (or a percentile
+  bootstrap) at each angle.
 
 Bands over trials within one network come from `anglesim.fisher.bootstrap_fisher` (one angle)
 or ``sampled_fisher(..., n_boot=...)`` (every angle). Re-exported by :mod:`anglesim.fisher`.
@@ -14,11 +15,14 @@ or ``sampled_fisher(..., n_boot=...)`` (every angle). Re-exported by :mod:`angle
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import xarray as xr
+from scipy import stats
 
-from ._fisher_base import ArrayLike, check_positive_int, to_numpy
+from .. import validation as check
+from .base import ArrayLike, check_positive_int, to_numpy
 
 __all__ = ["bootstrap_replicates", "fourier_design", "smooth_periodic"]
 
@@ -88,20 +92,30 @@ def bootstrap_replicates(
     level: float = 0.95,
     seed: int = 0,
     log: bool = True,
+    method: str = "t",
 ) -> xr.DataArray:
-    """Mean FI curve over ``dim`` with a percentile bootstrap interval at every angle.
+    """Mean FI curve over ``dim`` with a confidence interval at every angle.
 
-    Replicates are resampled with replacement ``n_boot`` times
-    (``numpy.random.default_rng(seed)``; one resample of replicate indices shared by all
-    angles, so the band respects their correlation) and averaged; the band is the
-    (1 ∓ level)/2 quantiles of the resampled means (Efron & Tibshirani 1993, §13). With
-    ``log=True`` the average is geometric (mean of log J, J > 0 required). NaNs (failed
-    replicates) are skipped in every mean. Returns the curves without ``dim`` and with a
-    ``bound`` dim: "estimate", "low", "high".
+    ``method="t"`` (default): the Student-t interval of the mean of log J (``log=True``: the
+    geometric mean, J > 0 required) or of J, with n the replicates valid at that angle,
+
+        m ± t_{n−1, (1+level)/2} · s/√n,   back-transformed by exp when ``log``,
+
+    exact for log-normal (normal) replicates; its coverage is tested by simulation with 3, 4
+    and 8 replicates. ``method="percentile"``: the percentile bootstrap of Efron & Tibshirani
+    1993 (§13) — replicates resampled with replacement ``n_boot`` times
+    (``numpy.random.default_rng(seed)``, one resample of indices shared by all angles), the
+    band the (1 ∓ level)/2 quantiles of the resampled means. It runs narrow with few
+    replicates (a bootstrap mean's spread is s/√n·√((n − 1)/n), and no t quantile): 74% with
+    3, 80% with 4, 89% with 8 log-normal replicates at a nominal 95%; ``n_boot`` and ``seed``
+    only apply to it. NaNs (failed replicates) are skipped; an angle with fewer than 2 valid
+    replicates gets a NaN band. Returns the curves without ``dim`` and with a ``bound`` dim:
+    "estimate", "low", "high".
     """
     if not isinstance(curves, xr.DataArray) or dim not in curves.dims:
         raise ValueError(f"curves must be a DataArray with a {dim!r} dim, got "
                          f"{getattr(curves, 'dims', type(curves).__name__)}")
+    method = check.choice("method", method, ("t", "percentile"))
     n_boot = check_positive_int("n_boot", n_boot, 2)
     level = _check_level(level)
     moved = curves.transpose(dim, ...)
@@ -113,11 +127,23 @@ def bootstrap_replicates(
     n_rep = vals.shape[0]
     if n_rep < 2:
         raise ValueError(f"need at least 2 replicates along {dim!r}, got {n_rep}")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n_rep, (n_boot, n_rep))
-    means = np.nanmean(vals[idx], axis=1)  # [n_boot, ...]
-    low, high = np.nanquantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    est = np.nanmean(vals, axis=0)
+    with warnings.catch_warnings():  # angles with no or one valid replicate: NaN, said above
+        warnings.simplefilter("ignore", RuntimeWarning)
+        est = np.nanmean(vals, axis=0)
+    if method == "t":
+        n = np.isfinite(vals).sum(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sem = np.nanstd(vals, axis=0, ddof=1) / np.sqrt(n)
+            half = stats.t.ppf(0.5 + level / 2, np.where(n > 1, n - 1, np.nan)) * sem
+        low, high = est - half, est + half
+        how = "Student-t interval of the mean"
+    else:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, n_rep, (n_boot, n_rep))
+        means = np.nanmean(vals[idx], axis=1)  # [n_boot, ...]
+        low, high = np.nanquantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
+        how = f"percentile bootstrap interval ({n_boot} resamples)"
     stacked = np.stack([est, low, high])
     if log:
         stacked = np.exp(stacked)
@@ -127,7 +153,7 @@ def bootstrap_replicates(
     out = xr.DataArray(stacked, dims=("bound", *other), coords=coords, name=curves.name,
                        attrs=dict(curves.attrs))
     out.attrs["band"] = (f"{'geometric' if log else 'arithmetic'} mean over {dim} with a "
-                         f"{level:.0%} percentile bootstrap interval ({n_boot} resamples)")
+                         f"{level:.0%} {how}" + (" of log J" if log else ""))
     return out
 
 
