@@ -16,14 +16,18 @@ MIN_BAND_REPLICATES = 3
 
 
 def replicate_band(ax, x, da: xr.DataArray, colour, label: str, dim: str = "replicate",
-         log: bool = False, alpha: float = 0.2) -> None:
+                   log: bool = False, alpha: float = 0.2,
+                   clip: tuple[float, float] | None = None) -> None:
     """The mean of ``da`` over ``dim`` against ``x`` and its 95% t band (geometric on a log
-    axis: the interval of mean log10); no band below :data:`MIN_BAND_REPLICATES` replicates."""
+    axis: the interval of mean log10); no band below :data:`MIN_BAND_REPLICATES` replicates.
+    ``clip`` = (lo, hi) clips the band to the quantity's range (a bias within ±90°)."""
     vals = np.log10(da) if log else da
     mean, half = mean_ci(vals, dim)
     lo, hi = mean - half, mean + half
     if log:
         mean, lo, hi = 10.0**mean, 10.0**lo, 10.0**hi
+    if clip is not None:
+        lo, hi = np.clip(lo, *clip), np.clip(hi, *clip)
     ax.plot(x, mean, color=colour, label=label)
     if int(da.count(dim).min()) >= MIN_BAND_REPLICATES:
         ax.fill_between(x, lo, hi, color=colour, alpha=alpha, linewidth=0)

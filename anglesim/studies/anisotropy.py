@@ -119,6 +119,9 @@ def figure(ds: xr.Dataset) -> plt.Figure:
                 replicate_band(ax, x, fi / fi.mean("angle"), colours[str(state)], str(state),
                                log=True)
             ax.set_title(str(layer))
+            rel = ok["fisher"].sel(layer=layer) / ok["fisher"].sel(layer=layer).mean("angle")
+            if float(rel.max() / rel.min()) > 10:  # untrained heads' FI spans decades
+                ax.set_yscale("log")
             ax.set_xticks([0, 45, 90, 135, 180])
             ax.set_xlim(0, 180)
             ax.set_xlabel("θ (deg)")

@@ -161,7 +161,8 @@ def figure(ds: xr.Dataset) -> plt.Figure:
             c = ok.sel(prior=prior)
             for loss in losses:
                 d = c.sel(loss=loss)
-                replicate_band(row[0], x, np.degrees(d["bias"]), colours[loss], str(loss))
+                replicate_band(row[0], x, np.degrees(d["bias"]), colours[loss], str(loss),
+                               clip=(-90.0, 90.0))
                 const = float(d["law_constant"].mean())
                 row[0].plot(x, np.degrees(const * d["slope"].mean("replicate")),
                             color=colours[loss], ls="--", lw=0.8)
@@ -183,7 +184,8 @@ def figure(ds: xr.Dataset) -> plt.Figure:
             row[2].set_xticks(pos, losses)
             row[2].set_ylabel("law constant c")
         axes[0, 0].legend(frameon=False, fontsize=7)
-        fig.suptitle("Bias vs the law b = c·d/dθ[1/J] (dashed: mean ĉ times the mean slope); "
+        fig.suptitle("Bias vs the law b = c·d/dθ[1/J] (dashed: mean ĉ times the mean slope; "
+                     "c fitted where 1/√J ≤ 5.7°; bias bands clipped to ±90°); "
                      + band_note(ok), fontsize=8)
     return fig
 
