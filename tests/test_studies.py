@@ -67,7 +67,9 @@ EXPECTED = {
 
 
 def test_every_study_is_covered():
-    assert set(available_studies()) - {"quickstart"} == set(EXPECTED)
+    from test_laws_studies import LAW_STUDIES  # the law studies have their own test file
+
+    assert set(available_studies()) - {"quickstart"} - set(LAW_STUDIES) == set(EXPECTED)
 
 
 @pytest.mark.parametrize("study", sorted(EXPECTED))

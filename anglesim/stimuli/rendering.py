@@ -197,6 +197,10 @@ def render(
         mask = _mask(spec.size, spec.extent, spec.aperture, spec.aperture_edge, str(dev), dt)
     if mask is not None and not spec.mask_after_noise:
         img = torch.mul(img, mask, out=out)
+    transform = getattr(spec, "clean_transform", None)  # a subclass's, e.g. blur
+    if transform is not None:  # (anglesim.corruptions); applied before the noise
+        img = transform(img)
+        out = img if inplace else None
 
     if noise:
         shape = (n, spec.channels, spec.size, spec.size)
