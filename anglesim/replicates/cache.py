@@ -85,10 +85,12 @@ def without_machine_paths(traceback_text: str) -> str:
         path = Path(match.group(1))
         if not path.is_absolute():
             return match.group(0)
-        try:
-            return f'File "{path.resolve().relative_to(_PACKAGE_PARENT).as_posix()}"'
-        except ValueError:
-            return f'File "…/{"/".join(path.parts[-2:])}"'
+        resolved = path.resolve()
+        if resolved.is_relative_to(_PACKAGE_PARENT / "anglesim"):
+            # only anglesim's own files: a virtual environment or tests beside the package
+            # (a clone's .venv) are other files, named by their last two parts
+            return f'File "{resolved.relative_to(_PACKAGE_PARENT).as_posix()}"'
+        return f'File "…/{"/".join(path.parts[-2:])}"'
 
     return _TRACEBACK_FILE.sub(short, traceback_text)
 
