@@ -1,8 +1,8 @@
 """Fine-tuning strategies: registry, validation, freezing, LoRA, TPGM, Auto-RGN, schedules."""
 
 import copy
-import textwrap
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
