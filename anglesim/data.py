@@ -196,7 +196,8 @@ def reference_split(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[FiniteDataset, FiniteDataset, FiniteDataset]:
-    """Train, validation and test sets of 8D, 2D and 2D images, as in the reference research (lrast/angleFinetuning).
+    """Train, validation and test sets of 8D, 2D and 2D images, as in the reference research
+    (lrast/angleFinetuning).
 
     All three are drawn independently from the same prior and spec; the validation set drives
     early stopping and the test set is held out for reporting.

@@ -11,7 +11,8 @@ Images are float tensors ``[N, C, P, P]``; the network's output is read as an or
 
 Two families are built here: a configurable CNN (:class:`CNNConfig`, :func:`build_model`) and
 the fully-connected reference network of the research this package grows from
-(lrast/angleFinetuning; :func:`reference_mlp`). :func:`model_from_config` rebuilds either from ``AngleNet.config``.
+(lrast/angleFinetuning; :func:`reference_mlp`). :func:`model_from_config` rebuilds either from
+``AngleNet.config``.
 """
 
 from __future__ import annotations
@@ -399,7 +400,8 @@ def reference_mlp(
 ) -> AngleNet:
     """The fully-connected reference network for a P×P single-channel image.
 
-    Flattened pixels P² → P → 20 → out with ReLU, as in the research anglesim grows from (lrast/angleFinetuning):
+    Flattened pixels P² → P → 20 → out with ReLU, as in the research anglesim grows from
+    (lrast/angleFinetuning):
     ``fc1`` (Flatten, Linear P²→P, ReLU), ``fc2`` (Linear P→20, ReLU), ``head`` (Linear 20→out,
     out = 2 for the default (cos 2θ, sin 2θ) readout). ``hidden=(h1, h2)`` overrides (P, 20);
     ``n_bins`` sets the output size for the "bins" readout.

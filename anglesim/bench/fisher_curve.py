@@ -1,7 +1,8 @@
 """Section ``fisher_curve``: the whole FI curve of the reference MLP on the reference stimulus.
 
 The FI curve at 100 angles of the reference MLP on the reference stimulus (clamped
-Bernoulli–Gaussian noise): the reference research's (lrast/angleFinetuning) smoothed-derivative recipe
+Bernoulli–Gaussian noise): the reference research's (lrast/angleFinetuning) smoothed-derivative
+recipe
 (:func:`anglesim.fisher.savgol_fisher`) against the bias-corrected sampled linear estimator with
 far fewer forward passes, each scored by its error against a high-sample ground truth (the same
 bias-corrected estimator with many samples). Goal: the same or smaller error in ≥ 100× less

@@ -86,7 +86,8 @@ class VonMises(AnglePrior):
     circular variance of 2θ is 1 − I₁(κ)/I₀(κ).
 
     ``convention="folded"``: a full-circle von Mises vm(x) = exp(κ cos(x − loc)) / (2π I₀(κ))
-    folded onto [0, π) (the convention of the reference research, lrast/angleFinetuning, which drew x and kept x mod π):
+    folded onto [0, π) (the convention of the reference research, lrast/angleFinetuning, which drew
+    x and kept x mod π):
 
         p(θ) = vm(θ) + vm(θ + π) = cosh(κ cos(θ − loc)) / (π I₀(κ)).
 

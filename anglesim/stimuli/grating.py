@@ -123,7 +123,8 @@ class GratingSpec:
 
     @classmethod
     def reference(cls) -> GratingSpec:
-        """The stimulus of the research anglesim grows from (lrast/angleFinetuning), reproduced exactly.
+        """The stimulus of the research anglesim grows from (lrast/angleFinetuning), reproduced
+        exactly.
 
         101 × 101 pixels on [−π, π]², image cos(5 (Y cos θ + X sin θ)) (phase 0, contrast 1);
         each pixel gets Gaussian noise of variance 20 with probability 0.8, is clamped to
