@@ -18,7 +18,8 @@ Conventions:
 * With ``dataset_size=D`` the phase trains on a fixed set of 8D images with validation (2D)
   and test (2D) sets, stops early when the validation loss has not improved for ``patience``
   epochs, and restores the best checkpoint — the reference research's (lrast/angleFinetuning)
-  protocol (Adam, lr 1e−3, batch 32). Without it, every batch is fresh (``steps_per_epoch`` batches an epoch).
+  protocol (Adam, lr 1e−3, batch 32). Without it, every batch is fresh (``steps_per_epoch``
+  batches an epoch).
 * Targets other than θ: ``Phase.vary={"contrast": (lo, hi)}`` (or ``"frequency"``) draws that
   stimulus property per image uniformly on [lo, hi] (on-the-fly phases only), and
   ``Task(head=..., target="contrast", loss="mse")`` trains a ``"scalar"`` head (see
