@@ -46,7 +46,7 @@ from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, train
 
-from ._common import SPEC, resolve_size, standard_cnn
+from ._common import SPEC, on_device, resolve_size, standard_cnn
 
 NAME = "adapt_loop"
 MODEL = standard_cnn("cossin")
@@ -97,17 +97,18 @@ def phase(name: str, prior, sz: dict, epochs: int, lr: float, reset: bool = True
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Run the loop for one mode; record prior and FI at every round."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     mode = str(condition["mode"])
     grid = evaluation_grid(sz["n_angles"])
     angle = grid.double().numpy()
 
     def measure(net) -> np.ndarray:
         return propagated_fisher(net, SPEC, grid, layers=["output"],
-                                 sigma=SPEC.noise_std).values[0]
+                                 sigma=SPEC.noise_std, **on).values[0]
 
     torch.manual_seed(seed)
     original = build_model(MODEL)
-    train(original, [phase("start", START_PRIOR, sz, sz["pre_epochs"], 2e-3)], seed)
+    train(original, [phase("start", START_PRIOR, sz, sz["pre_epochs"], 2e-3)], seed, **on)
     priors = [START_PRIOR.pdf(angle)]
     fishers = [measure(original)]
 
@@ -116,7 +117,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
             density = update_prior(priors[-1], fishers[-1], sz["damping"])
             net = copy.deepcopy(original)
             train(net, [phase(f"round{r}", Gridded(density), sz, sz["epochs"], 1e-3)],
-                  stream_seed(seed, "data", r))
+                  stream_seed(seed, "data", r), **on)
             priors.append(density)
             fishers.append(measure(net))
     else:
@@ -138,7 +139,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
                 rounds[r].prior = Gridded(new)
                 priors.append(new)
 
-        train(net, rounds, stream_seed(seed, "data", 1), on_phase_end=next_round)
+        train(net, rounds, stream_seed(seed, "data", 1), on_phase_end=next_round, **on)
 
     fisher = np.stack(fishers)
     prior = np.stack(priors)
@@ -247,6 +248,7 @@ def plot_adapt_loop(ds: xr.Dataset) -> plt.Figure:
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question=("Does iterating p ← p/√J (train, measure FI, reweight the prior) flatten Fisher "
               "information?"),
     replicate=replicate,

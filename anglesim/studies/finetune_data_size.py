@@ -31,7 +31,7 @@ from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import resolve_size
+from ._common import on_device, resolve_size
 from .reference_replication import DTHETA, output_fisher, spec_for
 
 NAME = "finetune_data_size"
@@ -57,19 +57,20 @@ def phase(name: str, prior, spec, d: int, sz: dict, trainable=None) -> Phase:
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """One parent, fine-tuned with every D_ft and both freezing modes."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     spec = spec_for(sz)
     grid = evaluation_grid(sz["n_angles"]).double()
     torch.manual_seed(seed)
     parent = reference_mlp(image_size=spec.size)
-    train(parent, [phase("parent", OLD, spec, sz["parent_size"], sz)], seed)
+    train(parent, [phase("parent", OLD, spec, sz["parent_size"], sz)], seed, **on)
 
     def measure(net) -> tuple[np.ndarray, np.ndarray]:
         # the FI's and the error's noise from two streams (they once shared one seed), the
         # same for the parent and every fine-tuned network (common random numbers)
         fi, _ = output_fisher(net, spec, grid, sz["n_trials"], DTHETA,
-                              torch_generator(seed, "fisher"))
+                              torch_generator(seed, "fisher", **on))
         err = evaluate_error(net, spec, sz["n_angles"], repeats=16,
-                             generator=torch_generator(seed, "eval"))
+                             generator=torch_generator(seed, "eval", **on))
         return fi, err.values
 
     parent_fi, parent_err = measure(parent)
@@ -79,7 +80,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
         for j, (_, trainable) in enumerate(FROZEN.items()):
             net = copy.deepcopy(parent)
             train(net, [phase("finetune", NEW, spec, d, sz, trainable)],
-                  stream_seed(seed, "data", i))
+                  stream_seed(seed, "data", i), **on)
             fisher[i, j], error[i, j] = measure(net)
     angle = grid.numpy()
     ds = xr.Dataset(
@@ -191,6 +192,7 @@ def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question="How many fine-tuning images does it take to move FI and error to a new prior's peak?",
     replicate=replicate,
     sizes=SIZES,

@@ -40,7 +40,7 @@ from anglesim.study import Study
 from anglesim.theory import budget_scale, fit_exponents, loss_exponent
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import SPEC, resolve_size, standard_cnn
+from ._common import SPEC, on_device, resolve_size, standard_cnn
 
 NAME = "loss_concentration"
 PRIOR_LOC = math.pi / 2
@@ -81,15 +81,17 @@ def phase(loss_label: str, kappa: float, size: dict) -> Phase:
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train one network with one loss on one prior; measure FI and error on the angle grid."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     label, kappa = str(condition["loss"]), float(condition["kappa"])
     torch.manual_seed(seed)
     model = build_model(model_config(LOSSES[label][2]))
     plan = phase(label, kappa, sz)
-    history = train(model, [plan], seed)
+    history = train(model, [plan], seed, **on)
     grid = evaluation_grid(sz["n_angles"])
-    fisher = propagated_fisher(model, SPEC, grid, layers=["fc", "output"], sigma=SPEC.noise_std)
+    fisher = propagated_fisher(model, SPEC, grid, layers=["fc", "output"], sigma=SPEC.noise_std,
+                               **on)
     error = evaluate_error(model, SPEC, sz["n_angles"], repeats=16,
-                           generator=torch_generator(seed, "eval"))
+                           generator=torch_generator(seed, "eval", **on))
     angle = grid.double().numpy()
     ds = xr.Dataset(
         {
@@ -285,6 +287,7 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question="How sharply does FI follow the training prior, per loss (J ∝ p^α with α = 2/(p+1))?",
     replicate=replicate,
     sizes=SIZES,

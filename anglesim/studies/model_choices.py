@@ -37,7 +37,7 @@ from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, make_generator, train
 
-from ._common import SPEC, resolve_size, standard_cnn
+from ._common import SPEC, on_device, resolve_size, standard_cnn
 
 NAME = "model_choices"
 LOSS_FOR_READOUT = {"angle": "cosine", "cossin": "cosine", "bins": "cross_entropy"}
@@ -89,30 +89,32 @@ def n_peaks(log10_fi: np.ndarray, prominence: float = PEAK_PROMINENCE) -> int:
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train one network; measure its FI curve, roughness, peaks and error."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     readout, data = str(condition["readout"]), str(condition["data"])
     torch.manual_seed(seed)
     model = build_model(standard_cnn(readout, nonlinearity=str(condition["nonlinearity"])))
     plan = phase(readout, data, sz)
-    gen = make_generator(seed)
+    gen = make_generator(seed, **on)
     history = train(model, [plan], seed, generator=gen)
     grid = evaluation_grid(sz["n_angles"])
     fisher = propagated_fisher(model, SPEC, grid, layers=["fc", "output"],
-                               sigma=SPEC.noise_std)
+                               sigma=SPEC.noise_std, **on)
     log_fi = np.log10(fisher.sel(layer="output").values)
     error = evaluate_error(model, SPEC, sz["n_angles"], repeats=16,
-                           generator=torch_generator(seed, "eval"))
+                           generator=torch_generator(seed, "eval", **on))
 
     # FI at angles the network was trained on against fresh angles from the same prior.
     # The training angles are the first draws of the generator that built the finite set:
     # replay them from the same seed (stream networks get the same angles, never seen twice).
-    replay = make_generator(seed)
+    replay = make_generator(seed, **on)
     train_angles = plan.prior.sample(8 * sz["dataset_size"], generator=replay)[
         : sz["n_train_angles"]].double()
-    fresh = plan.prior.sample(sz["n_train_angles"], generator=torch_generator(seed, "fresh")
+    fresh = plan.prior.sample(sz["n_train_angles"], generator=torch_generator(seed, "fresh", **on)
                                ).double()
     at_train = propagated_fisher(model, SPEC, train_angles, layers=["output"],
-                                 sigma=SPEC.noise_std)
-    at_fresh = propagated_fisher(model, SPEC, fresh, layers=["output"], sigma=SPEC.noise_std)
+                                 sigma=SPEC.noise_std, **on)
+    at_fresh = propagated_fisher(model, SPEC, fresh, layers=["output"], sigma=SPEC.noise_std,
+                                 **on)
     log_ratio = float(np.mean(np.log(at_train.values)) - np.mean(np.log(at_fresh.values)))
 
     ds = xr.Dataset(
@@ -236,6 +238,7 @@ def _pool_readouts(ds: xr.Dataset) -> xr.Dataset:
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question=("How do nonlinearity, readout and finite training data shape the roughness and peaks "
               "of FI curves?"),
     replicate=replicate,

@@ -55,7 +55,7 @@ from anglesim.training import (
     train,
 )
 
-from ._common import SPEC, resolve_size, standard_cnn
+from ._common import SPEC, on_device, resolve_size, standard_cnn
 
 NAME = "multitask"
 MODEL = standard_cnn("cossin")
@@ -127,6 +127,7 @@ def probe_error(net: AngleNet, other: str, sz: dict, generator: torch.Generator)
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train one network in one regime; measure errors and per-block FI about θ at SPEC."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     other, regime = str(condition["other"]), str(condition["regime"])
     lo, hi = RANGES[other]
     plan = phases(regime, other, sz)
@@ -135,12 +136,12 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
 
     def fisher(net: AngleNet) -> xr.DataArray:
         return propagated_fisher(net, SPEC, grid, layers=sz["layers"],
-                                 sigma=SPEC.noise_std).assign_coords(angle=angle)
+                                 sigma=SPEC.noise_std, **on).assign_coords(angle=angle)
 
     def other_error(net: AngleNet) -> xr.DataArray:
         err = evaluate_target_error(net, SPEC, OTHER_HEAD, other, lo, hi, sz["n_angles"],
                                     sz["target_repeats"],
-                                    generator=torch_generator(seed, "targets"))
+                                    generator=torch_generator(seed, "targets", **on))
         return err.assign_coords(angle=angle)
 
     first: dict[str, xr.DataArray] = {}
@@ -153,7 +154,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     torch.manual_seed(seed)
     model = build_model(MODEL)
     model.add_head(OTHER_HEAD, readout="scalar")
-    history = train(model, plan, seed, on_phase_end=after_phase)
+    history = train(model, plan, seed, on_phase_end=after_phase, **on)
 
     fi = fisher(model)
     nan_like = xr.full_like
@@ -162,7 +163,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
             "fisher": fi,
             "fisher_other_only": first.get("fisher", nan_like(fi, np.nan)),
             "abs_error": evaluate_error(model, SPEC, sz["n_angles"], sz["error_repeats"],
-                                        generator=torch_generator(seed, "eval")
+                                        generator=torch_generator(seed, "eval", **on)
                                         ).assign_coords(angle=angle),
         }
     )
@@ -171,7 +172,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     ds["other_error"] = err if trained else nan_like(err, np.nan)
     ds["other_error_other_only"] = first.get("other_error", nan_like(err, np.nan))
     ds["other_chance"] = ((), float(err.attrs["chance"]))
-    ds["probe_error"] = ((), probe_error(model, other, sz, torch_generator(seed, "probe")))
+    ds["probe_error"] = ((), probe_error(model, other, sz, torch_generator(seed, "probe", **on)))
     ds["fisher_other_only"].attrs = dict(fi.attrs, long_name=(
         "FI about θ after the first (other-task-only) phase of the sequential regime"))
     ds["other_error"].attrs = {"units": UNITS[other], "long_name": (
@@ -418,6 +419,7 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question=("Does learning another property of the image (sequentially or jointly) change FI "
               "about orientation?"),
     replicate=replicate,

@@ -41,7 +41,7 @@ from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import SPEC, resolve_size, standard_cnn
+from ._common import SPEC, on_device, resolve_size, standard_cnn
 
 NAME = "prior_specialisation"
 MODEL = standard_cnn("cossin")
@@ -73,6 +73,7 @@ def phases(kappa: float, sz: dict) -> dict[str, Phase]:
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train on A then fine-tune on B, and a control on B; measure FI and error after each."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     plan = phases(float(condition["kappa"]), sz)
     grid = evaluation_grid(sz["n_angles"])
     angle = grid.double().numpy()
@@ -80,18 +81,19 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
 
     def measure(phase: Phase, net) -> None:
         fisher[phase.name] = propagated_fisher(net, SPEC, grid, layers=["fc", "output"],
-                                               sigma=SPEC.noise_std)
+                                               sigma=SPEC.noise_std, **on)
         errors[phase.name] = evaluate_error(net, SPEC, sz["n_angles"], repeats=16,
-                                            generator=torch_generator(seed, "eval"))
+                                            generator=torch_generator(seed, "eval", **on))
 
     torch.manual_seed(seed)
     model = build_model(MODEL)
-    history = train(model, [plan["first"], plan["second"]], seed, on_phase_end=measure)
+    history = train(model, [plan["first"], plan["second"]], seed, on_phase_end=measure,
+                    **on)
     # the control's own stream (it once trained with the seed the evaluation draws used)
     control_seed = stream_seed(seed, "control")
     torch.manual_seed(control_seed)
     control = build_model(MODEL)
-    train(control, [plan["control"]], control_seed, on_phase_end=measure)
+    train(control, [plan["control"]], control_seed, on_phase_end=measure, **on)
 
     ds = xr.Dataset(
         {
@@ -255,6 +257,7 @@ def plot_prior_specialisation(ds: xr.Dataset) -> plt.Figure:
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question=("How much does training on prior A specialise FI, and what does fine-tuning on B "
               "leave of A?"),
     replicate=replicate,

@@ -15,7 +15,6 @@ Run: ``anglesim quickstart`` or ``anglesim run quickstart [key=value …]``.
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import matplotlib.pyplot as plt
@@ -210,8 +209,7 @@ STUDY = Study(
     figure=plot_quickstart,
     summary=summarise,
     pair_axes=(),  # each κ trains its own networks from its own seeds
-    # --device cuda once train() places training on a device (train(device=...))
-    devices=("cpu", "cuda") if "device" in inspect.signature(train).parameters else ("cpu",),
+    devices=("cpu", "cuda"),
     # NaN by design: stream phases have no validation loss
     allow_nan=("val_loss",),
 )

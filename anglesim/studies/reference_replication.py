@@ -38,7 +38,7 @@ from anglesim.stimuli import GratingSpec, render
 from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import resolve_size
+from ._common import on_device, resolve_size
 
 NAME = "reference_replication"
 DTHETA = math.pi / 90  # 2°: the pair of orientations whose discrimination d′ describes
@@ -72,14 +72,15 @@ def output_fisher(model: AngleNet, spec: GratingSpec, angles: torch.Tensor, n_tr
     :func:`anglesim.fisher.linear_fisher_variance` (at the estimate, floored at 0).
     """
     values, errors = [], []
+    device = next(model.parameters()).device  # the grid and the renders follow the model
     model.eval()
     with torch.no_grad():
         for start in range(0, angles.numel(), chunk):
-            theta = angles[start:start + chunk]
+            theta = angles[start:start + chunk].to(device)
             pair = torch.stack([theta - dtheta / 2, theta + dtheta / 2], 1)  # [c, 2]
             batch = pair[:, None, :].expand(-1, n_trials, -1).reshape(-1)  # ordered (c, T, ±)
             out = model(render(batch, spec, generator=generator, dtype=torch.float32))
-            out = out.reshape(theta.numel(), n_trials, 2, -1).double().numpy()
+            out = out.reshape(theta.numel(), n_trials, 2, -1).double().cpu().numpy()
             for k in range(theta.numel()):
                 j = linear_fisher_from_samples(out[k, :, 0], out[k, :, 1], dtheta)
                 n_units = out.shape[-1]
@@ -92,6 +93,7 @@ def output_fisher(model: AngleNet, spec: GratingSpec, angles: torch.Tensor, n_tr
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train the reference MLP on D images from one prior; measure FI, d′ and error."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     spec = spec_for(sz)
     prior = PRIORS[str(condition["prior"])]
     torch.manual_seed(seed)
@@ -99,12 +101,12 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     plan = Phase("train", prior, spec, loss="vector_mse", optimizer="adam", lr=1e-3,
                  batch_size=32, dataset_size=int(condition["dataset_size"]),
                  epochs=sz["epochs"], patience=sz["patience"], eval_angles=sz["n_angles"])
-    history = train(model, [plan], seed)
+    history = train(model, [plan], seed, **on)
     grid = evaluation_grid(sz["n_angles"]).double()
     fisher, stderr = output_fisher(model, spec, grid, sz["n_trials"], DTHETA,
-                                   torch_generator(seed, "fisher"))
+                                   torch_generator(seed, "fisher", **on))
     error = evaluate_error(model, spec, sz["n_angles"], repeats=16,
-                           generator=torch_generator(seed, "eval"))
+                           generator=torch_generator(seed, "eval", **on))
     angle = grid.numpy()
     ds = xr.Dataset(
         {
@@ -267,6 +269,7 @@ def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question=("Does anglesim reproduce the reference recipe's FI and d′ around the circle and the "
               "prior's effect on them?"),
     replicate=replicate,
