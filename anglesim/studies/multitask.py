@@ -28,7 +28,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import xarray as xr
-from scipy import stats
 
 from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform
@@ -44,7 +43,7 @@ from anglesim.plotting import (
 )
 from anglesim.probe import ridge_readout
 from anglesim.seeding import torch_generator
-from anglesim.stats import mean_ci
+from anglesim.stats import mean_ci, welch_ci  # noqa: F401 (welch_ci: re-exported)
 from anglesim.study import Study
 from anglesim.training import (
     Phase,
@@ -194,17 +193,6 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
 
 
 # ---- derived measures ----------------------------------------------------------------------
-
-
-def welch_ci(a: xr.DataArray, b: xr.DataArray, dim: str = "replicate",
-             level: float = 0.95) -> tuple[xr.DataArray, xr.DataArray]:
-    """Difference of means mean(a) − mean(b) over ``dim`` and the half-width of its Welch
-    t interval: t_ν · √(s_a²/n_a + s_b²/n_b) with the Welch–Satterthwaite ν (NaN-aware)."""
-    na, nb = a.count(dim), b.count(dim)
-    va, vb = a.var(dim, ddof=1) / na, b.var(dim, ddof=1) / nb
-    nu = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
-    t = xr.apply_ufunc(lambda v: stats.t.ppf(0.5 + level / 2, v), nu.fillna(1.0))
-    return a.mean(dim) - b.mean(dim), t * np.sqrt(va + vb)
 
 
 def measures(ds: xr.Dataset) -> xr.Dataset:
