@@ -36,13 +36,14 @@ from anglesim.plotting import (
     STYLE,
     angle_axis,
     band,
+    band_footnote,
     fi_vs_angle_axis,
+    interval_bars,
     log_band,
     replicate_count,
     successful,
 )
 from anglesim.seeding import stream_seed
-from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, train
 
@@ -213,8 +214,8 @@ def plot_adapt_loop(ds: xr.Dataset) -> plt.Figure:
         fig, axes = plt.subplots(1, 4, figsize=(13, 3.0), constrained_layout=True)
         ax = axes[0]
         for colour, r in zip(colours, rounds, strict=True):
-            mean, half = mean_ci(first["prior_density"].sel(round=r))
-            band(ax, theta_deg, mean, half, colour, f"round {int(r)}")
+            band(ax, theta_deg, first["prior_density"].sel(round=r), colour, f"round {int(r)}",
+                 bounds=(0, None))
         ax.set_ylabel("training prior p(θ) (1/rad)")
         ax.set_ylim(bottom=0)
         angle_axis(ax)
@@ -232,10 +233,9 @@ def plot_adapt_loop(ds: xr.Dataset) -> plt.Figure:
             (axes[3], "prior_kl", "KL(p_r ‖ p_{r−1}) (nats)", "d  step between priors"),
         ]:
             for m, mode in enumerate(modes):
-                mean, half = mean_ci(ds[var].sel(mode=mode))
-                ax.errorbar(rounds + (m - 1) * 0.08, mean, yerr=half, fmt="o-", ms=3,
-                            capsize=2, color=PHASE_COLOURS[(m + 1) % len(PHASE_COLOURS)],
-                            label=mode)
+                interval_bars(ax, rounds + (m - 1) * 0.08, ds[var].sel(mode=mode),
+                              PHASE_COLOURS[(m + 1) % len(PHASE_COLOURS)], mode,
+                              bounds=(0, None), fmt="o-", ms=3)
             ax.set_xticks(rounds)
             ax.set_xlabel("round")
             ax.set_ylabel(label)
@@ -243,6 +243,7 @@ def plot_adapt_loop(ds: xr.Dataset) -> plt.Figure:
             ax.legend(frameon=False, fontsize=7)
             ax.set_title(letter, loc="left")
         fig.suptitle(f"adaptive loop: {replicate_count(ds)}", fontsize=9)
+        band_footnote(fig)
     return fig
 
 

@@ -25,9 +25,15 @@ from anglesim import angles as ang
 from anglesim.data import evaluation_grid
 from anglesim.distributions import VonMises
 from anglesim.models import reference_mlp
-from anglesim.plotting import PHASE_COLOURS, STYLE, replicate_count, successful
+from anglesim.plotting import (
+    PHASE_COLOURS,
+    STYLE,
+    band_footnote,
+    interval_bars,
+    replicate_count,
+    successful,
+)
 from anglesim.seeding import stream_seed, torch_generator
-from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, train
 
@@ -159,22 +165,22 @@ def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
         fig, axes = plt.subplots(1, 3, figsize=(10, 3.0), constrained_layout=True)
         panels = [
             (axes[0], np.degrees(ds["error_near_new"]), "mean |θ̂ − θ| near new peak (deg)",
-             "a  error", np.degrees(ds["parent_error_near_new"]), True),
+             "a  error", np.degrees(ds["parent_error_near_new"]), True, (0, 90)),
             (axes[1], ds["fisher_near_new"], "linear FI near new peak (rad⁻²)",
-             "b  FI near the new peak", ds["parent_fisher_near_new"], True),
+             "b  FI near the new peak", ds["parent_fisher_near_new"], True, None),
             (axes[2], ds["fisher_near_old"], "linear FI near old peak (rad⁻²)",
-             "c  FI near the old peak", ds["parent_fisher_near_old"], False),
+             "c  FI near the old peak", ds["parent_fisher_near_old"], False, None),
         ]
         # a and b span two orders of magnitude (the parent against the fine-tuned networks)
-        for ax, var, ylabel, title, parent, log in panels:
+        for ax, var, ylabel, title, parent, log, bounds in panels:
             if log:
                 ax.set_yscale("log")
             for m, mode in enumerate(modes):
-                mean, half = mean_ci(var.sel(frozen=mode))
                 label = "whole network" if mode == "none" else f"{mode} frozen"
-                ax.errorbar(sizes, mean.sel(finetune_size=sizes),
-                            yerr=half.sel(finetune_size=sizes), fmt="o-", ms=3, capsize=2,
-                            color=PHASE_COLOURS[(m + 1) % len(PHASE_COLOURS)], label=label)
+                # the bias-corrected linear FI can be negative: a linear-scale interval
+                interval_bars(ax, sizes, var.sel(frozen=mode, finetune_size=sizes),
+                              PHASE_COLOURS[(m + 1) % len(PHASE_COLOURS)], label,
+                              bounds=bounds, fmt="o-", ms=3)
             if parent is not None:
                 ax.axhline(float(parent.mean()), color="0.5", ls=":", lw=1,
                            label="parent (before)")
@@ -187,6 +193,7 @@ def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3,
                    frameon=False, fontsize=7)
         fig.suptitle(f"fine-tuning data size: {replicate_count(ds)}", fontsize=9)
+        band_footnote(fig)
     return fig
 
 

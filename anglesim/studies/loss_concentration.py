@@ -30,12 +30,13 @@ from anglesim.plotting import (
     PHASE_COLOURS,
     STYLE,
     angle_axis,
+    band_footnote,
+    interval_bars,
     log_band,
     replicate_count,
     successful,
 )
 from anglesim.seeding import torch_generator
-from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.theory import budget_scale, fit_exponents, loss_exponent
 from anglesim.training import Phase, evaluate_error, train
@@ -238,10 +239,9 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
         x = np.arange(len(losses))
         width = 0.6 / max(len(kappas), 1)
         for k, kappa in enumerate(kappas):
-            mean, half = mean_ci(ds["alpha"].sel(kappa=kappa, layer="output"))
-            ax.errorbar(x + (k - (len(kappas) - 1) / 2) * width, mean, yerr=half, fmt="o",
-                        ms=3, capsize=2, color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
-                        label=f"κ = {kappa:g}")
+            interval_bars(ax, x + (k - (len(kappas) - 1) / 2) * width,
+                          ds["alpha"].sel(kappa=kappa, layer="output"),
+                          PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)], f"κ = {kappa:g}", ms=3)
         ax.scatter(x, predicted, marker="_", s=250, color="k", label="prediction 2/(p+1)",
                    zorder=3)
         ax.axhline(0, color="0.6", lw=0.8)
@@ -252,10 +252,10 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
 
         ax = axes[3]
         for k, kappa in enumerate(kappas):
-            mean, half = mean_ci(np.degrees(ds["abs_error"].sel(kappa=kappa)).mean("angle"))
-            ax.errorbar(x + (k - (len(kappas) - 1) / 2) * width, mean, yerr=half, fmt="o",
-                        ms=3, capsize=2, color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
-                        label=f"κ = {kappa:g}")
+            interval_bars(ax, x + (k - (len(kappas) - 1) / 2) * width,
+                          np.degrees(ds["abs_error"].sel(kappa=kappa)).mean("angle"),
+                          PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)], f"κ = {kappa:g}",
+                          bounds=(0, 90), ms=3)
         ax.set_xticks(x, losses, rotation=35, ha="right")
         ax.set_ylabel("mean |θ̂ − θ| over θ (deg)")
         ax.set_ylim(bottom=0)
@@ -268,11 +268,10 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
             rel = np.log2(level / level.isel(kappa=0).mean("replicate"))
             budget = np.log2(ds["budget_ratio_predicted"])
             for k, kap in enumerate(kappas[1:], start=1):
-                mean, half = mean_ci(rel.sel(kappa=kap))
                 off = (k - (len(kappas) - 1) / 2) * width
-                ax.errorbar(x + off, mean, yerr=half, fmt="o", ms=3, capsize=2,
-                            color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
-                            label=f"κ = {kap:g}, measured")
+                interval_bars(ax, x + off, rel.sel(kappa=kap),
+                              PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
+                              f"κ = {kap:g}, measured", ms=3)
                 ax.scatter(x + off, budget.sel(kappa=kap), marker="_", s=120,
                            color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)], zorder=3)
             ax.scatter([], [], marker="_", color="k", label="fixed-budget prediction")
@@ -282,6 +281,7 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
             ax.legend(frameon=False, fontsize=6)
         ax.set_title("e  locality", loc="left")
         fig.suptitle(f"loss and concentration: {replicate_count(ds)}", fontsize=9)
+        band_footnote(fig)
     return fig
 
 

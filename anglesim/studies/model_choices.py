@@ -27,13 +27,14 @@ from anglesim.models import build_model
 from anglesim.plotting import (
     PHASE_COLOURS,
     STYLE,
+    band_footnote,
     fi_vs_angle_axis,
+    interval_bars,
     log_band,
     replicate_count,
     successful,
 )
 from anglesim.seeding import torch_generator
-from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, make_generator, train
 
@@ -185,13 +186,13 @@ def plot_model_choices(ds: xr.Dataset) -> plt.Figure:
     stream = ds.sel(data="stream") if "stream" in datas else ds.isel(data=0)
     x = np.arange(len(nls))
 
-    def _dots(ax, var, groups, select, width=0.6):
+    def _dots(ax, var, groups, select, width=0.6, bounds=None):
         step = width / max(len(groups), 1)
         for g, group in enumerate(groups):
-            mean, half = mean_ci(select(group)[var])
-            ax.errorbar(x + (g - (len(groups) - 1) / 2) * step, mean.sel(nonlinearity=nls),
-                        yerr=half.sel(nonlinearity=nls), fmt="o", ms=3, capsize=2,
-                        color=PHASE_COLOURS[(g + 1) % len(PHASE_COLOURS)], label=group)
+            interval_bars(ax, x + (g - (len(groups) - 1) / 2) * step,
+                          select(group)[var].sel(nonlinearity=nls),
+                          PHASE_COLOURS[(g + 1) % len(PHASE_COLOURS)], group, bounds=bounds,
+                          ms=3)
         ax.set_xticks(x, nls, rotation=30)
 
     with plt.rc_context(STYLE):
@@ -206,14 +207,14 @@ def plot_model_choices(ds: xr.Dataset) -> plt.Figure:
         ax.set_title(f"a  FI, {readouts[0]} readout", loc="left")
 
         ax = axes[1]
-        _dots(ax, "roughness", readouts, lambda r: stream.sel(readout=r))
+        _dots(ax, "roughness", readouts, lambda r: stream.sel(readout=r), bounds=(0, 1))
         ax.set_ylabel("roughness (power above cut-off)")
         ax.set_ylim(0, 1)
         ax.legend(frameon=False, fontsize=7, title="readout", title_fontsize=7)
         ax.set_title("b  roughness", loc="left")
 
         ax = axes[2]
-        _dots(ax, "n_peaks", readouts, lambda r: stream.sel(readout=r))
+        _dots(ax, "n_peaks", readouts, lambda r: stream.sel(readout=r), bounds=(0, None))
         ax.set_ylabel("peaks of FI")
         ax.set_ylim(bottom=0)
         ax.legend(frameon=False, fontsize=7, title="readout", title_fontsize=7)
@@ -227,6 +228,7 @@ def plot_model_choices(ds: xr.Dataset) -> plt.Figure:
         ax.legend(frameon=False, fontsize=7, title="training data", title_fontsize=7)
         ax.set_title("d  training angles vs fresh", loc="left")
         fig.suptitle(f"model choices: {replicate_count(ds)}", fontsize=9)
+        band_footnote(fig)
     return fig
 
 

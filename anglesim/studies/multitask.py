@@ -36,7 +36,10 @@ from anglesim.models import AngleNet, build_model
 from anglesim.plotting import (
     PHASE_COLOURS,
     STYLE,
+    band_footnote,
     fi_vs_angle_axis,
+    given_bars,
+    interval_bars,
     log_band,
     replicate_count,
     successful,
@@ -347,18 +350,24 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
             x = np.arange(len(layers))
             shown = [r for r in regimes if r != "angle_only"]
             width = 0.8 / (len(shown) + 1)
+            # the Welch intervals' groups: this regime's and the angle-only regime's replicates
+            n_valid = d["log2_fisher"].count("replicate")
+            ref_n = n_valid.sel(regime="angle_only")
             for k, r in enumerate(shown):
-                mean = d["fisher_log2_ratio"].sel(regime=r, layer=layers)
-                half = d["fisher_log2_ratio_ci"].sel(regime=r, layer=layers)
-                ax.errorbar(x + (k - len(shown) / 2) * width, mean, yerr=half, fmt="o",
-                            ms=4, capsize=2, color=style[r][0], label=style[r][1])
+                given_bars(ax, x + (k - len(shown) / 2) * width,
+                           d["fisher_log2_ratio"].sel(regime=r, layer=layers),
+                           d["fisher_log2_ratio_ci"].sel(regime=r, layer=layers),
+                           np.minimum(n_valid.sel(regime=r), ref_n).sel(layer=layers),
+                           style[r][0], style[r][1])
             # after the first sequential phase the angle head is untrained: trunk blocks only
             trunk = [layer for layer in layers if layer not in ("head", "output")]
-            ax.errorbar(np.arange(len(trunk)) + (len(shown) / 2) * width,
-                        d["other_only_log2_ratio"].sel(layer=trunk),
-                        yerr=d["other_only_log2_ratio_ci"].sel(layer=trunk), fmt="^", ms=4,
-                        capsize=2, color=style["sequential"][0], mfc="white",
-                        label=f"{other} only (sequential, 1st phase)")
+            first_n = d["fisher_other_only"].sel(regime="sequential").isel(angle=0).count(
+                "replicate")
+            given_bars(ax, np.arange(len(trunk)) + (len(shown) / 2) * width,
+                       d["other_only_log2_ratio"].sel(layer=trunk),
+                       d["other_only_log2_ratio_ci"].sel(layer=trunk),
+                       np.minimum(first_n, ref_n).sel(layer=trunk), style["sequential"][0],
+                       f"{other} only (sequential, 1st phase)", fmt="^", mfc="white")
             ax.axhline(0, color=style["angle_only"][0], lw=0.8, label="angle only")
             ax.set_xticks(x, layers)
             ax.set_xlabel("block")
@@ -369,8 +378,8 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
             ax = row[2]
             for k, r in enumerate(regimes):
                 err = np.degrees(d["angle_error"].sel(regime=r))
-                mean, half = mean_ci(err)
-                ax.errorbar(k, mean, yerr=half, fmt="o", ms=5, capsize=3, color=style[r][0])
+                interval_bars(ax, [k], err, style[r][0], None, bounds=(0, 90), ms=5,
+                              capsize=3)
                 ax.plot(np.full(err.sizes["replicate"], k + 0.18), err, ".", ms=3,
                         color=style[r][0], alpha=0.6)
             ax.set_xticks(x_reg, ticks, fontsize=7)
@@ -383,17 +392,17 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
                 ("other_error_rel", "o", f"{other} head"),
                 ("probe_error_rel", "s", "linear probe of fc"),
             ]):
-                mean, half = mean_ci(d[var])
-                ok = np.isfinite(mean.values)
-                ax.errorbar(x_reg[ok] + (offset - 0.5) * 0.25, mean.values[ok],
-                            yerr=half.values[ok], fmt=marker, ms=4, capsize=2,
-                            color="0.2" if offset == 0 else "0.55", label=label)
+                ok = d[var].count("replicate").values > 0
+                interval_bars(ax, x_reg[ok] + (offset - 0.5) * 0.25,
+                              d[var].isel(regime=np.flatnonzero(ok)),
+                              "0.2" if offset == 0 else "0.55", label, bounds=(0, None),
+                              fmt=marker)
             if "other_error_other_only_rel" in d:
-                mean, half = mean_ci(d["other_error_other_only_rel"])
                 k = regimes.index("sequential")
-                ax.errorbar(k + 0.38, float(mean), yerr=float(half), fmt="^", ms=4,
-                            capsize=2, color=style["sequential"][0], mfc="white",
-                            label="head after 1st phase")
+                interval_bars(ax, [k + 0.38],
+                              d["other_error_other_only_rel"],
+                              style["sequential"][0], "head after 1st phase",
+                              bounds=(0, None), fmt="^", mfc="white")
             ax.axhline(1, color="0.6", lw=0.8, ls=":", label="chance (predict the mean)")
             ax.set_xticks(x_reg, ticks, fontsize=7)
             ax.set_ylabel(f"{other} RMSE / chance RMSE")
@@ -402,6 +411,7 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
             ax.set_title(f"d  {other} error", loc="left")
         fig.suptitle(f"multitask: {replicate_count(ds)}; FI at contrast 1, 4 cycles/image",
                      fontsize=9)
+        band_footnote(fig, "block bars: Welch t intervals against angle only")
     return fig
 
 

@@ -27,9 +27,15 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform, VonMises
 from anglesim.fisher import propagated_fisher
 from anglesim.models import build_model
-from anglesim.plotting import PHASE_COLOURS, STYLE, angle_axis, successful
+from anglesim.plotting import (
+    PHASE_COLOURS,
+    STYLE,
+    angle_axis,
+    band_footnote,
+    interval_bars,
+    successful,
+)
 from anglesim.seeding import stream_seed
-from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, make_generator, train
 
@@ -215,10 +221,8 @@ def plot_pretrain_imprint(ds: xr.Dataset) -> plt.Figure:
             [("imprint_within", "same parent", PHASE_COLOURS[1]),
              ("imprint_between", "different parents", PHASE_COLOURS[2])]
         ):
-            mean, half = mean_ci(ds[var])
-            ax.errorbar(x + (offset - 0.5) * 0.2, mean.sel(state=states),
-                        yerr=half.sel(state=states), fmt="o", color=colour, label=label,
-                        capsize=2, ms=4)
+            interval_bars(ax, x + (offset - 0.5) * 0.2, ds[var].sel(state=states), colour, label,
+                          bounds=(-1, 1), what="parents")
         ax.axhline(0, color="0.6", lw=0.8)
         ax.set_xticks(x, [f"optimiser {s}" for s in states])
         ax.set_xlim(-0.6, len(states) - 0.4)
@@ -226,7 +230,8 @@ def plot_pretrain_imprint(ds: xr.Dataset) -> plt.Figure:
         ax.legend(frameon=False)
         ax.set_title("c  fingerprint", loc="left")
         fig.suptitle(f"pretraining imprint: {int(ds['replicate'].size)} parents × "
-                     f"{int(ds['child'].size)} children, mean ± 95% CI", fontsize=9)
+                     f"{int(ds['child'].size)} children", fontsize=9)
+        band_footnote(fig)
     return fig
 
 

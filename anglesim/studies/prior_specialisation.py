@@ -30,14 +30,15 @@ from anglesim.plotting import (
     STYLE,
     angle_axis,
     band,
+    band_footnote,
     fi_vs_angle_axis,
+    interval_bars,
     log_band,
     mark_angle,
     replicate_count,
     successful,
 )
 from anglesim.seeding import stream_seed, torch_generator
-from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, train
 
@@ -212,9 +213,9 @@ def plot_prior_specialisation(ds: xr.Dataset) -> plt.Figure:
 
         ax = axes[1]
         for i, kappa in enumerate(kappas):
-            mean, half = mean_ci(np.degrees(ds["abs_error"].sel(kappa=kappa, stage="first")))
-            band(ax, theta_deg, mean, half, PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)],
-                  f"κ = {kappa:g}")
+            band(ax, theta_deg, np.degrees(ds["abs_error"].sel(kappa=kappa, stage="first")),
+                 PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)], f"κ = {kappa:g}",
+                 bounds=(0, 90))
         ax.axhline(45, color="0.6", lw=0.8, ls=":", label="chance")
         ax.set_ylabel("mean |θ̂ − θ| (deg)")
         ax.set_ylim(bottom=0)
@@ -241,9 +242,7 @@ def plot_prior_specialisation(ds: xr.Dataset) -> plt.Figure:
             [("measure_specialisation", "specialisation to A", PHASE_COLOURS[1]),
              ("measure_left_behind", "left behind by A", PHASE_COLOURS[2])]
         ):
-            mean, half = mean_ci(ds[var])
-            ax.errorbar(x + (offset - 0.5) * 0.25, mean, yerr=half, fmt="o", color=colour,
-                        label=label, capsize=2, ms=4)
+            interval_bars(ax, x + (offset - 0.5) * 0.25, ds[var], colour, label)
         ax.bar(x, spread.values, width=0.6, color="0.85", label="replicate spread",
                zorder=0)
         ax.axhline(0, color="0.6", lw=0.8)
@@ -252,6 +251,7 @@ def plot_prior_specialisation(ds: xr.Dataset) -> plt.Figure:
         ax.legend(frameon=False)
         ax.set_title("d  measures", loc="left", pad=12)
         fig.suptitle(f"prior specialisation: {replicate_count(ds)}", fontsize=9)
+        band_footnote(fig)
     return fig
 
 

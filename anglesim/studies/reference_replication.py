@@ -31,9 +31,16 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import AnglePrior, Uniform, VonMises
 from anglesim.fisher import linear_fisher_from_samples, linear_fisher_variance
 from anglesim.models import AngleNet, reference_mlp
-from anglesim.plotting import PHASE_COLOURS, STYLE, replicate_count, successful
+from anglesim.plotting import (
+    PHASE_COLOURS,
+    STYLE,
+    band_footnote,
+    given_bars,
+    interval_bars,
+    replicate_count,
+    successful,
+)
 from anglesim.seeding import torch_generator
-from anglesim.stats import mean_ci
 from anglesim.stimuli import GratingSpec, render
 from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, train
@@ -229,6 +236,7 @@ def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
 
         ax = fig.add_subplot(1, 4, 3)
         kappas = sorted({p.split("_")[0] for p in conc})
+        n_valid = ds["fisher"].isel(angle=0).count("replicate")  # over (prior, dataset_size)
         for i, kap in enumerate(kappas):
             members = [p for p in conc if p.startswith(kap + "_")]
             for region, marker, ls in (("near", "o", "-"), ("far", "s", "--")):
@@ -236,10 +244,11 @@ def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
                 se = ds[f"gain_{region}_se"].sel(concentrated=members)
                 mean = gain.mean("concentrated")
                 half = 1.96 * np.sqrt((se**2).sum("concentrated")) / len(members)
-                ax.errorbar(sizes, mean.sel(dataset_size=sizes), yerr=half.sel(
-                    dataset_size=sizes), fmt=marker + ls, ms=3, capsize=2,
-                    color=PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)],
-                    label=f"κ = {kap[2:]}, {region} peak")
+                n = n_valid.sel(prior=members + ["uniform"]).min("prior")
+                given_bars(ax, sizes, mean.sel(dataset_size=sizes), half.sel(dataset_size=sizes),
+                           n.sel(dataset_size=sizes),
+                           PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)],
+                           f"κ = {kap[2:]}, {region} peak", fmt=marker + ls, ms=3)
         ax.axhline(0, color="0.6", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_xlim(sizes.min() / 1.4, sizes.max() * 1.4)  # also when every gain is NaN
@@ -252,9 +261,8 @@ def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
         colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(priors)))
         for colour, prior in zip(colours, priors, strict=True):
             err = np.degrees(ds["abs_error"].sel(prior=prior)).mean("angle")
-            mean, half = mean_ci(err)
-            ax.errorbar(sizes, mean.sel(dataset_size=sizes), yerr=half.sel(dataset_size=sizes),
-                        fmt="o-", ms=3, capsize=2, color=colour, label=prior)
+            interval_bars(ax, sizes, err.sel(dataset_size=sizes), colour, prior, bounds=(0, 90),
+                          fmt="o-", ms=3)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("dataset size D")
         ax.set_ylabel("mean |θ̂ − θ| over θ (deg)")
@@ -264,6 +272,7 @@ def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
                   title="prior\n(vmκ_centre°)", title_fontsize=6)
         ax.set_title("d  error on a uniform grid", loc="left")
         fig.suptitle(f"reference replication: {replicate_count(ds)}", fontsize=9)
+        band_footnote(fig, "c: ±1.96 delta-method s.e. instead")
     return fig
 
 
