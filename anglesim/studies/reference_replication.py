@@ -76,9 +76,12 @@ def output_fisher(model: AngleNet, spec: GratingSpec, angles: torch.Tensor, n_tr
     For each θ, ``n_trials`` images at θ − Δθ/2 and at θ + Δθ/2 (the spec's own noise) are run
     through the network; the [T, 2] outputs go to
     :func:`anglesim.fisher.linear_fisher_from_samples`, the standard error to
-    :func:`anglesim.fisher.linear_fisher_variance` (at the estimate, floored at 0).
+    :func:`anglesim.fisher.linear_fisher_variance` (at the estimate, floored at 0), for all
+    angles at once. The estimator runs per angle (each angle's outputs get their own unit
+    selection, :func:`anglesim.fisher.active_units`); the draws do not depend on it.
     """
-    values, errors = [], []
+    values: list[float] = []
+    n_units = 0
     device = next(model.parameters()).device  # the grid and the renders follow the model
     model.eval()
     with torch.no_grad():
@@ -88,13 +91,14 @@ def output_fisher(model: AngleNet, spec: GratingSpec, angles: torch.Tensor, n_tr
             batch = pair[:, None, :].expand(-1, n_trials, -1).reshape(-1)  # ordered (c, T, ±)
             out = model(render(batch, spec, generator=generator, dtype=torch.float32))
             out = out.reshape(theta.numel(), n_trials, 2, -1).double().cpu().numpy()
-            for k in range(theta.numel()):
-                j = linear_fisher_from_samples(out[k, :, 0], out[k, :, 1], dtheta)
-                n_units = out.shape[-1]
-                var = linear_fisher_variance(max(j, 0.0), n_trials, n_units, dtheta)
-                values.append(j)
-                errors.append(math.sqrt(var))
-    return np.array(values), np.array(errors)
+            n_units = out.shape[-1]
+            values += [linear_fisher_from_samples(out[k, :, 0], out[k, :, 1], dtheta)
+                       for k in range(theta.numel())]
+    fisher = np.array(values)
+    if fisher.size == 0:
+        return fisher, fisher.copy()
+    var = linear_fisher_variance(np.maximum(fisher, 0.0), n_trials, n_units, dtheta)
+    return fisher, np.sqrt(var)
 
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
