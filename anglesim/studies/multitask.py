@@ -115,8 +115,9 @@ def probe_error(net: AngleNet, other: str, sz: dict, generator: torch.Generator)
     The read-out is :func:`anglesim.probe.ridge_readout` (λ = 10⁻³).
     """
     n_train, n_test = sz["probe_train"], sz["probe_test"]
+    on = {} if generator.device.type == "cpu" else {"device": generator.device}  # as the net
     images, _, values = draw_varied(Uniform(), SPEC, n_train + n_test, {other: RANGES[other]},
-                                    generator)
+                                    generator, **on)
     with torch.no_grad():
         net.eval()
         feats = net.run_blocks(images, stop=net.trunk_names[-1]).flatten(1).double()
