@@ -6,7 +6,9 @@ draw an estimator's result (e.g. :func:`anglesim.fisher.measure_fisher`'s Datase
 method's DataArray from :func:`anglesim.fisher.method_result`, :func:`anglesim.fisher.\
 propagated_fisher`'s output), a training history from :func:`anglesim.training.train`, or a
 study's Dataset, with labelled, unit-bearing axes. Bands are 95% confidence intervals of the
-mean over replicates (Student t, :func:`anglesim.stats.mean_ci`); FI is averaged on a log
+mean over replicates (Student t, :func:`anglesim.stats.interval`), drawn only from
+:data:`MIN_BAND_N` valid replicates on (with 2, t = 12.7 and a band spans ±9 SDs), and
+:func:`band_footnote` writes under a figure what its bands are; FI is averaged on a log
 scale (geometric mean); angles are shown in degrees, orientation wrapping at 180°.
 
 Importing this module does not select a matplotlib backend (a notebook keeps ``inline``); the
@@ -22,11 +24,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from .stats import mean_ci
+from .stats import band_caption, interval, mean_ci  # noqa: F401 (mean_ci: re-exported)
 
-__all__ = ["PHASE_COLOURS", "STYLE", "angle_axis", "band", "fi_vs_angle_axis", "log_band",
-           "mark_angle", "plot_activation_projection", "plot_error", "plot_fisher",
-           "plot_history", "replicate_count", "save_figure", "successful"]
+__all__ = ["MIN_BAND_N", "PHASE_COLOURS", "STYLE", "angle_axis", "band", "band_footnote",
+           "fi_vs_angle_axis", "given_bars", "interval_bars", "log_band", "mark_angle",
+           "plot_activation_projection", "plot_error", "plot_fisher", "plot_history",
+           "replicate_count", "save_figure", "successful"]
 
 STYLE = {
     "figure.dpi": 110,
@@ -42,17 +45,101 @@ STYLE = {
     "lines.linewidth": 1.5,
 }
 PHASE_COLOURS = ("#4d4d4d", "#d6604d", "#4393c3", "#5aae61", "#9970ab")
+MIN_BAND_N = 3
+"""Fewest valid replicates a band or error bar is drawn from (issue 15: with 2, t = 12.7)."""
 
-def band(ax, x_deg, mean, half, colour, label, log=False, alpha=0.25):
-    """Mean line with its CI band; with ``log`` the inputs are log10 values (geometric mean).
+def band(ax, x, values: xr.DataArray, colour, label, *, log: bool = False,
+         bounds: tuple[float | None, float | None] | None = None, min_n: int = MIN_BAND_N,
+         alpha: float = 0.25, dim: str = "replicate", style: str = "-",
+         what: str = "replicates", **line) -> xr.Dataset:
+    """Mean over ``dim`` as a line with its 95% t band, by the figures' rule
+    (:func:`anglesim.stats.interval`): no band where fewer than ``min_n`` values are valid.
 
-    ``alpha`` is the band's opacity: lower it where many bands overlap.
+    ``values`` is a DataArray over ``dim`` and one dim matching ``x``. ``log`` draws the
+    geometric mean with the t band of ln x (for FI); ``bounds`` clips the band to the
+    quantity's range (e.g. ``(0, 90)`` for an error in degrees). ``alpha`` is the band's
+    opacity (lower it where many bands overlap). The interval Dataset is returned and recorded
+    on the figure, so that :func:`band_footnote` can say what the bands are; ``line`` goes to
+    the mean line's ``ax.plot`` (e.g. ``ms``, ``lw``).
     """
-    lo, hi = mean - half, mean + half
-    if log:
-        mean, lo, hi = 10.0**mean, 10.0**lo, 10.0**hi
-    ax.plot(x_deg, mean, color=colour, label=label)
-    ax.fill_between(x_deg, lo, hi, color=colour, alpha=alpha, linewidth=0)
+    out = interval(values, dim, bounds=bounds, min_n=min_n, log=log, what=what)
+    mean_line, = ax.plot(x, out["mean"].values, style, color=colour, label=label, **line)
+    ax.fill_between(x, out["low"].values, out["high"].values, color=mean_line.get_color(),
+                    alpha=alpha, linewidth=0)
+    _record(ax, out, bounds, what)
+    return out
+
+
+def interval_bars(ax, x, values: xr.DataArray, colour, label, *, log: bool = False,
+                  bounds: tuple[float | None, float | None] | None = None,
+                  min_n: int = MIN_BAND_N, dim: str = "replicate", fmt: str = "o",
+                  what: str = "replicates", **kwargs) -> xr.Dataset:
+    """Means over ``dim`` as points with 95% t error bars, by the same rule as :func:`band`
+    (no bar where fewer than ``min_n`` values are valid); returns the interval Dataset and
+    records it for :func:`band_footnote`. ``kwargs`` go to ``ax.errorbar``."""
+    out = interval(values, dim, bounds=bounds, min_n=min_n, log=log, what=what)
+    mean = np.atleast_1d(out["mean"].values)
+    below = np.nan_to_num(mean - np.atleast_1d(out["low"].values), nan=0.0)
+    above = np.nan_to_num(np.atleast_1d(out["high"].values) - mean, nan=0.0)
+    kwargs.setdefault("capsize", 2)
+    kwargs.setdefault("ms", 4)
+    ax.errorbar(x, mean, yerr=np.stack([below, above]), fmt=fmt, color=colour, label=label,
+                **kwargs)
+    _record(ax, out, bounds, what)
+    return out
+
+
+def given_bars(ax, x, mean, half, n, colour, label, *, min_n: int = MIN_BAND_N,
+               fmt: str = "o", level: float = 0.95, **kwargs) -> None:
+    """Points with error bars from an interval computed elsewhere (e.g. a stored Welch
+    interval, :func:`anglesim.stats.welch_ci`), by the figures' rule: no bar where ``n``
+    (the fewest valid replicates behind each interval) is below ``min_n``; recorded for
+    :func:`band_footnote` like :func:`interval_bars`'s."""
+    mean = np.atleast_1d(np.asarray(mean, dtype=float))
+    n = np.broadcast_to(np.atleast_1d(np.asarray(n)), mean.shape)
+    half = np.where(n >= min_n, np.nan_to_num(np.broadcast_to(np.asarray(half, float),
+                                                              mean.shape)), 0.0)
+    kwargs.setdefault("capsize", 2)
+    kwargs.setdefault("ms", 4)
+    ax.errorbar(x, mean, yerr=half, fmt=fmt, color=colour, label=label, **kwargs)
+    out = xr.Dataset({"n": ("i", n.copy())},
+                     attrs={"min_n": min_n, "level": level, "scale": "linear",
+                            "caption": band_caption(n, min_n, level)})
+    _record(ax, out, None, "replicates")
+
+
+def _record(ax, out: xr.Dataset, bounds, what: str) -> None:
+    fig = ax.figure
+    if not hasattr(fig, "_anglesim_bands"):
+        fig._anglesim_bands = []
+    fig._anglesim_bands.append((out, bounds, what))
+
+
+def band_footnote(fig: plt.Figure, extra: str = "") -> str:
+    """Write one line under ``fig`` saying what its bands and error bars are (the
+    :func:`anglesim.stats.band_caption` of every interval :func:`band` and
+    :func:`interval_bars` drew on it), e.g. "bands: 95% t intervals over 4 replicates" or
+    "no band: n < 3 replicates (n = 2)"; ``extra`` is appended. Drawn once (a second call
+    returns the text without drawing it again); returns the text ("" if nothing was drawn)."""
+    recorded = getattr(fig, "_anglesim_bands", [])
+    if not recorded:
+        return extra
+    counts = np.concatenate([np.ravel(out["n"].values) for out, _, _ in recorded])
+    first = recorded[0][0].attrs
+    whats = {what for _, _, what in recorded}
+    text = band_caption(counts, int(first["min_n"]), float(first["level"]),
+                        what=whats.pop() if len(whats) == 1 else "replicates")
+    if any(out.attrs["scale"] == "log" for out, _, _ in recorded) and text.startswith("bands"):
+        text += "; FI on the log scale (geometric mean)"
+    if any("clipped" in out.attrs["caption"] for out, _, _ in recorded) and (
+            text.startswith("bands")):
+        text += "; clipped to the quantity's range"
+    if extra:
+        text += f"; {extra}"
+    if getattr(fig, "_anglesim_footnote", None) is None:
+        fig._anglesim_footnote = fig.text(0.01, 0.0, text, ha="left", va="top", fontsize=7,
+                                          color="0.3")
+    return text
 
 
 def angle_axis(ax):
@@ -86,10 +173,11 @@ def successful(ds: xr.Dataset) -> xr.Dataset:
     return ds.assign(masked)
 
 
-def log_band(ax, theta_deg, fi, colour, label, alpha=0.25):
-    """Geometric mean of a positive curve over replicates with its CI (log-space t interval)."""
-    mean, half = mean_ci(np.log10(fi.where(fi > 0)))
-    band(ax, theta_deg, mean, half, colour, label, log=True, alpha=alpha)
+def log_band(ax, theta_deg, fi: xr.DataArray, colour, label, alpha: float = 0.25,
+             min_n: int = MIN_BAND_N) -> xr.Dataset:
+    """Geometric mean of a positive curve over replicates with the t band of its log
+    (:func:`band` with ``log=True``; no band below ``min_n`` replicates)."""
+    return band(ax, theta_deg, fi, colour, label, log=True, alpha=alpha, min_n=min_n)
 
 
 def mark_angle(ax, theta: float, text: str, colour: str = "0.5") -> None:
@@ -99,13 +187,17 @@ def mark_angle(ax, theta: float, text: str, colour: str = "0.5") -> None:
                 va="bottom", fontsize=7, color=colour)
 
 
-def replicate_count(ds: xr.Dataset) -> str:
+def replicate_count(ds: xr.Dataset, min_n: int = MIN_BAND_N) -> str:
+    """"N replicates per condition" and what the bands are: "mean ± 95% CI" from ``min_n``
+    replicates on, else "means only (no band: n < min_n)"."""
     n = int(ds["replicate"].size)
-    return f"{n} replicates per condition, mean ± 95% CI"
+    bands = "mean ± 95% CI" if n >= min_n else f"means only (no band: n < {min_n})"
+    return f"{n} replicate{'s' if n != 1 else ''} per condition, {bands}"
 
 
 def save_figure(fig: plt.Figure, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")):
     """Save ``fig`` as ``stem.png`` and ``stem.pdf``; return the paths written."""
+    band_footnote(fig)  # a figure whose code did not say what its bands are says it here
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -190,9 +282,7 @@ def _draw_curves(ax, curves, x, log: bool, scale: float = 1.0) -> None:
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(curves), 1)))
     for colour, (label, curve) in zip(colours, curves, strict=True):
         if "replicate" in curve.dims:
-            values = curve.where(curve > 0) if log else curve
-            mean, half = mean_ci(np.log10(values) if log else scale * values)
-            band(ax, x, mean, half, colour, label or None, log=log)
+            band(ax, x, curve if log else scale * curve, colour, label or None, log=log)
         else:
             ax.plot(x, scale * curve.values, color=colour, label=label or None)
 
@@ -280,10 +370,7 @@ def plot_history(history: xr.Dataset) -> plt.Figure:
             for label, curve in _series(ds[name], "epoch"):
                 tag = name.removesuffix("_loss") + (f", {label}" if label else "")
                 if "replicate" in curve.dims:
-                    mean, half = mean_ci(curve)
-                    line, = ax_loss.plot(epoch, mean, style, label=tag)
-                    ax_loss.fill_between(epoch, mean - half, mean + half, alpha=0.25,
-                                         color=line.get_color(), linewidth=0)
+                    band(ax_loss, epoch, curve, None, tag, style=style)
                 else:
                     ax_loss.plot(epoch, curve.values, style, label=tag)
         ax_loss.set_xlabel("epoch")

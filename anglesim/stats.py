@@ -2,6 +2,10 @@
 
 * :func:`mean_ci` — the mean over replicates and the half-width of its Student-t interval
   (unchanged; any n ≥ 2 gets a band, however wide).
+* :func:`paired_ci` — the mean paired difference a − b over replicates and its t half-width
+  (moved unchanged from ``finetune_shift.analysis``).
+* :func:`welch_ci` — the difference of two independent means and its Welch t half-width
+  (moved unchanged from the multitask study).
 * :func:`interval` — the rule figures use: the same t interval, but **no band** where fewer
   than ``min_n`` replicates are valid (with 2 replicates t₀.₉₇₅,₁ = 12.7 and a band spans
   ±9 sample SDs: decoding-error bands reached 400° and log-FI axes 10⁻²⁷–10²³), optionally
@@ -14,13 +18,15 @@ Bands over trials within one network come from the Fisher package's estimators
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import xarray as xr
 from scipy import stats as _st
 
 from . import validation as check
 
-__all__ = ["band_caption", "interval", "mean_ci"]
+__all__ = ["band_caption", "interval", "mean_ci", "paired_ci", "welch_ci"]
 
 
 def mean_ci(da: xr.DataArray, dim: str = "replicate", level: float = 0.95):
@@ -34,6 +40,40 @@ def mean_ci(da: xr.DataArray, dim: str = "replicate", level: float = 0.95):
     t = xr.apply_ufunc(lambda k: _st.t.ppf(0.5 + level / 2, np.maximum(k - 1, 1)), n)
     half = (t * sem).where(n > 1, 0.0)
     return mean, half
+
+
+def paired_ci(a: xr.DataArray, b: xr.DataArray, level: float = 0.95) -> tuple[float, float]:
+    """Mean of the paired differences d = a − b over replicates and its Student-t half-width,
+
+        d̄ ± t_{n−1, (1+level)/2} · s_d/√n,
+
+    over the replicates where both are valid; the half-width is NaN below 2 pairs (and the
+    mean too with none). ``a`` and ``b`` are 1-D over ``replicate`` (e.g. two strategies'
+    errors on the same networks: the pairing removes the networks' shared variation).
+    """
+    d = (a - b).dropna("replicate").values
+    if d.size < 2:
+        return float(np.mean(d)) if d.size else math.nan, math.nan
+    half = _st.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    return float(d.mean()), float(half)
+
+
+def welch_ci(a: xr.DataArray, b: xr.DataArray, dim: str = "replicate",
+             level: float = 0.95) -> tuple[xr.DataArray, xr.DataArray]:
+    """Difference of means mean(a) − mean(b) over ``dim`` and the half-width of its Welch
+    t interval (Welch 1947, Biometrika 34: 28–35), NaN-aware:
+
+        t_{ν, (1+level)/2} · √(s_a²/n_a + s_b²/n_b),
+        ν = (s_a²/n_a + s_b²/n_b)² / ((s_a²/n_a)²/(n_a − 1) + (s_b²/n_b)²/(n_b − 1))
+
+    (the Welch–Satterthwaite degrees of freedom; for independent groups of unequal variance,
+    e.g. replicates of two regimes that trained different networks).
+    """
+    na, nb = a.count(dim), b.count(dim)
+    va, vb = a.var(dim, ddof=1) / na, b.var(dim, ddof=1) / nb
+    nu = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    t = xr.apply_ufunc(lambda v: _st.t.ppf(0.5 + level / 2, v), nu.fillna(1.0))
+    return a.mean(dim) - b.mean(dim), t * np.sqrt(va + vb)
 
 
 def interval(

@@ -156,3 +156,125 @@ def test_importing_plotting_does_not_switch_the_backend():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "pdf"
+
+
+# the few-replicate rule (issue 15): bands and bars through anglesim.stats.interval ------------
+
+from matplotlib.collections import PolyCollection  # noqa: E402
+from scipy import stats as scipy_stats  # noqa: E402
+
+from anglesim.plotting import (  # noqa: E402
+    band,
+    band_footnote,
+    given_bars,
+    interval_bars,
+    log_band,
+)
+
+
+def _band_vertices(ax) -> int:
+    return sum(len(path.vertices) for coll in ax.collections
+               if isinstance(coll, PolyCollection) for path in coll.get_paths())
+
+
+def _bar_halves(ax) -> np.ndarray:
+    """The drawn error bars' lengths (one LineCollection of segments per errorbar call)."""
+    segments = [seg for coll in ax.collections if not isinstance(coll, PolyCollection)
+                for seg in coll.get_segments()]
+    return np.array([abs(s[1][1] - s[0][1]) for s in segments])
+
+
+@pytest.mark.parametrize("n_rep", [2, 3, 12])
+def test_band_follows_the_few_replicate_rule_and_the_footnote_says_so(n_rep):
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(n_rep)
+    x = np.arange(9) * 20.0
+    da = xr.DataArray(rng.normal(30.0, 8.0, (n_rep, 9)), dims=("replicate", "angle"))
+    fig, ax = plt.subplots()
+    out = band(ax, x, da, "C0", "error", bounds=(0, 90))
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), da.mean("replicate"))
+    text = band_footnote(fig)
+    if n_rep < 3:
+        assert _band_vertices(ax) == 0 and out["low"].isnull().all()
+        assert text == "no band: n < 3 replicates (n = 2)"
+    else:
+        t = scipy_stats.t.ppf(0.975, n_rep - 1)
+        half = t * da.std("replicate", ddof=1) / np.sqrt(n_rep)
+        np.testing.assert_allclose(out["high"], np.minimum(da.mean("replicate") + half, 90))
+        assert _band_vertices(ax) > 2 * 9
+        assert text.startswith(f"bands: 95% t intervals over {n_rep} replicates")
+    assert fig.texts[-1].get_text() == text
+    assert band_footnote(fig) == text and len(fig.texts) == 1  # drawn once
+    plt.close(fig)
+
+
+def test_log_band_is_the_geometric_mean_and_drops_a_band_only_where_replicates_failed():
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(4)
+    fi = np.exp(rng.normal(5.0, 2.0, (4, 6)))
+    fi[1:, 0] = np.nan  # one valid replicate at the first angle, 4 elsewhere
+    da = xr.DataArray(fi, dims=("replicate", "angle"))
+    fig, ax = plt.subplots()
+    out = log_band(ax, np.arange(6.0), da, "C1", "FI")
+    assert np.isnan(out["low"][0]) and out["low"][1:].notnull().all()
+    np.testing.assert_allclose(out["mean"][1:], np.exp(np.log(fi[:, 1:]).mean(0)))
+    assert (out["low"][1:] > 0).all()
+    assert band_footnote(fig) == ("bands: 95% t intervals over 1–4 replicates; no band where "
+                                  "n < 3; FI on the log scale (geometric mean)")
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("n_rep", [2, 5])
+def test_interval_bars_and_given_bars_draw_no_bar_below_three_replicates(n_rep):
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(20 + n_rep)
+    da = xr.DataArray(rng.normal(1.0, 1.0, (3, n_rep)), dims=("layer", "replicate"))
+    fig, ax = plt.subplots()
+    interval_bars(ax, np.arange(3), da, "C2", "ratio")
+    halves = _bar_halves(ax)
+    expected = (scipy_stats.t.ppf(0.975, n_rep - 1) * da.std("replicate", ddof=1)
+                / np.sqrt(n_rep)).values
+    np.testing.assert_allclose(halves, 2 * expected if n_rep >= 3 else np.zeros(3),
+                               atol=1e-12)
+    fig2, ax2 = plt.subplots()
+    given_bars(ax2, np.arange(3), [0.0, 1.0, 2.0], [0.5, 0.5, 0.5], [n_rep, n_rep, 3], "C3",
+               "welch")
+    np.testing.assert_allclose(_bar_halves(ax2), [1.0, 1.0, 1.0] if n_rep >= 3
+                               else [0.0, 0.0, 1.0])
+    assert ("no band where n < 3" in band_footnote(fig2)) == (n_rep < 3)
+    plt.close(fig)
+    plt.close(fig2)
+
+
+@pytest.mark.parametrize("n_rep", [2, 4])
+def test_a_study_figure_with_two_replicates_draws_no_band_and_says_so(n_rep):
+    """The quickstart's figure from a Dataset of its shape (κ, phase, layer, angle,
+    replicate): bands from 3 replicates on, none and a footnote saying so with 2."""
+    from anglesim.studies.quickstart import plot_quickstart
+
+    rng = np.random.default_rng(n_rep)
+    angle = np.arange(8) * np.pi / 8
+    layers = ["input", "conv1", "fc", "output"]
+    dims = ("kappa", "replicate", "phase", "layer", "angle")
+    ds = xr.Dataset(
+        {"fisher": (dims, np.exp(rng.normal(4.0, 1.0, (1, n_rep, 2, 4, 8)))),
+         "abs_error": (dims[:3] + ("angle",), rng.uniform(0.0, 0.3, (1, n_rep, 2, 8))),
+         "prior_density": (dims[:3] + ("angle",),
+                           np.broadcast_to(VonMises(np.pi / 2, 4.0).pdf(angle),
+                                           (1, n_rep, 2, 8)).copy()),
+         "failed": (("kappa", "replicate"), np.zeros((1, n_rep), bool))},
+        coords={"kappa": [4.0], "replicate": np.arange(n_rep), "phase": ["pretrain", "finetune"],
+                "layer": layers, "angle": angle},
+    )
+    fig = plot_quickstart(ds)
+    vertices = sum(_band_vertices(ax) for ax in fig.axes[1:3])
+    note = fig.texts[-1].get_text()
+    if n_rep == 2:
+        assert vertices == 0 and note == "no band: n < 3 replicates (n = 2)"
+        assert np.all(_bar_halves(fig.axes[3]) == 0)
+    else:
+        assert vertices > 0 and note.startswith("bands: 95% t intervals over 4 replicates")
+        assert np.any(_bar_halves(fig.axes[3]) > 0)

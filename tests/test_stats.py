@@ -15,7 +15,7 @@ import xarray as xr
 from scipy.stats import t as student_t
 
 from anglesim.fisher import bootstrap_replicates
-from anglesim.stats import band_caption, interval, mean_ci
+from anglesim.stats import band_caption, interval, mean_ci, paired_ci, welch_ci
 
 R = 4000
 
@@ -145,3 +145,56 @@ def test_replicate_band_skips_failed_replicates_per_angle():
     assert float(band.sel(bound="high")[1]) == pytest.approx(math.exp(logs.mean() + half))
     arith = bootstrap_replicates(da, log=False)
     assert float(arith.sel(bound="estimate")[2]) == pytest.approx(vals[:, 2].mean())
+
+
+# ---- differences of means: paired (same networks) and Welch (independent groups) -------------
+
+
+@pytest.mark.parametrize("n_rep", [3, 6, 25])
+def test_paired_ci_matches_the_one_sample_t_interval_and_covers(n_rep):
+    rng = np.random.default_rng(40 + n_rep)
+    shared = rng.normal(0.0, 10.0, n_rep)  # the networks' own variation, removed by pairing
+    a = xr.DataArray(shared + rng.normal(1.5, 1.0, n_rep), dims="replicate")
+    b = xr.DataArray(shared + rng.normal(0.0, 1.0, n_rep), dims="replicate")
+    diff, half = paired_ci(a, b)
+    d = (a - b).values
+    assert diff == pytest.approx(d.mean())
+    assert half == pytest.approx(student_t.ppf(0.975, n_rep - 1) * d.std(ddof=1)
+                                 / math.sqrt(n_rep))
+    # coverage over many paired studies, with the shared variation much larger than the effect
+    shared = rng.normal(0.0, 10.0, (400, n_rep))
+    hits = 0
+    for k in range(400):
+        da = xr.DataArray(shared[k] + rng.normal(1.5, 1.0, n_rep), dims="replicate")
+        db = xr.DataArray(shared[k] + rng.normal(0.0, 1.0, n_rep), dims="replicate")
+        m, h = paired_ci(da, db)
+        hits += abs(m - 1.5) <= h
+    assert abs(hits / 400 - 0.95) < 0.05, hits
+
+
+def test_paired_ci_drops_unpaired_replicates_and_needs_two_pairs():
+    a = xr.DataArray([1.0, np.nan, 3.0, 4.0], dims="replicate")
+    b = xr.DataArray([0.0, 5.0, np.nan, 1.0], dims="replicate")
+    diff, half = paired_ci(a, b)  # pairs 0 and 3 only
+    assert diff == pytest.approx(2.0)
+    assert half == pytest.approx(student_t.ppf(0.975, 1) * math.sqrt(2.0) / math.sqrt(2.0))
+    one = paired_ci(a.isel(replicate=[0]), b.isel(replicate=[0]))
+    assert one[0] == 1.0 and math.isnan(one[1])
+    assert all(math.isnan(v) for v in paired_ci(a.isel(replicate=[1]), b.isel(replicate=[1])))
+
+
+@pytest.mark.parametrize(("n_a", "n_b", "sd_b"), [(3, 3, 1.0), (4, 12, 5.0), (20, 6, 0.3)])
+def test_welch_ci_matches_scipy_and_covers_with_unequal_variances(n_a, n_b, sd_b):
+    from scipy import stats
+
+    rng = np.random.default_rng(n_a * 100 + n_b)
+    a, b = rng.normal(2.0, 1.0, n_a), rng.normal(0.5, sd_b, n_b)
+    diff, half = welch_ci(xr.DataArray(a, dims="replicate"), xr.DataArray(b, dims="replicate"))
+    lo, hi = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert float(diff - half) == pytest.approx(lo) and float(diff + half) == pytest.approx(hi)
+    # vectorised over another dim: R simulated pairs of groups at once
+    va = xr.DataArray(rng.normal(2.0, 1.0, (n_a, R)), dims=("replicate", "sim"))
+    vb = xr.DataArray(rng.normal(0.5, sd_b, (n_b, R)), dims=("replicate", "sim"))
+    diff, half = welch_ci(va, vb)
+    covered = float((abs(diff - 1.5) <= half).mean())
+    assert abs(covered - 0.95) < 0.03, covered

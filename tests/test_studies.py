@@ -76,7 +76,7 @@ def test_every_study_is_covered():
 def test_study_quick_end_to_end(study, tmp_path):
     results = tmp_path / "results"
     code = main(["run", study, "--quick", "--n-jobs", "1", "--results", str(results),
-                 "--quiet"])
+                 "--quiet", "--device", "cpu"])
     assert code == 0
     ds = load_dataset(results / f"{study}_quick.nc")
     dims, variables = EXPECTED[study]
@@ -231,3 +231,23 @@ def test_region_masks_use_the_one_boundary_rule():
     np.testing.assert_array_equal(near.values, expected_near)
     np.testing.assert_array_equal(far.values, expected_far)
     assert far.values[0] and far.values[8]  # exactly 45° away counts as far
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED) + ["quickstart"])
+def test_every_study_takes_the_device_and_computes_the_same_on_the_cpu(name):
+    """A replicate given ``params["device"] = "cpu"`` (what ``--device cuda`` sets, but on the
+    CPU) runs through its device paths — train, the Fisher estimators, the generators — and
+    gives exactly the replicate computed without a device."""
+    import xarray as xr
+
+    from anglesim import study as st
+
+    declared = st.load(name)
+    assert declared.devices == ("cpu", "cuda")
+    p = st.plan(declared, quick=True)
+    assert "device" not in p.params  # the CPU is the default: it is not handed on
+    condition = {axis: values[0] for axis, values in p.grid.items()}
+    plain = declared.replicate(condition, 0, 11, size=dict(p.params))
+    on_cpu = declared.replicate(condition, 0, 11, size={**p.params, "device": "cpu"})
+    xr.testing.assert_identical(plain, on_cpu)
+    assert st.plan(declared, quick=True, device="cpu").params == p.params

@@ -39,3 +39,12 @@ def resolve_size(sizes: Mapping[str, Mapping[str, Any]], size: str | Mapping[str
     if not isinstance(size, Mapping):
         raise ValueError(f"size must be a size name or a dict, got {size!r}")
     return size
+
+
+def on_device(sz: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"device": d}`` for a replicate configuration that names a device (``--device``;
+    :func:`anglesim.study.plan` sets it only when it is not the CPU), else ``{}``: the keyword
+    arguments for ``train``, the Fisher estimators and ``torch_generator``, so that a CPU run
+    calls them exactly as before ``--device`` existed."""
+    device = sz.get("device") if isinstance(sz, Mapping) else None
+    return {} if device is None else {"device": device}

@@ -36,17 +36,18 @@ from anglesim.plotting import (
     STYLE,
     angle_axis,
     band,
+    band_footnote,
     fi_vs_angle_axis,
+    interval_bars,
     log_band,
     replicate_count,
     successful,
 )
 from anglesim.seeding import stream_seed
-from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, train
 
-from ._common import SPEC, resolve_size, standard_cnn
+from ._common import SPEC, on_device, resolve_size, standard_cnn
 
 NAME = "adapt_loop"
 MODEL = standard_cnn("cossin")
@@ -97,17 +98,18 @@ def phase(name: str, prior, sz: dict, epochs: int, lr: float, reset: bool = True
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Run the loop for one mode; record prior and FI at every round."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     mode = str(condition["mode"])
     grid = evaluation_grid(sz["n_angles"])
     angle = grid.double().numpy()
 
     def measure(net) -> np.ndarray:
         return propagated_fisher(net, SPEC, grid, layers=["output"],
-                                 sigma=SPEC.noise_std).values[0]
+                                 sigma=SPEC.noise_std, **on).values[0]
 
     torch.manual_seed(seed)
     original = build_model(MODEL)
-    train(original, [phase("start", START_PRIOR, sz, sz["pre_epochs"], 2e-3)], seed)
+    train(original, [phase("start", START_PRIOR, sz, sz["pre_epochs"], 2e-3)], seed, **on)
     priors = [START_PRIOR.pdf(angle)]
     fishers = [measure(original)]
 
@@ -116,7 +118,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
             density = update_prior(priors[-1], fishers[-1], sz["damping"])
             net = copy.deepcopy(original)
             train(net, [phase(f"round{r}", Gridded(density), sz, sz["epochs"], 1e-3)],
-                  stream_seed(seed, "data", r))
+                  stream_seed(seed, "data", r), **on)
             priors.append(density)
             fishers.append(measure(net))
     else:
@@ -138,7 +140,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
                 rounds[r].prior = Gridded(new)
                 priors.append(new)
 
-        train(net, rounds, stream_seed(seed, "data", 1), on_phase_end=next_round)
+        train(net, rounds, stream_seed(seed, "data", 1), on_phase_end=next_round, **on)
 
     fisher = np.stack(fishers)
     prior = np.stack(priors)
@@ -212,8 +214,8 @@ def plot_adapt_loop(ds: xr.Dataset) -> plt.Figure:
         fig, axes = plt.subplots(1, 4, figsize=(13, 3.0), constrained_layout=True)
         ax = axes[0]
         for colour, r in zip(colours, rounds, strict=True):
-            mean, half = mean_ci(first["prior_density"].sel(round=r))
-            band(ax, theta_deg, mean, half, colour, f"round {int(r)}")
+            band(ax, theta_deg, first["prior_density"].sel(round=r), colour, f"round {int(r)}",
+                 bounds=(0, None))
         ax.set_ylabel("training prior p(θ) (1/rad)")
         ax.set_ylim(bottom=0)
         angle_axis(ax)
@@ -231,10 +233,9 @@ def plot_adapt_loop(ds: xr.Dataset) -> plt.Figure:
             (axes[3], "prior_kl", "KL(p_r ‖ p_{r−1}) (nats)", "d  step between priors"),
         ]:
             for m, mode in enumerate(modes):
-                mean, half = mean_ci(ds[var].sel(mode=mode))
-                ax.errorbar(rounds + (m - 1) * 0.08, mean, yerr=half, fmt="o-", ms=3,
-                            capsize=2, color=PHASE_COLOURS[(m + 1) % len(PHASE_COLOURS)],
-                            label=mode)
+                interval_bars(ax, rounds + (m - 1) * 0.08, ds[var].sel(mode=mode),
+                              PHASE_COLOURS[(m + 1) % len(PHASE_COLOURS)], mode,
+                              bounds=(0, None), fmt="o-", ms=3)
             ax.set_xticks(rounds)
             ax.set_xlabel("round")
             ax.set_ylabel(label)
@@ -242,11 +243,13 @@ def plot_adapt_loop(ds: xr.Dataset) -> plt.Figure:
             ax.legend(frameon=False, fontsize=7)
             ax.set_title(letter, loc="left")
         fig.suptitle(f"adaptive loop: {replicate_count(ds)}", fontsize=9)
+        band_footnote(fig)
     return fig
 
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question=("Does iterating p ← p/√J (train, measure FI, reweight the prior) flatten Fisher "
               "information?"),
     replicate=replicate,

@@ -25,13 +25,19 @@ from anglesim import angles as ang
 from anglesim.data import evaluation_grid
 from anglesim.distributions import VonMises
 from anglesim.models import reference_mlp
-from anglesim.plotting import PHASE_COLOURS, STYLE, replicate_count, successful
+from anglesim.plotting import (
+    PHASE_COLOURS,
+    STYLE,
+    band_footnote,
+    interval_bars,
+    replicate_count,
+    successful,
+)
 from anglesim.seeding import stream_seed, torch_generator
-from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import resolve_size
+from ._common import on_device, resolve_size
 from .reference_replication import DTHETA, output_fisher, spec_for
 
 NAME = "finetune_data_size"
@@ -57,19 +63,20 @@ def phase(name: str, prior, spec, d: int, sz: dict, trainable=None) -> Phase:
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """One parent, fine-tuned with every D_ft and both freezing modes."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     spec = spec_for(sz)
     grid = evaluation_grid(sz["n_angles"]).double()
     torch.manual_seed(seed)
     parent = reference_mlp(image_size=spec.size)
-    train(parent, [phase("parent", OLD, spec, sz["parent_size"], sz)], seed)
+    train(parent, [phase("parent", OLD, spec, sz["parent_size"], sz)], seed, **on)
 
     def measure(net) -> tuple[np.ndarray, np.ndarray]:
         # the FI's and the error's noise from two streams (they once shared one seed), the
         # same for the parent and every fine-tuned network (common random numbers)
         fi, _ = output_fisher(net, spec, grid, sz["n_trials"], DTHETA,
-                              torch_generator(seed, "fisher"))
+                              torch_generator(seed, "fisher", **on))
         err = evaluate_error(net, spec, sz["n_angles"], repeats=16,
-                             generator=torch_generator(seed, "eval"))
+                             generator=torch_generator(seed, "eval", **on))
         return fi, err.values
 
     parent_fi, parent_err = measure(parent)
@@ -79,7 +86,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
         for j, (_, trainable) in enumerate(FROZEN.items()):
             net = copy.deepcopy(parent)
             train(net, [phase("finetune", NEW, spec, d, sz, trainable)],
-                  stream_seed(seed, "data", i))
+                  stream_seed(seed, "data", i), **on)
             fisher[i, j], error[i, j] = measure(net)
     angle = grid.numpy()
     ds = xr.Dataset(
@@ -158,22 +165,22 @@ def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
         fig, axes = plt.subplots(1, 3, figsize=(10, 3.0), constrained_layout=True)
         panels = [
             (axes[0], np.degrees(ds["error_near_new"]), "mean |θ̂ − θ| near new peak (deg)",
-             "a  error", np.degrees(ds["parent_error_near_new"]), True),
+             "a  error", np.degrees(ds["parent_error_near_new"]), True, (0, 90)),
             (axes[1], ds["fisher_near_new"], "linear FI near new peak (rad⁻²)",
-             "b  FI near the new peak", ds["parent_fisher_near_new"], True),
+             "b  FI near the new peak", ds["parent_fisher_near_new"], True, None),
             (axes[2], ds["fisher_near_old"], "linear FI near old peak (rad⁻²)",
-             "c  FI near the old peak", ds["parent_fisher_near_old"], False),
+             "c  FI near the old peak", ds["parent_fisher_near_old"], False, None),
         ]
         # a and b span two orders of magnitude (the parent against the fine-tuned networks)
-        for ax, var, ylabel, title, parent, log in panels:
+        for ax, var, ylabel, title, parent, log, bounds in panels:
             if log:
                 ax.set_yscale("log")
             for m, mode in enumerate(modes):
-                mean, half = mean_ci(var.sel(frozen=mode))
                 label = "whole network" if mode == "none" else f"{mode} frozen"
-                ax.errorbar(sizes, mean.sel(finetune_size=sizes),
-                            yerr=half.sel(finetune_size=sizes), fmt="o-", ms=3, capsize=2,
-                            color=PHASE_COLOURS[(m + 1) % len(PHASE_COLOURS)], label=label)
+                # the bias-corrected linear FI can be negative: a linear-scale interval
+                interval_bars(ax, sizes, var.sel(frozen=mode, finetune_size=sizes),
+                              PHASE_COLOURS[(m + 1) % len(PHASE_COLOURS)], label,
+                              bounds=bounds, fmt="o-", ms=3)
             if parent is not None:
                 ax.axhline(float(parent.mean()), color="0.5", ls=":", lw=1,
                            label="parent (before)")
@@ -186,11 +193,13 @@ def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3,
                    frameon=False, fontsize=7)
         fig.suptitle(f"fine-tuning data size: {replicate_count(ds)}", fontsize=9)
+        band_footnote(fig)
     return fig
 
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question="How many fine-tuning images does it take to move FI and error to a new prior's peak?",
     replicate=replicate,
     sizes=SIZES,

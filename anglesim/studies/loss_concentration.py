@@ -30,17 +30,18 @@ from anglesim.plotting import (
     PHASE_COLOURS,
     STYLE,
     angle_axis,
+    band_footnote,
+    interval_bars,
     log_band,
     replicate_count,
     successful,
 )
 from anglesim.seeding import torch_generator
-from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.theory import budget_scale, fit_exponents, loss_exponent
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import SPEC, resolve_size, standard_cnn
+from ._common import SPEC, on_device, resolve_size, standard_cnn
 
 NAME = "loss_concentration"
 PRIOR_LOC = math.pi / 2
@@ -81,15 +82,17 @@ def phase(loss_label: str, kappa: float, size: dict) -> Phase:
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train one network with one loss on one prior; measure FI and error on the angle grid."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     label, kappa = str(condition["loss"]), float(condition["kappa"])
     torch.manual_seed(seed)
     model = build_model(model_config(LOSSES[label][2]))
     plan = phase(label, kappa, sz)
-    history = train(model, [plan], seed)
+    history = train(model, [plan], seed, **on)
     grid = evaluation_grid(sz["n_angles"])
-    fisher = propagated_fisher(model, SPEC, grid, layers=["fc", "output"], sigma=SPEC.noise_std)
+    fisher = propagated_fisher(model, SPEC, grid, layers=["fc", "output"], sigma=SPEC.noise_std,
+                               **on)
     error = evaluate_error(model, SPEC, sz["n_angles"], repeats=16,
-                           generator=torch_generator(seed, "eval"))
+                           generator=torch_generator(seed, "eval", **on))
     angle = grid.double().numpy()
     ds = xr.Dataset(
         {
@@ -236,10 +239,9 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
         x = np.arange(len(losses))
         width = 0.6 / max(len(kappas), 1)
         for k, kappa in enumerate(kappas):
-            mean, half = mean_ci(ds["alpha"].sel(kappa=kappa, layer="output"))
-            ax.errorbar(x + (k - (len(kappas) - 1) / 2) * width, mean, yerr=half, fmt="o",
-                        ms=3, capsize=2, color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
-                        label=f"κ = {kappa:g}")
+            interval_bars(ax, x + (k - (len(kappas) - 1) / 2) * width,
+                          ds["alpha"].sel(kappa=kappa, layer="output"),
+                          PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)], f"κ = {kappa:g}", ms=3)
         ax.scatter(x, predicted, marker="_", s=250, color="k", label="prediction 2/(p+1)",
                    zorder=3)
         ax.axhline(0, color="0.6", lw=0.8)
@@ -250,10 +252,10 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
 
         ax = axes[3]
         for k, kappa in enumerate(kappas):
-            mean, half = mean_ci(np.degrees(ds["abs_error"].sel(kappa=kappa)).mean("angle"))
-            ax.errorbar(x + (k - (len(kappas) - 1) / 2) * width, mean, yerr=half, fmt="o",
-                        ms=3, capsize=2, color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
-                        label=f"κ = {kappa:g}")
+            interval_bars(ax, x + (k - (len(kappas) - 1) / 2) * width,
+                          np.degrees(ds["abs_error"].sel(kappa=kappa)).mean("angle"),
+                          PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)], f"κ = {kappa:g}",
+                          bounds=(0, 90), ms=3)
         ax.set_xticks(x, losses, rotation=35, ha="right")
         ax.set_ylabel("mean |θ̂ − θ| over θ (deg)")
         ax.set_ylim(bottom=0)
@@ -266,11 +268,10 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
             rel = np.log2(level / level.isel(kappa=0).mean("replicate"))
             budget = np.log2(ds["budget_ratio_predicted"])
             for k, kap in enumerate(kappas[1:], start=1):
-                mean, half = mean_ci(rel.sel(kappa=kap))
                 off = (k - (len(kappas) - 1) / 2) * width
-                ax.errorbar(x + off, mean, yerr=half, fmt="o", ms=3, capsize=2,
-                            color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
-                            label=f"κ = {kap:g}, measured")
+                interval_bars(ax, x + off, rel.sel(kappa=kap),
+                              PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)],
+                              f"κ = {kap:g}, measured", ms=3)
                 ax.scatter(x + off, budget.sel(kappa=kap), marker="_", s=120,
                            color=PHASE_COLOURS[(k + 1) % len(PHASE_COLOURS)], zorder=3)
             ax.scatter([], [], marker="_", color="k", label="fixed-budget prediction")
@@ -280,11 +281,13 @@ def plot_loss_concentration(ds: xr.Dataset) -> plt.Figure:
             ax.legend(frameon=False, fontsize=6)
         ax.set_title("e  locality", loc="left")
         fig.suptitle(f"loss and concentration: {replicate_count(ds)}", fontsize=9)
+        band_footnote(fig)
     return fig
 
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question="How sharply does FI follow the training prior, per loss (J ∝ p^α with α = 2/(p+1))?",
     replicate=replicate,
     sizes=SIZES,

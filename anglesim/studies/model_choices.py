@@ -27,17 +27,18 @@ from anglesim.models import build_model
 from anglesim.plotting import (
     PHASE_COLOURS,
     STYLE,
+    band_footnote,
     fi_vs_angle_axis,
+    interval_bars,
     log_band,
     replicate_count,
     successful,
 )
 from anglesim.seeding import torch_generator
-from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, make_generator, train
 
-from ._common import SPEC, resolve_size, standard_cnn
+from ._common import SPEC, on_device, resolve_size, standard_cnn
 
 NAME = "model_choices"
 LOSS_FOR_READOUT = {"angle": "cosine", "cossin": "cosine", "bins": "cross_entropy"}
@@ -89,30 +90,32 @@ def n_peaks(log10_fi: np.ndarray, prominence: float = PEAK_PROMINENCE) -> int:
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train one network; measure its FI curve, roughness, peaks and error."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     readout, data = str(condition["readout"]), str(condition["data"])
     torch.manual_seed(seed)
     model = build_model(standard_cnn(readout, nonlinearity=str(condition["nonlinearity"])))
     plan = phase(readout, data, sz)
-    gen = make_generator(seed)
+    gen = make_generator(seed, **on)
     history = train(model, [plan], seed, generator=gen)
     grid = evaluation_grid(sz["n_angles"])
     fisher = propagated_fisher(model, SPEC, grid, layers=["fc", "output"],
-                               sigma=SPEC.noise_std)
+                               sigma=SPEC.noise_std, **on)
     log_fi = np.log10(fisher.sel(layer="output").values)
     error = evaluate_error(model, SPEC, sz["n_angles"], repeats=16,
-                           generator=torch_generator(seed, "eval"))
+                           generator=torch_generator(seed, "eval", **on))
 
     # FI at angles the network was trained on against fresh angles from the same prior.
     # The training angles are the first draws of the generator that built the finite set:
     # replay them from the same seed (stream networks get the same angles, never seen twice).
-    replay = make_generator(seed)
+    replay = make_generator(seed, **on)
     train_angles = plan.prior.sample(8 * sz["dataset_size"], generator=replay)[
         : sz["n_train_angles"]].double()
-    fresh = plan.prior.sample(sz["n_train_angles"], generator=torch_generator(seed, "fresh")
+    fresh = plan.prior.sample(sz["n_train_angles"], generator=torch_generator(seed, "fresh", **on)
                                ).double()
     at_train = propagated_fisher(model, SPEC, train_angles, layers=["output"],
-                                 sigma=SPEC.noise_std)
-    at_fresh = propagated_fisher(model, SPEC, fresh, layers=["output"], sigma=SPEC.noise_std)
+                                 sigma=SPEC.noise_std, **on)
+    at_fresh = propagated_fisher(model, SPEC, fresh, layers=["output"], sigma=SPEC.noise_std,
+                                 **on)
     log_ratio = float(np.mean(np.log(at_train.values)) - np.mean(np.log(at_fresh.values)))
 
     ds = xr.Dataset(
@@ -183,13 +186,13 @@ def plot_model_choices(ds: xr.Dataset) -> plt.Figure:
     stream = ds.sel(data="stream") if "stream" in datas else ds.isel(data=0)
     x = np.arange(len(nls))
 
-    def _dots(ax, var, groups, select, width=0.6):
+    def _dots(ax, var, groups, select, width=0.6, bounds=None):
         step = width / max(len(groups), 1)
         for g, group in enumerate(groups):
-            mean, half = mean_ci(select(group)[var])
-            ax.errorbar(x + (g - (len(groups) - 1) / 2) * step, mean.sel(nonlinearity=nls),
-                        yerr=half.sel(nonlinearity=nls), fmt="o", ms=3, capsize=2,
-                        color=PHASE_COLOURS[(g + 1) % len(PHASE_COLOURS)], label=group)
+            interval_bars(ax, x + (g - (len(groups) - 1) / 2) * step,
+                          select(group)[var].sel(nonlinearity=nls),
+                          PHASE_COLOURS[(g + 1) % len(PHASE_COLOURS)], group, bounds=bounds,
+                          ms=3)
         ax.set_xticks(x, nls, rotation=30)
 
     with plt.rc_context(STYLE):
@@ -204,14 +207,14 @@ def plot_model_choices(ds: xr.Dataset) -> plt.Figure:
         ax.set_title(f"a  FI, {readouts[0]} readout", loc="left")
 
         ax = axes[1]
-        _dots(ax, "roughness", readouts, lambda r: stream.sel(readout=r))
+        _dots(ax, "roughness", readouts, lambda r: stream.sel(readout=r), bounds=(0, 1))
         ax.set_ylabel("roughness (power above cut-off)")
         ax.set_ylim(0, 1)
         ax.legend(frameon=False, fontsize=7, title="readout", title_fontsize=7)
         ax.set_title("b  roughness", loc="left")
 
         ax = axes[2]
-        _dots(ax, "n_peaks", readouts, lambda r: stream.sel(readout=r))
+        _dots(ax, "n_peaks", readouts, lambda r: stream.sel(readout=r), bounds=(0, None))
         ax.set_ylabel("peaks of FI")
         ax.set_ylim(bottom=0)
         ax.legend(frameon=False, fontsize=7, title="readout", title_fontsize=7)
@@ -225,6 +228,7 @@ def plot_model_choices(ds: xr.Dataset) -> plt.Figure:
         ax.legend(frameon=False, fontsize=7, title="training data", title_fontsize=7)
         ax.set_title("d  training angles vs fresh", loc="left")
         fig.suptitle(f"model choices: {replicate_count(ds)}", fontsize=9)
+        band_footnote(fig)
     return fig
 
 
@@ -236,6 +240,7 @@ def _pool_readouts(ds: xr.Dataset) -> xr.Dataset:
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question=("How do nonlinearity, readout and finite training data shape the roughness and peaks "
               "of FI curves?"),
     replicate=replicate,

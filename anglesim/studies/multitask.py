@@ -28,7 +28,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import xarray as xr
-from scipy import stats
 
 from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform
@@ -37,14 +36,17 @@ from anglesim.models import AngleNet, build_model
 from anglesim.plotting import (
     PHASE_COLOURS,
     STYLE,
+    band_footnote,
     fi_vs_angle_axis,
+    given_bars,
+    interval_bars,
     log_band,
     replicate_count,
     successful,
 )
 from anglesim.probe import ridge_readout
 from anglesim.seeding import torch_generator
-from anglesim.stats import mean_ci
+from anglesim.stats import mean_ci, welch_ci  # noqa: F401 (welch_ci: re-exported)
 from anglesim.study import Study
 from anglesim.training import (
     Phase,
@@ -55,7 +57,7 @@ from anglesim.training import (
     train,
 )
 
-from ._common import SPEC, resolve_size, standard_cnn
+from ._common import SPEC, on_device, resolve_size, standard_cnn
 
 NAME = "multitask"
 MODEL = standard_cnn("cossin")
@@ -113,8 +115,9 @@ def probe_error(net: AngleNet, other: str, sz: dict, generator: torch.Generator)
     The read-out is :func:`anglesim.probe.ridge_readout` (λ = 10⁻³).
     """
     n_train, n_test = sz["probe_train"], sz["probe_test"]
+    on = {} if generator.device.type == "cpu" else {"device": generator.device}  # as the net
     images, _, values = draw_varied(Uniform(), SPEC, n_train + n_test, {other: RANGES[other]},
-                                    generator)
+                                    generator, **on)
     with torch.no_grad():
         net.eval()
         feats = net.run_blocks(images, stop=net.trunk_names[-1]).flatten(1).double()
@@ -127,6 +130,7 @@ def probe_error(net: AngleNet, other: str, sz: dict, generator: torch.Generator)
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train one network in one regime; measure errors and per-block FI about θ at SPEC."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     other, regime = str(condition["other"]), str(condition["regime"])
     lo, hi = RANGES[other]
     plan = phases(regime, other, sz)
@@ -135,12 +139,12 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
 
     def fisher(net: AngleNet) -> xr.DataArray:
         return propagated_fisher(net, SPEC, grid, layers=sz["layers"],
-                                 sigma=SPEC.noise_std).assign_coords(angle=angle)
+                                 sigma=SPEC.noise_std, **on).assign_coords(angle=angle)
 
     def other_error(net: AngleNet) -> xr.DataArray:
         err = evaluate_target_error(net, SPEC, OTHER_HEAD, other, lo, hi, sz["n_angles"],
                                     sz["target_repeats"],
-                                    generator=torch_generator(seed, "targets"))
+                                    generator=torch_generator(seed, "targets", **on))
         return err.assign_coords(angle=angle)
 
     first: dict[str, xr.DataArray] = {}
@@ -153,7 +157,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     torch.manual_seed(seed)
     model = build_model(MODEL)
     model.add_head(OTHER_HEAD, readout="scalar")
-    history = train(model, plan, seed, on_phase_end=after_phase)
+    history = train(model, plan, seed, on_phase_end=after_phase, **on)
 
     fi = fisher(model)
     nan_like = xr.full_like
@@ -162,7 +166,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
             "fisher": fi,
             "fisher_other_only": first.get("fisher", nan_like(fi, np.nan)),
             "abs_error": evaluate_error(model, SPEC, sz["n_angles"], sz["error_repeats"],
-                                        generator=torch_generator(seed, "eval")
+                                        generator=torch_generator(seed, "eval", **on)
                                         ).assign_coords(angle=angle),
         }
     )
@@ -171,7 +175,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     ds["other_error"] = err if trained else nan_like(err, np.nan)
     ds["other_error_other_only"] = first.get("other_error", nan_like(err, np.nan))
     ds["other_chance"] = ((), float(err.attrs["chance"]))
-    ds["probe_error"] = ((), probe_error(model, other, sz, torch_generator(seed, "probe")))
+    ds["probe_error"] = ((), probe_error(model, other, sz, torch_generator(seed, "probe", **on)))
     ds["fisher_other_only"].attrs = dict(fi.attrs, long_name=(
         "FI about θ after the first (other-task-only) phase of the sequential regime"))
     ds["other_error"].attrs = {"units": UNITS[other], "long_name": (
@@ -193,17 +197,6 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
 
 
 # ---- derived measures ----------------------------------------------------------------------
-
-
-def welch_ci(a: xr.DataArray, b: xr.DataArray, dim: str = "replicate",
-             level: float = 0.95) -> tuple[xr.DataArray, xr.DataArray]:
-    """Difference of means mean(a) − mean(b) over ``dim`` and the half-width of its Welch
-    t interval: t_ν · √(s_a²/n_a + s_b²/n_b) with the Welch–Satterthwaite ν (NaN-aware)."""
-    na, nb = a.count(dim), b.count(dim)
-    va, vb = a.var(dim, ddof=1) / na, b.var(dim, ddof=1) / nb
-    nu = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
-    t = xr.apply_ufunc(lambda v: stats.t.ppf(0.5 + level / 2, v), nu.fillna(1.0))
-    return a.mean(dim) - b.mean(dim), t * np.sqrt(va + vb)
 
 
 def measures(ds: xr.Dataset) -> xr.Dataset:
@@ -358,18 +351,24 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
             x = np.arange(len(layers))
             shown = [r for r in regimes if r != "angle_only"]
             width = 0.8 / (len(shown) + 1)
+            # the Welch intervals' groups: this regime's and the angle-only regime's replicates
+            n_valid = d["log2_fisher"].count("replicate")
+            ref_n = n_valid.sel(regime="angle_only")
             for k, r in enumerate(shown):
-                mean = d["fisher_log2_ratio"].sel(regime=r, layer=layers)
-                half = d["fisher_log2_ratio_ci"].sel(regime=r, layer=layers)
-                ax.errorbar(x + (k - len(shown) / 2) * width, mean, yerr=half, fmt="o",
-                            ms=4, capsize=2, color=style[r][0], label=style[r][1])
+                given_bars(ax, x + (k - len(shown) / 2) * width,
+                           d["fisher_log2_ratio"].sel(regime=r, layer=layers),
+                           d["fisher_log2_ratio_ci"].sel(regime=r, layer=layers),
+                           np.minimum(n_valid.sel(regime=r), ref_n).sel(layer=layers),
+                           style[r][0], style[r][1])
             # after the first sequential phase the angle head is untrained: trunk blocks only
             trunk = [layer for layer in layers if layer not in ("head", "output")]
-            ax.errorbar(np.arange(len(trunk)) + (len(shown) / 2) * width,
-                        d["other_only_log2_ratio"].sel(layer=trunk),
-                        yerr=d["other_only_log2_ratio_ci"].sel(layer=trunk), fmt="^", ms=4,
-                        capsize=2, color=style["sequential"][0], mfc="white",
-                        label=f"{other} only (sequential, 1st phase)")
+            first_n = d["fisher_other_only"].sel(regime="sequential").isel(angle=0).count(
+                "replicate")
+            given_bars(ax, np.arange(len(trunk)) + (len(shown) / 2) * width,
+                       d["other_only_log2_ratio"].sel(layer=trunk),
+                       d["other_only_log2_ratio_ci"].sel(layer=trunk),
+                       np.minimum(first_n, ref_n).sel(layer=trunk), style["sequential"][0],
+                       f"{other} only (sequential, 1st phase)", fmt="^", mfc="white")
             ax.axhline(0, color=style["angle_only"][0], lw=0.8, label="angle only")
             ax.set_xticks(x, layers)
             ax.set_xlabel("block")
@@ -380,8 +379,8 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
             ax = row[2]
             for k, r in enumerate(regimes):
                 err = np.degrees(d["angle_error"].sel(regime=r))
-                mean, half = mean_ci(err)
-                ax.errorbar(k, mean, yerr=half, fmt="o", ms=5, capsize=3, color=style[r][0])
+                interval_bars(ax, [k], err, style[r][0], None, bounds=(0, 90), ms=5,
+                              capsize=3)
                 ax.plot(np.full(err.sizes["replicate"], k + 0.18), err, ".", ms=3,
                         color=style[r][0], alpha=0.6)
             ax.set_xticks(x_reg, ticks, fontsize=7)
@@ -394,17 +393,17 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
                 ("other_error_rel", "o", f"{other} head"),
                 ("probe_error_rel", "s", "linear probe of fc"),
             ]):
-                mean, half = mean_ci(d[var])
-                ok = np.isfinite(mean.values)
-                ax.errorbar(x_reg[ok] + (offset - 0.5) * 0.25, mean.values[ok],
-                            yerr=half.values[ok], fmt=marker, ms=4, capsize=2,
-                            color="0.2" if offset == 0 else "0.55", label=label)
+                ok = d[var].count("replicate").values > 0
+                interval_bars(ax, x_reg[ok] + (offset - 0.5) * 0.25,
+                              d[var].isel(regime=np.flatnonzero(ok)),
+                              "0.2" if offset == 0 else "0.55", label, bounds=(0, None),
+                              fmt=marker)
             if "other_error_other_only_rel" in d:
-                mean, half = mean_ci(d["other_error_other_only_rel"])
                 k = regimes.index("sequential")
-                ax.errorbar(k + 0.38, float(mean), yerr=float(half), fmt="^", ms=4,
-                            capsize=2, color=style["sequential"][0], mfc="white",
-                            label="head after 1st phase")
+                interval_bars(ax, [k + 0.38],
+                              d["other_error_other_only_rel"],
+                              style["sequential"][0], "head after 1st phase",
+                              bounds=(0, None), fmt="^", mfc="white")
             ax.axhline(1, color="0.6", lw=0.8, ls=":", label="chance (predict the mean)")
             ax.set_xticks(x_reg, ticks, fontsize=7)
             ax.set_ylabel(f"{other} RMSE / chance RMSE")
@@ -413,11 +412,13 @@ def plot_multitask(ds: xr.Dataset) -> plt.Figure:
             ax.set_title(f"d  {other} error", loc="left")
         fig.suptitle(f"multitask: {replicate_count(ds)}; FI at contrast 1, 4 cycles/image",
                      fontsize=9)
+        band_footnote(fig, "block bars: Welch t intervals against angle only")
     return fig
 
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question=("Does learning another property of the image (sequentially or jointly) change FI "
               "about orientation?"),
     replicate=replicate,

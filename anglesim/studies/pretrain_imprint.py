@@ -27,13 +27,19 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform, VonMises
 from anglesim.fisher import propagated_fisher
 from anglesim.models import build_model
-from anglesim.plotting import PHASE_COLOURS, STYLE, angle_axis, successful
+from anglesim.plotting import (
+    PHASE_COLOURS,
+    STYLE,
+    angle_axis,
+    band_footnote,
+    interval_bars,
+    successful,
+)
 from anglesim.seeding import stream_seed
-from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, make_generator, train
 
-from ._common import SPEC, resolve_size, standard_cnn
+from ._common import SPEC, on_device, resolve_size, standard_cnn
 
 NAME = "pretrain_imprint"
 MODEL = standard_cnn("cossin")
@@ -67,18 +73,20 @@ def child_seed(seed: int, child: int) -> int:
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """One parent and its children, fine-tuned with optimiser state reset and kept."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     kappa = float(condition["kappa"])
     grid = evaluation_grid(sz["n_angles"])
     angle = grid.double().numpy()
 
     def measure(net) -> xr.DataArray:
-        return propagated_fisher(net, SPEC, grid, layers=["fc", "output"], sigma=SPEC.noise_std)
+        return propagated_fisher(net, SPEC, grid, layers=["fc", "output"], sigma=SPEC.noise_std,
+                                 **on)
 
     torch.manual_seed(seed)
     init = build_model(MODEL)
     pre, _ = phases(kappa, sz, "reset")
     parent = copy.deepcopy(init)
-    train(parent, [pre], seed)
+    train(parent, [pre], seed, **on)
     parent_fisher = measure(parent)
 
     curves = {state: [] for state in STATES}
@@ -86,18 +94,19 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
         cs = child_seed(seed, child)
         # reset: the fine-tuning phase alone, from a copy of the parent, with a fresh optimiser
         net = copy.deepcopy(parent)
-        train(net, [phases(kappa, sz, "reset")[1]], cs)
+        train(net, [phases(kappa, sz, "reset")[1]], cs, **on)
         curves["reset"].append(measure(net))
         # kept: pretraining is replayed exactly (same init, same seed) so Adam's state exists;
         # the data generator is re-seeded at the phase boundary, so only fine-tuning differs.
         net = copy.deepcopy(init)
-        gen = make_generator(seed)
+        gen = make_generator(seed, **on)
 
         def reseed(phase: Phase, _net, gen=gen, cs=cs) -> None:
             if phase.name == "pretrain":
                 gen.manual_seed(int(make_generator(cs).initial_seed()))
 
-        train(net, list(phases(kappa, sz, "kept")), seed, generator=gen, on_phase_end=reseed)
+        train(net, list(phases(kappa, sz, "kept")), seed, generator=gen, on_phase_end=reseed,
+              **on)
         curves["kept"].append(measure(net))
 
     fisher = xr.concat(
@@ -212,10 +221,8 @@ def plot_pretrain_imprint(ds: xr.Dataset) -> plt.Figure:
             [("imprint_within", "same parent", PHASE_COLOURS[1]),
              ("imprint_between", "different parents", PHASE_COLOURS[2])]
         ):
-            mean, half = mean_ci(ds[var])
-            ax.errorbar(x + (offset - 0.5) * 0.2, mean.sel(state=states),
-                        yerr=half.sel(state=states), fmt="o", color=colour, label=label,
-                        capsize=2, ms=4)
+            interval_bars(ax, x + (offset - 0.5) * 0.2, ds[var].sel(state=states), colour, label,
+                          bounds=(-1, 1), what="parents")
         ax.axhline(0, color="0.6", lw=0.8)
         ax.set_xticks(x, [f"optimiser {s}" for s in states])
         ax.set_xlim(-0.6, len(states) - 0.4)
@@ -223,12 +230,14 @@ def plot_pretrain_imprint(ds: xr.Dataset) -> plt.Figure:
         ax.legend(frameon=False)
         ax.set_title("c  fingerprint", loc="left")
         fig.suptitle(f"pretraining imprint: {int(ds['replicate'].size)} parents × "
-                     f"{int(ds['child'].size)} children, mean ± 95% CI", fontsize=9)
+                     f"{int(ds['child'].size)} children", fontsize=9)
+        band_footnote(fig)
     return fig
 
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question="Do children fine-tuned from one pretrained parent share the parent's FI wiggles?",
     replicate=replicate,
     sizes=SIZES,

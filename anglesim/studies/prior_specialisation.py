@@ -30,18 +30,19 @@ from anglesim.plotting import (
     STYLE,
     angle_axis,
     band,
+    band_footnote,
     fi_vs_angle_axis,
+    interval_bars,
     log_band,
     mark_angle,
     replicate_count,
     successful,
 )
 from anglesim.seeding import stream_seed, torch_generator
-from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import SPEC, resolve_size, standard_cnn
+from ._common import SPEC, on_device, resolve_size, standard_cnn
 
 NAME = "prior_specialisation"
 MODEL = standard_cnn("cossin")
@@ -73,6 +74,7 @@ def phases(kappa: float, sz: dict) -> dict[str, Phase]:
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train on A then fine-tune on B, and a control on B; measure FI and error after each."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     plan = phases(float(condition["kappa"]), sz)
     grid = evaluation_grid(sz["n_angles"])
     angle = grid.double().numpy()
@@ -80,18 +82,19 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
 
     def measure(phase: Phase, net) -> None:
         fisher[phase.name] = propagated_fisher(net, SPEC, grid, layers=["fc", "output"],
-                                               sigma=SPEC.noise_std)
+                                               sigma=SPEC.noise_std, **on)
         errors[phase.name] = evaluate_error(net, SPEC, sz["n_angles"], repeats=16,
-                                            generator=torch_generator(seed, "eval"))
+                                            generator=torch_generator(seed, "eval", **on))
 
     torch.manual_seed(seed)
     model = build_model(MODEL)
-    history = train(model, [plan["first"], plan["second"]], seed, on_phase_end=measure)
+    history = train(model, [plan["first"], plan["second"]], seed, on_phase_end=measure,
+                    **on)
     # the control's own stream (it once trained with the seed the evaluation draws used)
     control_seed = stream_seed(seed, "control")
     torch.manual_seed(control_seed)
     control = build_model(MODEL)
-    train(control, [plan["control"]], control_seed, on_phase_end=measure)
+    train(control, [plan["control"]], control_seed, on_phase_end=measure, **on)
 
     ds = xr.Dataset(
         {
@@ -210,9 +213,9 @@ def plot_prior_specialisation(ds: xr.Dataset) -> plt.Figure:
 
         ax = axes[1]
         for i, kappa in enumerate(kappas):
-            mean, half = mean_ci(np.degrees(ds["abs_error"].sel(kappa=kappa, stage="first")))
-            band(ax, theta_deg, mean, half, PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)],
-                  f"κ = {kappa:g}")
+            band(ax, theta_deg, np.degrees(ds["abs_error"].sel(kappa=kappa, stage="first")),
+                 PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)], f"κ = {kappa:g}",
+                 bounds=(0, 90))
         ax.axhline(45, color="0.6", lw=0.8, ls=":", label="chance")
         ax.set_ylabel("mean |θ̂ − θ| (deg)")
         ax.set_ylim(bottom=0)
@@ -239,9 +242,7 @@ def plot_prior_specialisation(ds: xr.Dataset) -> plt.Figure:
             [("measure_specialisation", "specialisation to A", PHASE_COLOURS[1]),
              ("measure_left_behind", "left behind by A", PHASE_COLOURS[2])]
         ):
-            mean, half = mean_ci(ds[var])
-            ax.errorbar(x + (offset - 0.5) * 0.25, mean, yerr=half, fmt="o", color=colour,
-                        label=label, capsize=2, ms=4)
+            interval_bars(ax, x + (offset - 0.5) * 0.25, ds[var], colour, label)
         ax.bar(x, spread.values, width=0.6, color="0.85", label="replicate spread",
                zorder=0)
         ax.axhline(0, color="0.6", lw=0.8)
@@ -250,11 +251,13 @@ def plot_prior_specialisation(ds: xr.Dataset) -> plt.Figure:
         ax.legend(frameon=False)
         ax.set_title("d  measures", loc="left", pad=12)
         fig.suptitle(f"prior specialisation: {replicate_count(ds)}", fontsize=9)
+        band_footnote(fig)
     return fig
 
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question=("How much does training on prior A specialise FI, and what does fine-tuning on B "
               "leave of A?"),
     replicate=replicate,

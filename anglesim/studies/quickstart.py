@@ -15,7 +15,6 @@ Run: ``anglesim quickstart`` or ``anglesim run quickstart [key=value …]``.
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import matplotlib.pyplot as plt
@@ -28,9 +27,17 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform, VonMises
 from anglesim.fisher import measure_fisher, method_result
 from anglesim.models import build_model
-from anglesim.plotting import PHASE_COLOURS, STYLE, angle_axis, band, successful
+from anglesim.plotting import (
+    PHASE_COLOURS,
+    STYLE,
+    angle_axis,
+    band,
+    band_footnote,
+    interval_bars,
+    log_band,
+    successful,
+)
 from anglesim.seeding import torch_generator
-from anglesim.stats import mean_ci
 from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, train
 
@@ -158,8 +165,8 @@ def plot_quickstart(ds: xr.Dataset) -> plt.Figure:
         ax = axes[1]
         for i, ph in enumerate(phases):
             # FI is positive and spans decades: average and bound it on a log scale.
-            mean, half = mean_ci(np.log10(ds["fisher"].sel(phase=ph, layer="output")))
-            band(ax, theta_deg, mean, half, PHASE_COLOURS[i], f"after {ph}", log=True)
+            log_band(ax, theta_deg, ds["fisher"].sel(phase=ph, layer="output"),
+                     PHASE_COLOURS[i], f"after {ph}")
         ax.set_yscale("log")
         ax.set_ylabel("Fisher information of θ̂ (rad⁻²)")
         angle_axis(ax)
@@ -168,8 +175,8 @@ def plot_quickstart(ds: xr.Dataset) -> plt.Figure:
 
         ax = axes[2]
         for i, ph in enumerate(phases):
-            mean, half = mean_ci(np.degrees(ds["abs_error"].sel(phase=ph)))
-            band(ax, theta_deg, mean, half, PHASE_COLOURS[i], f"after {ph}")
+            band(ax, theta_deg, np.degrees(ds["abs_error"].sel(phase=ph)), PHASE_COLOURS[i],
+                 f"after {ph}", bounds=(0, 90))
         ax.axhline(45, color="0.6", lw=0.8, ls=":", label="chance")
         ax.set_ylabel("mean |θ̂ − θ| (deg)")
         ax.set_ylim(bottom=0)
@@ -186,16 +193,15 @@ def plot_quickstart(ds: xr.Dataset) -> plt.Figure:
             [(near, "near peak", PHASE_COLOURS[1]), (far, "far from peak", PHASE_COLOURS[2])]
         ):
             per_rep = ratio.where(mask).mean("angle").sel(layer=layers)
-            mean, half = mean_ci(per_rep)
-            ax.errorbar(x + (offset - 0.5) * 0.25, mean, yerr=half, fmt="o", color=colour,
-                        label=label, capsize=2, ms=4)
+            interval_bars(ax, x + (offset - 0.5) * 0.25, per_rep, colour, label)
         ax.axhline(0, color="0.6", lw=0.8)
         ax.set_xticks(x, layers, rotation=30)
         ax.set_ylabel("log₂ FI after / before")
         ax.legend(frameon=False)
         ax.set_title("d  change per layer", loc="left")
         n_ok = int(ds["replicate"].size - (ds["failed"].sum() if "failed" in ds else 0))
-        fig.suptitle(f"quickstart: {n_ok} replicates, mean ± 95% CI", fontsize=9)
+        fig.suptitle(f"quickstart: {n_ok} replicates", fontsize=9)
+        band_footnote(fig)
     return fig
 
 
@@ -210,8 +216,7 @@ STUDY = Study(
     figure=plot_quickstart,
     summary=summarise,
     pair_axes=(),  # each κ trains its own networks from its own seeds
-    # --device cuda once train() places training on a device (train(device=...))
-    devices=("cpu", "cuda") if "device" in inspect.signature(train).parameters else ("cpu",),
+    devices=("cpu", "cuda"),
     # NaN by design: stream phases have no validation loss
     allow_nan=("val_loss",),
 )

@@ -31,14 +31,21 @@ from anglesim.data import evaluation_grid
 from anglesim.distributions import AnglePrior, Uniform, VonMises
 from anglesim.fisher import linear_fisher_from_samples, linear_fisher_variance
 from anglesim.models import AngleNet, reference_mlp
-from anglesim.plotting import PHASE_COLOURS, STYLE, replicate_count, successful
+from anglesim.plotting import (
+    PHASE_COLOURS,
+    STYLE,
+    band_footnote,
+    given_bars,
+    interval_bars,
+    replicate_count,
+    successful,
+)
 from anglesim.seeding import torch_generator
-from anglesim.stats import mean_ci
 from anglesim.stimuli import GratingSpec, render
 from anglesim.study import Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import resolve_size
+from ._common import on_device, resolve_size
 
 NAME = "reference_replication"
 DTHETA = math.pi / 90  # 2°: the pair of orientations whose discrimination d′ describes
@@ -69,29 +76,35 @@ def output_fisher(model: AngleNet, spec: GratingSpec, angles: torch.Tensor, n_tr
     For each θ, ``n_trials`` images at θ − Δθ/2 and at θ + Δθ/2 (the spec's own noise) are run
     through the network; the [T, 2] outputs go to
     :func:`anglesim.fisher.linear_fisher_from_samples`, the standard error to
-    :func:`anglesim.fisher.linear_fisher_variance` (at the estimate, floored at 0).
+    :func:`anglesim.fisher.linear_fisher_variance` (at the estimate, floored at 0), for all
+    angles at once. The estimator runs per angle (each angle's outputs get their own unit
+    selection, :func:`anglesim.fisher.active_units`); the draws do not depend on it.
     """
-    values, errors = [], []
+    values: list[float] = []
+    n_units = 0
+    device = next(model.parameters()).device  # the grid and the renders follow the model
     model.eval()
     with torch.no_grad():
         for start in range(0, angles.numel(), chunk):
-            theta = angles[start:start + chunk]
+            theta = angles[start:start + chunk].to(device)
             pair = torch.stack([theta - dtheta / 2, theta + dtheta / 2], 1)  # [c, 2]
             batch = pair[:, None, :].expand(-1, n_trials, -1).reshape(-1)  # ordered (c, T, ±)
             out = model(render(batch, spec, generator=generator, dtype=torch.float32))
-            out = out.reshape(theta.numel(), n_trials, 2, -1).double().numpy()
-            for k in range(theta.numel()):
-                j = linear_fisher_from_samples(out[k, :, 0], out[k, :, 1], dtheta)
-                n_units = out.shape[-1]
-                var = linear_fisher_variance(max(j, 0.0), n_trials, n_units, dtheta)
-                values.append(j)
-                errors.append(math.sqrt(var))
-    return np.array(values), np.array(errors)
+            out = out.reshape(theta.numel(), n_trials, 2, -1).double().cpu().numpy()
+            n_units = out.shape[-1]
+            values += [linear_fisher_from_samples(out[k, :, 0], out[k, :, 1], dtheta)
+                       for k in range(theta.numel())]
+    fisher = np.array(values)
+    if fisher.size == 0:
+        return fisher, fisher.copy()
+    var = linear_fisher_variance(np.maximum(fisher, 0.0), n_trials, n_units, dtheta)
+    return fisher, np.sqrt(var)
 
 
 def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
     """Train the reference MLP on D images from one prior; measure FI, d′ and error."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     spec = spec_for(sz)
     prior = PRIORS[str(condition["prior"])]
     torch.manual_seed(seed)
@@ -99,12 +112,12 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     plan = Phase("train", prior, spec, loss="vector_mse", optimizer="adam", lr=1e-3,
                  batch_size=32, dataset_size=int(condition["dataset_size"]),
                  epochs=sz["epochs"], patience=sz["patience"], eval_angles=sz["n_angles"])
-    history = train(model, [plan], seed)
+    history = train(model, [plan], seed, **on)
     grid = evaluation_grid(sz["n_angles"]).double()
     fisher, stderr = output_fisher(model, spec, grid, sz["n_trials"], DTHETA,
-                                   torch_generator(seed, "fisher"))
+                                   torch_generator(seed, "fisher", **on))
     error = evaluate_error(model, spec, sz["n_angles"], repeats=16,
-                           generator=torch_generator(seed, "eval"))
+                           generator=torch_generator(seed, "eval", **on))
     angle = grid.numpy()
     ds = xr.Dataset(
         {
@@ -227,6 +240,7 @@ def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
 
         ax = fig.add_subplot(1, 4, 3)
         kappas = sorted({p.split("_")[0] for p in conc})
+        n_valid = ds["fisher"].isel(angle=0).count("replicate")  # over (prior, dataset_size)
         for i, kap in enumerate(kappas):
             members = [p for p in conc if p.startswith(kap + "_")]
             for region, marker, ls in (("near", "o", "-"), ("far", "s", "--")):
@@ -234,10 +248,11 @@ def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
                 se = ds[f"gain_{region}_se"].sel(concentrated=members)
                 mean = gain.mean("concentrated")
                 half = 1.96 * np.sqrt((se**2).sum("concentrated")) / len(members)
-                ax.errorbar(sizes, mean.sel(dataset_size=sizes), yerr=half.sel(
-                    dataset_size=sizes), fmt=marker + ls, ms=3, capsize=2,
-                    color=PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)],
-                    label=f"κ = {kap[2:]}, {region} peak")
+                n = n_valid.sel(prior=members + ["uniform"]).min("prior")
+                given_bars(ax, sizes, mean.sel(dataset_size=sizes), half.sel(dataset_size=sizes),
+                           n.sel(dataset_size=sizes),
+                           PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)],
+                           f"κ = {kap[2:]}, {region} peak", fmt=marker + ls, ms=3)
         ax.axhline(0, color="0.6", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_xlim(sizes.min() / 1.4, sizes.max() * 1.4)  # also when every gain is NaN
@@ -250,9 +265,8 @@ def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
         colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(priors)))
         for colour, prior in zip(colours, priors, strict=True):
             err = np.degrees(ds["abs_error"].sel(prior=prior)).mean("angle")
-            mean, half = mean_ci(err)
-            ax.errorbar(sizes, mean.sel(dataset_size=sizes), yerr=half.sel(dataset_size=sizes),
-                        fmt="o-", ms=3, capsize=2, color=colour, label=prior)
+            interval_bars(ax, sizes, err.sel(dataset_size=sizes), colour, prior, bounds=(0, 90),
+                          fmt="o-", ms=3)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("dataset size D")
         ax.set_ylabel("mean |θ̂ − θ| over θ (deg)")
@@ -262,11 +276,13 @@ def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
                   title="prior\n(vmκ_centre°)", title_fontsize=6)
         ax.set_title("d  error on a uniform grid", loc="left")
         fig.suptitle(f"reference replication: {replicate_count(ds)}", fontsize=9)
+        band_footnote(fig, "c: ±1.96 delta-method s.e. instead")
     return fig
 
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question=("Does anglesim reproduce the reference recipe's FI and d′ around the circle and the "
               "prior's effect on them?"),
     replicate=replicate,

@@ -83,7 +83,7 @@ from anglesim.stimuli import GratingSpec
 from anglesim.study import Study
 from anglesim.training import Phase, Task, evaluate_error, train
 
-from .._common import SPEC, resolve_size, standard_cnn
+from .._common import SPEC, on_device, resolve_size, standard_cnn
 from .analysis import add_measures, measures, paired_ci, summarise  # noqa: F401 (helpers)
 from .figure import plot_finetune_shift
 
@@ -243,7 +243,7 @@ def choose_frequency(parent: AngleNet, sz: dict, seed: int
     rung (NaN beyond the chosen one), its source error, and whether the factor was reached."""
     def mean_error(spec: GratingSpec) -> float:
         return float(evaluate_error(parent, spec, sz["n_angles"], sz["error_repeats"],
-                                    torch_generator(seed, "severity")).mean())
+                                    torch_generator(seed, "severity", **on_device(sz))).mean())
 
     base = mean_error(SPEC)
     errors = np.full(len(FREQUENCY_LADDER), np.nan)
@@ -261,11 +261,12 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     """Pretrain the replicate's parent, fine-tune it with every strategy, n_train and learning
     rate on the condition's shift, keep each strategy's best rate by validation loss, measure."""
     sz = resolve_size(SIZES, size)
+    on = on_device(sz)
     shift = str(condition["shift"])
     pseed = stream_seed(seed, "init")  # the seed is shared by the shifts: one parent
     torch.manual_seed(pseed)
     parent = build_model(MODEL)
-    train(parent, [pretrain_phase(sz)], pseed)
+    train(parent, [pretrain_phase(sz)], pseed, **on)
     parent.eval()
 
     is_input = shift == "input"
@@ -279,21 +280,22 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     grid = evaluation_grid(sz["n_angles"])
     angle = grid.double().numpy()
     density = task.prior.pdf(angle)
-    cka_images, _ = draw(task.prior, task.spec, sz["cka_images"], torch_generator(seed, "cka"))
+    cka_images, _ = draw(task.prior, task.spec, sz["cka_images"],
+                         torch_generator(seed, "cka", **on), **on)
     probe_images, probe_theta = draw(SOURCE.prior, SOURCE.spec, sz["probe_images"],
-                                     torch_generator(seed, "probe"))
+                                     torch_generator(seed, "probe", **on), **on)
     parent_norm = weight_distance(parent, parent)["reference_norm"].sel(layer=list(BLOCKS)).values
 
     def errors(net: AngleNet) -> tuple[np.ndarray, np.ndarray]:
         e_id = evaluate_error(net, task.spec, sz["n_angles"], sz["error_repeats"],
-                              torch_generator(seed, "eval"), target_offset=task.offset)
+                              torch_generator(seed, "eval", **on), target_offset=task.offset)
         e_src = evaluate_error(net, SOURCE.spec, sz["n_angles"], sz["error_repeats"],
-                               torch_generator(seed, "eval_source"))
+                               torch_generator(seed, "eval_source", **on))
         return e_id.values, e_src.values
 
     def fisher(net: AngleNet) -> np.ndarray:
         return propagated_fisher(net, task.spec, grid, layers=layers,
-                                 sigma=task.spec.noise_std).sel(layer=layers).values
+                                 sigma=task.spec.noise_std, **on).sel(layer=layers).values
 
     names, sizes, lrs = list(STRATEGIES), list(sz["n_train"]), list(sz["lrs"])
     layers = list(sz["layers"])
@@ -319,7 +321,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
                 net = copy.deepcopy(parent)
                 kept: list[Strategy] = []
                 history = train(net, [finetune_phase(task, name, n_train, lr, sz)], ft_seed,
-                                on_strategy_end=lambda _p, s, kept=kept: kept.append(s))
+                                on_strategy_end=lambda _p, s, kept=kept: kept.append(s), **on)
                 val = float(np.nanmin(history["val_loss"].values))
                 out["val_loss"][i, j, k] = val
                 if best is None or val < best[0]:
@@ -427,6 +429,7 @@ def describe(sz: dict, grid: dict) -> dict:
 
 STUDY = Study(
     name=NAME,
+    devices=("cpu", "cuda"),  # params["device"] reaches train, the FI estimators, generators
     question="Which fine-tuning strategy adapts best to which kind of distribution shift?",
     replicate=replicate,
     sizes=SIZES,

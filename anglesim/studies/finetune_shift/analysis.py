@@ -3,14 +3,12 @@ summary."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import xarray as xr
 from scipy import stats
 
 from anglesim.plotting import successful
-from anglesim.stats import mean_ci
+from anglesim.stats import mean_ci, paired_ci
 
 # ---- derived measures -------------------------------------------------------------------------
 
@@ -55,15 +53,6 @@ def measures(ds: xr.Dataset) -> xr.Dataset:
 def add_measures(ds: xr.Dataset) -> xr.Dataset:
     """The Dataset with :func:`measures` added."""
     return ds.assign(measures(ds).data_vars)
-
-
-def paired_ci(a: xr.DataArray, b: xr.DataArray, level: float = 0.95) -> tuple[float, float]:
-    """Mean of the paired differences a − b over replicates and its Student-t half-width."""
-    d = (a - b).dropna("replicate").values
-    if d.size < 2:
-        return float(np.mean(d)) if d.size else math.nan, math.nan
-    half = stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
-    return float(d.mean()), float(half)
 
 
 def summarise(ds: xr.Dataset) -> str:

@@ -6,7 +6,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from anglesim.plotting import STYLE, fi_vs_angle_axis, log_band, replicate_count, successful
+from anglesim.plotting import (
+    STYLE,
+    band,
+    band_footnote,
+    fi_vs_angle_axis,
+    interval_bars,
+    log_band,
+    replicate_count,
+    successful,
+)
 from anglesim.stats import mean_ci
 
 # ---- figure ----------------------------------------------------------------------------------
@@ -36,14 +45,16 @@ def _fs_strategy_colours(strategies: list[str]) -> dict[str, tuple]:
 
 
 def _fs_by_strategy(ax, values: xr.DataArray, groups: list, colours: dict, labels: dict,
-                    group_dim: str, strategies: list[str], scale: float = 1.0) -> None:
-    """Mean ± 95% CI over replicates of ``values`` per strategy (x), one marker per group."""
+                    group_dim: str, strategies: list[str], scale: float = 1.0,
+                    bounds: tuple[float | None, float | None] | None = None) -> None:
+    """Mean ± 95% CI over replicates of ``values`` per strategy (x), one marker per group
+    (no bar below 3 replicates: :func:`anglesim.plotting.interval_bars`)."""
     x = np.arange(len(strategies))
     width = 0.7 / max(1, len(groups))
     for k, g in enumerate(groups):
-        mean, half = mean_ci(scale * values.sel({group_dim: g}).sel(strategy=strategies))
-        ax.errorbar(x + (k - (len(groups) - 1) / 2) * width, mean, yerr=half, fmt="o", ms=3.5,
-                    capsize=2, lw=1, color=colours[g], label=labels[g])
+        interval_bars(ax, x + (k - (len(groups) - 1) / 2) * width,
+                      scale * values.sel({group_dim: g}).sel(strategy=strategies), colours[g],
+                      labels[g], bounds=bounds, ms=3.5, lw=1)
     ax.set_xticks(x, strategies, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_xlim(-0.6, len(strategies) - 0.4)
 
@@ -87,7 +98,7 @@ def plot_finetune_shift(ds: xr.Dataset) -> plt.Figure:
                 ax = axes[row, col]
                 d = ds.sel(shift=shift)
                 _fs_by_strategy(ax, d[var], sizes, size_colours, size_labels, "n_train",
-                                strategies, scale=180 / np.pi)
+                                strategies, scale=180 / np.pi, bounds=(0, 90))
                 ax.axhline(float(np.degrees(d[parent_var].mean())), color="0.4", ls="--",
                            lw=0.9, label="parent (no fine-tuning)")
                 _fs_plain_log(ax)
@@ -122,7 +133,7 @@ def plot_finetune_shift(ds: xr.Dataset) -> plt.Figure:
                 shift_labels = {s: s for s in shifts}
                 _fs_by_strategy(ax, ds["probe_error"].sel(n_train=n_max), shifts,
                                 _FS_SHIFT_COLOURS, shift_labels, "shift", strategies,
-                                scale=180 / np.pi)
+                                scale=180 / np.pi, bounds=(0, 90))
                 ax.axhline(float(np.degrees(ds["parent_probe_error"].mean())), color="0.4",
                            ls="--", lw=0.9, label="parent")
                 ax.set_ylabel("ridge probe of θ from fc, source task (deg)")
@@ -135,10 +146,8 @@ def plot_finetune_shift(ds: xr.Dataset) -> plt.Figure:
             ax = axes[2, col]
             d = ds["cka"].sel(shift=shift, n_train=n_max)
             for s in strategies:
-                mean, half = mean_ci(d.sel(strategy=s))
-                ax.plot(xb, mean, "o-", ms=2.5, lw=1, color=s_colours[s], label=s)
-                ax.fill_between(xb, mean - half, mean + half, color=s_colours[s], alpha=0.15,
-                                linewidth=0)
+                band(ax, xb, d.sel(strategy=s), s_colours[s], s, bounds=(None, 1), alpha=0.15,
+                     style="o-", ms=2.5, lw=1)
             ax.set_xticks(xb, blocks)
             ax.set_xlabel("block")
             ax.set_ylabel("linear CKA, parent vs fine-tuned")
@@ -149,10 +158,11 @@ def plot_finetune_shift(ds: xr.Dataset) -> plt.Figure:
 
         def per_block(ax, var, ylabel, title, reference=None):
             for shift in shifts:
-                mean, half = mean_ci(ds[var].sel(shift=shift, n_train=n_max))
-                ok = np.isfinite(mean.values)
-                ax.errorbar(xb[ok], mean.values[ok], yerr=half.values[ok], fmt="o-", ms=3,
-                            capsize=2, lw=1, color=_FS_SHIFT_COLOURS[shift], label=shift)
+                values = ds[var].sel(shift=shift, n_train=n_max)
+                ok = values.count("replicate").values > 0
+                interval_bars(ax, xb[ok], values.isel(block=np.flatnonzero(ok)),
+                              _FS_SHIFT_COLOURS[shift], shift, bounds=(0, None), fmt="o-",
+                              ms=3, lw=1)
                 if reference is not None:
                     ref, _ = mean_ci(reference.sel(shift=shift, n_train=n_max))
                     ax.plot(xb, ref, ":", lw=1, color=_FS_SHIFT_COLOURS[shift])
@@ -198,4 +208,5 @@ def plot_finetune_shift(ds: xr.Dataset) -> plt.Figure:
             ax.set_title(f"{letter}  FI curves, {shift} shift (n = {n_max})", loc="left")
         fig.suptitle(f"fine-tuning under shift: {replicate_count(ds)}; each strategy at the "
                      "learning rate its validation loss chose", fontsize=9)
+        band_footnote(fig)
     return fig
