@@ -9,13 +9,21 @@ import torch
 from torch import nn
 
 import anglesim.fisher.propagated as propagated_module
-from anglesim.fisher import as_stimulus, measure_fisher, propagated_fisher
+from anglesim.fisher import as_stimulus, measure_fisher, propagated_fisher, ties
 from anglesim.models import AngleNet
 from anglesim.pool_ties import PoolTieWarning, count_pool_ties
 from anglesim.stimuli import GratingSpec, render_clean
 
 ANGLES = [0.3, 1.1, 1.9, 2.7]
 
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warning_state():
+    """The tie warning is said once per process; each test starts as a fresh process would."""
+    ties._WARNED.clear()
+    yield
+    ties._WARNED.clear()
 
 def toy(bias, channels=2, size=16, seed=0):
     """conv 3×3 (constant bias) → ReLU → 2×2 max-pool → linear head, float64."""
@@ -122,3 +130,15 @@ def test_measure_fisher_carries_the_counts_when_propagated_runs():
     assert ds.attrs["pool_ties_noisy"] > 0 and ds.attrs["pool_ties_images"] == 4
     other = quiet(lambda: measure_fisher(net, spec(), methods=["output_gaussian"], angles=4))
     assert not any(k.startswith("pool_ties") for k in other.attrs)
+
+
+def test_the_warning_is_said_once_per_process_while_every_result_keeps_its_counts():
+    net = toy(bias=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = propagated_fisher(net, spec(), ANGLES[:2], solver="exact")
+        second = propagated_fisher(net, spec(), ANGLES[2:], solver="exact")
+    said = [w for w in caught if issubclass(w.category, PoolTieWarning)]
+    assert len(said) == 1 and "said once per process" in str(said[0].message)
+    for fi in (first, second):
+        assert fi.attrs["pool_ties_noisy"] > 0

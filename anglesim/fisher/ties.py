@@ -30,6 +30,9 @@ MAX_IMAGES = 8
 """Most items (angle, phase) whose images are checked for ties, evenly spread over those
 measured."""
 
+_WARNED: set[tuple[tuple[str, ...], bool]] = set()
+"""(tied pooling layers, hint) pairs already warned about in this process."""
+
 
 def pool_tie_check(
     model: nn.Module,
@@ -72,8 +75,12 @@ def pool_tie_check(
                 "mask_after_noise=True keeps those pixels exactly 0"
                 if spec is not None and spec.aperture is not None
                 and not spec.mask_after_noise else "")
-        warnings.warn(
-            f"tied max-pool windows receive noise ({where}) over {th.numel()} images: the "
-            f"propagated (linearised) FI is not the small-noise limit there{hint}",
-            PoolTieWarning, stacklevel=stacklevel)
+        key = (tuple(sorted(bad)), bool(hint))
+        if key not in _WARNED:  # the counts vary by angle and call: one warning per process
+            _WARNED.add(key)    # and pooling layers, the counts of every call are in the attrs
+            warnings.warn(
+                f"tied max-pool windows receive noise ({where}) over {th.numel()} images: the "
+                f"propagated (linearised) FI is not the small-noise limit there{hint} (every "
+                f"result's counts are in its pool_ties_* attrs; said once per process)",
+                PoolTieWarning, stacklevel=stacklevel)
     return attrs
