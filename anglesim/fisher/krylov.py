@@ -184,7 +184,7 @@ def _pushforward(fn: Callable[[torch.Tensor], torch.Tensor],
             warnings.filterwarnings("ignore", message="Attempted to insert a get_attr Node")
             _, lin = linearize(fn, x)
         w = torch.linspace(-1, 1, x.numel(), dtype=x.dtype, device=x.device).reshape(x.shape)
-        got, want = lin(w), plain(w)
+        got, want = lin(w).detach(), plain(w).detach()
         tol = 1e-4 if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-10
         if got.shape == want.shape and torch.allclose(got, want, rtol=tol,
                                                       atol=tol * float(want.abs().max())):
