@@ -66,7 +66,7 @@ N_PROBES = 16
 """Rademacher probes for the per-unit variance estimate D̂."""
 
 LINEARIZE_AFTER = 64
-"""Steps after which the JVPs switch to a `torch.func.linearize`d function: tracing costs
+"""Steps after which the JVPs switch to the function ``torch.func.linearize`` returns: tracing costs
 about 0.1–0.2 s a layer and saves about half of each JVP, so it pays only for long solves."""
 
 
