@@ -101,48 +101,6 @@ def _dask_client(scheduler: str | None, workers: int, log: _StudyLog) -> Iterato
         yield client
 
 
-@contextlib.contextmanager
-def _dask_client(scheduler: str | None, workers: int, log: _StudyLog) -> Iterator[Any]:
-    """The dask Client to run on: one connected to ``scheduler``, else the current one, else
-    one on a LocalCluster of ``workers`` single-threaded processes (closed afterwards)."""
-    try:
-        import distributed
-    except ImportError as exc:
-        raise ValueError("backend 'dask' needs dask.distributed: pip install "
-                         "'anglesim[distributed]'") from exc
-    if scheduler is not None:
-        try:
-            client = distributed.Client(scheduler, set_as_default=False,
-                                        timeout=DASK_CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
-            raise ValueError(f"cannot connect to the dask scheduler {scheduler!r}: "
-                             f"{exc}") from None
-        log.info("connected to the dask scheduler at %s", scheduler)
-        with client:
-            yield client
-        return
-    try:
-        client = distributed.get_client()
-    except ValueError:
-        client = None
-    if client is not None:
-        yield client
-        return
-    log.info("starting a dask LocalCluster of %d single-threaded worker process(es)", workers)
-    # dask runs tasks in a worker thread, and glibc gives threads their own malloc arenas,
-    # whose heaps cannot hold blocks over 64 MiB: configure_malloc cannot keep the Fisher
-    # step's large temporaries then, and every one is mapped and page-faulted anew (the
-    # quickstart's replicates took 40% longer than in loky workers). One arena per process,
-    # set before the workers start, avoids it.
-    import dask
-
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": 1}), \
-            distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                     dashboard_address=None) as cluster, \
-            distributed.Client(cluster, set_as_default=False) as client:
-        yield client
-
-
 Record = Callable[[dict], None]
 
 
