@@ -439,8 +439,11 @@ def _launch(tmp_path: Path, tag: str, n: int, sleep: float, n_jobs: int = 1,
 def test_a_second_run_on_the_same_cache_computes_nothing_twice(tmp_path):
     log = tmp_path / "log"
     log.mkdir()
-    first = _launch(tmp_path, "first", n=3, sleep=1.0)
-    second = _launch(tmp_path, "second", n=3, sleep=1.0)
+    first = _launch(tmp_path, "first", n=3, sleep=2.0)
+    deadline = time.monotonic() + 120
+    while calls(log) == 0 and time.monotonic() < deadline:  # the first run holds its locks
+        time.sleep(0.05)  # (started together, a slow start of the second under load could
+    second = _launch(tmp_path, "second", n=3, sleep=2.0)  # find the first run finished)
     out1, err1 = first.communicate(timeout=300)
     out2, err2 = second.communicate(timeout=300)
     assert first.returncode == 0 and second.returncode == 0, err1 + err2
