@@ -6,13 +6,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from pool_tie_nets import spec, toy
 from torch import nn
 
 import anglesim.fisher.propagated as propagated_module
 from anglesim.fisher import as_stimulus, measure_fisher, propagated_fisher, ties
-from anglesim.models import AngleNet
 from anglesim.pool_ties import PoolTieWarning, count_pool_ties
-from anglesim.stimuli import GratingSpec, render_clean
+from anglesim.stimuli import render_clean
 
 ANGLES = [0.3, 1.1, 1.9, 2.7]
 
@@ -24,26 +24,6 @@ def _fresh_warning_state():
     ties._WARNED.clear()
     yield
     ties._WARNED.clear()
-
-def toy(bias, channels=2, size=16, seed=0):
-    """conv 3×3 (constant bias) → ReLU → 2×2 max-pool → linear head, float64."""
-    g = torch.Generator().manual_seed(seed)
-    conv = nn.Conv2d(1, channels, 3, padding=1)
-    blocks = {"conv": nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(2)),
-              "head": nn.Sequential(nn.Flatten(), nn.Linear(channels * (size // 2) ** 2, 2))}
-    net = AngleNet(blocks, "cossin", 36, {"kind": "cnn"}).double()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        conv.bias.fill_(bias)
-    return net
-
-
-def spec(**kw):
-    base = dict(size=16, frequency=2.0, aperture=0.7, aperture_edge=0.1, noise_std=1e-3)
-    base.update(kw)
-    return GratingSpec(**base)
-
 
 def quiet(fn):
     """fn() with PoolTieWarning raised as an error (so a test sees any that fires)."""

@@ -3,21 +3,11 @@
 A *strategy* is a small object that says which parameters train with which learning rates,
 and may hook the training step. A Phase names one (``Phase.strategy``, default ``"full"``)
 with its hyper-parameters (``Phase.strategy_params``); :func:`anglesim.training.train` builds
-it with :func:`build_strategy` at the start of the phase and drives it:
-
-1. ``param_groups(model, pool, ctx)`` — the optimiser's parameter groups (``{"params": [...],
-   "lr": float}``) chosen from ``pool``, the parameters of the blocks the phase lets train
-   (``Phase.trainable``; all blocks and heads by default), in block order. Parameters in no
-   group are frozen (``requires_grad`` off, left out of the optimiser: bit-for-bit unchanged).
-   A strategy may add new parameters to the model here (LoRA's adapters).
-2. hooks, each a no-op unless overridden: ``on_phase_start()``, ``on_epoch_start()``,
-   ``penalty()`` (an extra loss term added before ``backward``; the history's ``train_loss``
-   stays the data loss), ``before_step()`` (gradients are ready; e.g. set learning rates),
-   ``after_step()`` (e.g. project the weights), ``on_epoch_end(record)`` and
-   ``on_phase_end()`` (after the best checkpoint is restored; e.g. merge adapters).
-3. ``diagnostics()`` — an ``xarray.Dataset`` of what the strategy did (Auto-RGN's rates per
-   update, TPGM's learned radii, …); :func:`~anglesim.training.train` hands each phase's
-   strategy to its ``on_strategy_end(phase, strategy)`` callback so a study can store them.
+it with :func:`build_strategy` at the start of the phase and drives it through the protocol
+described in :mod:`anglesim.training.strategy` (``param_groups``, the step hooks and
+``diagnostics``). ``diagnostics()`` is an ``xarray.Dataset`` of what the strategy did (Auto-RGN's
+rates per update, TPGM's learned radii, …); :func:`~anglesim.training.train` hands each phase's
+strategy to its ``on_strategy_end(phase, strategy)`` callback so a study can store them.
 
 Inside the hooks ``self.model``, ``self.optimizer``, ``self.ctx`` (a :class:`StrategyContext`:
 the phase, its base learning rate, a generator of the strategy's own, the phase's loss, and
