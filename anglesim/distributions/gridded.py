@@ -116,4 +116,4 @@ class Gridded(AnglePrior):
 
 
 Empirical = Gridded
-"""Name used in DESIGN.md for the gridded (tabulated) prior."""
+"""Name used in the design notes (docs/design.rst) for the gridded (tabulated) prior."""
