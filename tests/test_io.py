@@ -77,12 +77,35 @@ def test_provenance_records_versions_config_and_seed():
     assert prov["seed"] == 7
     assert prov["numpy"] == np.__version__ and prov["xarray"] == xr.__version__
     assert prov["torch"] and prov["python"] and prov["platform"]
+    assert isinstance(prov["cpu"], str) and prov["cpu"]
+    assert isinstance(prov["cpu_count"], int) and prov["cpu_count"] >= 1
     created = dt.datetime.fromisoformat(prov["created"])
     assert created.utcoffset() == dt.timedelta(0)
     assert abs(dt.datetime.now(dt.timezone.utc) - created) < dt.timedelta(minutes=5)
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", prov["git_rev"])
     assert all(isinstance(v, (str, int)) for v in prov.values())
     assert set(prov) <= set(io.PROVENANCE_KEYS)
+
+
+def test_cpu_model_reads_the_model_name(tmp_path, monkeypatch):
+    import importlib
+
+    prov_module = importlib.import_module("anglesim.io.provenance")  # the module, not the function
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+                    "model name\t: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz\n")
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        return real_open(info if path == "/proc/cpuinfo" else path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    assert prov_module.cpu_model() == "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"
+    info.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # an ARM board names no model
+    monkeypatch.setattr(prov_module.platform, "processor", lambda: "")
+    monkeypatch.setattr(prov_module.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(prov_module.sys, "platform", "linux")
+    assert prov_module.cpu_model() == "aarch64"
 
 
 def test_provenance_without_config_or_seed():

@@ -393,14 +393,9 @@ def machine_info(threads: int) -> dict[str, Any]:
     import joblib
 
     from .. import __version__
-    from ..io import provenance
+    from ..io import cpu_model, provenance
 
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     try:
         load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
     except OSError:

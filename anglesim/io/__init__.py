@@ -52,7 +52,9 @@ from .provenance import (
     _git,
     _git_revision,
     command_line,
+    cpu_model,
     provenance,
+    usable_cpus,
 )
 
 __all__ = [
@@ -79,7 +81,9 @@ __all__ = [
     "describe",
     "load_checked",
     "load_dataset",
+    "cpu_model",
     "provenance",
+    "usable_cpus",
     "save_dataset",
     "to_json",
 ]

@@ -3,6 +3,7 @@ CF ``Conventions`` and a ``history`` line without machine paths."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import numbers
 import os
@@ -21,7 +22,7 @@ from .encoding import to_json
 
 PROVENANCE_KEYS = (
     "anglesim_version", "git_rev", "created", "python", "torch", "numpy", "xarray", "platform",
-    "config", "seed", "code_version", "code_origin", "Conventions", "history",
+    "cpu", "cpu_count", "config", "seed", "code_version", "code_origin", "Conventions", "history",
 )
 """The attribute names that :func:`provenance` may set."""
 
@@ -67,6 +68,42 @@ def _git_revision(package_dir: Path) -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name, e.g. ``"Intel(R) Xeon(R) Processor"``.
+
+    Read from ``/proc/cpuinfo`` on Linux (its first ``model name``, or ``Hardware``/``Processor``
+    line on ARM boards), from ``sysctl machdep.cpu.brand_string`` on macOS, else
+    :func:`platform.processor` or the machine type; ``"unknown"`` if none says. Results differ in
+    their last bits between CPU models, so a stored number is only comparable bit for bit with one
+    made on the same model. Never raises.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+        for key in ("model name", "Hardware", "Processor", "cpu model"):
+            for line in lines:
+                name, sep, value = line.partition(":")
+                if sep and name.strip() == key and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+                                  capture_output=True, text=True, timeout=5, check=False)
+            if done.returncode == 0 and done.stdout.strip():
+                return done.stdout.strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def provenance(config: Mapping[str, Any] | None = None, seed: int | None = None,
                code_version: str | None = None,
                code_origin: str | None = None) -> dict[str, str | int]:
@@ -75,11 +112,13 @@ def provenance(config: Mapping[str, Any] | None = None, seed: int | None = None,
     Keys: ``anglesim_version``; ``git_rev`` (commit of the source checkout holding the anglesim
     package, ``-dirty`` appended if tracked files are modified, ``"unknown"`` if it is not a git
     checkout); ``created`` (ISO 8601, UTC); ``python``, ``torch``, ``numpy``, ``xarray``
-    (versions); ``platform`` (the host's platform string); ``config`` (canonical JSON, see
-    :func:`to_json`; ``"null"`` without a config); ``Conventions`` (:data:`CONVENTIONS`);
-    ``history`` (``created`` and the command line, see :func:`command_line`); ``seed``,
-    ``code_version`` (e.g. a hash of the study's own code) and ``code_origin`` (where that
-    code came from, e.g. a module name or file name) only when given.
+    (versions); ``platform`` (the host's platform string); ``cpu`` (:func:`cpu_model`) and
+    ``cpu_count`` (:func:`usable_cpus`), the machine a number was measured on; ``config``
+    (canonical JSON, see :func:`to_json`; ``"null"`` without a config); ``Conventions``
+    (:data:`CONVENTIONS`); ``history`` (``created`` and the command line, see
+    :func:`command_line`); ``seed``, ``code_version`` (e.g. a hash of the study's own code)
+    and ``code_origin`` (where that code came from, e.g. a module name or file name) only
+    when given.
 
     Raises:
         ValueError: if ``config`` cannot be encoded as JSON, ``seed`` is not an integer, or
@@ -98,6 +137,8 @@ def provenance(config: Mapping[str, Any] | None = None, seed: int | None = None,
         "numpy": np.__version__,
         "xarray": xr.__version__,
         "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": usable_cpus(),
         "config": to_json(config),
         "Conventions": CONVENTIONS,
     }

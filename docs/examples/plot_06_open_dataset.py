@@ -25,8 +25,8 @@ print(ds)
 
 # %%
 # The provenance is in the attributes; the configuration is JSON.
-for key in ("anglesim_version", "git_rev", "created", "torch", "platform", "seed"):
-    print(f"{key:>17}: {ds.attrs[key]}")
+for key in ("anglesim_version", "git_rev", "created", "torch", "platform", "cpu", "seed"):
+    print(f"{key:>17}: {ds.attrs.get(key, '(not recorded)')}")
 config = json.loads(ds.attrs["config"])
 print("phases:", [(p["name"], p["prior"], p["epochs"]) for p in config["phases"]])
 
