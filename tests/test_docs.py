@@ -150,3 +150,136 @@ def test_readme_fisher_of_your_own_network_runs():
     assert bool((fi["fisher_error"] <= 1e-3 * fi).all())
     assert bool((fi.sel(layer="4") <= fi.sel(layer="input") * (1 + 2e-3)).all())
     assert bool((fi > 0).all())
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.2f}".replace("-", "−")
+
+
+def finetune_shift_table(ds) -> list[list[str]]:
+    """The rows of the results page's finetune_shift table, recomputed from its Dataset: per
+    shift and size, the parent's ID error, the strategy with the lowest mean ID error, the
+    next one with the paired difference, and full fine-tuning with its paired difference."""
+    from anglesim.stats import mean_ci, paired_ci
+
+    def ci(x) -> str:
+        m, h = mean_ci(np.degrees(x))
+        return f"{float(m):.2f} ± {float(h):.2f}°"
+
+    def paired(a, b) -> str:
+        d, h = paired_ci(np.degrees(a), np.degrees(b))
+        return f"{_signed(float(d))} ± {float(h):.2f}°"
+
+    rows = []
+    for shift in ds["shift"].values:
+        for n in ds["n_train"].values:
+            c = ds.sel(shift=shift, n_train=n)
+            mean = c["id_error"].mean("replicate")
+            first, second = (str(s) for s in mean.sortby(mean)["strategy"].values[:2])
+            err = c["id_error"]
+            full = "—" if first == "full" else (
+                f"{ci(err.sel(strategy='full'))} "
+                f"({paired(err.sel(strategy=first), err.sel(strategy='full'))})")
+            runner_up = paired(err.sel(strategy=first), err.sel(strategy=second))
+            rows.append([str(shift), str(int(n)), ci(c["parent_id_error"]),
+                         f"``{first}`` {ci(err.sel(strategy=first))}",
+                         f"``{second}`` ({runner_up})", full])
+    return rows
+
+
+def rst_table_rows(text: str, header: str) -> list[list[str]]:
+    """The body rows of the first ``list-table`` in ``text`` whose first column is ``header``."""
+    start = text.index(f".. list-table::\n   :header-rows: 1\n\n   * - {header}\n")
+    block = text[start:].split("\n\n", 2)[1]  # the rows, up to the first blank line
+    rows = [[cell.strip() for cell in row.split("\n     - ")]
+            for row in block.split("   * - ")[1:]]
+    return rows[1:]  # without the header
+
+
+def test_results_finetune_shift_table_follows_from_the_stored_dataset():
+    from anglesim.io import load_dataset
+
+    ds = load_dataset(ROOT / "figures" / "data" / "finetune_shift.nc")
+    results = (ROOT / "docs" / "results.rst").read_text(encoding="utf-8")
+    quoted = rst_table_rows(results, "shift")
+    assert quoted == finetune_shift_table(ds)
+
+
+def test_rst_table_rows_reads_a_list_table():
+    text = ("x\n\n.. list-table::\n   :header-rows: 1\n\n   * - a\n     - b\n   * - 1\n"
+            "     - ``two`` 2\n   * - 3\n     - 4\n\nafter\n")
+    assert rst_table_rows(text, "a") == [["1", "``two`` 2"], ["3", "4"]]
+
+
+def test_reproducibility_table_names_each_dataset_s_machine_and_revision():
+    """The reproducibility page's table of stored datasets gives each file's own ``created``,
+    ``git_rev``, ``cpu`` and replicate count (it went stale once: every row said 2026-11-25)."""
+    from anglesim.io import load_dataset
+
+    page = (ROOT / "docs" / "user_guide" / "reproducibility.rst").read_text(encoding="utf-8")
+    rows = {row[0]: row[1:] for row in rst_table_rows(page, "dataset")}
+    published = sorted(p.name for p in (ROOT / "figures" / "data").glob("*.nc"))
+    assert sorted(name.strip("`") for name in rows) == published
+    for name in published:
+        attrs = load_dataset(ROOT / "figures" / "data" / name).attrs
+        created, rev, cpu, replicates = rows[f"``{name}``"]
+        assert created == attrs["created"][:16].replace("T", " "), name
+        assert rev.startswith(f"``{attrs['git_rev'][:7]}``"), name
+        assert cpu == (f"{attrs['cpu']} ({attrs['cpu_count']})" if "cpu" in attrs
+                       else "not recorded"), name
+        assert replicates == str(attrs["n_replicates"]), name
+
+
+def test_design_page_names_every_module_of_the_package():
+    """The design page's module table lists each module and subpackage of ``anglesim`` (it
+    went stale once, naming ``io.py`` and ``bench.py`` after they became packages)."""
+    design = (ROOT / "docs" / "design.rst").read_text(encoding="utf-8")
+    named = {name for row in rst_table_rows(design, "module")
+             for name in re.findall(r"``([a-z_]+(?:\.py|/))``", row[0])}
+    package = ROOT / "anglesim"
+    present = {p.name + ("/" if p.is_dir() else "") for p in package.iterdir()
+               if (p.suffix == ".py" or (p / "__init__.py").is_file())
+               and not p.name.startswith("_")}
+    assert named == present, (sorted(present - named), sorted(named - present))
+
+
+def test_readme_layout_lists_every_module_and_imports_flow_down_it():
+    """The README's layout block places every module of ``anglesim`` on a line, and no module
+    imports from a line below its own (the study finder, which looks studies up by name,
+    excepted): the one-way flow the README claims, checked on the source."""
+    import ast
+
+    text = README.read_text(encoding="utf-8")
+    block = text[text.index("## Layout"):].split("```text\n", 1)[1].split("```", 1)[0]
+    level = {}
+    for i, line in enumerate(block.splitlines()[1:]):
+        for name in re.findall(r"\b([a-z_]+)(?:\.py|/)(?=\s)", line):
+            level[name] = i
+    package = ROOT / "anglesim"
+    present = {p.stem if p.suffix == ".py" else p.name for p in package.iterdir()
+               if (p.suffix == ".py" or (p / "__init__.py").is_file())
+               and not p.name.startswith("_")}
+    assert set(level) == present, (sorted(present - set(level)), sorted(set(level) - present))
+
+    against = set()
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package).parts
+        owner = parts[0].removesuffix(".py")
+        if owner not in level:
+            continue  # __init__.py, __main__.py of the package itself
+        depth = len(parts) - 1  # how deep the file lies below anglesim/
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                if node.module.startswith("anglesim."):
+                    targets = [node.module.split(".")[1]]
+            elif isinstance(node, ast.ImportFrom) and node.level == depth + 1:
+                targets = ([node.module.split(".")[0]] if node.module
+                           else [alias.name for alias in node.names])
+            elif isinstance(node, ast.Import):
+                targets = [a.name.split(".")[1] for a in node.names
+                           if a.name.startswith("anglesim.")]
+            for target in targets:
+                if target in level and level[target] > level[owner]:
+                    against.add((owner, target))
+    assert against == {("study_finder", "studies")}, sorted(against)
