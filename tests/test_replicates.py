@@ -468,6 +468,37 @@ def test_cache_skips_finished_replicates(tmp_path):
 
 
 @needs_h5py
+def test_resumed_study_says_which_revision_and_cpu_made_each_replicate(tmp_path, monkeypatch):
+    import importlib
+
+    prov_module = importlib.import_module("anglesim.io.provenance")
+    log = tmp_path / "log"
+    log.mkdir()
+    fn = functools.partial(counted, log_dir=str(log))
+    run = functools.partial(run_study, fn, cache_dir=tmp_path / "cache", config={"v": 1},
+                            progress=False, name="s")
+    monkeypatch.setattr(prov_module, "_git_revision", lambda _: "a" * 40)
+    monkeypatch.setattr(prov_module, "cpu_model", lambda: "CPU one")
+    first = run({"kappa": [1.0], "loss": ["a", "b"]}, 2)
+    assert first.attrs["replicates_made_by"] == [
+        {"git_rev": "a" * 40, "cpu": "CPU one", "replicates": 4,
+         "first": first.attrs["created"], "last": first.attrs["created"]}]
+
+    monkeypatch.setattr(prov_module, "_git_revision", lambda _: "b" * 40)
+    monkeypatch.setattr(prov_module, "cpu_model", lambda: "CPU two")
+    second = run({"kappa": [1.0], "loss": ["a", "b", "c"]}, 2)  # resumed: 4 cached, 2 new
+    assert calls(log) == 6
+    assert second.attrs["git_rev"] == "b" * 40 and second.attrs["cpu"] == "CPU two"
+    made = second.attrs["replicates_made_by"]
+    assert [(m["git_rev"][0], m["cpu"], m["replicates"]) for m in made] == [
+        ("a", "CPU one", 4), ("b", "CPU two", 2)]
+    assert made[0]["first"] <= made[0]["last"] <= made[1]["first"] == second.attrs["created"]
+    saved = tmp_path / "s.nc"
+    io.save_dataset(second, saved)
+    assert io.load_dataset(saved).attrs["replicates_made_by"] == made  # survives a file
+
+
+@needs_h5py
 def test_cache_recomputes_corrupt_and_changed(tmp_path):
     log = tmp_path / "log"
     log.mkdir()

@@ -55,7 +55,14 @@ from __future__ import annotations
 
 from .assemble import FAILURES_ATTR, failure_table
 from .backends import BACKENDS, DASK_CONNECT_TIMEOUT, DEFAULT_THREADS
-from .cache import CACHE_HASH_ATTR, STALE_TEMP_SECONDS, CacheFullError, CacheWarning
+from .cache import (
+    CACHE_HASH_ATTR,
+    MADE_BY_ATTR,
+    STALE_TEMP_SECONDS,
+    CacheFullError,
+    CacheWarning,
+    made_by_summary,
+)
 from .grid import RESERVED_NAMES, condition_id, condition_key, iter_conditions, replicate_seed
 from .log import LOG_NAME, logger
 from .run import run_study
@@ -69,6 +76,7 @@ __all__ = [
     "DEFAULT_THREADS",
     "FAILURES_ATTR",
     "LOG_NAME",
+    "MADE_BY_ATTR",
     "RESERVED_NAMES",
     "STALE_TEMP_SECONDS",
     "CacheFullError",
@@ -82,6 +90,7 @@ __all__ = [
     "inspecting",
     "iter_conditions",
     "logger",
+    "made_by_summary",
     "replicate_seed",
     "run_study",
     "study_status",

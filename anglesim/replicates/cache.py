@@ -143,6 +143,36 @@ def _store(cache: Path, task: _Task, outcome: dict) -> None:
             outcome["cache_strerror"] = exc.strerror or str(exc)
 
 
+MADE_BY_ATTR = "replicates_made_by"
+"""The Dataset attribute listing which code revision and CPU computed its replicates
+(see :func:`made_by_summary`)."""
+
+
+def _made_by(attrs: dict) -> dict:
+    """Where a cached replicate was computed: its file's ``git_rev``, ``cpu`` and ``created``
+    (``"not recorded"`` for files older than the attribute)."""
+    return {key: str(attrs.get(key, "not recorded")) for key in ("git_rev", "cpu", "created")}
+
+
+def made_by_summary(made_by: list[dict]) -> list[dict]:
+    """Group the replicates' origins by (git revision, CPU): one entry per pair with the
+    number of replicates and the first and last ``created`` time, in order of first use.
+
+    A study resumed after a commit, or on another machine, holds replicates from more than
+    one code revision or CPU model; the Dataset's own ``git_rev`` and ``cpu`` name only the
+    assembly, so this list says what computed each part.
+    """
+    groups: dict[tuple[str, str], dict] = {}
+    for origin in made_by:
+        key = (origin["git_rev"], origin["cpu"])
+        entry = groups.setdefault(key, {"git_rev": key[0], "cpu": key[1], "replicates": 0,
+                                        "first": origin["created"], "last": origin["created"]})
+        entry["replicates"] += 1
+        entry["first"] = min(entry["first"], origin["created"])
+        entry["last"] = max(entry["last"], origin["created"])
+    return list(groups.values())
+
+
 def _strip_cache_attrs(ds: xr.Dataset) -> xr.Dataset:
     ds.attrs = {k: v for k, v in ds.attrs.items()
                 if k not in io.PROVENANCE_KEYS and k not in (CACHE_HASH_ATTR, CACHE_CODE_ATTR)
@@ -206,7 +236,9 @@ def _from_cache(task: _Task, cache: Path, retry_failed: bool,
                 problems.append(("stale", data_path, f"made by anglesim {found_version!r}, "
                                  f"this is {__version__!r}"))
             else:
-                return {"index": task.index, "result": _strip_cache_attrs(ds), "cached": True}
+                made_by = _made_by(ds.attrs)
+                return {"index": task.index, "result": _strip_cache_attrs(ds), "cached": True,
+                        "made_by": made_by}
     if failed_path.exists():
         try:
             record = json.loads(failed_path.read_text(encoding="utf-8"))

@@ -21,6 +21,7 @@ from .. import validation as check
 from .assemble import FAILURES_ATTR, _assemble, _failure_entries
 from .backends import BACKENDS, _run_parallel, _workers_and_threads
 from .cache import (
+    MADE_BY_ATTR,
     CacheFullError,
     CacheWarning,
     _check_space,
@@ -32,6 +33,7 @@ from .cache import (
     _report_cache_problems,
     _store,
     _try_lock,
+    made_by_summary,
 )
 from .grid import RESERVED_NAMES, _check_int, _plan, _Task, _validated, _validated_keys
 from .log import LOG_NAME, _StudyLog
@@ -148,7 +150,10 @@ def run_study(
         ``study`` (the name), ``grid`` (JSON, axis order kept), ``n_replicates``,
         ``n_failed`` and ``failures``, the failure table (a list of records with
         ``condition``, ``replicate``, ``seed``, ``error``, ``traceback``; see
-        :func:`failure_table`), ``code_version``/``code_origin`` when given, and, when there
+        :func:`failure_table`), ``replicates_made_by`` (which code revision and CPU computed
+        the replicates, with counts and dates; more than one entry when a study was resumed
+        after a commit or on another machine; see :func:`made_by_summary`),
+        ``code_version``/``code_origin`` when given, and, when there
         is a log, ``log_file`` (its path relative to the folder holding ``cache_dir``, or its
         file name if it lies elsewhere: no machine paths). If no
         replicate succeeded it holds only ``failed``, ``error``
@@ -386,10 +391,13 @@ def _run_logged(opts: _Options, log: _StudyLog) -> xr.Dataset:
     done = [o for o in outcomes if o is not None]
     ds = io.describe(_assemble(done, axes, n_replicates), opts.coord_attrs)
     failures = _failure_entries(done)
-    ds.attrs = {**ds.attrs, **io.provenance(opts.config, opts.seed, opts.code_version,
-                                            opts.code_origin),
+    prov = io.provenance(opts.config, opts.seed, opts.code_version, opts.code_origin)
+    here = {key: str(prov.get(key)) for key in ("git_rev", "cpu", "created")}
+    origins = made_by_summary([o.get("made_by", here) for o in done if "result" in o])
+    ds.attrs = {**ds.attrs, **prov,
                 "study": name, "grid": json.dumps(axes), "n_replicates": n_replicates,
-                "n_failed": len(failures), FAILURES_ATTR: failures}
+                "n_failed": len(failures), FAILURES_ATTR: failures,
+                MADE_BY_ATTR: origins}
     if opts.pair_axes:
         ds.attrs["pair_axes"] = list(opts.pair_axes)
     if log.path is not None:
