@@ -242,6 +242,30 @@ def test_cost_guard_fires_before_computing():
                           solver="exact")
 
 
+def test_cost_guard_is_not_fooled_by_a_loaded_machine(monkeypatch):
+    """On a busy machine a pass's wall time includes the time spent waiting for a core; the
+    cost model takes the process's CPU time there, so the guard does not refuse a small run
+    (the quickstart's FI once was, as "1.1 h", while three other jobs shared two cores)."""
+    import importlib
+
+    propagated = importlib.import_module("anglesim.fisher.propagated")
+    clock = {"t": 0.0}
+
+    def descheduled() -> float:  # every reading 100 s after the last: a process left waiting
+        clock["t"] += 100.0
+        return clock["t"]
+
+    monkeypatch.setattr(propagated.time, "perf_counter", descheduled)
+    net = nn.Sequential(nn.Conv2d(1, 8, 5, padding=2), nn.ReLU())
+    spec = GratingSpec(size=32, noise_std=1.0)
+    fi = propagated_fisher(net, spec, [0.3, 1.2], layers=["1"], solver="exact")
+    assert bool((fi > 0).all())
+    # the wall clock alone would have priced the same run at hours: the guard's arithmetic
+    wall_only = 100.0 * 2  # the best of the passes, times a chunk of two images
+    cost = propagated.costs.estimate("1", 8 * 32 * 32, 32 * 32, 8 * 32 * 32, 2, 1, wall_only, 4)
+    assert cost.exact_s > propagated.costs.HOUR
+
+
 def test_device_and_bad_arguments():
     spec = grating_spec()
     net = linear_sequential(torch.eye(64, dtype=torch.float64)[:10])
