@@ -28,6 +28,7 @@ from .cache import (
     _from_cache,
     _holder,
     _Lock,
+    _made_by,
     _prepare_cache,
     _remove_stale_temps,
     _report_cache_problems,
@@ -392,7 +393,7 @@ def _run_logged(opts: _Options, log: _StudyLog) -> xr.Dataset:
     ds = io.describe(_assemble(done, axes, n_replicates), opts.coord_attrs)
     failures = _failure_entries(done)
     prov = io.provenance(opts.config, opts.seed, opts.code_version, opts.code_origin)
-    here = {key: str(prov.get(key)) for key in ("git_rev", "cpu", "created")}
+    here = _made_by(prov)  # the replicates computed by this run
     origins = made_by_summary([o.get("made_by", here) for o in done if "result" in o])
     ds.attrs = {**ds.attrs, **prov,
                 "study": name, "grid": json.dumps(axes), "n_replicates": n_replicates,
