@@ -390,10 +390,8 @@ def measure_command(cmd: Sequence[str], poll_seconds: float = 0.1,
 
 def machine_info(threads: int) -> dict[str, Any]:
     """The machine and software the numbers come from."""
-    import joblib
-
     from .. import __version__
-    from ..io import cpu_model, provenance
+    from ..io import cpu_model, provenance, usable_cpus
 
     cpu = cpu_model()
     try:
@@ -402,7 +400,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         load = None
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "cores": joblib.cpu_count(),
+        "cores": usable_cpus(),
         "logical_cpus": os.cpu_count(),
         "cpu": cpu,
         "torch_threads": threads,

@@ -97,11 +97,12 @@ def cpu_model() -> str:
 
 
 def usable_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    """CPU cores this process may use: joblib's count, which honours the affinity mask and a
+    container's CPU quota (cgroups), so it is also how many workers ``--n-jobs`` defaults to
+    and what ``anglesim bench`` reports as cores."""
+    import joblib
+
+    return int(joblib.cpu_count())
 
 
 def provenance(config: Mapping[str, Any] | None = None, seed: int | None = None,
