@@ -31,6 +31,7 @@ import socket
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,26 +278,28 @@ def _report_cache_problems(problems: list[tuple[str, Path, str]], log: _StudyLog
         message = (f"{CODE_CHANGED}: {len(changed)} cached file(s) in {changed[0][0].parent} "
                    f"were made by another code_version and are recomputed "
                    f"({changed[0][1][len(CODE_CHANGED) + 2:-1]})")
-        log.warning("%s", message)
-        for path, reason in changed:
-            log.info("stale: %s (%s)", path.name, reason)
-        warnings.warn(message, CacheWarning, stacklevel=3)
+        _warn(log, message, changed)
     for kind, path, reason in problems:
         if kind == "corrupt":
             message = (f"cached file {path} cannot be used and its replicate is recomputed "
                        f"(the file is kept as {path.name}.corrupt): {reason}")
-            log.warning("%s", message)
-            warnings.warn(message, CacheWarning, stacklevel=3)
+            _warn(log, message)
     if stale:
         listed = "; ".join(f"{path.name} ({reason})" for path, reason in stale[:shown])
         more = f"; and {len(stale) - shown} more" if len(stale) > shown else ""
         message = (f"{len(stale)} cached file(s) in {stale[0][0].parent} were made by another "
                    f"config, seed, condition or anglesim version and are recomputed: "
                    f"{listed}{more}")
-        log.warning("%s", message)
-        for path, reason in stale:
-            log.info("stale: %s (%s)", path.name, reason)
-        warnings.warn(message, CacheWarning, stacklevel=3)
+        _warn(log, message, stale)
+
+
+def _warn(log: _StudyLog, message: str, listed: Sequence[tuple[Path, str]] = ()) -> None:
+    """``message`` as a log warning and a CacheWarning, with each ``listed`` stale file in the
+    log; the warning names the caller of :func:`_report_cache_problems`'s caller."""
+    log.warning("%s", message)
+    for path, reason in listed:
+        log.info("stale: %s (%s)", path.name, reason)
+    warnings.warn(message, CacheWarning, stacklevel=4)
 
 
 def _temp_files(folder: Path) -> list[Path]:
