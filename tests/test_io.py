@@ -4,7 +4,6 @@ import dataclasses
 import datetime as dt
 import errno
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -14,14 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from markers import needs_h5py
 
 import anglesim
 from anglesim import io
-
-needs_h5py = pytest.mark.skipif(
-    importlib.util.find_spec("h5py") is None,
-    reason="h5netcdf needs h5py to read/write netCDF4 files, and h5py is not installed",
-)
 
 
 @dataclasses.dataclass

@@ -1,7 +1,6 @@
 """anglesim.replicates: seeds, grids, parallel runs, the per-replicate cache and failures."""
 
 import functools
-import importlib.util
 import json
 import logging
 import os
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from markers import needs_h5py
 
 from anglesim import io
 from anglesim.replicates import (
@@ -29,11 +29,6 @@ from anglesim.replicates import (
     replicate_seed,
     run_study,
     study_status,
-)
-
-needs_h5py = pytest.mark.skipif(
-    importlib.util.find_spec("h5py") is None,
-    reason="the cache writes netCDF4 files with h5netcdf, which needs h5py (not installed)",
 )
 
 GRID = {"kappa": [1.0, 4.0], "loss": ["cosine", "mse", "vm"]}

@@ -3,7 +3,6 @@ cache files, a full disk, a second run on the same cache, and a killed study pro
 
 import errno
 import functools
-import importlib.util
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from markers import needs_h5py
 
 from anglesim import io
 from anglesim.replicates import (
@@ -31,11 +31,6 @@ from anglesim.replicates import (
     replicate_seed,
     run_study,
     study_status,
-)
-
-needs_h5py = pytest.mark.skipif(
-    importlib.util.find_spec("h5py") is None,
-    reason="the cache writes netCDF4 files with h5netcdf, which needs h5py (not installed)",
 )
 
 HERE = Path(__file__).resolve().parent
