@@ -127,6 +127,17 @@ class CNNConfig:
                     f"(pool={self.pool!r}); it must be at least {2**depth}"
                 )
 
+    @classmethod
+    def standard(cls, readout: str = "cossin", n_bins: int = 36, **changes: Any) -> CNNConfig:
+        """The studies' standard CNN, beside :meth:`GratingSpec.standard`: 32 px input, two 5×5
+        conv blocks (8 and 16 channels, ReLU, 2×2 max-pool) and a 64-unit ``fc`` block.
+        ``changes`` replace fields (``image_size=64`` scales it)."""
+        base: dict[str, Any] = dict(image_size=32, channels=(8, 16), kernel_size=5,
+                                    nonlinearity="relu", fc_units=64, readout=readout,
+                                    n_bins=n_bins)
+        base.update(changes)
+        return cls(**base)
+
     @property
     def final_size(self) -> int:
         """Spatial side length after the conv blocks: P // 2^(number of blocks) when pooling."""

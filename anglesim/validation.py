@@ -8,26 +8,56 @@ a bad value fails at construction with one line naming the parameter and the val
 Python and numpy scalars (``np.int64(3)``, ``np.float32(0.5)``) are accepted wherever Python
 ones are; ``bool`` is never taken for a number, and strings are never taken for numbers or
 sequences of names.
+
+Two layers, one implementation per kind of check:
+
+* the checks themselves, one function per kind (:func:`integer`, :func:`real`,
+  :func:`choice`, :func:`device`, :func:`generator`, …), each returning the converted value;
+* parameters declared as data: an entry point declares ``{name: constraint}`` once
+  (:class:`Integer`, :class:`Real`, :class:`Choice`, :class:`Device`, :class:`Optional`, …; each
+  calls the check of its kind) and :func:`validate` checks a whole set of parameters, refusing
+  undeclared names with the list of declared ones (the shape of scikit-learn's
+  ``_parameter_constraints``).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "AnyOf",
+    "Array",
+    "Boolean",
+    "Check",
+    "Choice",
+    "Constraint",
+    "Device",
+    "Function",
+    "Generator",
+    "Instance",
+    "Integer",
+    "Names",
+    "Optional",
+    "Real",
+    "Text",
     "boolean",
     "choice",
+    "device",
     "fail",
     "finite_array",
+    "function",
+    "generator",
+    "instance",
     "integer",
     "name_list",
     "real",
     "text",
+    "validate",
 ]
 
 
@@ -156,3 +186,302 @@ def finite_array(name: str, value: Any, *, ndim: int | None = None,
         bad = int((~np.isfinite(arr)).sum())
         raise fail(name, "finite everywhere", f"{bad} NaN or infinite entries of {arr.size}")
     return arr
+
+
+def device(name: str, value: Any, *, allow_none: bool = True) -> Any:
+    """``value`` as a ``torch.device`` (None stays None unless ``allow_none=False``).
+
+    Accepts a ``torch.device`` or a string torch parses (``"cpu"``, ``"cuda:0"``).
+    """
+    import torch
+
+    if value is None and allow_none:
+        return None
+    if isinstance(value, torch.device):
+        return value
+    if isinstance(value, str):
+        try:
+            return torch.device(value)
+        except (RuntimeError, ValueError):
+            pass
+    raise fail(name, ("None, " if allow_none else "")
+               + "a torch.device or a device string such as 'cpu' or 'cuda:0'", value)
+
+
+def generator(name: str, value: Any, *, kind: str = "torch", allow_none: bool = True) -> Any:
+    """``value`` if it is a random generator of ``kind`` (``"torch"``: ``torch.Generator``;
+    ``"numpy"``: ``numpy.random.Generator``), or None when ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    if kind == "torch":
+        import torch
+
+        ok, what = isinstance(value, torch.Generator), "a torch.Generator"
+    elif kind == "numpy":
+        ok, what = isinstance(value, np.random.Generator), "a numpy.random.Generator"
+    else:  # pragma: no cover - a programming error in a declaration
+        raise ValueError(f"kind must be 'torch' or 'numpy', got {kind!r}")
+    if not ok:
+        raise fail(name, ("None or " if allow_none else "") + what, value)
+    return value
+
+
+def instance(name: str, value: Any, types: type | tuple[type, ...], what: str) -> Any:
+    """``value`` if it is an instance of ``types`` (described to the user as ``what``)."""
+    if not isinstance(value, types):
+        raise fail(name, what, value)
+    return value
+
+
+def function(name: str, value: Any, *, allow_none: bool = False) -> Any:
+    """``value`` if it is callable (or None when ``allow_none``)."""
+    if value is None and allow_none:
+        return None
+    if not callable(value):
+        raise fail(name, ("None or " if allow_none else "") + "a callable", value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# parameters declared as data
+#
+# A public entry point declares its parameters once, as a mapping from name to constraint
+# (``{"lr": Real(minimum=0, min_open=True), "epochs": Integer(minimum=1), ...}``), and checks
+# them with :func:`validate`; each constraint calls the one check of its kind above, so there is
+# one implementation per kind of check and one message format.
+
+
+class Constraint:
+    """A declared constraint on one parameter: ``constraint(name, value)`` returns the value
+    (converted: numpy scalars to Python ones, device strings to ``torch.device``) or raises
+    ``ValueError("<name> must be …, got <value>")``. ``describe()`` says what it accepts."""
+
+    def __call__(self, name: str, value: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"
+
+
+class Integer(Constraint):
+    """An int (Python or numpy, never bool or float) within ``[minimum, maximum]``."""
+
+    def __init__(self, minimum: int | None = None, maximum: int | None = None) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    def __call__(self, name: str, value: Any) -> int:
+        return integer(name, value, minimum=self.minimum, maximum=self.maximum)
+
+    def describe(self) -> str:
+        return "an integer" + _suffix(self.minimum, self.maximum, False, False)
+
+
+class Real(Constraint):
+    """A real number (never bool), finite unless ``finite=False``, within the bounds
+    (``min_open``/``max_open`` make a bound strict)."""
+
+    def __init__(self, minimum: float | None = None, maximum: float | None = None, *,
+                 min_open: bool = False, max_open: bool = False, finite: bool = True) -> None:
+        self.minimum, self.maximum = minimum, maximum
+        self.min_open, self.max_open, self.finite = min_open, max_open, finite
+
+    def __call__(self, name: str, value: Any) -> float:
+        return real(name, value, minimum=self.minimum, maximum=self.maximum,
+                    min_open=self.min_open, max_open=self.max_open, finite=self.finite)
+
+    def describe(self) -> str:
+        return "a real number" + _suffix(self.minimum, self.maximum, self.min_open,
+                                         self.max_open)
+
+
+class Boolean(Constraint):
+    """True or False (Python or numpy bool only)."""
+
+    def __call__(self, name: str, value: Any) -> bool:
+        return boolean(name, value)
+
+    def describe(self) -> str:
+        return "True or False"
+
+
+class Text(Constraint):
+    """A string, non-empty unless ``allow_empty``."""
+
+    def __init__(self, allow_empty: bool = False) -> None:
+        self.allow_empty = allow_empty
+
+    def __call__(self, name: str, value: Any) -> str:
+        return text(name, value, allow_empty=self.allow_empty)
+
+    def describe(self) -> str:
+        return "a string" if self.allow_empty else "a non-empty string"
+
+
+class Choice(Constraint):
+    """One of ``options`` (compared with ==)."""
+
+    def __init__(self, options: Iterable[Any]) -> None:
+        self.options = tuple(options)
+
+    def __call__(self, name: str, value: Any) -> Any:
+        return choice(name, value, self.options)
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(repr(c) for c in self.options)
+
+
+class Names(Constraint):
+    """A list of non-empty strings (a bare string is refused), non-empty unless
+    ``allow_empty``."""
+
+    def __init__(self, allow_empty: bool = True) -> None:
+        self.allow_empty = allow_empty
+
+    def __call__(self, name: str, value: Any) -> list[str]:
+        return name_list(name, value, allow_empty=self.allow_empty)
+
+    def describe(self) -> str:
+        return "a list of names"
+
+
+class Device(Constraint):
+    """A ``torch.device`` or a device string (None allowed unless ``allow_none=False``)."""
+
+    def __init__(self, allow_none: bool = True) -> None:
+        self.allow_none = allow_none
+
+    def __call__(self, name: str, value: Any) -> Any:
+        return device(name, value, allow_none=self.allow_none)
+
+    def describe(self) -> str:
+        return "a torch device"
+
+
+class Generator(Constraint):
+    """A random generator of ``kind`` ("torch" or "numpy"); None unless ``allow_none=False``."""
+
+    def __init__(self, kind: str = "torch", allow_none: bool = True) -> None:
+        self.kind, self.allow_none = choice("kind", kind, ("torch", "numpy")), allow_none
+
+    def __call__(self, name: str, value: Any) -> Any:
+        return generator(name, value, kind=self.kind, allow_none=self.allow_none)
+
+    def describe(self) -> str:
+        return f"a {self.kind} generator"
+
+
+class Instance(Constraint):
+    """An instance of ``types``, described to the user as ``what``."""
+
+    def __init__(self, types: type | tuple[type, ...], what: str) -> None:
+        self.types, self.what = types, what
+
+    def __call__(self, name: str, value: Any) -> Any:
+        return instance(name, value, self.types, self.what)
+
+    def describe(self) -> str:
+        return self.what
+
+
+class Function(Constraint):
+    """A callable."""
+
+    def __call__(self, name: str, value: Any) -> Any:
+        return function(name, value)
+
+    def describe(self) -> str:
+        return "a callable"
+
+
+class Array(Constraint):
+    """An array-like or tensor of finite numbers (``ndim`` dimensions when given), returned as a
+    float64 numpy array."""
+
+    def __init__(self, ndim: int | None = None) -> None:
+        self.ndim = ndim
+
+    def __call__(self, name: str, value: Any) -> np.ndarray:
+        return finite_array(name, value, ndim=self.ndim)
+
+    def describe(self) -> str:
+        return "an array of finite numbers"
+
+
+class Optional(Constraint):
+    """None, or a value ``inner`` accepts."""
+
+    def __init__(self, inner: Constraint) -> None:
+        self.inner = inner
+
+    def __call__(self, name: str, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return self.inner(name, value)
+        except ValueError:
+            raise fail(name, "None or " + self.inner.describe(), value) from None
+
+    def describe(self) -> str:
+        return "None or " + self.inner.describe()
+
+
+class AnyOf(Constraint):
+    """A value that one of ``options`` accepts (tried in order; the first that accepts it
+    converts it)."""
+
+    def __init__(self, *options: Constraint) -> None:
+        if not options:
+            raise ValueError("AnyOf needs at least one constraint")
+        self.options = options
+
+    def __call__(self, name: str, value: Any) -> Any:
+        for option in self.options:
+            try:
+                return option(name, value)
+            except ValueError:
+                continue
+        raise fail(name, self.describe(), value)
+
+    def describe(self) -> str:
+        return " or ".join(option.describe() for option in self.options)
+
+
+class Check(Constraint):
+    """A constraint given by a function ``fn(name, value) -> value`` that raises
+    ``ValueError`` in the one format itself (for checks of a kind found in one place only),
+    described as ``what``."""
+
+    def __init__(self, fn: Any, what: str) -> None:
+        self.fn, self.what = fn, what
+
+    def __call__(self, name: str, value: Any) -> Any:
+        return self.fn(name, value)
+
+    def describe(self) -> str:
+        return self.what
+
+
+def validate(params: Mapping[str, Any], constraints: Mapping[str, Constraint], *,
+             owner: str | None = None, partial: bool = False) -> dict[str, Any]:
+    """Check ``params`` against declared ``constraints``; the checked (converted) values.
+
+    A name not declared raises ValueError listing the declared ones; a bad value raises
+    ``"<owner>: <name> must be …, got <value>"`` (``owner``, e.g. ``"strategy 'lora'"``, names
+    whose parameter it is, where the bare name would be ambiguous). Every declared name must be
+    given unless ``partial=True`` (defaults merged in before, or checked later).
+    """
+    if not isinstance(params, Mapping):
+        raise fail(owner or "params", "a dict of parameters", params)
+    prefix = f"{owner}: " if owner else ""
+    unknown = sorted(str(k) for k in params if k not in constraints)
+    if unknown:
+        raise ValueError(f"{prefix}unknown parameter(s) {unknown}; the parameters are "
+                         f"{sorted(constraints)}")
+    if not partial:
+        missing = sorted(k for k in constraints if k not in params)
+        if missing:
+            raise ValueError(f"{prefix}missing parameter(s) {missing}")
+    return {k: constraints[k](prefix + str(k), v) for k, v in params.items()}

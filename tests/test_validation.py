@@ -94,3 +94,71 @@ def test_near_far_one_boundary_rule():
     assert far[np.isclose(dist, 45)].all()  # exactly 45° away counts as beyond 45°
     with pytest.raises(ValueError, match="near and far"):
         near_far(theta, 0.0, near=1.0, far=0.5)
+
+
+# ---- parameters declared as data ------------------------------------------------------------
+
+CONSTRAINTS = {
+    "lr": check.Real(minimum=0, min_open=True),
+    "epochs": check.Integer(minimum=1),
+    "loss": check.Choice(["l2", "cosine"]),
+    "blocks": check.Names(allow_empty=False),
+    "device": check.Device(),
+    "generator": check.Generator("torch"),
+    "tol": check.Optional(check.Real(minimum=0)),
+}
+
+
+def test_validate_converts_and_accepts_numpy_scalars():
+    out = check.validate({"lr": np.float32(0.5), "epochs": np.int64(3), "loss": "l2",
+                          "blocks": ("conv1",), "device": "cpu", "generator": None,
+                          "tol": None}, CONSTRAINTS)
+    assert out == {"lr": 0.5, "epochs": 3, "loss": "l2", "blocks": ["conv1"],
+                   "device": torch.device("cpu"), "generator": None, "tol": None}
+    assert type(out["lr"]) is float and type(out["epochs"]) is int
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"lr": 0}, r"^strategy 'x': lr must be > 0, got 0$"),
+    ({"epochs": 1.0}, r"^strategy 'x': epochs must be an integer >= 1, got 1.0$"),
+    ({"loss": "l3"}, r"^strategy 'x': loss must be one of 'l2', 'cosine', got 'l3'$"),
+    ({"blocks": "conv1"}, r"^strategy 'x': blocks must be a list of names"),
+    ({"blocks": []}, r"^strategy 'x': blocks must be a non-empty list of names"),
+    ({"device": "gpu9"}, r"^strategy 'x': device must be None, a torch.device"),
+    ({"generator": np.random.default_rng(0)},
+     r"^strategy 'x': generator must be None or a torch.Generator"),
+    ({"tol": -1.0}, r"^strategy 'x': tol must be None or a real number >= 0, got -1.0$"),
+    ({"tol": "a"}, r"^strategy 'x': tol must be None or a real number >= 0, got 'a'$"),
+])
+def test_validate_names_owner_parameter_and_value(params, message):
+    with pytest.raises(ValueError, match=message):
+        check.validate(params, CONSTRAINTS, owner="strategy 'x'", partial=True)
+
+
+def test_validate_unknown_and_missing_names_list_the_declared_ones():
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['rate'\]; the parameters "
+                                         r"are \['blocks', 'device'"):
+        check.validate({"rate": 1.0}, CONSTRAINTS, partial=True)
+    with pytest.raises(ValueError, match=r"missing parameter\(s\) \['blocks'"):
+        check.validate({"lr": 1.0}, CONSTRAINTS)
+    with pytest.raises(ValueError, match=r"^params must be a dict of parameters, got 3$"):
+        check.validate(3, CONSTRAINTS)
+
+
+def test_anyof_tries_each_and_describes_all():
+    either = check.AnyOf(check.Integer(minimum=1), check.Choice(["all"]))
+    assert either("n", 3) == 3 and either("n", "all") == "all"
+    with pytest.raises(ValueError, match=r"^n must be an integer >= 1 or one of 'all', got 0$"):
+        either("n", 0)
+
+
+def test_numpy_generator_and_instance_and_function_checks():
+    gen = check.Generator("numpy", allow_none=False)
+    rng = np.random.default_rng(0)
+    assert gen("rng", rng) is rng
+    with pytest.raises(ValueError, match=r"^rng must be a numpy.random.Generator, got None$"):
+        gen("rng", None)
+    with pytest.raises(ValueError, match=r"^model must be a torch.nn.Module, got 3$"):
+        check.Instance(torch.nn.Module, "a torch.nn.Module")("model", 3)
+    with pytest.raises(ValueError, match=r"^decode must be a callable, got 'x'$"):
+        check.Function()("decode", "x")

@@ -1,11 +1,5 @@
-"""The stimulus and network the benchmark times: the studies' standard ones, defined here.
-
-The benchmark stays outside the studies' import graph (it imports the package, never the
-studies or the CLI): the stimulus is the package's :meth:`GratingSpec.standard`, and the CNN
-is defined here as the studies define theirs; ``tests/test_bench.py`` checks that both equal
-the studies' ``SPEC`` and ``standard_cnn()``, so a change there is caught rather than silently
-benchmarked apart.
-"""
+"""The stimulus and network the benchmark times: the studies' standard ones,
+:meth:`GratingSpec.standard` and :meth:`CNNConfig.standard` (defined once, in the package)."""
 
 from __future__ import annotations
 
@@ -20,8 +14,5 @@ circular aperture, additive Gaussian pixel noise σ = 1 (:meth:`GratingSpec.stan
 
 
 def standard_cnn(readout: str = "cossin", n_bins: int = 36, **changes: Any) -> CNNConfig:
-    """The studies' standard CNN: two 5×5 conv blocks (8, 16 channels), a 64-unit layer."""
-    base = dict(image_size=32, channels=(8, 16), kernel_size=5, nonlinearity="relu",
-                fc_units=64, readout=readout, n_bins=n_bins)
-    base.update(changes)
-    return CNNConfig(**base)
+    """The studies' standard CNN (:meth:`CNNConfig.standard`)."""
+    return CNNConfig.standard(readout, n_bins, **changes)

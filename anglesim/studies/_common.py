@@ -14,19 +14,15 @@ from typing import Any
 from anglesim.models import CNNConfig
 from anglesim.stimuli import GratingSpec
 
-SPEC = GratingSpec(size=32, frequency=4.0, phase=0.0, contrast=1.0, aperture=0.9,
-                   aperture_edge=0.1, noise_std=1.0)
+SPEC = GratingSpec.standard()
 """The studies' standard stimulus: 32×32 gratings, 4 cycles per image, fixed phase, soft
 circular aperture, additive Gaussian pixel noise σ = 1 (contrast-to-noise 1), so the propagated
 Fisher-information estimator applies exactly to its noise."""
 
 
 def standard_cnn(readout: str = "cossin", n_bins: int = 36, **changes: Any) -> CNNConfig:
-    """The studies' standard CNN: two 5×5 conv blocks (8, 16 channels), a 64-unit layer."""
-    base = dict(image_size=32, channels=(8, 16), kernel_size=5, nonlinearity="relu",
-                fc_units=64, readout=readout, n_bins=n_bins)
-    base.update(changes)
-    return CNNConfig(**base)
+    """The studies' standard CNN (:meth:`CNNConfig.standard`)."""
+    return CNNConfig.standard(readout, n_bins, **changes)
 
 
 def resolve_size(sizes: Mapping[str, Mapping[str, Any]], size: str | Mapping[str, Any]
