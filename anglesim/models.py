@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import seeding
 from . import validation as check
 from .readouts import (
     ANGLE_READOUTS,
@@ -408,6 +409,7 @@ def reference_mlp(
     readout: str = "cossin",
     hidden: tuple[int, int] | None = None,
     n_bins: int = 36,
+    generator: torch.Generator | None = None,
 ) -> AngleNet:
     """The fully-connected reference network for a P×P single-channel image.
 
@@ -415,8 +417,12 @@ def reference_mlp(
     (lrast/angleFinetuning):
     ``fc1`` (Flatten, Linear P²→P, ReLU), ``fc2`` (Linear P→20, ReLU), ``head`` (Linear 20→out,
     out = 2 for the default (cos 2θ, sin 2θ) readout). ``hidden=(h1, h2)`` overrides (P, 20);
-    ``n_bins`` sets the output size for the "bins" readout.
+    ``n_bins`` sets the output size for the "bins" readout. ``generator`` (a CPU
+    ``torch.Generator``) draws the initial weights; without it torch's global generator does.
     """
+    if generator is not None:
+        with seeding.drawing_from(generator):
+            return reference_mlp(image_size, readout, hidden, n_bins)
     image_size = check.integer("image_size", image_size, minimum=1)
     check.choice("readout", readout, READOUTS)
     n_bins = check.integer("n_bins", n_bins, minimum=2)
@@ -449,13 +455,19 @@ def reference_mlp(
 _MLP_KEYS = {"kind", "image_size", "in_channels", "readout", "n_bins", "hidden", "heads"}
 
 
-def build_model(config: CNNConfig | Mapping[str, Any]) -> AngleNet:
+def build_model(config: CNNConfig | Mapping[str, Any],
+                generator: torch.Generator | None = None) -> AngleNet:
     """Build an AngleNet from a :class:`CNNConfig`, a dict of CNNConfig fields, or an
     ``AngleNet.config`` / ``to_config()`` dict of either kind ("cnn" or "mlp").
 
     Extra heads listed under ``heads`` are added (in order) after the main network, so a
-    model and its config-rebuilt copy share parameter names and shapes.
+    model and its config-rebuilt copy share parameter names and shapes. ``generator`` (a CPU
+    ``torch.Generator``) draws the initial weights; without it torch's global generator does
+    (a generator seeded with s gives the weights ``torch.manual_seed(s)`` would).
     """
+    if generator is not None:
+        with seeding.drawing_from(generator):
+            return build_model(config)
     if isinstance(config, CNNConfig):
         return _build_cnn(config)
     if not isinstance(config, Mapping):

@@ -14,7 +14,9 @@ way unless they share a name.
 
 from __future__ import annotations
 
+import contextlib
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ import torch
 
 from . import validation as check
 
-__all__ = ["STREAMS", "numpy_generator", "stream_seed", "torch_generator"]
+__all__ = ["STREAMS", "drawing_from", "numpy_generator", "stream_seed", "torch_generator"]
 
 STREAMS = ("init", "data", "eval", "fisher", "strategy", "noise", "split", "control")
 """The stream names anglesim itself uses; any other non-empty name is allowed too."""
@@ -57,3 +59,22 @@ def numpy_generator(seed: int, name: str, *index: int) -> np.random.Generator:
 def describe(seed: int, names: Any = STREAMS) -> dict[str, int]:
     """``{name: stream_seed(seed, name)}`` for provenance records."""
     return {n: stream_seed(seed, n) for n in names}
+
+
+@contextlib.contextmanager
+def drawing_from(generator: torch.Generator) -> Iterator[torch.Generator]:
+    """Inside the block, torch's global CPU draws come from ``generator`` (a CPU generator).
+
+    For code that draws from the global generator and takes none of its own (``nn.Linear``'s
+    default initialisation, say): the global state is saved and restored around the block, so
+    nothing outside it changes, and ``generator`` advances by exactly the draws made inside, as
+    if they had been made from it. Drawing from a generator seeded with ``s`` gives the same
+    numbers as ``torch.manual_seed(s)`` followed by the same draws.
+    """
+    generator = check.generator("generator", generator, allow_none=False)
+    if generator.device.type != "cpu":
+        raise check.fail("generator", "a CPU torch.Generator", generator)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.set_state(generator.get_state())
+        yield generator
+        generator.set_state(torch.default_generator.get_state())

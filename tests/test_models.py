@@ -398,3 +398,17 @@ def test_count_parameters_counts_all():
     assert count_parameters(model) == 20 + 66
     with pytest.raises(ValueError, match="model"):
         count_parameters("not a model")
+
+
+@pytest.mark.parametrize("build", [
+    lambda g: build_model(CNNConfig.standard(), generator=g),
+    lambda g: build_model({"kind": "mlp", "image_size": 9, "readout": "bins"}, generator=g),
+    lambda g: reference_mlp(image_size=7, generator=g),
+])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_build_with_generator_equals_global_seeding(build, seed):
+    torch.manual_seed(seed)
+    expected = build(None).state_dict()
+    got = build(torch.Generator().manual_seed(seed)).state_dict()
+    assert list(got) == list(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in got)

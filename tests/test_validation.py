@@ -162,3 +162,20 @@ def test_numpy_generator_and_instance_and_function_checks():
         check.Instance(torch.nn.Module, "a torch.nn.Module")("model", 3)
     with pytest.raises(ValueError, match=r"^decode must be a callable, got 'x'$"):
         check.Function()("decode", "x")
+
+
+def test_drawing_from_equals_manual_seed_and_leaves_global_state():
+    torch.manual_seed(123)
+    expected = torch.rand(5)
+    follow = torch.rand(2)
+    torch.manual_seed(999)
+    before = torch.get_rng_state()
+    gen = torch.Generator().manual_seed(123)
+    with seeding.drawing_from(gen):
+        got = torch.rand(5)
+    assert torch.equal(got, expected)
+    assert torch.equal(torch.get_rng_state(), before)  # the global stream is untouched
+    assert torch.equal(torch.rand(2, generator=gen), follow)  # gen advanced by the draws
+    with pytest.raises(ValueError, match=r"^generator must be a torch.Generator, got 3$"):
+        with seeding.drawing_from(3):
+            pass
