@@ -60,7 +60,7 @@ def evaluate_claims(ds: xr.Dataset, contrasts: Sequence[Contrast], alpha: float 
     * the estimate and its 95% t interval (back-transformed for ratios: a fold and its
       interval); the arms' means (geometric for ratios);
     * ``p``: two-sided, of H0: no difference (ratio 1), for every direction but
-      ``"equivalent"``, whose p is the TOST p of H0: |effect| ≥ margin;
+      ``"equivalent"``, whose p is the TOST p of H0: ``|effect| ≥ margin``;
     * ``p_holm``: Holm's adjustment over the family, which is every member of every contrast
       not marked exploratory (a member that cannot be tested counts as p = 1);
     * ``mde``: :func:`minimum_detectable_effect` for the observed SDs and counts at the

@@ -14,7 +14,7 @@ MINUS = "\u2212"
 
 def number(x: float | None, digits: int = DIGITS, *, decimals: int | None = None) -> str:
     """``x`` to ``digits`` significant digits (at least ``decimals`` decimals when given):
-    fixed notation for 1e-4 ≤ |x| < 1e6 (trailing zeros kept, so 0.120 shows its
+    fixed notation for ``1e-4 ≤ |x| < 1e6`` (trailing zeros kept, so 0.120 shows its
     precision), scientific outside; "—" for None."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
@@ -50,13 +50,16 @@ def interval(estimate: float | None, low: float | None, high: float | None,
 
 
 def p_value(p: float | None) -> str:
-    """A p-value to 2 significant digits, "< 0.001" below 0.001, "1" at 1; "—" for None."""
+    """A p-value to 2 significant digits, "< 0.001" below 0.001, "> 0.99" above 0.99 but
+    below 1, "1" at 1; "—" for None."""
     if p is None or (isinstance(p, float) and math.isnan(p)):
         return "—"
     if p < 0.001:
         return "< 0.001"
     if p >= 1:
         return "1"
+    if p > 0.99:
+        return "> 0.99"
     return number(p, 2)
 
 

@@ -55,13 +55,14 @@ class TTest:
         return self.estimate - half, self.estimate + half
 
     def p_two_sided(self, null: float = 0.0) -> float:
-        """2 · P(T_df > |t|) for H0: effect = null (NaN for 0/0)."""
+        """``2 · P(T_df > |t|)`` for H0: effect = null (NaN for 0/0)."""
         t = self.statistic(null)
         return math.nan if math.isnan(t) else float(2 * st.t.sf(abs(t), self.df))
 
     def p_equivalence(self, margin: float) -> float:
         """Schuirmann's two one-sided tests (TOST; Schuirmann 1987, J Pharmacokinet Biopharm
-        15: 657–680) of H0: |effect| ≥ margin: max(P(T > (x̄ + Δ)/se), P(T < (x̄ − Δ)/se))."""
+        15: 657–680) of H0: ``|effect| ≥ margin``:
+        ``max(P(T > (x̄ + Δ)/se), P(T < (x̄ − Δ)/se))``."""
         low = self.statistic(-margin)
         high = self.statistic(margin)
         if math.isnan(low) or math.isnan(high):
@@ -156,7 +157,7 @@ def detection_power(effect: float, sd: float, n: int, alpha: float = 0.05, *,
       computed from the true variances overstates it at small n (0.70 instead of 0.80 at
       n = 3 per arm), hence the integral.
     * ``equivalence=True``: the power of Schuirmann's TOST at level α with margin
-      ``effect`` when the true effect is 0: P(|x̄| + t_{ν̂, 1−α}·ŝe < Δ), integrated the same
+      ``effect`` when the true effect is 0: ``P(|x̄| + t_{ν̂, 1−α}·ŝe < Δ)``, integrated the same
       way (over s² alone for one sample).
     """
     alpha = check.real("alpha", alpha, minimum=0, maximum=1, min_open=True, max_open=True)
