@@ -243,6 +243,22 @@ def test_equivalence_mde_is_the_smallest_margin_shown_with_80_percent_power(n):
     assert abs(rate - 0.8) < TOL, rate
 
 
+def test_mde_edge_cases_and_arguments():
+    assert minimum_detectable_effect(0.0, 5) == 0.0
+    assert minimum_detectable_effect(0.0, 5, sd_b=0.0, n_b=4) == 0.0
+    assert math.isnan(minimum_detectable_effect(math.nan, 5))
+    assert minimum_detectable_effect(1.0, 5, 0.005) > minimum_detectable_effect(1.0, 5, 0.05)
+    assert minimum_detectable_effect(1.0, 5, power=0.9) > minimum_detectable_effect(1.0, 5)
+    with pytest.raises(ValueError, match=r"^n must be an integer >= 2, got 1$"):
+        minimum_detectable_effect(1.0, 1)
+    with pytest.raises(ValueError, match=r"^power must be >= 0.5 and < 1, got 0.3$"):
+        minimum_detectable_effect(1.0, 5, power=0.3)
+    with pytest.raises(ValueError, match=r"^sd_b must be given together with n_b"):
+        minimum_detectable_effect(1.0, 5, sd_b=1.0)
+    with pytest.raises(ValueError, match=r"^sd must be a real number >= 0, got 'x'$"):
+        minimum_detectable_effect("x", 5)
+
+
 def test_record_mde_is_at_the_bonferroni_level_from_the_observed_spread():
     ds = study(np.random.default_rng(12), n=5, effect=-0.3)
     records = evaluate_claims(ds, [contrast(where={}, over=["shift", "n_train"]),

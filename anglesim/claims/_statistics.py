@@ -225,7 +225,7 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: flo
     """
     alpha = check.real("alpha", alpha, minimum=0, maximum=1, min_open=True, max_open=True)
     power = check.real("power", power, minimum=0.5, maximum=1, max_open=True)
-    if math.isnan(sd) or (sd_b is not None and math.isnan(sd_b)):
+    if any(isinstance(v, float) and math.isnan(v) for v in (sd, sd_b)):
         return math.nan
     power_of = _power_function(sd, n, alpha, sd_b, n_b, equivalence)
     scale = math.sqrt(sd**2 / n + (sd_b**2 / n_b if sd_b is not None else 0.0))
