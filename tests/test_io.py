@@ -17,6 +17,8 @@ from markers import needs_h5py
 
 import anglesim
 from anglesim import io
+from anglesim.io._encoding import decode_attrs, encode_attrs
+from anglesim.io._provenance import git_revision
 
 
 @dataclasses.dataclass
@@ -85,7 +87,7 @@ def test_provenance_records_versions_config_and_seed():
 def test_cpu_model_reads_the_model_name(tmp_path, monkeypatch):
     import importlib
 
-    prov_module = importlib.import_module("anglesim.io.provenance")  # the module, not the function
+    prov_module = importlib.import_module("anglesim.io._provenance")  # the module, not the function
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n"
                     "model name\t: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz\n")
@@ -114,17 +116,17 @@ def test_git_revision_is_unknown_outside_a_checkout(tmp_path, monkeypatch):
     pkg = tmp_path / "anglesim"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    assert io._git_revision(pkg) == "unknown"
-    assert io._git_revision(tmp_path / "missing") == "unknown"
+    assert git_revision(pkg) == "unknown"
+    assert git_revision(tmp_path / "missing") == "unknown"
     monkeypatch.setenv("PATH", str(tmp_path))  # no git executable at all
-    assert io._git_revision(Path(anglesim.__file__).parent) == "unknown"
+    assert git_revision(Path(anglesim.__file__).parent) == "unknown"
 
 
 def test_git_revision_of_this_checkout():
     pkg = Path(anglesim.__file__).resolve().parent
     if not (pkg.parent / ".git").exists():
         pytest.skip("anglesim is not running from a git checkout")
-    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", io._git_revision(pkg))
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", git_revision(pkg))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,18 +137,18 @@ def test_attribute_encoding_inverts():
     attrs = {"d": {"a": [1, 2]}, "l": [1, "x"], "n": None, "b": True, "nb": np.bool_(False),
              "s": "ü", "e": "", "i": 3, "f": 0.25, "arr": np.array([1.5, 2.5]),
              "t": (1, 2), "big": 2**70}
-    encoded = io._encode_attrs(attrs, "test")
+    encoded = encode_attrs(attrs, "test")
     for value in encoded.values():
         assert isinstance(value, (str, int, float, np.ndarray))
     assert json.loads(encoded[io.JSON_ATTRS_KEY]) == ["d", "l", "n", "b", "nb", "e", "t", "big"]
-    decoded = io._decode_attrs(encoded, "test")
+    decoded = decode_attrs(encoded, "test")
     assert decoded.keys() == attrs.keys()
     for key in ("d", "l", "n", "b", "nb", "s", "e", "i", "f", "big"):
         assert decoded[key] == attrs[key]
     assert decoded["t"] == [1, 2]
     np.testing.assert_array_equal(decoded["arr"], attrs["arr"])
     with pytest.raises(ValueError, match="'bad'"):
-        io._encode_attrs({"bad": object()}, "test")
+        encode_attrs({"bad": object()}, "test")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,3 +466,23 @@ def test_a_failed_write_is_one_os_error_naming_the_path(tmp_path, monkeypatch, c
     monkeypatch.undo()
     io.load_dataset(first)  # the earlier file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["a.nc"]  # no temporary left
+
+
+def test_write_text_atomic_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "sub" / "code.json"
+    assert io.write_text_atomic(target, '{"a": "ü"}') == target  # parent folders created
+    assert target.read_text(encoding="utf-8") == '{"a": "ü"}'
+
+    def half_then_fail(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError) as info:
+        io.atomic_write(target, half_then_fail)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert target.read_text(encoding="utf-8") == '{"a": "ü"}'  # the old file, whole
+    assert [p.name for p in target.parent.iterdir()] == ["code.json"]  # no temporary left
+    io.write_text_atomic(target, "new")
+    assert target.read_text() == "new"
+    with pytest.raises(ValueError, match="text must be a str, got bytes"):
+        io.write_text_atomic(target, b"x")

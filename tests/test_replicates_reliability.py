@@ -163,10 +163,11 @@ def test_code_version_and_origin_are_validated():
 
 def test_without_code_version_the_cache_key_is_unchanged():
     """Existing caches stay valid: the key has no code_version entry unless one is given."""
-    from anglesim.replicates.grid import _plan
+    from anglesim.replicates._grid import StudySpec
 
-    plain = _plan({"kappa": [1.0]}, 2, 3, {"v": 1})
-    versioned = _plan({"kappa": [1.0]}, 2, 3, {"v": 1}, code_version="x")
+    plain = StudySpec.checked({"kappa": [1.0]}, 2, 3, "s", {"v": 1}).tasks()
+    versioned = StudySpec.checked({"kappa": [1.0]}, 2, 3, "s", {"v": 1},
+                                  code_version="x").tasks()
     assert all("code_version" not in t.key for t in plain)
     assert [t.config_hash for t in plain] == [io.config_hash(
         {"config": {"v": 1}, "condition": t.condition, "replicate": t.replicate, "seed": 3,
@@ -203,7 +204,8 @@ def counted_quiet(condition: dict, replicate: int, seed: int) -> xr.Dataset:
 
 
 def test_pair_axes_must_be_grid_axes():
-    with pytest.raises(ValueError, match="pair_axes must name grid axes \\(kappa\\), got 'lr'"):
+    with pytest.raises(ValueError,
+                       match="pair_axes must be a list of grid axes \\(kappa\\), got 'lr'"):
         run_study(counted_quiet, {"kappa": [1.0]}, 1, pair_axes=["lr"])
     with pytest.raises(ValueError, match="pair_axes must be a list of names"):
         run_study(counted_quiet, {"kappa": [1.0]}, 1, pair_axes="kappa")
@@ -260,7 +262,7 @@ def test_grid_axes_get_declared_units_and_long_names():
                    coord_attrs={"kappa": {"units": "1", "long_name": "prior concentration κ"}})
     assert ds["kappa"].attrs == {"units": "1", "long_name": "prior concentration κ"}
     assert ds["loss"].attrs == {"long_name": "grid axis loss"}
-    with pytest.raises(ValueError, match="coord_attrs\\['kappa'\\] must map"):
+    with pytest.raises(ValueError, match="coord_attrs\\['kappa'\\] must be a map"):
         run_study(counted_quiet, {"kappa": [1.0]}, 1, coord_attrs={"kappa": {"units": 1}})
 
 
@@ -457,7 +459,7 @@ def test_a_second_run_on_the_same_cache_computes_nothing_twice(tmp_path):
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_locks_are_taken_in_rounds_of_bounded_size(tmp_path, monkeypatch, n_jobs):
     """Each held lock is an open file: a big study takes them a few hundred at a time."""
-    monkeypatch.setattr("anglesim.replicates.run.MAX_LOCKS", 2)
+    monkeypatch.setattr("anglesim.replicates._run.MAX_LOCKS", 2)
     log = tmp_path / "log"
     log.mkdir()
     with warnings.catch_warnings():

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .assemble import _failure_entries
-from .cache import _from_cache, _temp_files
-from .grid import _plan, _validated, _validated_keys
+from ._assemble import failure_entries
+from ._cache import CacheProblems, ReplicateCache
+from ._grid import StudySpec
 
 
 @dataclass
@@ -58,38 +56,6 @@ class StudyStatus:
         return "\n".join(lines)
 
 
-_INSPECT: contextvars.ContextVar[list[StudyStatus] | None] = contextvars.ContextVar(
-    "anglesim_inspect", default=None)
-
-
-class StudyInspected(BaseException):
-    """Raised by :func:`run_study` inside :func:`inspecting` once it has recorded the study's
-    status, so that the study script calling it stops before computing or saving anything.
-    A BaseException, so a study's own ``except Exception`` does not swallow it."""
-
-
-@contextlib.contextmanager
-def inspecting() -> Iterator[list[StudyStatus]]:
-    """Within this context :func:`run_study` runs nothing: it appends the :class:`StudyStatus`
-    of the study it was asked to run to the yielded list and stops the caller.
-
-    This lets ``anglesim status STUDY`` call a study script's own ``run(...)`` (which knows its
-    grid, config and replicates) without running or saving anything::
-
-        with inspecting() as found:
-            module.run(quick=True)
-        print(found[0].summary())
-    """
-    found: list[StudyStatus] = []
-    token = _INSPECT.set(found)
-    try:
-        yield found
-    except StudyInspected:
-        pass
-    finally:
-        _INSPECT.reset(token)
-
-
 def study_status(
     grid: Mapping[str, Sequence],
     n_replicates: int,
@@ -109,24 +75,23 @@ def study_status(
     Raises:
         ValueError: for invalid arguments, as :func:`run_study`.
     """
-    axes, n_replicates, seed = _validated(len, grid, n_replicates, seed, name, config)
-    code_version, pair = _validated_keys(axes, code_version, pair_axes)
-    tasks = _plan(axes, n_replicates, seed, config, code_version, pair)
-    cache = Path(cache_dir) / name if cache_dir is not None else None
-    status = StudyStatus(name, cache, len(tasks))
-    if cache is None or not cache.is_dir():
+    spec = StudySpec.checked(grid, n_replicates, seed, name, config, code_version, pair_axes)
+    tasks = spec.tasks()
+    folder = Path(cache_dir) / name if cache_dir is not None else None
+    status = StudyStatus(name, folder, len(tasks))
+    if folder is None or not folder.is_dir():
         status.missing = [(t.condition, t.replicate) for t in tasks]
         return status
-    problems: list[tuple[str, Path, str]] = []
+    cache = ReplicateCache(folder)
+    problems = CacheProblems()
     for task in tasks:
-        stored = _from_cache(task, cache, False, problems, inspect=True)
+        stored = cache.load(task, problems, inspect=True)
         if stored is None:
             status.missing.append((task.condition, task.replicate))
-        elif "failure" in stored:
-            status.failed.extend(_failure_entries([stored]))
+        elif stored.failed:
+            status.failed.extend(failure_entries([stored]))
         else:
             status.cached.append((task.condition, task.replicate))
-    status.problems = [(kind, path.name, reason) for kind, path, reason in problems]
-    status.temp_files = len(_temp_files(cache))
+    status.problems = [(kind, path.name, reason) for kind, path, reason in problems.found]
+    status.temp_files = len(cache.temp_files())
     return status
-

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +15,7 @@ logger = logging.getLogger("anglesim.replicates")
 LOG_NAME = "study.log"
 """File name of a study's log inside its cache folder."""
 
-# --------------------------------------------------------------------------------------------
-# the study log
-
-
-class _QuietFileHandler(logging.FileHandler):
+class QuietFileHandler(logging.FileHandler):
     """A log file that, when it cannot be written (a full disk), says so once on the console
     and stops, instead of printing logging's "--- Logging error ---" traceback per message."""
 
@@ -38,7 +37,7 @@ class _QuietFileHandler(logging.FileHandler):
             super().emit(record)
 
 
-class _StudyLog:
+class StudyLog:
     """Messages of one study: to the module logger (console) and, with a path, appended to the
     study's log file with timestamps. Only the file gets DEBUG details (tracebacks)."""
 
@@ -49,7 +48,7 @@ class _StudyLog:
         if path is not None:
             # a logger outside logging's hierarchy: nothing propagates to the root's handlers
             self._file = logging.Logger(f"anglesim.study:{path}", level=logging.DEBUG)
-            self._handler = _QuietFileHandler(path, mode="a", encoding="utf-8", delay=True)
+            self._handler = QuietFileHandler(path, mode="a", encoding="utf-8", delay=True)
             self._handler.setFormatter(logging.Formatter(
                 "%(asctime)s %(levelname)-7s %(message)s"))
             self._file.addHandler(self._handler)
@@ -78,3 +77,17 @@ class _StudyLog:
             assert self._file is not None
             self._file.removeHandler(self._handler)
 
+
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn_caller(message: str, category: type[Warning]) -> None:
+    """Warn, naming the first frame outside this package (the code that called
+    :func:`~anglesim.replicates.run_study`) as the warning's location, however deep inside
+    the package the problem was found."""
+    frame, level = inspect.currentframe(), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            PACKAGE_DIR + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -11,31 +11,31 @@ import time
 import traceback
 from collections.abc import Callable, Set
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from .. import io
-from .cache import _failure_record, _store
-from .grid import _Task
+from ._cache import ReplicateCache
+from ._grid import Task
+from ._outcome import Failure, Outcome
 
 
 @dataclass(frozen=True)
-class _Settings:
+class TaskSettings:
     """What every task of one run shares: torch threads, the names fn's result may not use,
-    the variables allowed to hold NaN or ±inf, the cache folder and the study's main process
-    (a worker whose parent has died stores nothing more; see :func:`init_worker`)."""
+    the variables allowed to hold NaN or ±inf, the cache and the study's main process (a
+    worker whose parent has died stores nothing more; see :func:`init_worker`)."""
 
     threads: int
     forbidden: frozenset[str]
-    cache: Path | None
+    cache: ReplicateCache | None
     allow_nan: frozenset[str] = frozenset()
     parent_pid: int | None = None
 
 
-def _check_result(result: Any, forbidden: Set[str], allow_nan: Set[str] = frozenset()
+def check_result(result: Any, forbidden: Set[str], allow_nan: Set[str] = frozenset()
                   ) -> xr.Dataset:
     """fn's result, loaded; a non-Dataset, a reserved name or a NaN/±inf value outside the
     variables ``allow_nan`` names raises (and so makes the replicate a failure); its entries are
@@ -63,7 +63,7 @@ WATCHDOG_SECONDS = 0.25
 """How often a worker checks that the study's main process is still its parent."""
 
 
-def _parent_alive(parent_pid: int | None) -> bool:
+def parent_alive(parent_pid: int | None) -> bool:
     return parent_pid is None or os.getppid() == parent_pid
 
 
@@ -73,7 +73,7 @@ def init_worker(parent_pid: int) -> None:
     When the study's main process dies (``kill -9``, the out-of-memory killer), its workers are
     re-parented; a daemon thread polling :func:`os.getppid` every :data:`WATCHDOG_SECONDS`
     then ends the worker with ``os._exit(1)``, whatever it is computing, and a task that
-    finishes before the thread notices stores nothing (``_run_task`` checks the parent before
+    finishes before the thread notices stores nothing (:func:`run_task` checks the parent before
     writing). ``prctl(PR_SET_PDEATHSIG)`` is not used: it fires when the *thread* that started
     the worker ends, which for loky's executor-manager thread is not the main process's death.
     """
@@ -127,24 +127,22 @@ def configure_malloc() -> bool:
     return _malloc_configured
 
 
-def _run_task(fn: Callable, task: _Task, settings: _Settings) -> dict:
+def run_task(fn: Callable, task: Task, settings: TaskSettings) -> Outcome:
     """Compute one replicate (in whichever process runs it) and, with a cache, store it.
 
-    Never raises for an error in ``fn``: the outcome is a dict with either ``result`` or
-    ``failure``, ``cache_error`` if storing it failed (with ``cache_error_path`` and, for an
-    OSError, ``cache_errno``), and the times ``fn_seconds`` (fn alone) and ``task_seconds``
-    (this whole function: settings, fn, checks, writing the cache file).
+    Never raises for an error in ``fn``: the outcome holds either the result or the failure,
+    a ``cache_error`` if storing it failed, and the times ``fn_seconds`` (fn alone) and
+    ``task_seconds`` (this whole function: settings, fn, checks, writing the cache file).
     """
-    n_threads, cache = settings.threads, settings.cache
     import torch
 
     started = time.perf_counter()
-    outcome: dict[str, Any] = {"index": task.index}
+    outcome = Outcome(task.index)
     configure_malloc()
     previous_threads = torch.get_num_threads()
     fn_seconds = 0.0
     try:
-        torch.set_num_threads(n_threads)
+        torch.set_num_threads(settings.threads)
         # a guard for code that draws from torch's global generator; forked so that running
         # in the caller's process (n_jobs=1) leaves the caller's generator as it was
         with torch.random.fork_rng(devices=[]):
@@ -154,18 +152,17 @@ def _run_task(fn: Callable, task: _Task, settings: _Settings) -> dict:
                 result = fn(dict(task.condition), task.replicate, task.seed)
             finally:
                 fn_seconds = time.perf_counter() - fn_started
-        outcome["result"] = _check_result(result, settings.forbidden, settings.allow_nan)
+        outcome.result = check_result(result, settings.forbidden, settings.allow_nan)
     except Exception as exc:
-        outcome["failure"] = _failure_record(task, f"{type(exc).__name__}: {exc}",
-                                             traceback.format_exc())
+        outcome.failure = Failure.of(task, f"{type(exc).__name__}: {exc}",
+                                     traceback.format_exc())
     finally:
         torch.set_num_threads(previous_threads)
 
-    if cache is not None and not _parent_alive(settings.parent_pid):
-        os._exit(1)  # the study's main process is gone: store nothing more
-    if cache is not None:
-        _store(cache, task, outcome)
-    outcome["fn_seconds"] = fn_seconds
-    outcome["task_seconds"] = time.perf_counter() - started
+    if settings.cache is not None:
+        if not parent_alive(settings.parent_pid):
+            os._exit(1)  # the study's main process is gone: store nothing more
+        settings.cache.dump(task, outcome)
+    outcome.fn_seconds = fn_seconds
+    outcome.task_seconds = time.perf_counter() - started
     return outcome
-

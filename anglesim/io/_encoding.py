@@ -1,5 +1,13 @@
 """JSON for configs and attributes: canonical text, hashes, and the encoding of attribute
-values netCDF has no type for."""
+values netCDF has no type for.
+
+Attributes that are dicts, lists, tuples, ``None``, booleans or anything else netCDF has no
+type for are written as canonical JSON strings, and their names are listed (as JSON) in the
+attribute :data:`JSON_ATTRS_KEY` of the Dataset or variable that held them; loading decodes
+them and removes the list again, so a round trip gives back the same values (tuples come back
+as lists). Boolean variables are stored as int8 with xarray's ``dtype="bool"`` marker; unicode
+string variables as variable-length strings, coming back as numpy unicode arrays.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ JSON_ATTRS_KEY = "anglesim_json_attrs"
 # JSON
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     """Turn the non-JSON types that configs commonly hold into JSON-encodable ones."""
     if isinstance(obj, np.generic):
         return obj.item()
@@ -58,7 +66,7 @@ def to_json(obj: Any) -> str:
     """
     try:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          default=_json_default)
+                          default=json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"to_json: obj cannot be encoded as JSON: {exc}") from exc
 
@@ -93,7 +101,7 @@ def _is_native_attr(value: Any) -> bool:
     return False
 
 
-def _encode_attrs(attrs: Mapping[Any, Any], where: str) -> dict[str, Any]:
+def encode_attrs(attrs: Mapping[Any, Any], where: str) -> dict[str, Any]:
     """Attributes netCDF can hold: non-native values become JSON strings, listed by name."""
     out: dict[str, Any] = {}
     encoded: list[str] = []
@@ -115,8 +123,8 @@ def _encode_attrs(attrs: Mapping[Any, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def _decode_attrs(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Inverse of :func:`_encode_attrs`."""
+def decode_attrs(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Inverse of :func:`encode_attrs`."""
     if JSON_ATTRS_KEY not in attrs:
         return dict(attrs)
     out = dict(attrs)
@@ -129,11 +137,11 @@ def _decode_attrs(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def _is_string_array(values: np.ndarray) -> bool:
+def is_string_array(values: np.ndarray) -> bool:
     return values.dtype == object and all(isinstance(v, str) for v in values.ravel())
 
 
-def _require_backend() -> None:
+def require_backend() -> None:
     """Fail early, and say what to install, when h5netcdf has no HDF5 library to write with."""
     if importlib.util.find_spec("h5py") is None:
         raise ModuleNotFoundError(

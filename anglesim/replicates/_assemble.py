@@ -1,20 +1,20 @@
-"""Gathering: per-replicate outcomes stacked into one Dataset, and the failure table."""
+"""Gathering: per-replicate outcomes stacked into one Dataset; the failure table and the
+replicates' origins."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
 
+from ._outcome import Outcome
+
 FAILURES_ATTR = "failures"
 """Dataset attribute holding the failure table: a list of records (see :func:`failure_table`)."""
 
-# --------------------------------------------------------------------------------------------
-# assembly
-
-
-def _filled_like(template: xr.Dataset) -> xr.Dataset:
+def filled_like(template: xr.Dataset) -> xr.Dataset:
     """A Dataset shaped like ``template`` whose data variables hold 'missing' values:
     NaN for floats (and for integers, which become float64), False for booleans, "" for
     strings, NaT for datetimes."""
@@ -37,7 +37,7 @@ def _filled_like(template: xr.Dataset) -> xr.Dataset:
     return filled
 
 
-def _concat(items: list[xr.Dataset], dim: str) -> xr.Dataset:
+def concat(items: list[xr.Dataset], dim: str) -> xr.Dataset:
     try:
         return xr.concat(items, dim=dim, data_vars="all", coords="different", compat="equals",
                          join="exact", combine_attrs="drop_conflicts")
@@ -46,10 +46,14 @@ def _concat(items: list[xr.Dataset], dim: str) -> xr.Dataset:
                          f"dimensions and coordinate values must match): {exc}") from exc
 
 
-def _assemble(outcomes: list[dict], axes: dict[str, list], n_replicates: int) -> xr.Dataset:
+def assemble(outcomes: Sequence[Outcome], seeds: Sequence[int], axes: dict[str, list],
+             n_replicates: int) -> xr.Dataset:
+    """The replicates' results stacked along the grid axes and ``replicate`` (in the order of
+    :meth:`~._grid.StudySpec.tasks`), failed ones filled with missing values, plus
+    ``failed``, ``error`` and ``replicate_seed``."""
     sizes = [len(v) for v in axes.values()] + [n_replicates]
     dims = [*axes, "replicate"]
-    ok = [o["result"] for o in outcomes if "result" in o]
+    ok = [o.result for o in outcomes if o.result is not None]
     if ok:
         failed_any = len(ok) < len(outcomes)
         if failed_any:
@@ -58,10 +62,10 @@ def _assemble(outcomes: list[dict], axes: dict[str, list], n_replicates: int) ->
                 ints = [k for k, v in ds.data_vars.items() if v.dtype.kind in "iu"]
                 return ds.assign({k: ds[k].astype(np.float64) for k in ints}) if ints else ds
 
-            filler = _filled_like(ok[0])
-            items = [widen(o["result"]) if "result" in o else filler for o in outcomes]
+            filler = filled_like(ok[0])
+            items = [widen(o.result) if o.result is not None else filler for o in outcomes]
         else:
-            items = [o["result"] for o in outcomes]
+            items = [o.result for o in outcomes]
 
         def combine(flat: list[xr.Dataset], level: int) -> xr.Dataset:
             if level == len(sizes):
@@ -69,20 +73,20 @@ def _assemble(outcomes: list[dict], axes: dict[str, list], n_replicates: int) ->
             step = len(flat) // sizes[level]
             parts = [combine(flat[i * step:(i + 1) * step], level + 1)
                      for i in range(sizes[level])]
-            return _concat(parts, dims[level])
+            return concat(parts, dims[level])
 
         ds = combine(items, 0)
         ds = ds.transpose(*dims, ...)
     else:
         ds = xr.Dataset()
     shape = tuple(sizes)
-    failed = np.array(["failure" in o for o in outcomes]).reshape(shape)
-    errors = np.array([o["failure"]["error"] if "failure" in o else "" for o in outcomes],
+    failed = np.array([o.failed for o in outcomes]).reshape(shape)
+    errors = np.array([o.failure.error if o.failure is not None else "" for o in outcomes],
                       dtype=str).reshape(shape)
-    seeds = np.array([o["seed"] for o in outcomes], dtype=np.int64).reshape(shape)
+    seed_array = np.array(list(seeds), dtype=np.int64).reshape(shape)
     ds["failed"] = (dims, failed)
     ds["error"] = (dims, errors)
-    ds["replicate_seed"] = (dims, seeds)
+    ds["replicate_seed"] = (dims, seed_array)
     ds["failed"].attrs = {"long_name": "the replicate's computation raised an error"}
     ds["error"].attrs = {"long_name": "error message of a failed replicate ('' if none)"}
     ds["replicate_seed"].attrs = {"long_name": "seed passed to the replicate's function"}
@@ -91,19 +95,33 @@ def _assemble(outcomes: list[dict], axes: dict[str, list], n_replicates: int) ->
     return ds.assign_coords(coords)
 
 
-# --------------------------------------------------------------------------------------------
-# failure table
+def failure_entries(outcomes: Sequence[Outcome]) -> list[dict]:
+    """The failure table's records (condition, replicate, seed, error, traceback)."""
+    return [o.failure.entry() for o in outcomes if o.failure is not None]
 
 
-def _failure_entries(outcomes: list[dict]) -> list[dict]:
-    entries = []
-    for o in outcomes:
-        if "failure" in o:
-            f = o["failure"]
-            entries.append({"condition": dict(f["condition"]), "replicate": int(f["replicate"]),
-                            "seed": int(f["seed"]), "error": f["error"],
-                            "traceback": f.get("traceback", "")})
-    return entries
+MADE_BY_ATTR = "replicates_made_by"
+"""The Dataset attribute listing which code revision and CPU computed its replicates
+(see :func:`made_by_summary`)."""
+
+
+def made_by_summary(made_by: list[dict]) -> list[dict]:
+    """Group the replicates' origins by (git revision, CPU): one entry per pair with the
+    number of replicates and the first and last ``created`` time, in order of first use.
+
+    A study resumed after a commit, or on another machine, holds replicates from more than
+    one code revision or CPU model; the Dataset's own ``git_rev`` and ``cpu`` name only the
+    assembly, so this list says what computed each part.
+    """
+    groups: dict[tuple[str, str], dict] = {}
+    for origin in made_by:
+        key = (origin["git_rev"], origin["cpu"])
+        entry = groups.setdefault(key, {"git_rev": key[0], "cpu": key[1], "replicates": 0,
+                                        "first": origin["created"], "last": origin["created"]})
+        entry["replicates"] += 1
+        entry["first"] = min(entry["first"], origin["created"])
+        entry["last"] = max(entry["last"], origin["created"])
+    return list(groups.values())
 
 
 def failure_table(ds: xr.Dataset):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import numbers
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,20 +22,8 @@ from .. import validation as check
 RESERVED_NAMES = ("replicate", "failed", "error", "replicate_seed")
 """Names that neither a grid axis nor a variable or dimension of fn's result may use."""
 
-_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._=,+-]")
-
-# --------------------------------------------------------------------------------------------
-# seeds and conditions
-
-
-def _check_index(name: str, value: Any) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
-
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._=,+-]")
 
 def replicate_seed(seed: int, condition_index: int, replicate: int) -> int:
     """The seed of one replicate of one condition, in [0, 2**63).
@@ -51,15 +38,15 @@ def replicate_seed(seed: int, condition_index: int, replicate: int) -> int:
     Raises:
         ValueError: if any argument is not a non-negative integer.
     """
-    seed = _check_index("seed", seed)
-    condition_index = _check_index("condition_index", condition_index)
-    replicate = _check_index("replicate", replicate)
+    seed = check.integer("seed", seed, minimum=0)
+    condition_index = check.integer("condition_index", condition_index, minimum=0)
+    replicate = check.integer("replicate", replicate, minimum=0)
     words = np.random.SeedSequence(seed, spawn_key=(condition_index, replicate)).generate_state(
         1, dtype=np.uint64)
     return int(words[0]) >> 1
 
 
-def _axis_values(name: str, values: Any) -> list[str | int | float | bool]:
+def axis_values(name: str, values: Any) -> list[str | int | float | bool]:
     """Validated values of one grid axis, numpy scalars turned into Python ones."""
     if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
         raise ValueError(f"grid axis {name!r} must be a list of values, got {values!r}")
@@ -88,14 +75,14 @@ def _axis_values(name: str, values: Any) -> list[str | int | float | bool]:
     return out
 
 
-def _check_grid(grid: Any) -> dict[str, list]:
+def check_grid(grid: Any) -> dict[str, list]:
     if not isinstance(grid, Mapping):
         raise ValueError(f"grid must be a dict of axis name -> list of values, got {grid!r}")
     axes = {}
     for name, values in grid.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"grid axis names must be non-empty strings, got {name!r}")
-        axes[name] = _axis_values(name, values)
+        axes[name] = axis_values(name, values)
     return axes
 
 
@@ -111,7 +98,7 @@ def iter_conditions(grid: Mapping[str, Sequence]) -> list[dict]:
             axis is empty or not a list, a value is not a str/int/float/bool (or is NaN), an
             axis mixes strings, booleans and numbers, or repeats a value.
     """
-    axes = _check_grid(grid)
+    axes = check_grid(grid)
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
 
 
@@ -132,17 +119,15 @@ def condition_key(condition: Mapping[str, Any]) -> str:
     share a key even when their readable parts do.
     """
     readable = ",".join(f"{k}={v}" for k, v in condition.items())
-    readable = _UNSAFE_CHARS.sub("_", readable)[:80] or "default"
+    readable = UNSAFE_CHARS.sub("_", readable)[:80] or "default"
     return f"{readable}-{io.config_hash(dict(condition))[:8]}"
 
 
-# --------------------------------------------------------------------------------------------
-# tasks
-
-
 @dataclass(frozen=True)
-class _Task:
-    index: int  # position in the flat (condition, replicate) list
+class Task:
+    """One (condition, replicate) cell of a study: its seed, its cache key and file stem."""
+
+    index: int  # position in the flat (condition, replicate) list, the assembled order
     condition_index: int
     condition: dict
     replicate: int
@@ -156,68 +141,70 @@ class _Task:
         return f"replicate {self.replicate} of condition {self.condition} (seed {self.seed})"
 
 
-def _plan(axes: dict[str, list], n_replicates: int, seed: int,
-          config: Mapping[str, Any] | None, code_version: str | None = None,
-          pair_axes: Sequence[str] = ()) -> list[_Task]:
-    """Every (condition, replicate) task of a study, in the order of the assembled Dataset.
+@dataclass(frozen=True)
+class StudySpec:
+    """What decides a study's replicates and their cache keys, checked once
+    (:meth:`checked`): grid axes, replicates per condition, study seed, name, config, the
+    replicate code's version and the axes left out of the seeds (``pair_axes``)."""
 
-    A replicate's seed is ``replicate_seed(seed, condition_id(c'), r)`` where ``c'`` is the
-    condition without its ``pair_axes``: conditions that differ only in those axes share their
-    replicates' seeds (one parent, many treatments). ``code_version``, when given, is part of
-    every task's cache key (the key is unchanged without it, so existing caches stay valid).
-    """
-    tasks: list[_Task] = []
-    for ci, condition in enumerate(iter_conditions(axes)):
-        cid = condition_id({k: v for k, v in condition.items() if k not in pair_axes})
-        stem = condition_key(condition)
-        for r in range(n_replicates):
-            s = replicate_seed(seed, cid, r)
-            key = {"config": config, "condition": condition, "replicate": r, "seed": seed,
-                   "replicate_seed": s}
-            if code_version is not None:
-                key["code_version"] = code_version
-            tasks.append(_Task(len(tasks), ci, condition, r, s, key, io.config_hash(key),
-                               f"{stem}__r{r}", code_version))
-    return tasks
+    axes: dict[str, list]
+    n_replicates: int
+    seed: int
+    name: str
+    config: Mapping[str, Any] | None
+    code_version: str | None = None
+    pair_axes: tuple[str, ...] = ()
 
+    @classmethod
+    def checked(cls, grid: Any, n_replicates: Any, seed: Any, name: Any, config: Any,
+                code_version: Any = None, pair_axes: Any = ()) -> StudySpec:
+        """The spec of :func:`~anglesim.replicates.run_study`'s arguments of these names.
 
-def _check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
+        Raises:
+            ValueError: one line naming the argument and its value.
+        """
+        axes = check_grid(grid)
+        for axis in axes:
+            if axis in RESERVED_NAMES:
+                raise ValueError(f"grid axis name {axis!r} is reserved; reserved names are "
+                                 f"{list(RESERVED_NAMES)}")
+        n_replicates = check.integer("n_replicates", n_replicates, minimum=1)
+        seed = check.integer("seed", seed, minimum=0)
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            raise check.fail("name", "1-100 letters, digits, '.', '_' or '-' starting with a "
+                             "letter or digit", name)
+        if config is not None and not isinstance(config, Mapping):
+            raise check.fail("config", "a dict or None", config)
+        io.to_json(config)  # fail now, not after the computation, if config is not JSON
+        if code_version is not None:
+            code_version = check.text("code_version", code_version)
+        pair = tuple(check.name_list("pair_axes", pair_axes))
+        unknown = [a for a in pair if a not in axes]
+        if unknown:
+            raise check.fail("pair_axes", f"a list of grid axes ({', '.join(axes) or 'none'})",
+                             unknown[0])
+        return cls(axes, n_replicates, seed, name, config, code_version, pair)
 
+    def tasks(self) -> list[Task]:
+        """Every (condition, replicate) task of the study, in the order of the assembled
+        Dataset.
 
-def _validated(fn: Any, grid: Any, n_replicates: Any, seed: Any, name: Any,
-               config: Any) -> tuple[dict[str, list], int, int]:
-    if not callable(fn):
-        raise ValueError(f"fn must be callable, got {fn!r}")
-    axes = _check_grid(grid)
-    for axis in axes:
-        if axis in RESERVED_NAMES:
-            raise ValueError(f"grid axis name {axis!r} is reserved; reserved names are "
-                             f"{list(RESERVED_NAMES)}")
-    n_replicates = _check_int("n_replicates", n_replicates, minimum=1)
-    seed = _check_int("seed", seed, minimum=0)
-    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
-        raise ValueError(f"name must be 1-100 letters, digits, '.', '_' or '-' starting with a "
-                         f"letter or digit, got {name!r}")
-    if config is not None and not isinstance(config, Mapping):
-        raise ValueError(f"config must be a dict or None, got {config!r}")
-    io.to_json(config)  # fail now, not after the computation, if config is not JSON-encodable
-    return axes, n_replicates, seed
-
-
-def _validated_keys(axes: dict[str, list], code_version: Any,
-                    pair_axes: Any) -> tuple[str | None, tuple[str, ...]]:
-    """The checked ``code_version`` (None or a non-empty string) and ``pair_axes`` (grid axes)."""
-    if code_version is not None:
-        code_version = check.text("code_version", code_version)
-    pair = tuple(check.name_list("pair_axes", pair_axes))
-    unknown = [a for a in pair if a not in axes]
-    if unknown:
-        raise ValueError(f"pair_axes must name grid axes ({', '.join(axes) or 'none'}), got "
-                         f"{unknown[0]!r}")
-    return code_version, pair
-
+        A replicate's seed is ``replicate_seed(seed, condition_id(c'), r)`` where ``c'`` is the
+        condition without its ``pair_axes``: conditions that differ only in those axes share
+        their replicates' seeds (one parent, many treatments). ``code_version``, when given, is
+        part of every task's cache key (the key is unchanged without it, so existing caches
+        stay valid).
+        """
+        tasks: list[Task] = []
+        for ci, condition in enumerate(iter_conditions(self.axes)):
+            cid = condition_id({k: v for k, v in condition.items() if k not in self.pair_axes})
+            stem = condition_key(condition)
+            for r in range(self.n_replicates):
+                s = replicate_seed(self.seed, cid, r)
+                key = {"config": self.config, "condition": condition, "replicate": r,
+                       "seed": self.seed, "replicate_seed": s}
+                if self.code_version is not None:
+                    key["code_version"] = self.code_version
+                tasks.append(Task(len(tasks), ci, condition, r, s, key, io.config_hash(key),
+                                  f"{stem}__r{r}", self.code_version))
+        return tasks

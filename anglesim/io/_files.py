@@ -1,4 +1,5 @@
-"""Saving and loading: one atomic, checksummed, self-describing netCDF4 write; a verified read."""
+"""Saving and loading: one atomic write (temporary file, fsync, rename) for every file, a
+checksummed, self-describing netCDF4 write on it, and a verified read."""
 
 from __future__ import annotations
 
@@ -6,20 +7,17 @@ import errno
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from .checksum import CHECKSUM_ATTR, CHECKSUM_VERSION, _checksum_v2, data_checksum
-from .describe import DEFAULT_TITLE, check_dim_names, describe
-from .encoding import ENGINE, _decode_attrs, _encode_attrs, _is_string_array, _require_backend
-from .provenance import provenance
-
-# --------------------------------------------------------------------------------------------
-# save / load
+from ._checksum import CHECKSUM_ATTR, CHECKSUM_VERSION, checksum_v2, data_checksum
+from ._describe import DEFAULT_TITLE, check_dim_names, describe
+from ._encoding import ENGINE, decode_attrs, encode_attrs, is_string_array, require_backend
+from ._provenance import provenance
 
 
 def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str],
@@ -29,11 +27,9 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str],
     The Dataset's own attributes are kept and the :func:`provenance` attributes are added
     (they replace same-named ones, except that a ``config`` or ``seed`` already present is
     kept when the corresponding argument is None). Attribute values netCDF cannot store are
-    written as JSON (see the module docstring). The file is written to a temporary name in the
-    target directory and moved into place with :func:`os.replace`, so readers never see a
-    half-written file and a failed write leaves an existing file untouched; the temporary
-    file is flushed to disk (``fsync``) before the rename, so a crash of the machine does not
-    leave an empty file under the final name. Its :func:`dataset_checksum` (data, coordinates
+    written as JSON (see the package docstring). The file is written by :func:`atomic_write`
+    (temporary name, fsync, rename), so readers never see a half-written file and a failed
+    write leaves an existing file untouched. Its :func:`dataset_checksum` (data, coordinates
     and every attribute as written) is stored in :data:`CHECKSUM_ATTR`. Parent directories are
     created. ``ds`` itself is not modified.
 
@@ -59,7 +55,7 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str],
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"path must be a file name, got the directory {path}")
-    _require_backend()
+    require_backend()
 
     prov = provenance(config, seed)
     if config is None and "config" in ds.attrs:
@@ -77,29 +73,61 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike[str],
     if not attrs.get("title"):
         attrs["title"] = (f"anglesim study {attrs['study']}" if attrs.get("study")
                           else DEFAULT_TITLE)
-    out.attrs = _encode_attrs(attrs, "the Dataset")
+    out.attrs = encode_attrs(attrs, "the Dataset")
     out.encoding = {}
     for name, var in out.variables.items():
-        var.attrs = _encode_attrs(var.attrs, f"variable {name!r}")
+        var.attrs = encode_attrs(var.attrs, f"variable {name!r}")
         var.encoding = {}  # stale encodings (chunk sizes, dtypes) from a loaded file break writes
-    out.attrs[CHECKSUM_ATTR] = f"v{CHECKSUM_VERSION}:{_checksum_v2(out, encoded=True)}"
+    out.attrs[CHECKSUM_ATTR] = f"v{CHECKSUM_VERSION}:{checksum_v2(out, encoded=True)}"
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: out.to_netcdf(tmp, engine=ENGINE))
+    return path
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """Write a file so that readers see either the old file or the whole new one.
+
+    ``write(tmp)`` writes the content to a temporary file beside ``path`` (``.<name>.<random
+    hex>.tmp``, hidden, in the same folder so the rename cannot cross file systems); the file
+    is flushed to disk (``fsync``, so a crash of the machine does not leave an empty file
+    under the final name) and renamed over ``path`` with :func:`os.replace`, which is atomic
+    on POSIX. Parent folders are created. On any error the temporary file is removed and any
+    file already at ``path`` is left as it was. Every file anglesim writes goes through here:
+    :func:`save_dataset`, :func:`write_text_atomic`, the replicate cache.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        OSError: if the file cannot be written (a full disk, no permission): one line,
+            ``[Errno N] <reason>: '<path>'``, with ``filename`` set to ``path`` and the errno
+            where known (HDF5 reports a full disk only inside its message; it is found there).
+    """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         try:
-            out.to_netcdf(tmp, engine=ENGINE)
-            _fsync(tmp)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(tmp)
+            fsync(tmp)
             os.replace(tmp, path)
         except OSError as exc:
-            raise _write_error(exc, path) from None
+            raise write_error(exc, path) from None
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
 
 
-def _write_error(exc: OSError, path: Path) -> OSError:
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: a temporary file, fsync, rename
+    (:func:`atomic_write`). Returns the path; raises OSError as :func:`atomic_write`."""
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}")
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_error(exc: OSError, path: Path) -> OSError:
     """One OSError naming ``path`` (HDF5 reports a full disk as "errno = 28" inside a message)."""
     code = exc.errno
     if code is None:
@@ -110,7 +138,7 @@ def _write_error(exc: OSError, path: Path) -> OSError:
     return OSError(code, reason, str(path))  # str(): "[Errno 28] No space left …: '<path>'"
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
     """Flush a written file's data to disk (best effort: not every file system allows it)."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -151,7 +179,7 @@ def load_checked(path: str | os.PathLike[str]) -> tuple[xr.Dataset, int]:
         raise FileNotFoundError(errno.ENOENT, "no such anglesim Dataset file", str(path))
     if path.is_dir():
         raise ValueError(f"path must be a netCDF file, got the directory {path}")
-    _require_backend()
+    require_backend()
     try:
         ds = xr.load_dataset(path, engine=ENGINE)
     except Exception as exc:
@@ -166,16 +194,16 @@ def load_checked(path: str | os.PathLike[str]) -> tuple[xr.Dataset, int]:
     version = 0 if stored is None else 1
     if isinstance(stored, str) and stored.startswith("v2:"):
         version = 2
-        found = _checksum_v2(ds, encoded=True)
+        found = checksum_v2(ds, encoded=True)
         if found != stored[3:]:
             raise ValueError(f"{path} is corrupted: its checksum (data, coordinates and "
                              f"attributes) is {found[:16]}…, the file records "
                              f"{stored[3:19]}…")
-    ds.attrs = _decode_attrs(ds.attrs, str(path))
+    ds.attrs = decode_attrs(ds.attrs, str(path))
     strings = {}
     for name, var in ds.variables.items():
-        var.attrs = _decode_attrs(var.attrs, f"{path}, variable {name!r}")
-        if _is_string_array(var.values):
+        var.attrs = decode_attrs(var.attrs, f"{path}, variable {name!r}")
+        if is_string_array(var.values):
             strings[name] = var
     for name, var in strings.items():
         values = var.values.astype(str) if var.size else np.zeros(var.shape, dtype=str)

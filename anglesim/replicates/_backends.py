@@ -15,34 +15,27 @@ from typing import Any
 import joblib
 from joblib.externals import loky
 
-from .cache import _failure_record
-from .grid import _Task
-from .log import _StudyLog
-from .worker import _run_task, _Settings, init_worker
-
-BACKENDS = ("loky", "dask")
-"""Backends run_study accepts for n_jobs != 1. Both run tasks in separate processes, which the
-per-task torch settings (thread count, global seed) need; "dask" uses the scheduler given as
-``scheduler``, else the current dask.distributed Client, else a LocalCluster."""
+from ._grid import Task
+from ._log import StudyLog
+from ._outcome import Failure, Outcome
+from ._settings import DEFAULT_THREADS, RunSettings
+from ._worker import TaskSettings, init_worker, run_task
 
 IDLE_WORKER_SECONDS = 300
 """loky workers left idle this long exit (joblib's own default); until then later studies in
 the same process reuse them, with torch already imported."""
 
-_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-
-DEFAULT_THREADS = 1
-"""torch threads per task unless ``threads_per_worker`` says otherwise. Fixed (not derived from
-the number of workers) so that results do not depend on ``n_jobs``: the thread count changes
-the order of floating-point sums. Small networks gain little from more threads; run more
-workers instead (workers × threads = cores)."""
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+"""Environment variables set to the task's thread count in loky workers."""
 
 DASK_CONNECT_TIMEOUT = 30.0
 """Seconds to wait for a dask scheduler given by address before giving up."""
 
-def _workers_and_threads(n_jobs: int, n_todo: int, backend: str,
-                         threads_per_worker: int | str | None) -> tuple[int, int]:
+
+def workers_and_threads(how: RunSettings, n_todo: int) -> tuple[int, int]:
+    """The number of workers (never more than tasks to run) and torch threads per task."""
+    n_jobs, backend, threads_per_worker = how.n_jobs, how.backend, how.threads_per_worker
     if n_jobs == 1:
         workers = 1
     elif backend == "dask":
@@ -60,7 +53,7 @@ def _workers_and_threads(n_jobs: int, n_todo: int, backend: str,
 
 
 @contextlib.contextmanager
-def _dask_client(scheduler: str | None, workers: int, log: _StudyLog) -> Iterator[Any]:
+def dask_client(scheduler: str | None, workers: int, log: StudyLog) -> Iterator[Any]:
     """The dask Client to run on: one connected to ``scheduler``, else the current one, else
     one on a LocalCluster of ``workers`` single-threaded processes (closed afterwards)."""
     try:
@@ -101,11 +94,13 @@ def _dask_client(scheduler: str | None, workers: int, log: _StudyLog) -> Iterato
         yield client
 
 
-Record = Callable[[dict], None]
+Record = Callable[[Outcome], None]
+Recover = Callable[[Task], Outcome | None]
 
 
-def _died(task: _Task, exc: BaseException) -> dict:
-    """The outcome of a task whose worker process died under it (recorded in the cache)."""
+def died(task: Task, exc: BaseException, note: str = "") -> Outcome:
+    """The outcome of a task whose worker process died under it (recorded in the cache by
+    the manager, since the worker could not)."""
     found = re.search(r"exit codes of the workers are \{([^}]*)\}", str(exc))
     how = "died"
     if found:
@@ -118,14 +113,12 @@ def _died(task: _Task, exc: BaseException) -> dict:
             how = f"exited with code {exit_code.group(1)}"
         else:
             how = f"died ({code})"
-    text = f"WorkerDied: the worker process computing this replicate {how}"
-    return {"index": task.index, "failure": _failure_record(task, text, str(exc)),
-            "store": True}
+    text = f"WorkerDied: the worker process computing this replicate {how}{note}"
+    return Outcome(task.index, failure=Failure.of(task, text, str(exc)), unstored=True)
 
 
-def _run_parallel(fn: Callable, todo: list[_Task], settings: _Settings, workers: int,
-                  backend: str, scheduler: str | None, record: Record, log: _StudyLog,
-                  recover: Callable[[_Task], dict | None]) -> None:
+def run_parallel(fn: Callable, todo: list[Task], settings: TaskSettings, workers: int,
+                 how: RunSettings, record: Record, log: StudyLog, recover: Recover) -> None:
     """Run tasks in worker processes, recording each outcome as it arrives.
 
     Every task is its own future. With loky, a worker that dies (a segfault, ``os._exit``, the
@@ -138,8 +131,8 @@ def _run_parallel(fn: Callable, todo: list[_Task], settings: _Settings, workers:
     same way. An exception raised by ``record`` (the cache is full) stops the run: tasks not
     yet started are cancelled and the exception propagates.
     """
-    if backend == "dask":
-        _run_dask(fn, todo, settings, workers, scheduler, record, log)
+    if how.backend == "dask":
+        _run_dask(fn, todo, settings, workers, how.scheduler, record, log)
         return
     with warnings.catch_warnings():
         # loky replaces a worker whose memory grew by more than 300 MB between two tasks (a
@@ -151,9 +144,9 @@ def _run_parallel(fn: Callable, todo: list[_Task], settings: _Settings, workers:
         _run_loky(fn, todo, settings, workers, record, log, recover)
 
 
-def _run_loky(fn: Callable, todo: list[_Task], settings: _Settings, workers: int,
-              record: Record, log: _StudyLog, recover: Callable[[_Task], dict | None]) -> None:
-    env = {name: str(settings.threads) for name in _THREAD_ENV}
+def _run_loky(fn: Callable, todo: list[Task], settings: TaskSettings, workers: int,
+              record: Record, log: StudyLog, recover: Recover) -> None:
+    env = {name: str(settings.threads) for name in THREAD_ENV}
     options: dict[str, Any] = {"initializer": init_worker, "initargs": (os.getpid(),),
                                "env": env}
     executor = loky.get_reusable_executor(max_workers=workers, timeout=IDLE_WORKER_SECONDS,
@@ -172,13 +165,13 @@ def _run_loky(fn: Callable, todo: list[_Task], settings: _Settings, workers: int
             record(stored)
         else:
             queue.append(task)
-    running: dict[Future, tuple[_Task, Any]] = {}
+    running: dict[Future, tuple[Task, Any]] = {}
     try:
         while queue or running:
             while queue and len(running) < workers:
                 task = queue.pop(0)
                 single = loky.ProcessPoolExecutor(max_workers=1, **options)
-                running[single.submit(_run_task, fn, task, settings)] = (task, single)
+                running[single.submit(run_task, fn, task, settings)] = (task, single)
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in done:
                 task, single = running.pop(future)
@@ -186,7 +179,7 @@ def _run_loky(fn: Callable, todo: list[_Task], settings: _Settings, workers: int
                 try:
                     outcome = future.result()
                 except BrokenProcessPool as exc:
-                    outcome = _died(task, exc)
+                    outcome = died(task, exc)
                 except Exception as exc:
                     outcome = _not_run(task, exc)
                 record(outcome)
@@ -196,12 +189,12 @@ def _run_loky(fn: Callable, todo: list[_Task], settings: _Settings, workers: int
             single.shutdown(wait=False, kill_workers=True)
 
 
-def _collect(executor: Any, fn: Callable, todo: list[_Task], settings: _Settings,
-             record: Record) -> list[tuple[_Task, BaseException]]:
+def _collect(executor: Any, fn: Callable, todo: list[Task], settings: TaskSettings,
+             record: Record) -> list[tuple[Task, BaseException]]:
     """Submit every task to ``executor`` and record outcomes as they arrive; returns the tasks
     lost to a broken pool, with the error."""
-    futures = {executor.submit(_run_task, fn, task, settings): task for task in todo}
-    lost: list[tuple[_Task, BaseException]] = []
+    futures = {executor.submit(run_task, fn, task, settings): task for task in todo}
+    lost: list[tuple[Task, BaseException]] = []
     try:
         for future in as_completed(futures):
             task = futures[future]
@@ -223,9 +216,9 @@ def _collect(executor: Any, fn: Callable, todo: list[_Task], settings: _Settings
     return lost
 
 
-def _not_run(task: _Task, exc: BaseException) -> dict:
-    return {"index": task.index, "failure": _failure_record(
-        task, f"not run: {type(exc).__name__}: {_short(exc)}", "")}
+def _not_run(task: Task, exc: BaseException) -> Outcome:
+    return Outcome(task.index, failure=Failure.of(
+        task, f"not run: {type(exc).__name__}: {_short(exc)}"))
 
 
 def _short(exc: BaseException) -> str:
@@ -234,18 +227,18 @@ def _short(exc: BaseException) -> str:
     return (codes or lines or [type(exc).__name__])[0].strip()
 
 
-def _run_dask(fn: Callable, todo: list[_Task], settings: _Settings, workers: int,
-              scheduler: str | None, record: Record, log: _StudyLog) -> None:
+def _run_dask(fn: Callable, todo: list[Task], settings: TaskSettings, workers: int,
+              scheduler: str | None, record: Record, log: StudyLog) -> None:
     import distributed
 
-    with _dask_client(scheduler, workers, log) as client:
+    with dask_client(scheduler, workers, log) as client:
         shared = {addr: n for addr, n in client.nthreads().items() if n > 1}
         if shared:
             log.warning("dask workers with several threads run several replicates in one "
                         "process, sharing torch's global thread count and generator: "
                         "start workers with one thread each (--nthreads 1) for "
                         "reproducible results; found %s", shared)
-        futures = {client.submit(_run_task, fn, task, settings, pure=False,
+        futures = {client.submit(run_task, fn, task, settings, pure=False,
                                  key=f"anglesim-{task.stem}-{uuid.uuid4().hex[:8]}"): task
                    for task in todo}
         try:
@@ -254,7 +247,7 @@ def _run_dask(fn: Callable, todo: list[_Task], settings: _Settings, workers: int
                 try:
                     outcome = future.result()
                 except distributed.KilledWorker as exc:
-                    outcome = _died(task, exc)
+                    outcome = died(task, exc)
                     outcome["failure"]["error"] += f" (dask: {_short(exc)})"
                 except Exception as exc:
                     outcome = _not_run(task, exc)

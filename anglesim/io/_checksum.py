@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .encoding import JSON_ATTRS_KEY, _encode_attrs, to_json
+from ._encoding import JSON_ATTRS_KEY, encode_attrs, to_json
 
 CHECKSUM_ATTR = "anglesim_checksum"
 """Attribute of a saved file holding its checksum: ``"v2:"`` + :func:`dataset_checksum` (files
@@ -100,14 +100,14 @@ def _attrs_part(attrs: Mapping[str, Any]) -> list:
             if k not in (JSON_ATTRS_KEY, CHECKSUM_ATTR)]
 
 
-def _checksum_v2(ds: xr.Dataset, encoded: bool) -> str:
+def checksum_v2(ds: xr.Dataset, encoded: bool) -> str:
     digest = hashlib.sha256()
 
     def add(part: bytes) -> None:
         digest.update(len(part).to_bytes(8, "little") + part)
 
     def attrs_of(attrs: Mapping[Any, Any], where: str) -> bytes:
-        return to_json(_attrs_part(attrs if encoded else _encode_attrs(attrs, where))).encode()
+        return to_json(_attrs_part(attrs if encoded else encode_attrs(attrs, where))).encode()
 
     add(b"anglesim checksum v2")
     add(attrs_of(ds.attrs, "the Dataset"))
@@ -134,6 +134,6 @@ def dataset_checksum(ds: xr.Dataset) -> str:
     """
     if not isinstance(ds, xr.Dataset):
         raise ValueError(f"ds must be an xarray.Dataset, got {type(ds).__name__}")
-    return _checksum_v2(ds, encoded=False)
+    return checksum_v2(ds, encoded=False)
 
 

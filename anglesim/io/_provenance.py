@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import numbers
 import os
 import platform
 import re
@@ -18,7 +17,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .encoding import to_json
+from .. import validation as check
+from ._encoding import to_json
 
 PROVENANCE_KEYS = (
     "anglesim_version", "git_rev", "created", "python", "torch", "numpy", "xarray", "platform",
@@ -29,14 +29,14 @@ PROVENANCE_KEYS = (
 CONVENTIONS = "CF-1.10"
 """The CF conventions version written in the ``Conventions`` attribute."""
 
-_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------------------------
 # provenance
 
 
-def _git(directory: Path, *args: str) -> str | None:
+def git(directory: Path, *args: str) -> str | None:
     """Run git in ``directory``; its stripped stdout, or None if git failed or is missing."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     try:
@@ -47,7 +47,7 @@ def _git(directory: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def _git_revision(package_dir: Path) -> str:
+def git_revision(package_dir: Path) -> str:
     """Commit of the git checkout whose tracked files include ``package_dir``/__init__.py.
 
     Returns the 40-digit hash, with ``-dirty`` appended when tracked files differ from that
@@ -57,12 +57,12 @@ def _git_revision(package_dir: Path) -> str:
     try:
         if not (package_dir / "__init__.py").is_file():
             return "unknown"
-        if _git(package_dir, "ls-files", "--error-unmatch", "__init__.py") is None:
+        if git(package_dir, "ls-files", "--error-unmatch", "__init__.py") is None:
             return "unknown"
-        rev = _git(package_dir, "rev-parse", "HEAD")
+        rev = git(package_dir, "rev-parse", "HEAD")
         if not rev:
             return "unknown"
-        status = _git(package_dir, "status", "--porcelain", "--untracked-files=no")
+        status = git(package_dir, "status", "--porcelain", "--untracked-files=no")
         return f"{rev}-dirty" if status else rev
     except Exception:  # provenance must never stop a save
         return "unknown"
@@ -131,7 +131,7 @@ def provenance(config: Mapping[str, Any] | None = None, seed: int | None = None,
 
     attrs: dict[str, str | int] = {
         "anglesim_version": __version__,
-        "git_rev": _git_revision(_PACKAGE_DIR),
+        "git_rev": git_revision(PACKAGE_DIR),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "torch": str(torch.__version__),
@@ -146,13 +146,9 @@ def provenance(config: Mapping[str, Any] | None = None, seed: int | None = None,
     attrs["history"] = f"{attrs['created']} {command_line()}"
     for key, value in (("code_version", code_version), ("code_origin", code_origin)):
         if value is not None:
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{key} must be a non-empty string or None, got {value!r}")
-            attrs[key] = value
+            attrs[key] = check.text(key, value)
     if seed is not None:
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-            raise ValueError(f"seed must be an integer or None, got {seed!r}")
-        attrs["seed"] = int(seed)
+        attrs["seed"] = check.integer("seed", seed)
     return attrs
 
 
