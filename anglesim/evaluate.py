@@ -16,23 +16,18 @@ import xarray as xr
 
 from . import angles as ang
 from . import validation as check
-from .data import RENDER_ARG, check_generator, evaluation_grid
+from .data import RENDER_ARG, evaluation_grid
 from .models import AngleNet
 from .stimuli import GratingSpec, render
 
-__all__ = ["check_offset", "evaluate_error", "evaluate_target_error", "standardise"]
-
-
-def check_offset(value: object) -> float:
-    """A target offset in radians: any finite real number (ValueError otherwise)."""
-    return check.real("target_offset (radians)", value)
+__all__ = ["evaluate_error", "evaluate_target_error", "standardise"]
 
 
 def _check_model(model: object, n_angles: object, repeats: object,
                  generator: object) -> tuple[int, int]:
     if not isinstance(model, AngleNet):
         raise check.fail("model", "an AngleNet (build_model(...) or reference_mlp(...))", model)
-    check_generator(generator)
+    check.generator("generator", generator)
     return (check.integer("n_angles", n_angles, minimum=1),
             check.integer("repeats", repeats, minimum=1))
 
@@ -55,7 +50,7 @@ def evaluate_error(
 
     Each angle is rendered ``repeats`` times with fresh noise; chance is π/4.
     """
-    target_offset = check_offset(target_offset)
+    target_offset = check.real("target_offset", target_offset)
     n_angles, repeats = _check_model(model, n_angles, repeats, generator)
     model.readout_of(head)  # ValueError naming the head for one the model lacks
     device = next(model.parameters()).device

@@ -24,7 +24,8 @@ import torch
 
 from . import validation as check
 
-__all__ = ["STREAMS", "drawing_from", "numpy_generator", "stream_seed", "torch_generator"]
+__all__ = ["STREAMS", "drawing_from", "numpy_generator", "root_generator", "stream_seed",
+           "torch_generator"]
 
 STREAMS = ("init", "data", "eval", "fisher", "strategy", "noise", "split", "control")
 """The stream names anglesim itself uses; any other non-empty name is allowed too."""
@@ -48,6 +49,21 @@ def torch_generator(seed: int, name: str, *index: int,
     """A ``torch.Generator`` on ``device`` (default CPU) seeded from stream ``name``."""
     gen = torch.Generator(device=device if device is not None else "cpu")
     gen.manual_seed(stream_seed(seed, name, *index))
+    return gen
+
+
+def root_generator(seed: int, device: str | torch.device | None = None) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` (default CPU) seeded from the seed's root, unnamed
+    ``SeedSequence(seed)``: its first two 32-bit words as one 64-bit seed.
+
+    This is the stream the studies written before named streams drew their training data from
+    (formerly ``anglesim.training.make_generator``), kept so their stored results replay
+    exactly; new code asks :func:`torch_generator` for a named stream instead.
+    """
+    seed = check.integer("seed", seed, minimum=0)
+    state = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint32)
+    gen = torch.Generator(device=device if device is not None else "cpu")
+    gen.manual_seed(int(state[0]) << 32 | int(state[1]))
     return gen
 
 

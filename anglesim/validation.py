@@ -344,7 +344,7 @@ class Names(Constraint):
         return name_list(name, value, allow_empty=self.allow_empty)
 
     def describe(self) -> str:
-        return "a list of names"
+        return "a list of names" if self.allow_empty else "a non-empty list of names"
 
 
 class Device(Constraint):
@@ -411,7 +411,8 @@ class Array(Constraint):
 
 
 class Optional(Constraint):
-    """None, or a value ``inner`` accepts."""
+    """None, or a value ``inner`` accepts. An error ``inner`` raises about one element of the
+    value (``"blocks[1] must be …"``) is passed on as it is, since it says more."""
 
     def __init__(self, inner: Constraint) -> None:
         self.inner = inner
@@ -421,7 +422,9 @@ class Optional(Constraint):
             return None
         try:
             return self.inner(name, value)
-        except ValueError:
+        except ValueError as err:
+            if str(err).startswith(f"{name}["):
+                raise
             raise fail(name, "None or " + self.inner.describe(), value) from None
 
     def describe(self) -> str:

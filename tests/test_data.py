@@ -53,9 +53,9 @@ def test_training_set_angles_are_the_generators_first_prior_draws():
 
     from anglesim.data import reference_split
     from anglesim.distributions import Uniform
+    from anglesim.seeding import root_generator
     from anglesim.stimuli import GratingSpec
-    from anglesim.training import make_generator
 
-    train, _, _ = reference_split(Uniform(), GratingSpec(size=16), 4, make_generator(3))
-    replay = Uniform().sample(32, generator=make_generator(3))
+    train, _, _ = reference_split(Uniform(), GratingSpec(size=16), 4, root_generator(3))
+    replay = Uniform().sample(32, generator=root_generator(3))
     assert torch.equal(train.angles, replay)

@@ -12,6 +12,7 @@ import xarray as xr
 from torch import nn
 
 from anglesim import finetune
+from anglesim import validation as check
 from anglesim.data import draw
 from anglesim.distributions import Uniform, VonMises
 from anglesim.finetune import (
@@ -27,6 +28,7 @@ from anglesim.finetune import (
     register_strategy,
     strategy_generator,
     strategy_names,
+    validate_strategy,
 )
 from anglesim.losses import get_loss
 from anglesim.models import CNNConfig, build_model, reference_mlp
@@ -147,7 +149,7 @@ def test_every_registered_strategy_also_trains_the_reference_mlp():
     [
         ("nope", {}, "strategy must be one of"),
         ("full", {"lr_scale": 0.0}, "lr_scale.*0.0"),
-        ("full", {"lr": 1.0}, "no parameter.*'lr'"),
+        ("full", {"lr": 1.0}, r"unknown parameter.*'lr'.*\['lr_scale'\]"),
         ("linear_probe", {"lr_scale": float("nan")}, "lr_scale"),
         ("lp_ft", {"probe_epochs": 0}, "probe_epochs.*0"),
         ("lp_ft", {"probe_tol": -1.0}, "probe_tol.*-1.0"),
@@ -224,7 +226,7 @@ def test_readme_example_registers_a_strategy_that_trains_only_biases():
     shows it."""
     guide = (Path(__file__).resolve().parents[1] / "docs" / "user_guide"
              / "training.rst").read_text()
-    start = guide.index("   from anglesim.finetune import Strategy, register_strategy")
+    start = guide.index("   from anglesim import validation as check")
     end = guide.index("\n\n\n", start)
     code = textwrap.dedent(guide[start:end])
     assert '@register_strategy("bias_only")' in code
@@ -239,6 +241,8 @@ def test_readme_example_registers_a_strategy_that_trains_only_biases():
         assert torch.equal(before[key], after[key]) != key.endswith(".bias"), key
     with pytest.raises(ValueError, match="rank"):
         phase(strategy="bias_only", strategy_params={"rank": 2})
+    with pytest.raises(ValueError, match=r"^strategy 'bias_only': lr_scale must be > 0, got 0"):
+        phase(strategy="bias_only", strategy_params={"lr_scale": 0})
 
 
 def test_strategy_choosing_parameters_outside_the_trainable_blocks_is_an_error():
@@ -484,8 +488,8 @@ def test_tpgm_projection_holds_after_every_step():
             free = self.distances().clone()  # before this step's projection
             super().after_step()
             norms_now = torch.stack([torch.linalg.vector_norm(q.param.detach())
-                                     for q in self._proj])
-            anchors = torch.stack([torch.linalg.vector_norm(a) for a in self._anchors])
+                                     for q in self.projected])
+            anchors = torch.stack([torch.linalg.vector_norm(a) for a in self.anchors])
             records.append((self.step, free, self.distances().clone(), self.radii,
                             norms_now + anchors))
 
@@ -521,14 +525,14 @@ def test_tpgm_radii_learned_on_validation_shrink_a_harmful_drift_with_weights_fi
     strategy, _, ctx = drive(model, ph)
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
-        for q in strategy._proj:
+        for q in strategy.projected:
             q.param.add_(0.6 * q.param.std() * torch.randn(q.param.shape, generator=g))
     images, theta, values = ctx.validation_set(64)
     with torch.no_grad():
         loss_before = float(ctx.loss(images, theta, values))
-    weights = [q.param.detach().clone() for q in strategy._proj]
+    weights = [q.param.detach().clone() for q in strategy.projected]
     strategy.learn_radii()
-    assert all(torch.equal(w, q.param) for w, q in zip(weights, strategy._proj, strict=True))
+    assert all(torch.equal(w, q.param) for w, q in zip(weights, strategy.projected, strict=True))
     dist = strategy.distances()
     assert torch.all(strategy.radii < 0.9 * dist), (strategy.radii, dist)
     strategy.project()
@@ -550,7 +554,7 @@ def test_auto_rgn_rates_are_proportional_to_relative_gradient_norms():
     ctx.train_batch = lambda n=None: next(replay)
     strategy, opt, _ = drive(model, ph, ctx)
     strategy.epoch_start(0)
-    params = [q.param for q in strategy._pool]
+    params = [q.param for q in strategy.pool]
     loss = sum(ctx.loss(*b) for b in batches) / 2
     grads = torch.autograd.grad(loss, params)
     rgn = torch.tensor([float(g.norm() / p.detach().norm())
@@ -561,7 +565,7 @@ def test_auto_rgn_rates_are_proportional_to_relative_gradient_norms():
     assert rates.max() == 3e-3 and rates.min() < 0.5 * 3e-3  # rates really differ
     diag = strategy.diagnostics()
     torch.testing.assert_close(torch.from_numpy(diag["rgn"].values[0]), rgn, rtol=1e-5, atol=0)
-    assert list(diag["parameter_block"].values) == [q.block for q in strategy._pool]
+    assert list(diag["parameter_block"].values) == [q.block for q in strategy.pool]
 
 
 def test_auto_rgn_per_step_cadence_uses_that_steps_gradient():
@@ -573,7 +577,7 @@ def test_auto_rgn_per_step_cadence_uses_that_steps_gradient():
     ctx.loss(images, theta, values).backward()
     strategy.pre_step()
     rgn = torch.tensor([float(p.grad.norm() / p.detach().norm()) for p in
-                        (q.param for q in strategy._pool)], dtype=torch.float64)
+                        (q.param for q in strategy.pool)], dtype=torch.float64)
     rates = torch.tensor([group["lr"] for group in opt.param_groups], dtype=torch.float64)
     torch.testing.assert_close(rates, 1e-3 * rgn / rgn.max(), rtol=1e-5, atol=0)
 
@@ -656,3 +660,65 @@ def test_strategies_accept_extra_heads_and_multitask_phases():
                                     strategy_params=PARAMS.get(name, {}))])
         assert np.isfinite(hist["train_loss"].values).all(), name
     assert math.isclose(finetune.Discriminative().depth(model, "second"), 0)
+
+
+# --------------------------------------------------------------------------------------------
+# parameters declared as data
+
+
+def test_every_builtin_strategy_declares_its_parameters_and_defaults():
+    for name in BUILTIN:
+        cls = finetune.STRATEGIES[name]
+        assert set(cls.defaults) <= set(cls.parameters), name
+        assert cls.parameters, name
+
+
+def test_validate_strategy_checks_without_building_and_merges_the_defaults():
+    built = []
+
+    @register_strategy("counted_for_test", replace=True)
+    class Counted(Strategy):
+        parameters = {"k": check.Integer(minimum=2), "scale": check.Real(minimum=0)}
+        defaults = {"scale": 1.0}
+
+        def __init__(self, **params):
+            built.append(params)
+            super().__init__(**params)
+
+    assert validate_strategy("counted_for_test", {"k": np.int64(3)}) == {"k": 3, "scale": 1.0}
+    phase(strategy="counted_for_test", strategy_params={"k": 2})
+    assert built == []  # neither validation nor the Phase built one
+    with pytest.raises(ValueError, match=r"^strategy 'counted_for_test': missing .*\['k'\]"):
+        validate_strategy("counted_for_test")
+    with pytest.raises(ValueError, match=r"^strategy 'counted_for_test': k must be an integer "
+                                         r">= 2, got 1$"):
+        phase(strategy="counted_for_test", strategy_params={"k": 1})
+    with pytest.raises(ValueError, match=r"^strategy_params must be a dict, got \[1\]"):
+        validate_strategy("full", [1])
+    with pytest.raises(ValueError, match=r"^strategy must be one of 'auto_rgn', .*got 'nope'"):
+        validate_strategy("nope")
+    finetune.STRATEGIES.pop("counted_for_test")
+
+
+def test_a_strategy_must_declare_every_parameter_it_gives_a_default():
+    class Undeclared(Strategy):
+        defaults = {"lr_scale": 1.0}
+
+    with pytest.raises(ValueError, match=r"defaults for undeclared parameter\(s\) "
+                                         r"\['lr_scale'\]"):
+        register_strategy("undeclared_for_test")(Undeclared)
+
+    class NotAConstraint(Strategy):
+        parameters = {"lr_scale": float}
+
+    with pytest.raises(ValueError, match=r"parameters \['lr_scale'\] need a constraint"):
+        register_strategy("not_a_constraint_for_test")(NotAConstraint)
+    assert "undeclared_for_test" not in strategy_names()
+
+
+def test_strategy_params_keep_their_given_form():
+    """Values are checked, not converted (numpy scalars aside), so a study's stored
+    configuration and the diagnostics' attrs read as the study wrote them."""
+    strategy = build_strategy("surgical", {"blocks": ("conv1",), "lr_scale": 1})
+    assert strategy.params["blocks"] == ("conv1",) and type(strategy.params["lr_scale"]) is int
+    assert type(build_strategy("full", {"lr_scale": np.float32(0.5)}).params["lr_scale"]) is float

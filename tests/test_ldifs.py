@@ -146,7 +146,7 @@ def test_ldifs_keeps_features_closer_to_pretrained_than_full(make, steps):
         ({"weight": True}, "weight.*True"),
         ({"blocks": "conv1"}, "blocks.*'conv1'"),
         ({"blocks": []}, r"blocks.*\[\]"),
-        ({"layers": ["conv1"]}, "no parameter.*'layers'"),
+        ({"layers": ["conv1"]}, "unknown parameter.*'layers'"),
     ],
 )
 def test_bad_parameters_raise_at_construction_naming_them(params, match):

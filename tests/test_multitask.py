@@ -8,20 +8,18 @@ import pytest
 import torch
 import xarray as xr
 
-from anglesim.data import draw
+from anglesim.data import draw, draw_varied
 from anglesim.distributions import Uniform
+from anglesim.evaluate import evaluate_target_error, standardise
 from anglesim.losses import get_loss
 from anglesim.models import CNNConfig, build_model
 from anglesim.stimuli import GratingSpec, render
-from anglesim.training import (
-    Phase,
-    Task,
-    draw_varied,
-    evaluate_target_error,
-    make_generator,
-    standardise,
-    train,
-)
+from anglesim.training import Phase, Task, train
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
 
 SPEC = GratingSpec(size=16, frequency=3.0, noise_std=0.3)
 CONFIG = CNNConfig(image_size=16, channels=(4,), kernel_size=3, fc_units=16, readout="cossin")
@@ -54,11 +52,11 @@ def phase(name="p", **kw):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_per_image_values_equal_to_the_spec_reproduce_render_bit_for_bit(spec, dtype):
     theta = torch.linspace(0, math.pi, 13, dtype=dtype)
-    a = render(theta, spec, make_generator(1))
+    a = render(theta, spec, gen(1))
     same = dict(contrasts=torch.full((13,), spec.contrast, dtype=torch.float64),
                 frequencies=np.full(13, spec.frequency))
-    b = render(theta, spec, make_generator(1), **same)
-    c = render(theta, spec, make_generator(1), contrasts=spec.contrast,
+    b = render(theta, spec, gen(1), **same)
+    c = render(theta, spec, gen(1), contrasts=spec.contrast,
                frequencies=spec.frequency)
     assert torch.equal(a, b) and torch.equal(a, c)
 
@@ -76,7 +74,7 @@ def test_per_image_values_match_single_renders_with_that_spec():
 
 def test_shot_noise_uses_each_images_own_contrast():
     spec = GratingSpec(size=16, shot_prob=1.0)
-    img = render(torch.zeros(2), spec, make_generator(0), contrasts=[0.25, 2.0])
+    img = render(torch.zeros(2), spec, gen(0), contrasts=[0.25, 2.0])
     assert set(img[0].abs().unique().tolist()) == {0.25}
     assert set(img[1].abs().unique().tolist()) == {2.0}
 
@@ -108,14 +106,14 @@ def test_render_validates_per_image_values(kw, name):
 
 
 def test_standardised_target_has_zero_mean_unit_variance_under_its_uniform():
-    y = 0.2 + 0.8 * torch.rand(200_000, generator=make_generator(3), dtype=torch.float64)
+    y = 0.2 + 0.8 * torch.rand(200_000, generator=gen(3), dtype=torch.float64)
     z = standardise(y, 0.2, 1.0)
     assert abs(float(z.mean())) < 0.01 and abs(float(z.var()) - 1.0) < 0.01
 
 
 def test_target_loss_is_minimal_at_the_truth_and_one_for_the_mean():
     loss = get_loss("mse", "scalar")
-    y = 0.2 + 0.8 * torch.rand(4096, generator=make_generator(4), dtype=torch.float64)
+    y = 0.2 + 0.8 * torch.rand(4096, generator=gen(4), dtype=torch.float64)
     z = standardise(y, 0.2, 1.0)
     assert float(loss(z[:, None], z)) == 0.0
     shifts = torch.linspace(-1, 1, 21, dtype=torch.float64)
@@ -125,14 +123,14 @@ def test_target_loss_is_minimal_at_the_truth_and_one_for_the_mean():
 
 
 def test_draw_varied_without_vary_is_draw():
-    a = draw(Uniform(), SPEC, 6, make_generator(5))
-    b = draw_varied(Uniform(), SPEC, 6, None, make_generator(5))
+    a = draw(Uniform(), SPEC, 6, gen(5))
+    b = draw_varied(Uniform(), SPEC, 6, None, gen(5))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and b[2] == {}
 
 
 def test_draw_varied_renders_with_its_values():
     vary = {"contrast": (0.5, 1.5), "frequency": (2.0, 4.0)}
-    images, angles, values = draw_varied(Uniform(), SPEC, 64, vary, make_generator(6))
+    images, angles, values = draw_varied(Uniform(), SPEC, 64, vary, gen(6))
     assert set(values) == {"contrast", "frequency"}
     assert bool(((values["contrast"] >= 0.5) & (values["contrast"] <= 1.5)).all())
     assert bool(((values["frequency"] >= 2.0) & (values["frequency"] <= 4.0)).all())
@@ -149,11 +147,11 @@ def test_draw_varied_renders_with_its_values():
 def test_scalar_head_learns_contrast_well_above_chance():
     model = small_model()
     before = evaluate_target_error(model, SPEC, "contrast", "contrast", *CONTRAST["contrast"],
-                                   n_angles=8, repeats=8, generator=make_generator(9))
+                                   n_angles=8, repeats=8, generator=gen(9))
     train(model, [phase(epochs=4, steps_per_epoch=40, batch_size=32, lr=3e-3,
                         tasks=[Task(head="contrast", target="contrast", loss="mse")])], seed=0)
     err = evaluate_target_error(model, SPEC, "contrast", "contrast", *CONTRAST["contrast"],
-                                n_angles=8, repeats=8, generator=make_generator(9))
+                                n_angles=8, repeats=8, generator=gen(9))
     chance = err.attrs["chance"]
     assert chance == pytest.approx(0.8 / math.sqrt(12))
     assert float(err.mean()) < 0.4 * chance, (float(err.mean()), chance)
@@ -166,7 +164,7 @@ def test_scalar_head_learns_frequency_above_chance():
     train(model, [phase(epochs=4, steps_per_epoch=40, batch_size=32, lr=3e-3, vary=vary,
                         tasks=[Task(head="freq", target="frequency", loss="mse")])], seed=1)
     err = evaluate_target_error(model, SPEC, "freq", "frequency", 2.0, 4.0, n_angles=8,
-                                repeats=8, generator=make_generator(9))
+                                repeats=8, generator=gen(9))
     assert float(err.mean()) < 0.6 * err.attrs["chance"]
 
 

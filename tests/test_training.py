@@ -231,3 +231,21 @@ def test_strategy_stream_differs_by_phase_name_and_from_the_data_stream():
     assert not torch.equal(draws["a"], data)
     again = torch.rand(4, generator=strategy_generator(3, "a"))
     assert torch.equal(draws["a"], again)
+
+
+def test_root_generator_replays_the_stream_of_the_former_make_generator():
+    """seeding.root_generator is training.make_generator moved: the seeds and first draws
+    below were recorded from make_generator before it moved, so studies that drew from it
+    (pretrain_imprint, model_choices) keep their numbers."""
+    from anglesim.seeding import root_generator
+
+    recorded = {0: (12750949206108985319, [0.9743680357933044, 0.3686065673828125]),
+                7: (8949336737714337537, [0.2896044850349426, 0.7953686714172363]),
+                2**40: (4967499770253281385, [0.7828193306922913, 0.678692638874054])}
+    for seed, (initial, draws) in recorded.items():
+        gen = root_generator(seed)
+        assert gen.initial_seed() == initial
+        assert torch.rand(2, generator=gen).tolist() == draws
+    assert root_generator(np.int64(7)).initial_seed() == recorded[7][0]
+    with pytest.raises(ValueError, match=r"^seed must be an integer >= 0, got -1"):
+        root_generator(-1)

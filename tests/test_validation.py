@@ -145,6 +145,19 @@ def test_validate_unknown_and_missing_names_list_the_declared_ones():
         check.validate(3, CONSTRAINTS)
 
 
+def test_optional_names_says_what_is_wrong_with_the_list():
+    blocks = check.Optional(check.Names(allow_empty=False))
+    assert blocks("blocks", None) is None and blocks("blocks", ("a",)) == ["a"]
+    with pytest.raises(ValueError, match=r"^blocks must be None or a non-empty list of names, "
+                                         r"got \[\]$"):
+        blocks("blocks", [])
+    with pytest.raises(ValueError, match=r"^blocks\[1\] must be a non-empty string, got 3$"):
+        blocks("blocks", ["a", 3])
+    with pytest.raises(ValueError, match=r"^blocks must be None or a non-empty list of names, "
+                                         r"got 'a'$"):
+        blocks("blocks", "a")
+
+
 def test_anyof_tries_each_and_describes_all():
     either = check.AnyOf(check.Integer(minimum=1), check.Choice(["all"]))
     assert either("n", 3) == 3 and either("n", "all") == "all"

@@ -21,8 +21,9 @@ import torch
 from .. import fisher
 from ..distributions import Uniform
 from ..models import reference_mlp
+from ..seeding import root_generator
 from ..stimuli import GratingSpec
-from ..training import Phase, make_generator, train
+from ..training import Phase, train
 from .harness import Context, Goal, torch_threads
 
 CURVE_DTHETA = 0.1
@@ -68,7 +69,7 @@ def bench_fisher_curve(ctx: Context) -> None:
     angles = np.arange(n) * (math.pi / n)
 
     started = time.perf_counter()
-    sg = savgol(model, spec, generator=make_generator(1), output="raw", **counts)
+    sg = savgol(model, spec, generator=root_generator(1), output="raw", **counts)
     t_savgol = time.perf_counter() - started
     every = counts["n_dense"] // n
     sg_values = sg.values[::every]
@@ -77,7 +78,7 @@ def bench_fisher_curve(ctx: Context) -> None:
 
     def curve(trials: int, seed: int) -> np.ndarray:
         return sampled(model, spec, angles, layers=layer, dtheta=CURVE_DTHETA,
-                       n_trials=trials, generator=make_generator(seed)).values[0]
+                       n_trials=trials, generator=root_generator(seed)).values[0]
 
     ctx.log(f"  ground truth: {2 * sz.curve_truth_trials * n:,} forward passes …")
     started = time.perf_counter()

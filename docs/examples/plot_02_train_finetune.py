@@ -16,8 +16,9 @@ import torch
 
 from anglesim.distributions import Uniform, VonMises
 from anglesim.models import CNNConfig, build_model
+from anglesim.seeding import torch_generator
 from anglesim.stimuli import GratingSpec
-from anglesim.training import Phase, evaluate_error, make_generator, train
+from anglesim.training import Phase, evaluate_error, train
 
 spec = GratingSpec(size=32, frequency=4.0, noise_std=1.0)
 torch.manual_seed(0)  # the initial weights come from torch's global generator
@@ -36,7 +37,7 @@ errors = {}
 def after_phase(phase, net):
     """Called by train() after each phase: measure the decoding error at 24 angles."""
     errors[phase.name] = evaluate_error(net, spec, n_angles=24, repeats=8,
-                                        generator=make_generator(1))
+                                        generator=torch_generator(0, "eval"))
 
 
 history = train(model, phases, seed=0, on_phase_end=after_phase)

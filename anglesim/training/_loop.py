@@ -1,7 +1,7 @@
 """The training loop: :func:`train` runs phases in order and returns the per-epoch history.
 
 Each phase: freeze the blocks outside ``Phase.trainable``, let the phase's strategy choose the
-parameter groups and hook the step (:mod:`anglesim.training.strategy`), draw batches on the fly
+parameter groups and hook the step (:mod:`anglesim.finetune`), draw batches on the fly
 or from a finite split with early stopping, and record the loss and decoding error per epoch.
 """
 
@@ -18,29 +18,14 @@ import xarray as xr
 from .. import angles as ang
 from .. import seeding
 from .. import validation as check
-from ..data import FiniteDataset, check_generator, draw_varied, reference_split, resolve_device
+from ..data import FiniteDataset, draw_varied, reference_split, resolve_device
 from ..evaluate import evaluate_error, standardise
+from ..finetune import Strategy, build_strategy, make_context, named_pool, strategy_generator
 from ..losses import get_loss
 from ..models import AngleNet
-from .phase import OPTIMIZERS, Phase, Task
-from .strategy import Strategy, build_strategy, make_context, named_pool, strategy_generator
+from ._phase import OPTIMIZERS, Phase, Task
 
-__all__ = ["make_generator", "train"]
-
-
-def make_generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
-    """A torch.Generator seeded from an integer seed via numpy's SeedSequence.
-
-    Kept for the studies and the benchmark that call it today; training itself no longer
-    uses it (it draws from the named streams of :mod:`anglesim.seeding`), and new code should
-    ask :func:`anglesim.seeding.torch_generator` for a named stream instead of offsetting a
-    seed (``make_generator(seed + 1)`` is how two studies correlated streams by accident)."""
-    seed = check.integer("seed", seed, minimum=0)
-    device = "cpu" if device is None else resolve_device(device)
-    state = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint32)
-    g = torch.Generator(device=device)
-    g.manual_seed(int(state[0]) << 32 | int(state[1]))
-    return g
+__all__ = ["train"]
 
 
 def _trainable_names(model: AngleNet, trainable: Sequence[str] | None) -> set[str]:
@@ -170,10 +155,9 @@ def train(
     seed = check.integer("seed", seed, minimum=0)
     for name, hook in (("on_epoch", on_epoch), ("on_phase_end", on_phase_end),
                        ("on_strategy_end", on_strategy_end)):
-        if hook is not None and not callable(hook):
-            raise check.fail(name, "None or a callable", hook)
+        check.function(name, hook, allow_none=True)
     device = next(model.parameters()).device if device is None else resolve_device(device)
-    check_generator(generator)
+    check.generator("generator", generator)
     if generator is not None and generator.device.type != device.type:
         raise check.fail("generator", f"a generator on the training device {str(device)!r}",
                          f"a generator on {str(generator.device)!r}")

@@ -4,27 +4,34 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import xarray as xr
+from torch import nn
 from torch.func import functional_call
 
-from .base import (
-    _TINY,
-    Batch,
-    Strategy,
-    _check_known,
-    _choice,
-    _integer,
-    _is_head,
-    _LossCall,
-    _names,
-    _non_negative,
-    _positive,
-    _subset,
-    register_strategy,
-)
+from .. import validation as check
+from ._base import TINY, Strategy, check_known, is_head, register_strategy
+from ._context import Batch, subset_batch
+
+BLOCK_LIST = check.Names(allow_empty=True)
+"""A list of block names, possibly empty."""
+
+
+class LossCall(nn.Module):
+    """The phase loss as a module holding the model, so ``torch.func.functional_call`` can
+    evaluate it with some of the model's parameters swapped (``"model.<name>"``)."""
+
+    def __init__(self, model: nn.Module, loss: Callable[..., torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, images: torch.Tensor, theta: torch.Tensor,
+                values: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.loss(images, theta, values)
 
 
 @register_strategy("l2_sp")
@@ -45,22 +52,18 @@ class L2SP(Strategy):
     empty).
     """
 
+    parameters = {"alpha": check.Real(minimum=0), "beta": check.Real(minimum=0),
+                  "norm": check.Choice(("l2", "l1")),
+                  "anchor": check.Choice(("pretrained", "zero")), "new_blocks": BLOCK_LIST}
     defaults = {"alpha": 0.01, "beta": 0.0, "norm": "l2", "anchor": "pretrained",
                 "new_blocks": []}
 
-    def check(self) -> None:
-        _non_negative(self.name, "alpha", self.params["alpha"])
-        _non_negative(self.name, "beta", self.params["beta"])
-        _choice(self.name, "norm", self.params["norm"], ("l2", "l1"))
-        _choice(self.name, "anchor", self.params["anchor"], ("pretrained", "zero"))
-        _names(self.name, "new_blocks", self.params["new_blocks"], allow_empty=True)
-
     def param_groups(self, model, pool, ctx):
         new = set(self.params["new_blocks"])
-        _check_known(self.name, "new_blocks", sorted(new), model)
+        check_known(self.name, "new_blocks", sorted(new), model)
         self._shared = [q.param for q in pool if q.block not in new]
         self._new = [q.param for q in pool if q.block in new]
-        self._anchors = [p.detach().clone() for p in self._shared]
+        self.anchors = [p.detach().clone() for p in self._shared]
         self._epoch_sum, self._epoch_n, self._per_epoch = 0.0, 0, []
         return [{"params": [q.param for q in pool], "lr": ctx.lr}]
 
@@ -70,7 +73,7 @@ class L2SP(Strategy):
         p0 = next(iter(self._shared or self._new))
         total = p0.new_zeros(())
         if alpha > 0:
-            for p, a in zip(self._shared, self._anchors, strict=True):
+            for p, a in zip(self._shared, self.anchors, strict=True):
                 d = p if zero else p - a
                 total = total + (d.abs().sum() if self.params["norm"] == "l1" else (d * d).sum())
             total = alpha * total
@@ -85,9 +88,9 @@ class L2SP(Strategy):
         self._epoch_sum, self._epoch_n = 0.0, 0
 
     def diagnostics(self) -> xr.Dataset:
-        self._require_setup()
+        self.require_setup()
         per = np.asarray(self._per_epoch, dtype=np.float64)
-        return self._dataset({"penalty": (("penalty_epoch",), per)},
+        return self.dataset({"penalty": (("penalty_epoch",), per)},
                              coords={"penalty_epoch": np.arange(len(per))})
 
 
@@ -114,35 +117,34 @@ class TPGM(Strategy):
 
     ``diagnostics()``: ``tpgm_radius`` (γ after each update) and ``tpgm_distance`` (‖θ − θ₀‖
     before that update's projection) over (``tpgm_update``, ``parameter``), coordinates
-    ``parameter_block`` and ``tpgm_step``.
+    ``parameter_block`` and ``tpgm_step``. Once set up, ``projected`` lists the projected
+    tensors (:class:`~anglesim.finetune.NamedParam`) and ``anchors`` their values θ₀.
 
     Parameters: ``update_every`` (int >= 1, default 10), ``radius_steps`` (int >= 1, default
     5), ``radius_lr`` (> 0, default 0.1), ``val_size`` (int >= 1, default 256),
     ``val_batch_size`` (int >= 1 or None), ``exclude`` (list of block names, default empty).
     """
 
+    parameters = {"update_every": check.Integer(minimum=1),
+                  "radius_steps": check.Integer(minimum=1),
+                  "radius_lr": check.Real(minimum=0, min_open=True),
+                  "val_size": check.Integer(minimum=1),
+                  "val_batch_size": check.Optional(check.Integer(minimum=1)),
+                  "exclude": BLOCK_LIST}
     defaults = {"update_every": 10, "radius_steps": 5, "radius_lr": 0.1, "val_size": 256,
                 "val_batch_size": None, "exclude": []}
 
-    def check(self) -> None:
-        _integer(self.name, "update_every", self.params["update_every"], 1)
-        _integer(self.name, "radius_steps", self.params["radius_steps"], 1)
-        _positive(self.name, "radius_lr", self.params["radius_lr"])
-        _integer(self.name, "val_size", self.params["val_size"], 1)
-        if self.params["val_batch_size"] is not None:
-            _integer(self.name, "val_batch_size", self.params["val_batch_size"], 1)
-        _names(self.name, "exclude", self.params["exclude"], allow_empty=True)
-
     def param_groups(self, model, pool, ctx):
         exclude = set(self.params["exclude"])
-        _check_known(self.name, "exclude", sorted(exclude), model)
-        self._proj = [q for q in pool if not _is_head(model, q.block) and q.block not in exclude]
-        if not self._proj:
+        check_known(self.name, "exclude", sorted(exclude), model)
+        self.projected = [q for q in pool
+                          if not is_head(model, q.block) and q.block not in exclude]
+        if not self.projected:
             raise ValueError(
                 f"strategy {self.name!r}: no trunk parameters to project among the phase's "
                 f"trainable blocks {sorted({q.block for q in pool})} (exclude={sorted(exclude)})"
             )
-        self._anchors = [q.param.detach().clone() for q in self._proj]
+        self.anchors = [q.param.detach().clone() for q in self.projected]
         self.log_radius: torch.Tensor | None = None
         self._radius_opt: torch.optim.Optimizer | None = None
         self._val_order: list[torch.Tensor] = []
@@ -157,7 +159,7 @@ class TPGM(Strategy):
     def distances(self) -> torch.Tensor:
         """‖θ_i − θ₀_i‖ for every projected tensor (float32 vector on the model's device)."""
         return torch.stack([torch.linalg.vector_norm(q.param.detach() - a)
-                            for q, a in zip(self._proj, self._anchors, strict=True)])
+                            for q, a in zip(self.projected, self.anchors, strict=True)])
 
     def _val_batch(self) -> Batch:
         data = self.ctx.validation_set(self.params["val_size"])
@@ -167,18 +169,18 @@ class TPGM(Strategy):
             order = torch.randperm(len(data[1]), generator=g, device=g.device).to(
                 data[1].device)
             self._val_order = list(order.split(size))
-        return _subset(data, self._val_order.pop(0))
+        return subset_batch(data, self._val_order.pop(0))
 
     def learn_radii(self) -> None:
         """One projection update's radius learning: the weights stay fixed; only γ moves."""
-        theta = [q.param.detach() for q in self._proj]
-        diffs = [t - a for t, a in zip(theta, self._anchors, strict=True)]
+        theta = [q.param.detach() for q in self.projected]
+        diffs = [t - a for t, a in zip(theta, self.anchors, strict=True)]
         dist = torch.stack([torch.linalg.vector_norm(d) for d in diffs])
-        log_dist = dist.clamp_min(_TINY).log()
+        log_dist = dist.clamp_min(TINY).log()
         if self.log_radius is None:
             self.log_radius = log_dist.clone().requires_grad_(True)
             self._radius_opt = torch.optim.Adam([self.log_radius], lr=self.params["radius_lr"])
-        call = _LossCall(self.model, self.ctx.loss)
+        call = LossCall(self.model, self.ctx.loss)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -188,7 +190,7 @@ class TPGM(Strategy):
                 # still passes the gradient, so the radii can shrink from the first update
                 ratio = (self.log_radius - log_dist).clamp(max=0.0).exp()
                 swapped = {f"model.{q.name}": a + r * d for q, a, r, d in
-                           zip(self._proj, self._anchors, ratio, diffs, strict=True)}
+                           zip(self.projected, self.anchors, ratio, diffs, strict=True)}
                 loss = functional_call(call, swapped, (images, target, values))
                 (grad,) = torch.autograd.grad(loss, [self.log_radius])
                 self._radius_opt.zero_grad(set_to_none=True)
@@ -203,10 +205,10 @@ class TPGM(Strategy):
     def project(self) -> None:
         """Π: pull every projected tensor outside its ball back onto the ball's surface."""
         radius = self.radii
-        for q, a, g in zip(self._proj, self._anchors, radius, strict=True):
+        for q, a, g in zip(self.projected, self.anchors, radius, strict=True):
             diff = q.param - a
             d = torch.linalg.vector_norm(diff)
-            q.param.copy_(torch.where(d > g, a + (g / d.clamp_min(_TINY)) * diff, q.param))
+            q.param.copy_(torch.where(d > g, a + (g / d.clamp_min(TINY)) * diff, q.param))
 
     def after_step(self) -> None:
         if self.step % self.params["update_every"] == 0:
@@ -215,10 +217,10 @@ class TPGM(Strategy):
             self.project()
 
     def diagnostics(self) -> xr.Dataset:
-        self._require_setup()
+        self.require_setup()
         recs = self._records
-        n = len(self._proj)
-        return self._dataset(
+        n = len(self.projected)
+        return self.dataset(
             {
                 "tpgm_radius": (("tpgm_update", "parameter"),
                                 np.array([r[1] for r in recs]).reshape(len(recs), n)),
@@ -226,13 +228,11 @@ class TPGM(Strategy):
                                   np.array([r[2] for r in recs]).reshape(len(recs), n)),
             },
             coords={
-                "parameter": [q.name for q in self._proj],
-                "parameter_block": ("parameter", [q.block for q in self._proj]),
+                "parameter": [q.name for q in self.projected],
+                "parameter_block": ("parameter", [q.block for q in self.projected]),
                 "tpgm_step": ("tpgm_update", np.array([r[0] for r in recs], dtype=np.int64)),
             },
         )
-
-
 
 
 @register_strategy("ldifs")
@@ -262,17 +262,14 @@ class LDIFS(Strategy):
     (trunk block names, default every block before the readout ``head``).
     """
 
+    parameters = {"weight": check.Real(minimum=0),
+                  "blocks": check.Optional(check.Names(allow_empty=False))}
     defaults = {"weight": 1.0, "blocks": None}
-
-    def check(self) -> None:
-        _non_negative(self.name, "weight", self.params["weight"])
-        if self.params["blocks"] is not None:
-            _names(self.name, "blocks", self.params["blocks"])
 
     def param_groups(self, model, pool, ctx):
         trunk = model.trunk_names
         blocks = trunk if self.params["blocks"] is None else list(self.params["blocks"])
-        _check_known(self.name, "blocks", blocks, model)
+        check_known(self.name, "blocks", blocks, model)
         outside = [b for b in blocks if b not in trunk]
         if outside:
             raise ValueError(
@@ -313,9 +310,9 @@ class LDIFS(Strategy):
         self._count = 0
 
     def diagnostics(self) -> xr.Dataset:
-        self._require_setup()
+        self.require_setup()
         per = np.asarray(self._per_epoch, dtype=np.float64).reshape(-1, len(self.blocks))
-        ds = self._dataset(
+        ds = self.dataset(
             {"feature_distance": (("penalty_epoch", "block"), per),
              "penalty": (("penalty_epoch",), self.params["weight"] * per.sum(axis=1))},
             coords={"penalty_epoch": np.arange(len(per)), "block": list(self.blocks)},

@@ -11,7 +11,7 @@ import xarray as xr
 
 from .. import validation as check
 from ..models import AngleNet
-from .base import _TINY, Strategy, _choice, _integer, _is_head, _param, register_strategy
+from ._base import TINY, Strategy, is_head, register_strategy
 
 
 def relative_gradient_norms(
@@ -25,7 +25,7 @@ def relative_gradient_norms(
         for gr in grads
     ])
     w = torch.stack([torch.linalg.vector_norm(p.detach()).double().cpu() for p in params])
-    return g / w.clamp_min(_TINY)
+    return g / w.clamp_min(TINY)
 
 
 @register_strategy("auto_rgn")
@@ -49,21 +49,18 @@ class AutoRGN(Strategy):
     ``cadence`` ("epoch" or "step").
     """
 
+    parameters = {"n_batches": check.Integer(minimum=1),
+                  "batch_size": check.Optional(check.Integer(minimum=1)),
+                  "cadence": check.Choice(("epoch", "step"))}
     defaults = {"n_batches": 2, "batch_size": None, "cadence": "epoch"}
 
-    def check(self) -> None:
-        _integer(self.name, "n_batches", self.params["n_batches"], 1)
-        if self.params["batch_size"] is not None:
-            _integer(self.name, "batch_size", self.params["batch_size"], 1)
-        _choice(self.name, "cadence", self.params["cadence"], ("epoch", "step"))
-
     def param_groups(self, model, pool, ctx):
-        self._pool = list(pool)
+        self.pool = list(pool)
         self._records: list[tuple[int, int, np.ndarray, np.ndarray]] = []
         return [{"params": [q.param], "lr": ctx.lr} for q in pool]
 
     def _set_rates(self, grads: Sequence[torch.Tensor | None]) -> None:
-        rgn = relative_gradient_norms([q.param for q in self._pool], grads)
+        rgn = relative_gradient_norms([q.param for q in self.pool], grads)
         top = rgn.max()
         weight = rgn / top if top > 0 else torch.ones_like(rgn)
         for group, w in zip(self.optimizer.param_groups, weight.tolist(), strict=True):
@@ -73,7 +70,7 @@ class AutoRGN(Strategy):
     def on_epoch_start(self) -> None:
         if self.params["cadence"] != "epoch":
             return
-        params = [q.param for q in self._pool]
+        params = [q.param for q in self.pool]
         was_training = self.model.training
         self.model.eval()
         total: list[torch.Tensor | None] = [None] * len(params)
@@ -89,12 +86,12 @@ class AutoRGN(Strategy):
 
     def before_step(self) -> None:
         if self.params["cadence"] == "step":
-            self._set_rates([q.param.grad for q in self._pool])
+            self._set_rates([q.param.grad for q in self.pool])
 
     def diagnostics(self) -> xr.Dataset:
-        self._require_setup()
-        names = [q.name for q in self._pool]
-        blocks = [q.block for q in self._pool]
+        self.require_setup()
+        names = [q.name for q in self.pool]
+        blocks = [q.block for q in self.pool]
         recs = self._records
         rgn = np.array([r[2] for r in recs]).reshape(len(recs), len(names))
         weight = np.array([r[3] for r in recs]).reshape(len(recs), len(names))
@@ -102,7 +99,7 @@ class AutoRGN(Strategy):
         per_block = np.stack(
             [weight[:, [b == name for b in blocks]].mean(axis=1) for name in order], axis=1
         ) if recs else np.zeros((0, len(order)))
-        ds = self._dataset(
+        ds = self.dataset(
             {
                 "rgn": (("rgn_update", "parameter"), rgn),
                 "rgn_weight": (("rgn_update", "parameter"), weight),
@@ -137,16 +134,13 @@ class Discriminative(Strategy):
     default 0).
     """
 
+    parameters = {"decay": check.Real(minimum=0, min_open=True, maximum=1),
+                  "warmup_steps": check.Integer(minimum=0)}
     defaults = {"decay": 1 / 2.6, "warmup_steps": 0}
-
-    def check(self) -> None:
-        decay = self.params["decay"]
-        check.real(_param(self.name, "decay"), decay, minimum=0, min_open=True, maximum=1)
-        _integer(self.name, "warmup_steps", self.params["warmup_steps"], 0)
 
     def depth(self, model: AngleNet, block: str) -> int:
         """Distance of ``block`` from the output: heads 0, last trunk block 1, …"""
-        if _is_head(model, block):
+        if is_head(model, block):
             return 0
         trunk = model.trunk_names
         return len(trunk) - trunk.index(block)
@@ -172,9 +166,9 @@ class Discriminative(Strategy):
         self._lrs.append(lrs)
 
     def diagnostics(self) -> xr.Dataset:
-        self._require_setup()
+        self.require_setup()
         lrs = np.array(self._lrs, dtype=np.float64).reshape(len(self._lrs), len(self._blocks))
-        return self._dataset(
+        return self.dataset(
             {"lr": (("lr_step", "block"), lrs),
              "base_lr": (("block",), np.array(self._base, dtype=np.float64))},
             coords={"lr_step": np.arange(1, len(self._lrs) + 1), "block": self._blocks},

@@ -9,19 +9,10 @@ import xarray as xr
 
 from .. import validation as check
 from ..models import AngleNet
-from .base import (
-    Strategy,
-    _check_in_pool,
-    _check_known,
-    _integer,
-    _is_head,
-    _lr_scale_check,
-    _names,
-    _non_negative,
-    _param,
-    _positive,
-    register_strategy,
-)
+from ._base import Strategy, check_in_pool, check_known, is_head, register_strategy
+
+LR_SCALE = check.Real(minimum=0, min_open=True)
+"""A multiplier of the phase's learning rate: > 0."""
 
 
 @register_strategy("full")
@@ -34,8 +25,8 @@ class Full(Strategy):
     the phase states.
     """
 
+    parameters = {"lr_scale": LR_SCALE}
     defaults = {"lr_scale": 1.0}
-    check = _lr_scale_check
 
     def param_groups(self, model, pool, ctx):
         return [{"params": [q.param for q in pool], "lr": ctx.lr * self.params["lr_scale"]}]
@@ -50,11 +41,11 @@ class LinearProbe(Strategy):
     Parameters: ``lr_scale`` (> 0, default 1).
     """
 
+    parameters = {"lr_scale": LR_SCALE}
     defaults = {"lr_scale": 1.0}
-    check = _lr_scale_check
 
     def param_groups(self, model, pool, ctx):
-        heads = [q.param for q in pool if _is_head(model, q.block)]
+        heads = [q.param for q in pool if is_head(model, q.block)]
         if not heads:
             raise ValueError(
                 f"strategy {self.name!r}: the phase's trainable blocks "
@@ -82,13 +73,9 @@ class LPFT(Strategy):
     (> 0, default 1). Early stopping (finite data) can end the phase during the probe.
     """
 
+    parameters = {"probe_epochs": check.Integer(minimum=1), "probe_tol": check.Real(minimum=0),
+                  "probe_lr_scale": LR_SCALE, "ft_lr_scale": LR_SCALE}
     defaults = {"probe_epochs": 5, "probe_tol": 1e-3, "probe_lr_scale": 1.0, "ft_lr_scale": 1.0}
-
-    def check(self) -> None:
-        _integer(self.name, "probe_epochs", self.params["probe_epochs"], 1)
-        _non_negative(self.name, "probe_tol", self.params["probe_tol"])
-        _positive(self.name, "probe_lr_scale", self.params["probe_lr_scale"])
-        _positive(self.name, "ft_lr_scale", self.params["ft_lr_scale"])
 
     def param_groups(self, model, pool, ctx):
         if self.params["probe_epochs"] >= ctx.phase.epochs:
@@ -96,8 +83,8 @@ class LPFT(Strategy):
                 f"strategy {self.name!r}: probe_epochs={self.params['probe_epochs']} leaves no "
                 f"epoch for fine-tuning in a phase of {ctx.phase.epochs} epochs"
             )
-        self._heads = [q.param for q in pool if _is_head(model, q.block)]
-        self._trunk = [q.param for q in pool if not _is_head(model, q.block)]
+        self._heads = [q.param for q in pool if is_head(model, q.block)]
+        self._trunk = [q.param for q in pool if not is_head(model, q.block)]
         if not self._heads or not self._trunk:
             raise ValueError(
                 f"strategy {self.name!r} needs both a head and trunk blocks among the phase's "
@@ -136,7 +123,7 @@ class LPFT(Strategy):
     def diagnostics(self) -> xr.Dataset:
         switch = getattr(self, "switch_epoch", None)
         losses = getattr(self, "_probe_losses", [])
-        ds = self._dataset(
+        ds = self.dataset(
             {
                 "lp_ft_switch_epoch": ((), -1 if switch is None else switch),
                 "lp_ft_probe_loss": (("probe_epoch",), np.asarray(losses, dtype=np.float64)),
@@ -158,33 +145,31 @@ class Surgical(Strategy):
     ``head``); ``lr_scale`` (> 0, default 1). Extra heads are addressed only through ``blocks``.
     """
 
+    parameters = {"blocks": check.Optional(check.Names(allow_empty=False)),
+                  "start": check.Optional(check.Text()), "stop": check.Optional(check.Text()),
+                  "lr_scale": LR_SCALE}
     defaults = {"blocks": None, "start": None, "stop": None, "lr_scale": 1.0}
 
-    def check(self) -> None:
-        _lr_scale_check(self)
-        blocks, start, stop = self.params["blocks"], self.params["start"], self.params["stop"]
-        if blocks is not None:
-            _names(self.name, "blocks", blocks)
-            if start is not None or stop is not None:
-                raise ValueError(
-                    f"strategy {self.name!r}: give blocks or start/stop, not both; got "
-                    f"blocks={blocks!r}, start={start!r}, stop={stop!r}"
-                )
-        elif start is None and stop is None:
+    @classmethod
+    def check_together(cls, params):
+        """``blocks`` or ``start``/``stop``: one of the two ways, not both, not neither."""
+        blocks, start, stop = params["blocks"], params["start"], params["stop"]
+        if blocks is not None and (start is not None or stop is not None):
             raise ValueError(
-                f"strategy {self.name!r} needs blocks or start/stop, got blocks=None, "
+                f"strategy {cls.name!r}: give blocks or start/stop, not both; got "
+                f"blocks={blocks!r}, start={start!r}, stop={stop!r}"
+            )
+        if blocks is None and start is None and stop is None:
+            raise ValueError(
+                f"strategy {cls.name!r} needs blocks or start/stop, got blocks=None, "
                 "start=None, stop=None"
             )
-        for key in ("start", "stop"):
-            value = self.params[key]
-            if value is not None:
-                check.text(_param(self.name, key), value)
 
     def chosen_blocks(self, model: AngleNet) -> list[str]:
         """The block names this strategy trains on ``model``."""
         if self.params["blocks"] is not None:
             blocks = list(self.params["blocks"])
-            _check_known(self.name, "blocks", blocks, model)
+            check_known(self.name, "blocks", blocks, model)
             return blocks
         names = model.block_names
         start = self.params["start"] or names[0]
@@ -201,7 +186,7 @@ class Surgical(Strategy):
 
     def param_groups(self, model, pool, ctx):
         blocks = self.chosen_blocks(model)
-        _check_in_pool(self.name, blocks, pool)
+        check_in_pool(self.name, blocks, pool)
         chosen = set(blocks)
         return [{"params": [q.param for q in pool if q.block in chosen],
                  "lr": ctx.lr * self.params["lr_scale"]}]
@@ -215,15 +200,12 @@ class Freeze(Strategy):
     Parameters: ``blocks`` (non-empty list of block / head names to freeze), ``lr_scale``.
     """
 
-    defaults = {"blocks": None, "lr_scale": 1.0}
-
-    def check(self) -> None:
-        _lr_scale_check(self)
-        _names(self.name, "blocks", self.params["blocks"])
+    parameters = {"blocks": check.Names(allow_empty=False), "lr_scale": LR_SCALE}
+    defaults = {"lr_scale": 1.0}
 
     def param_groups(self, model, pool, ctx):
         frozen = set(self.params["blocks"])
-        _check_known(self.name, "blocks", sorted(frozen), model)
+        check_known(self.name, "blocks", sorted(frozen), model)
         params = [q.param for q in pool if q.block not in frozen]
         if not params:
             raise ValueError(

@@ -11,18 +11,14 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 
+from .. import validation as check
 from ..models import AngleNet
-from .base import (
-    Strategy,
-    _check_in_pool,
-    _check_known,
-    _flag,
-    _integer,
-    _is_head,
-    _names,
-    _positive,
-    register_strategy,
-)
+from ._base import Strategy, check_in_pool, check_known, is_head, register_strategy
+
+RANK = check.Integer(minimum=1)
+"""An adapter's rank r: an integer >= 1."""
+ALPHA = check.Real(minimum=0, min_open=True)
+"""An adapter's scale numerator α (the update is scaled by α/r): > 0."""
 
 
 class LoRALinear(nn.Module):
@@ -35,10 +31,8 @@ class LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, rank: int, alpha: float,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise ValueError(f"base must be an nn.Linear, got {type(base).__name__}")
-        _integer("lora", "rank", rank, 1)
-        _positive("lora", "alpha", alpha)
+        check.instance("base", base, nn.Linear, "an nn.Linear")
+        rank, alpha = RANK("rank", rank), ALPHA("alpha", alpha)
         w = base.weight
         self.base = base
         self.rank, self.alpha, self.scale = rank, float(alpha), float(alpha) / rank
@@ -73,14 +67,12 @@ class LoRAConv2d(nn.Module):
     def __init__(self, base: nn.Conv2d, rank: int, alpha: float,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
-        if not isinstance(base, nn.Conv2d):
-            raise ValueError(f"base must be an nn.Conv2d, got {type(base).__name__}")
+        check.instance("base", base, nn.Conv2d, "an nn.Conv2d")
         if base.groups != 1:
             raise ValueError(f"LoRA needs a conv with groups=1, got groups={base.groups}")
         if base.padding_mode != "zeros":
             raise ValueError(f"LoRA needs padding_mode='zeros', got {base.padding_mode!r}")
-        _integer("lora", "rank", rank, 1)
-        _positive("lora", "alpha", alpha)
+        rank, alpha = RANK("rank", rank), ALPHA("alpha", alpha)
         w = base.weight
         c_out, c_in, kh, kw = w.shape
         self.base = base
@@ -127,10 +119,10 @@ def apply_lora(
     so block names, ``run_blocks`` and ``activations`` keep working. ``generator`` (CPU) draws
     the A matrices. Returns the qualified names of the wrapped modules.
     """
-    _integer("lora", "rank", rank, 1)
-    alpha = float(rank) if alpha is None else _positive("lora", "alpha", alpha)
-    names = model.trunk_names if blocks is None else _names("lora", "blocks", blocks)
-    _check_known("lora", "blocks", names, model)
+    rank = RANK("rank", rank)
+    alpha = float(rank) if alpha is None else ALPHA("alpha", alpha)
+    names = model.trunk_names if blocks is None else check.name_list("blocks", blocks)
+    check_known("lora", "blocks", names, model)
     wrapped: list[str] = []
 
     def wrap(module: nn.Module, prefix: str) -> None:
@@ -194,27 +186,21 @@ class LoRA(Strategy):
     ``train_head`` (bool, default True), ``merge`` (bool, default True).
     """
 
+    parameters = {"rank": RANK, "alpha": check.Optional(ALPHA),
+                  "blocks": check.Optional(check.Names(allow_empty=False)),
+                  "train_head": check.Boolean(), "merge": check.Boolean()}
     defaults = {"rank": 4, "alpha": None, "blocks": None, "train_head": True, "merge": True}
-
-    def check(self) -> None:
-        _integer(self.name, "rank", self.params["rank"], 1)
-        if self.params["alpha"] is not None:
-            _positive(self.name, "alpha", self.params["alpha"])
-        if self.params["blocks"] is not None:
-            _names(self.name, "blocks", self.params["blocks"])
-        for key in ("train_head", "merge"):
-            _flag(self.name, key, self.params[key])
 
     def param_groups(self, model, pool, ctx):
         in_pool = list(dict.fromkeys(q.block for q in pool))
         blocks = self.params["blocks"]
         if blocks is None:
-            blocks = [b for b in in_pool if not _is_head(model, b)]
+            blocks = [b for b in in_pool if not is_head(model, b)]
         else:
-            _check_known(self.name, "blocks", blocks, model)
-            _check_in_pool(self.name, blocks, pool)
-        heads = [q.param for q in pool if _is_head(model, q.block)]
-        if self.params["train_head"] and any(_is_head(model, b) for b in blocks):
+            check_known(self.name, "blocks", blocks, model)
+            check_in_pool(self.name, blocks, pool)
+        heads = [q.param for q in pool if is_head(model, q.block)]
+        if self.params["train_head"] and any(is_head(model, b) for b in blocks):
             raise ValueError(
                 f"strategy {self.name!r}: blocks {blocks} adapt a head while train_head=True; "
                 "set train_head=False to adapt it with LoRA instead"
@@ -250,10 +236,10 @@ class LoRA(Strategy):
             merge_lora(self.model)
 
     def diagnostics(self) -> xr.Dataset:
-        self._require_setup()
+        self.require_setup()
         norms, ranks = self._summary if self._summary is not None else self.summarise()
         blocks = [name.split(".")[1] for name in self.wrapped]
-        return self._dataset(
+        return self.dataset(
             {"lora_update_norm": (("lora_module",), np.asarray(norms, dtype=np.float64)),
              "lora_update_rank": (("lora_module",), np.asarray(ranks, dtype=np.int64))},
             coords={"lora_module": list(self.wrapped), "lora_block": ("lora_module", blocks)},

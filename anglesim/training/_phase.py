@@ -1,7 +1,8 @@
 """Training phases and their tasks: what a network sees, what it learns, how, and what changes.
 
 See :mod:`anglesim.training` for the conventions. Every value is checked when a :class:`Phase`
-or :class:`Task` is made, so a bad one fails at construction, naming the parameter and value.
+or :class:`Task` is made (their parameters are declared as data, :data:`PHASE_PARAMETERS` and
+:data:`TASK_PARAMETERS`), so a bad one fails at construction, naming the parameter and value.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import numpy as np
 import torch
 
 from .. import validation as check
-from ..data import RENDER_ARG as _RENDER_ARG
+from ..data import RENDER_ARG
 from ..distributions import AnglePrior
-from ..evaluate import check_offset as _offset
+from ..finetune import validate_strategy
 from ..losses import check_loss
 from ..stimuli import GratingSpec
-from .strategy import build_strategy
 
-__all__ = ["OPTIMIZERS", "TARGETS", "Phase", "Task"]
+__all__ = ["OPTIMIZERS", "PHASE_PARAMETERS", "TARGETS", "TASK_PARAMETERS", "Phase", "Task"]
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -32,6 +32,47 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 
 TARGETS = ("angle", "contrast", "frequency")
 """What a Task predicts: the orientation θ, or a stimulus property varied per image."""
+
+PRIOR = check.Instance(AnglePrior, "an AnglePrior (e.g. Uniform(), VonMises(loc, kappa))")
+SPEC = check.Instance(GratingSpec, "a GratingSpec")
+
+TASK_PARAMETERS: dict[str, check.Constraint] = {
+    "head": check.Text(),
+    "target": check.Choice(TARGETS),
+    "weight": check.Real(minimum=0),
+    "prior": check.Optional(check.Instance(AnglePrior, "an AnglePrior")),
+    "spec": check.Optional(SPEC),
+    "target_offset": check.Real(),
+}
+"""The constraints on a :class:`Task`'s fields (its loss is checked by
+:func:`anglesim.losses.check_loss`)."""
+
+PHASE_PARAMETERS: dict[str, check.Constraint] = {
+    "name": check.Text(),
+    "prior": PRIOR,
+    "spec": SPEC,
+    "optimizer": check.Choice(sorted(OPTIMIZERS)),
+    "lr": check.Real(minimum=0, min_open=True),
+    "weight_decay": check.Real(minimum=0),
+    **{name: check.Integer(minimum=1) for name in (
+        "epochs", "steps_per_epoch", "batch_size", "patience", "eval_angles", "eval_repeats")},
+    "dataset_size": check.Optional(check.Integer(minimum=1)),
+    "trainable": check.Optional(check.Names(allow_empty=False)),
+    "reset_optimizer": check.Boolean(),
+}
+"""The constraints on a :class:`Phase`'s scalar fields (its loss, tasks, ``vary`` and strategy
+are checked by their own rules)."""
+
+
+def _declared(obj: Any, constraints: dict[str, check.Constraint]) -> None:
+    """Check ``obj``'s fields named in ``constraints`` and store the checked values; a plain
+    Python int or float is kept as given (so configs, and the cache hashes made from them,
+    keep their form), anything else is replaced by its conversion (numpy scalars become
+    Python ones, a tuple of names a list)."""
+    values = {name: getattr(obj, name) for name in constraints}
+    for name, value in check.validate(values, constraints).items():
+        setattr(obj, name, _plain(values[name], value))
+
 
 @dataclass
 class Task:
@@ -56,14 +97,9 @@ class Task:
     target_offset: float = 0.0
 
     def __post_init__(self) -> None:
-        self.head = check.text("head", self.head)
-        self.target = check.choice("target", self.target, TARGETS)
+        _declared(self, TASK_PARAMETERS)
         check_loss(self.loss, self.loss_params, target=self.target)
         self.loss_params = _python_values(self.loss_params)
-        self.weight = _plain(self.weight, check.real("weight", self.weight, minimum=0))
-        self.prior = _optional(self.prior, AnglePrior, "prior", "None or an AnglePrior")
-        self.spec = _optional(self.spec, GratingSpec, "spec", "None or a GratingSpec")
-        self.target_offset = _plain(self.target_offset, _offset(self.target_offset))
         if self.target_offset != 0 and self.target != "angle":
             raise ValueError(
                 f"target_offset applies to angle targets only; got "
@@ -84,12 +120,6 @@ def _python_values(params: Any) -> Any:
                                                for v in params.values()):
         return params
     return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
-
-
-def _optional(value: Any, kind: type, name: str, expected: str) -> Any:
-    if value is not None and not isinstance(value, kind):
-        raise check.fail(name, expected, value)
-    return value
 
 
 @dataclass
@@ -124,27 +154,8 @@ class Phase:
     """The strategy's hyper-parameters, validated when the Phase is made."""
 
     def __post_init__(self) -> None:
-        self.name = check.text("name", self.name)
-        if not isinstance(self.prior, AnglePrior):
-            raise check.fail("prior", "an AnglePrior (e.g. Uniform(), VonMises(loc, kappa))",
-                             self.prior)
-        if not isinstance(self.spec, GratingSpec):
-            raise check.fail("spec", "a GratingSpec", self.spec)
+        _declared(self, PHASE_PARAMETERS)
         check_loss(self.loss, self.loss_params)
-        self.optimizer = check.choice("optimizer", self.optimizer, sorted(OPTIMIZERS))
-        self.lr = _plain(self.lr, check.real("lr", self.lr, minimum=0, min_open=True))
-        self.weight_decay = _plain(self.weight_decay,
-                                   check.real("weight_decay", self.weight_decay, minimum=0))
-        for name in ("epochs", "steps_per_epoch", "batch_size", "patience", "eval_angles",
-                     "eval_repeats"):
-            value = getattr(self, name)
-            setattr(self, name, check.integer(name, value, minimum=1))
-        if self.dataset_size is not None:
-            self.dataset_size = check.integer("dataset_size (or None)", self.dataset_size,
-                                              minimum=1)
-        if self.trainable is not None:
-            self.trainable = check.name_list("trainable", self.trainable, allow_empty=False)
-        self.reset_optimizer = check.boolean("reset_optimizer", self.reset_optimizer)
         if self.tasks is not None:
             if isinstance(self.tasks, str | Task) or not isinstance(self.tasks, Sequence):
                 raise check.fail("tasks", "None or a non-empty list of Task", self.tasks)
@@ -161,7 +172,7 @@ class Phase:
                     f"got dataset_size={self.dataset_size!r}"
                 )
         self._check_vary()
-        build_strategy(self.strategy, self.strategy_params)  # ValueError for bad name/params
+        validate_strategy(self.strategy, self.strategy_params)  # ValueError: bad name/params
         # numpy scalars among the parameters become Python ones, so the config is JSON
         self.loss_params = _python_values(self.loss_params)
         self.strategy_params = _python_values(self.strategy_params)
@@ -173,9 +184,9 @@ class Phase:
                 raise ValueError(f"vary must be None or a non-empty dict, got {self.vary!r}")
             clean = {}
             for name, bounds in self.vary.items():
-                if name not in _RENDER_ARG:
+                if name not in RENDER_ARG:
                     raise ValueError(
-                        f"vary keys must be among {list(_RENDER_ARG)}, got {name!r}"
+                        f"vary keys must be among {list(RENDER_ARG)}, got {name!r}"
                     )
                 if isinstance(bounds, str) or not isinstance(bounds, Sequence) or len(
                         bounds) != 2:
@@ -186,7 +197,7 @@ class Phase:
                 if not lo < hi:
                     raise check.fail(f"vary[{name!r}]", "a pair with lo < hi", bounds)
                 clean[name] = (lo, hi)
-            self.vary = {name: clean[name] for name in _RENDER_ARG if name in clean}
+            self.vary = {name: clean[name] for name in RENDER_ARG if name in clean}
             if self.dataset_size is not None:
                 raise ValueError(
                     f"vary needs on-the-fly data; got dataset_size={self.dataset_size!r}"
