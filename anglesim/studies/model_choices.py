@@ -34,9 +34,9 @@ from anglesim.plotting import (
     replicate_count,
     successful,
 )
-from anglesim.seeding import torch_generator
+from anglesim.seeding import root_generator, torch_generator
 from anglesim.study import Study
-from anglesim.training import Phase, evaluate_error, make_generator, train
+from anglesim.training import Phase, evaluate_error, train
 
 from ._common import SPEC, on_device, resolve_size, standard_cnn
 
@@ -95,7 +95,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     torch.manual_seed(seed)
     model = build_model(standard_cnn(readout, nonlinearity=str(condition["nonlinearity"])))
     plan = phase(readout, data, sz)
-    gen = make_generator(seed, **on)
+    gen = root_generator(seed, **on)
     history = train(model, [plan], seed, generator=gen)
     grid = evaluation_grid(sz["n_angles"])
     fisher = propagated_fisher(model, SPEC, grid, layers=["fc", "output"],
@@ -107,7 +107,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     # FI at angles the network was trained on against fresh angles from the same prior.
     # The training angles are the first draws of the generator that built the finite set:
     # replay them from the same seed (stream networks get the same angles, never seen twice).
-    replay = make_generator(seed, **on)
+    replay = root_generator(seed, **on)
     train_angles = plan.prior.sample(8 * sz["dataset_size"], generator=replay)[
         : sz["n_train_angles"]].double()
     fresh = plan.prior.sample(sz["n_train_angles"], generator=torch_generator(seed, "fresh", **on)

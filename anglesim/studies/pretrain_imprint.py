@@ -35,9 +35,9 @@ from anglesim.plotting import (
     interval_bars,
     successful,
 )
-from anglesim.seeding import stream_seed
+from anglesim.seeding import root_generator, stream_seed
 from anglesim.study import Study
-from anglesim.training import Phase, make_generator, train
+from anglesim.training import Phase, train
 
 from ._common import SPEC, on_device, resolve_size, standard_cnn
 
@@ -99,11 +99,11 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
         # kept: pretraining is replayed exactly (same init, same seed) so Adam's state exists;
         # the data generator is re-seeded at the phase boundary, so only fine-tuning differs.
         net = copy.deepcopy(init)
-        gen = make_generator(seed, **on)
+        gen = root_generator(seed, **on)
 
         def reseed(phase: Phase, _net, gen=gen, cs=cs) -> None:
             if phase.name == "pretrain":
-                gen.manual_seed(int(make_generator(cs).initial_seed()))
+                gen.manual_seed(int(root_generator(cs).initial_seed()))
 
         train(net, list(phases(kappa, sz, "kept")), seed, generator=gen, on_phase_end=reseed,
               **on)
