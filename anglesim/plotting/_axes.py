@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-__all__ = ["angle_axis", "fi_vs_angle_axis", "mark_angle"]
+__all__ = ["angle_axis", "fi_vs_angle_axis", "mark_angle", "radius_axis"]
 
 
 def angle_axis(ax):
@@ -27,3 +28,13 @@ def mark_angle(ax, theta: float, text: str, colour: str = "0.5") -> None:
     ax.annotate(text, (deg, 1.0), xycoords=("data", "axes fraction"), ha="center",
                 va="bottom", fontsize=7, color=colour)
 
+
+
+def radius_axis(ax, label: str, *, angle: float = 90.0, ticks: int = 3) -> None:
+    """Label a polar panel's radius (its quantity and unit, e.g. "linear FI (rad⁻²)"), with
+    at most ``ticks`` radius tick labels along the ray at ``angle`` degrees (90: stacked
+    vertically, clear of one another) and the label set clear of the 180° angle label."""
+    ax.set_rlabel_position(angle)
+    ax.yaxis.set_major_locator(MaxNLocator(ticks))
+    size = ax.yaxis.get_ticklabels()[0].get_fontsize() if ax.yaxis.get_ticklabels() else 7.0
+    ax.set_ylabel(label, labelpad=3.2 * size + 4.0)

@@ -9,8 +9,8 @@ import xarray as xr
 
 from ..stats import band_caption, interval
 
-__all__ = ["MIN_BAND_N", "band", "band_footnote", "given_bars", "interval_bars", "log_band",
-           "record", "replicate_count", "successful"]
+__all__ = ["MIN_BAND_N", "band", "band_footnote", "caption", "given_bars", "interval_bars",
+           "log_band", "record", "recorded", "replicate_count", "successful"]
 
 MIN_BAND_N = 3
 """Fewest valid replicates a band or error bar is drawn from (issue 15: with 2, t = 12.7)."""
@@ -75,13 +75,21 @@ def given_bars(ax, x, mean, half, n, colour, label, *, min_n: int = MIN_BAND_N,
     record(ax, out, None, "replicates")
 
 
-def record(ax, out: xr.Dataset, bounds, what: str) -> None:
+def record(ax, out: xr.Dataset, bounds, what: str, kind: str = "mean") -> None:
     """Note on ``ax``'s figure an interval Dataset drawn there (from
-    :func:`anglesim.stats.interval`), for :func:`band_footnote` to describe."""
+    :func:`anglesim.stats.interval`), for :func:`band_footnote` and
+    :func:`anglesim.plotting.caption` to describe; ``kind`` is what was drawn: ``"mean"``
+    (a mean and its t interval), ``"paired"`` (paired differences), ``"ratio"`` (geometric
+    means of a positive quantity on a log axis)."""
     fig = ax.figure
     if not hasattr(fig, "_anglesim_bands"):
         fig._anglesim_bands = []
-    fig._anglesim_bands.append((out, bounds, what))
+    fig._anglesim_bands.append((out, bounds, what, kind))
+
+
+def recorded(fig: plt.Figure) -> list[tuple[xr.Dataset, tuple | None, str, str]]:
+    """The intervals :func:`record` noted on ``fig``: (Dataset, bounds, what, kind) each."""
+    return list(getattr(fig, "_anglesim_bands", []))
 
 
 def band_footnote(fig: plt.Figure, extra: str = "") -> str:
@@ -90,17 +98,17 @@ def band_footnote(fig: plt.Figure, extra: str = "") -> str:
     :func:`interval_bars` drew on it), e.g. "bands: 95% t intervals over 4 replicates" or
     "no band: n < 3 replicates (n = 2)"; ``extra`` is appended. Drawn once (a second call
     returns the text without drawing it again); returns the text ("" if nothing was drawn)."""
-    recorded = getattr(fig, "_anglesim_bands", [])
-    if not recorded:
+    drawn = [entry[:3] for entry in recorded(fig)]
+    if not drawn:
         return extra
-    counts = np.concatenate([np.ravel(out["n"].values) for out, _, _ in recorded])
-    first = recorded[0][0].attrs
-    whats = {what for _, _, what in recorded}
+    counts = np.concatenate([np.ravel(out["n"].values) for out, _, _ in drawn])
+    first = drawn[0][0].attrs
+    whats = {what for _, _, what in drawn}
     text = band_caption(counts, int(first["min_n"]), float(first["level"]),
                         what=whats.pop() if len(whats) == 1 else "replicates")
-    if any(out.attrs["scale"] == "log" for out, _, _ in recorded) and text.startswith("bands"):
+    if any(out.attrs["scale"] == "log" for out, _, _ in drawn) and text.startswith("bands"):
         text += "; FI on the log scale (geometric mean)"
-    if any("clipped" in out.attrs["caption"] for out, _, _ in recorded) and (
+    if any("clipped" in out.attrs["caption"] for out, _, _ in drawn) and (
             text.startswith("bands")):
         text += "; clipped to the quantity's range"
     if extra:
@@ -110,6 +118,68 @@ def band_footnote(fig: plt.Figure, extra: str = "") -> str:
                                           color="0.3")
     return text
 
+
+def caption(fig: plt.Figure, text: str = "") -> str:
+    """The caption sentence saying what ``fig``'s intervals are and over how many replicates,
+    after ``text`` (what the figure shows): e.g. "… Lines and points: means; bands and error
+    bars: 95% t intervals over n = 6 replicates per condition; paired differences: one dot
+    per replicate, their mean and 95% paired t interval over n = 6 pairs."
+
+    Built from every interval the figure's helpers drew (:func:`band`, :func:`log_band`,
+    :func:`interval_bars`, :func:`given_bars`, :func:`anglesim.plotting.paired_difference`,
+    :func:`anglesim.plotting.ratio_points`), so it cannot disagree with them; intervals are
+    always named as t intervals with their level and n, never as ±s.e. Returns ``text`` alone
+    if nothing was recorded.
+    """
+    entries = recorded(fig)
+    parts = []
+    means = [e for e in entries if e[3] == "mean"]
+    if means:
+        level = float(means[0][0].attrs["level"])
+        what = {e[2] for e in means}
+        part = (f"lines and points: means; bands and error bars: {level:.0%} t intervals over "
+                f"n = {_span(means)} {what.pop() if len(what) == 1 else 'replicates'}")
+        if any(e[0].attrs["scale"] == "log" for e in means):
+            part += " (on log axes: geometric means and the t interval of the log)"
+        parts.append(part)
+    ratios = [e for e in entries if e[3] == "ratio"]
+    if ratios:
+        level = float(ratios[0][0].attrs["level"])
+        parts.append(f"points on log axes: geometric means with the {level:.0%} t interval of "
+                     f"the log over n = {_span(ratios)} replicates (dots: single replicates)")
+    paired = [e for e in entries if e[3] == "paired"]
+    if paired:
+        level = float(paired[0][0].attrs["level"])
+        log = any(e[0].attrs["scale"] == "log" for e in paired)
+        parts.append(
+            ("paired ratios: one dot per replicate, their geometric mean and the "
+             f"{level:.0%} paired t interval of the log ratio" if log else
+             "paired differences: one dot per replicate, their mean and "
+             f"{level:.0%} paired t interval") + f" over n = {_span(paired)} pairs")
+    few = [e for e in entries if _counts(e[0]).size
+           and _counts(e[0]).min() < int(e[0].attrs["min_n"])]
+    if few:
+        parts.append(f"no interval where n < {int(few[0][0].attrs['min_n'])}")
+    if any("clipped" in e[0].attrs.get("caption", "") for e in entries):
+        parts.append("intervals clipped to the quantity's range")
+    if not parts:
+        return text
+    sentence = "; ".join(parts)
+    sentence = sentence[0].upper() + sentence[1:] + "."
+    return f"{text.rstrip()} {sentence}" if text.strip() else sentence
+
+
+def _counts(out: xr.Dataset) -> np.ndarray:
+    counts = np.ravel(out["n"].values)
+    return counts[counts > 0]
+
+
+def _span(entries) -> str:
+    counts = np.concatenate([_counts(e[0]) for e in entries])
+    if counts.size == 0:
+        return "0"
+    low, high = int(counts.min()), int(counts.max())
+    return f"{low}" if low == high else f"{low}–{high}"
 
 
 def successful(ds: xr.Dataset) -> xr.Dataset:
