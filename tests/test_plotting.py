@@ -651,6 +651,11 @@ def test_paired_difference_draws_the_paired_t_interval_and_each_replicate():
     assert float(out["mean"]) == pytest.approx(np.exp(logs.mean()))
     assert ax.get_yscale() == "log"
     plt.close(fig)
+    # one baseline against several arms: the baseline is broadcast over the arms
+    fig, ax = print_figure(width="single")
+    out = paired_difference(ax, before.isel(arm=0, drop=True), after)
+    np.testing.assert_allclose(out["mean"], (after - before.isel(arm=0)).mean("replicate"))
+    plt.close(fig)
     with pytest.raises(ValueError, match="b must be paired with a"):
         paired_difference(ax, before, after.assign_coords(replicate=np.arange(1, 6)))
 
@@ -672,6 +677,21 @@ def test_ratio_points_are_geometric_means_with_the_log_interval():
     assert caption(fig).startswith("Points on log axes: geometric means with the 95% t "
                                    "interval of the log over n = 6 replicates")
     plt.close(fig)
+
+
+@pytest.mark.parametrize("low,high", [(0.7, 1.6), (0.95, 1.05), (0.3, 2.5), (0.1, 100.0)])
+def test_ratio_ticks_read_as_numbers(low, high):
+    """At least three ticks inside the range, 1 among them, each a short plain number; over
+    a decade or more the 1-2-5 ladder of the decades."""
+    from anglesim.plotting import RatioLocator
+
+    ticks = np.asarray(RatioLocator().tick_values(low, high))
+    inside = ticks[(ticks >= low * (1 - 1e-9)) & (ticks <= high * (1 + 1e-9))]
+    assert len(inside) >= 3 and np.isclose(inside, 1.0).any()
+    assert all(len(f"{v:g}") <= 4 for v in inside)
+    if high / low >= 8:
+        ladder = np.array([0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100])
+        np.testing.assert_allclose(inside, ladder[(ladder >= low) & (ladder <= high)])
 
 
 def test_caption_states_bands_and_n_and_never_standard_errors():

@@ -22,7 +22,7 @@ command line selects Agg where it writes figures to files.
 from ..stats import mean_ci  # noqa: F401 (re-exported: studies import it from here)
 from ._axes import angle_axis, fi_vs_angle_axis, mark_angle, radius_axis
 from ._check import MAX_PANELS, RULES, Violation, check_figure
-from ._contrasts import paired_difference, ratio_points
+from ._contrasts import RatioLocator, paired_difference, ratio_points
 from ._intervals import (
     MIN_BAND_N,
     band,
@@ -51,7 +51,8 @@ from ._style import (
 )
 
 __all__ = ["DOUBLE_COLUMN", "MAX_PANELS", "MIN_BAND_N", "MIN_TEXT_PT", "PHASE_COLOURS",
-           "PRINT_DPI", "PRINT_STYLE", "RULES", "SINGLE_COLUMN", "STYLE", "Violation",
+           "PRINT_DPI", "PRINT_STYLE", "RULES", "RatioLocator", "SINGLE_COLUMN", "STYLE",
+           "Violation",
            "angle_axis", "band", "band_footnote", "caption", "check_figure",
            "fi_vs_angle_axis", "given_bars", "interval_bars", "letter_of", "log_band",
            "mark_angle", "paired_difference", "panel_letters", "panels",

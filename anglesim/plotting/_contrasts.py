@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, Locator, LogLocator, MaxNLocator, NullLocator
 
 from .. import validation as check
 from ..stats import interval
 from ._intervals import MIN_BAND_N, record
 
-__all__ = ["paired_difference", "ratio_points"]
+__all__ = ["RatioLocator", "paired_difference", "ratio_points"]
 
 REFERENCE_GID = "anglesim-reference"
 """``gid`` of the reference line (zero difference, ratio 1) the panels below draw once."""
@@ -32,9 +32,10 @@ def paired_difference(ax: Axes, a: xr.DataArray, b: xr.DataArray, *, x=None,
     d̄ ± t_{n−1, (1+level)/2} · s_d/√n (Student 1908; :func:`anglesim.stats.interval`, no
     interval below ``min_n`` pairs). ``ratio=True`` takes rᵢ = bᵢ/aᵢ of positive values
     instead, on a log axis with the line at 1: the geometric mean ratio and the t interval of
-    ln r. ``a`` and ``b`` share the ``dim`` coordinate (pairs are matched by it) and at most
-    one other dim, whose entries are drawn side by side at ``x`` (default 0, 1, …, labelled
-    with that dim's values); ``connect`` joins each replicate's dots across them. Dots sit at
+    ln r. ``a`` and ``b`` share the ``dim`` coordinate (pairs are matched by it) and have at
+    most one other dim between them (one may lack it: one baseline against several arms),
+    whose entries are drawn side by side at ``x`` (default 0, 1, …, labelled with that
+    dim's values); ``connect`` joins each replicate's dots across them. Dots sit at
     x − ``spread``, the mean at x + ``spread``. Returns the interval Dataset (``mean``,
     ``low``, ``high``, ``n``), recorded for :func:`caption`.
     """
@@ -95,6 +96,8 @@ def ratio_points(ax: Axes, values: xr.DataArray, *, x=None, dim: str = "replicat
 
 
 def _paired(a, b, dim: str) -> tuple[xr.DataArray, xr.DataArray]:
+    """``a`` and ``b`` matched on their shared coordinates (``dim`` among them) and broadcast
+    against each other (one baseline against several arms)."""
     for name, da in (("a", a), ("b", b)):
         if not isinstance(da, xr.DataArray) or dim not in da.dims:
             raise check.fail(name, f"a DataArray with a {dim!r} dim",
@@ -104,8 +107,7 @@ def _paired(a, b, dim: str) -> tuple[xr.DataArray, xr.DataArray]:
     except ValueError:
         raise check.fail("b", f"paired with a: the same {dim!r} and other coordinates",
                          f"{dict(b.sizes)} against {dict(a.sizes)}") from None
-    if set(a.dims) != set(b.dims):
-        raise check.fail("b", f"over the dims of a {tuple(a.dims)}", tuple(b.dims))
+    a, b = xr.broadcast(a, b)
     return a, b.transpose(*a.dims)
 
 
@@ -149,10 +151,27 @@ def _mean_and_interval(ax: Axes, xs, out: xr.Dataset, colour, label, fmt: str = 
 def _reference(ax: Axes, value: float, *, log: bool) -> None:
     if log:
         ax.set_yscale("log")
-        # ratios read as 0.5, 1, 2, not 5 × 10⁻¹, 10⁰, 2 × 10⁰
-        ax.yaxis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_locator(RatioLocator())
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_locator(NullLocator())
     if not any(line.get_gid() == REFERENCE_GID and line.get_ydata()[0] == value
                for line in ax.get_lines()):
         ax.axhline(value, color="0.5", lw=0.8, ls="--", zorder=0, gid=REFERENCE_GID)
+
+
+class RatioLocator(Locator):
+    """Ticks of a log axis of ratios that read as numbers: 0.5, 1, 2, 5 … over a decade or
+    more, and plain steps (0.8, 1, 1.2 …) over a narrower range, where a log locator would
+    label one tick or none; labelled ``{v:g}`` by the panels here."""
+
+    def __call__(self):
+        vmin, vmax = self.axis.get_view_interval()
+        return self.tick_values(vmin, vmax)
+
+    def tick_values(self, vmin: float, vmax: float):
+        vmin, vmax = sorted((vmin, vmax))
+        if vmin <= 0 or vmax / vmin >= 8.0:
+            return LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)).tick_values(max(vmin, 1e-300),
+                                                                          vmax)
+        ticks = MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(vmin, vmax)
+        return ticks[ticks > 0]

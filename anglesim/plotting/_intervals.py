@@ -43,7 +43,12 @@ def interval_bars(ax, x, values: xr.DataArray, colour, label, *, log: bool = Fal
                   what: str = "replicates", **kwargs) -> xr.Dataset:
     """Means over ``dim`` as points with 95% t error bars, by the same rule as :func:`band`
     (no bar where fewer than ``min_n`` values are valid); returns the interval Dataset and
-    records it for :func:`band_footnote`. ``kwargs`` go to ``ax.errorbar``."""
+    records it for :func:`band_footnote`. ``kwargs`` go to ``ax.errorbar``.
+
+    The figure standard replaces it on a log axis (``log=True``, ratios, FI) with
+    :func:`anglesim.plotting.ratio_points` (the replicates as dots, a line at 1, ticks that
+    read as numbers), and where two arms measured on the same replicates are compared, with
+    :func:`anglesim.plotting.paired_difference` (two unpaired intervals hide the pairing)."""
     out = interval(values, dim, bounds=bounds, min_n=min_n, log=log, what=what)
     mean = np.atleast_1d(out["mean"].values)
     below = np.nan_to_num(mean - np.atleast_1d(out["low"].values), nan=0.0)
@@ -61,7 +66,10 @@ def given_bars(ax, x, mean, half, n, colour, label, *, min_n: int = MIN_BAND_N,
     """Points with error bars from an interval computed elsewhere (e.g. a stored Welch
     interval, :func:`anglesim.stats.welch_ci`), by the figures' rule: no bar where ``n``
     (the fewest valid replicates behind each interval) is below ``min_n``; recorded for
-    :func:`band_footnote` like :func:`interval_bars`'s."""
+    :func:`band_footnote` like :func:`interval_bars`'s.
+
+    For unpaired contrasts (independent groups, Welch) only: the figure standard draws a
+    paired claim with :func:`anglesim.plotting.paired_difference`."""
     mean = np.atleast_1d(np.asarray(mean, dtype=float))
     n = np.broadcast_to(np.atleast_1d(np.asarray(n)), mean.shape)
     half = np.where(n >= min_n, np.nan_to_num(np.broadcast_to(np.asarray(half, float),
@@ -97,7 +105,11 @@ def band_footnote(fig: plt.Figure, extra: str = "") -> str:
     :func:`anglesim.stats.band_caption` of every interval :func:`band` and
     :func:`interval_bars` drew on it), e.g. "bands: 95% t intervals over 4 replicates" or
     "no band: n < 3 replicates (n = 2)"; ``extra`` is appended. Drawn once (a second call
-    returns the text without drawing it again); returns the text ("" if nothing was drawn)."""
+    returns the text without drawing it again); returns the text ("" if nothing was drawn).
+
+    The figure standard puts this in the caption instead (:func:`caption`, which also names
+    paired and ratio intervals and gives n as "n = …"); :func:`save_figure` draws no
+    footnote on a :func:`anglesim.plotting.print_figure` figure."""
     drawn = [entry[:3] for entry in recorded(fig)]
     if not drawn:
         return extra
@@ -207,10 +219,12 @@ def log_band(ax, theta_deg, fi: xr.DataArray, colour, label, alpha: float = 0.25
     return band(ax, theta_deg, fi, colour, label, log=True, alpha=alpha, min_n=min_n)
 
 
-
 def replicate_count(ds: xr.Dataset, min_n: int = MIN_BAND_N) -> str:
     """"N replicates per condition" and what the bands are: "mean ± 95% CI" from ``min_n``
-    replicates on, else "means only (no band: n < min_n)"."""
+    replicates on, else "means only (no band: n < min_n)".
+
+    A title line of the screen figures; the figure standard states the intervals and n in the
+    caption (:func:`caption`), not on the figure."""
     n = int(ds["replicate"].size)
     bands = "mean ± 95% CI" if n >= min_n else f"means only (no band: n < {min_n})"
     return f"{n} replicate{'s' if n != 1 else ''} per condition, {bands}"
