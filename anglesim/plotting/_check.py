@@ -77,7 +77,12 @@ def check_figure(fig: Figure, width: str | float = "double") -> list[Violation]:
     legend's box may not cover a data point, line segment, error bar, bar or band of its axes
     (lines and spans in axes coordinates, such as ``axhline``, are not data); an axis whose
     tick labels are drawn needs a label (on polar axes the radius; the angle's ticks carry
-    their unit). The figure is drawn once (its layout runs); nothing else is changed.
+    their unit).
+
+    The figure is drawn once, which runs its layout as any draw does; matplotlib's
+    constrained layout can settle a little differently on a second draw, so a figure saved
+    after being checked may differ by a pixel from one saved without (check a separate
+    drawing where the saved bytes matter). Nothing else is changed.
     """
     width_in = width_inches(width)
     renderer, drawn = _draw(fig)
