@@ -12,6 +12,7 @@ from torch import nn
 from .. import seeding
 from .. import validation as check
 from ._anglenet import KINDS, AngleNet, CNNConfig, build_cnn
+from ._architectures import ARCHITECTURES, Architecture, ArchitectureConfig, build_architecture
 from ._mlp import reference_mlp
 
 __all__ = ["build_model", "count_parameters", "model_from_config"]
@@ -19,16 +20,30 @@ __all__ = ["build_model", "count_parameters", "model_from_config"]
 MLP_KEYS = {"kind", "image_size", "in_channels", "readout", "n_bins", "hidden", "heads"}
 
 
-def build_model(config: CNNConfig | Mapping[str, Any],
-                generator: torch.Generator | None = None) -> AngleNet:
-    """Build an AngleNet from a :class:`CNNConfig`, a dict of CNNConfig fields, or an
-    ``AngleNet.config`` / ``to_config()`` dict of either kind ("cnn" or "mlp").
+def build_model(config: CNNConfig | ArchitectureConfig | Mapping[str, Any],
+                generator: torch.Generator | None = None,
+                device: Any = None) -> AngleNet | Architecture:
+    """Build a network from a config: an :class:`~anglesim.models.AngleNet` from a
+    :class:`CNNConfig`, a dict of CNNConfig fields or an ``AngleNet.config`` / ``to_config()``
+    dict of either kind ("cnn" or "mlp"); one of the field's architectures from an
+    :class:`ArchitectureConfig` or a dict whose ``kind`` is in :data:`ARCHITECTURES`, e.g.
+    ``{"kind": "resnet18", "image_size": 64, "in_channels": 1, "width": 0.25,
+    "num_classes": 2}``.
 
     Extra heads listed under ``heads`` are added (in order) after the main network, so a
     model and its config-rebuilt copy share parameter names and shapes. ``generator`` (a CPU
     ``torch.Generator``) draws the initial weights; without it torch's global generator does
-    (a generator seeded with s gives the weights ``torch.manual_seed(s)`` would).
+    (for anglesim's own networks a generator seeded with s gives the weights
+    ``torch.manual_seed(s)`` would). ``device``: where the network is put once initialised
+    (the draws are made on the CPU, so the weights do not depend on it); ``"meta"`` builds an
+    architecture's shapes without memory.
     """
+    device = check.device("device", device)
+    if isinstance(config, ArchitectureConfig) or (
+            isinstance(config, Mapping) and config.get("kind") in ARCHITECTURES):
+        return build_architecture(config, generator=generator, device=device)
+    if device is not None:
+        return build_model(config, generator).to(device)
     if generator is not None:
         with seeding.drawing_from(generator):
             return build_model(config)
@@ -36,10 +51,11 @@ def build_model(config: CNNConfig | Mapping[str, Any],
         return build_cnn(config)
     if not isinstance(config, Mapping):
         raise ValueError(
-            f"config must be a CNNConfig or a mapping, got {type(config).__name__}"
+            f"config must be a CNNConfig, an ArchitectureConfig or a mapping, got "
+            f"{type(config).__name__}"
         )
     kind = config.get("kind", "cnn")
-    check.choice("kind", kind, KINDS)
+    check.choice("kind", kind, KINDS + ARCHITECTURES)
     if kind == "cnn":
         model = build_cnn(CNNConfig.from_config(config))
     else:
@@ -67,8 +83,9 @@ def build_model(config: CNNConfig | Mapping[str, Any],
     return model
 
 
-def model_from_config(cfg: Mapping[str, Any]) -> AngleNet:
-    """Rebuild a freshly initialised AngleNet from ``AngleNet.config`` (either kind).
+def model_from_config(cfg: Mapping[str, Any]) -> AngleNet | Architecture:
+    """Rebuild a freshly initialised network from its ``config`` (``AngleNet.config`` of
+    either kind, or an architecture's ``config``).
 
     Load the weights with ``load_state_dict`` afterwards, e.g. to reload a checkpoint in
     another process. Unlike :func:`build_model`, ``cfg`` must say its ``kind``.
