@@ -178,6 +178,24 @@ def test_a_resnet18_state_dict_loads_with_its_values():
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
 
 
+@pytest.mark.parametrize("kind", ARCHITECTURES)
+def test_torchvisions_own_network_and_weights_give_the_same_outputs(kind):
+    """Where torchvision imports (not beside the CPU torch here; it ran on the device
+    machine): its freshly built network's state_dict loads into ours, and both give the same
+    outputs and have the same named_modules() paths."""
+    try:
+        import torchvision
+    except Exception as error:  # noqa: BLE001 - any import failure means: not here
+        pytest.skip(f"torchvision does not import here: {type(error).__name__}")
+    theirs = getattr(torchvision.models, kind)(weights=None).eval()
+    ours = build_model({"kind": kind}).eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-6)
+
+
 def test_one_channel_and_other_outputs_change_only_the_first_and_last_layer():
     model = build_model({"kind": "vgg16", "in_channels": 1, "num_classes": 10}, device="meta")
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
