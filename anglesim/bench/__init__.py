@@ -56,7 +56,6 @@ from .harness import (
     torch_threads,
 )
 from .render import numpy_render
-from .resnet import ResNet18Shaped
 from .run import BENCHES, SECTIONS, build_parser, main, run_benchmarks, run_from_args
 from .workloads import STANDARD_SPEC, standard_cnn
 
@@ -68,7 +67,6 @@ __all__ = [
     "STANDARD_SPEC",
     "Context",
     "Goal",
-    "ResNet18Shaped",
     "Row",
     "Sizes",
     "build_parser",

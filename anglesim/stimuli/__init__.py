@@ -38,7 +38,19 @@ nothing.
 """
 
 
+from ._natural import (
+    PHOTOGRAPHS,
+    NaturalPatches,
+    PatchBatch,
+    load_photograph,
+    orientation_energy,
+    orientation_harmonic,
+    photograph_directory,
+    rotate,
+)
 from .grating import GratingSpec
 from .rendering import render, render_clean
 
-__all__ = ["GratingSpec", "render", "render_clean"]
+__all__ = ["PHOTOGRAPHS", "GratingSpec", "NaturalPatches", "PatchBatch", "load_photograph",
+           "orientation_energy", "orientation_harmonic", "photograph_directory", "render",
+           "render_clean", "rotate"]

@@ -1,60 +1,44 @@
-"""Small networks that read an orientation out of a grating image.
+"""anglesim's own networks: :class:`AngleNet` (an ordered stack of named blocks ending in
+``head``) and the configurable CNN built from a :class:`CNNConfig` (:func:`build_cnn`).
 
-Every network is an :class:`AngleNet`: an ordered set of named blocks (``conv1``, ``conv2``, …,
-``fc``, ``head``) applied one after the other, so fine-tuning strategies can address blocks by
-name and Fisher estimators can run the network from or up to any block with
-:meth:`AngleNet.run_blocks` (a plain functional composition, safe under ``torch.func``).
-
-Images are float tensors ``[N, C, P, P]``; the network's output is read as an orientation
-(or a scalar) by one of the readouts of :mod:`anglesim.readouts` ("angle", "cossin", "bins",
-"scalar"), whose names are re-exported here.
-
-Two families are built here: a configurable CNN (:class:`CNNConfig`, :func:`build_model`) and
-the fully-connected reference network of the research this package grows from
-(lrast/angleFinetuning; :func:`reference_mlp`). :func:`model_from_config` rebuilds either from
-``AngleNet.config``.
+Blocks are applied one after the other, so fine-tuning strategies address them by name and
+the Fisher estimators run the network from or up to any block with
+:meth:`AngleNet.run_blocks` (a plain functional composition, safe under ``torch.func``). The
+output is read as an orientation (or a scalar) by one of the readouts of
+:mod:`anglesim.readouts`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from . import seeding
-from . import validation as check
-from .readouts import (
-    ANGLE_READOUTS,
-    READOUTS,
-    angle_targets,
-    bin_centres,
-    check_output,
-    decode,
-    readout_size,
-)
+from .. import validation as check
+from ..readouts import READOUTS, decode, readout_size
 
-__all__ = ["ANGLE_READOUTS", "KINDS", "NONLINEARITIES", "POOLS", "READOUTS", "AngleNet",
-           "CNNConfig", "angle_targets", "bin_centres", "build_model", "check_output",
-           "count_parameters", "decode", "model_from_config", "readout_size", "reference_mlp"]
+__all__ = ["KINDS", "NONLINEARITIES", "POOLS", "AngleNet", "CNNConfig", "build_cnn"]
 
 NONLINEARITIES = ("relu", "leaky_relu", "gelu", "softplus", "tanh")
 POOLS = ("max", "avg", "none")
 KINDS = ("cnn", "mlp")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
-
-
 # --------------------------------------------------------------------------------------------
 # configuration
+
+
+def _is_channel_count(value: Any) -> bool:
+    try:
+        check.integer("channels", value, minimum=1)
+    except ValueError:
+        return False
+    return True
 
 
 def _nonlinearity(name: str) -> nn.Module:
@@ -100,7 +84,7 @@ class CNNConfig:
         if (
             not isinstance(channels, tuple)
             or len(channels) == 0
-            or not all(_is_int(c) and c >= 1 for c in channels)
+            or not all(_is_channel_count(c) for c in channels)
         ):
             raise ValueError(
                 f"channels must be a non-empty tuple of integers >= 1, got {self.channels!r}"
@@ -371,7 +355,8 @@ class AngleNet(nn.Module):
 # builders
 
 
-def _build_cnn(cfg: CNNConfig) -> AngleNet:
+def build_cnn(cfg: CNNConfig) -> AngleNet:
+    """The CNN of ``cfg`` (see :class:`CNNConfig`), initialised from torch's global generator."""
     blocks: dict[str, nn.Module] = {}
     c_in = cfg.in_channels
     for i, c_out in enumerate(cfg.channels, start=1):
@@ -402,120 +387,3 @@ def _build_cnn(cfg: CNNConfig) -> AngleNet:
     # CPU (`anglesim bench`, item 2); the images themselves need no conversion.
     return AngleNet(blocks, cfg.readout, cfg.n_bins, cfg.to_config()).to(
         memory_format=torch.channels_last)
-
-
-def reference_mlp(
-    image_size: int = 101,
-    readout: str = "cossin",
-    hidden: tuple[int, int] | None = None,
-    n_bins: int = 36,
-    generator: torch.Generator | None = None,
-) -> AngleNet:
-    """The fully-connected reference network for a P×P single-channel image.
-
-    Flattened pixels P² → P → 20 → out with ReLU, as in the research anglesim grows from
-    (lrast/angleFinetuning):
-    ``fc1`` (Flatten, Linear P²→P, ReLU), ``fc2`` (Linear P→20, ReLU), ``head`` (Linear 20→out,
-    out = 2 for the default (cos 2θ, sin 2θ) readout). ``hidden=(h1, h2)`` overrides (P, 20);
-    ``n_bins`` sets the output size for the "bins" readout. ``generator`` (a CPU
-    ``torch.Generator``) draws the initial weights; without it torch's global generator does.
-    """
-    if generator is not None:
-        with seeding.drawing_from(generator):
-            return reference_mlp(image_size, readout, hidden, n_bins)
-    image_size = check.integer("image_size", image_size, minimum=1)
-    check.choice("readout", readout, READOUTS)
-    n_bins = check.integer("n_bins", n_bins, minimum=2)
-    if hidden is None:
-        hidden = (image_size, 20)
-    if (
-        not isinstance(hidden, tuple | list)
-        or len(hidden) != 2
-        or not all(_is_int(h) and h >= 1 for h in hidden)
-    ):
-        raise ValueError(f"hidden must be two integers >= 1, got {hidden!r}")
-    h1, h2 = int(hidden[0]), int(hidden[1])
-    out_dim = readout_size(readout, n_bins)
-    blocks = {
-        "fc1": nn.Sequential(nn.Flatten(), nn.Linear(image_size**2, h1), nn.ReLU()),
-        "fc2": nn.Sequential(nn.Linear(h1, h2), nn.ReLU()),
-        "head": nn.Sequential(nn.Linear(h2, out_dim)),
-    }
-    config = {
-        "kind": "mlp",
-        "image_size": image_size,
-        "in_channels": 1,
-        "readout": readout,
-        "n_bins": n_bins,
-        "hidden": [h1, h2],
-    }
-    return AngleNet(blocks, readout, n_bins, config)
-
-
-_MLP_KEYS = {"kind", "image_size", "in_channels", "readout", "n_bins", "hidden", "heads"}
-
-
-def build_model(config: CNNConfig | Mapping[str, Any],
-                generator: torch.Generator | None = None) -> AngleNet:
-    """Build an AngleNet from a :class:`CNNConfig`, a dict of CNNConfig fields, or an
-    ``AngleNet.config`` / ``to_config()`` dict of either kind ("cnn" or "mlp").
-
-    Extra heads listed under ``heads`` are added (in order) after the main network, so a
-    model and its config-rebuilt copy share parameter names and shapes. ``generator`` (a CPU
-    ``torch.Generator``) draws the initial weights; without it torch's global generator does
-    (a generator seeded with s gives the weights ``torch.manual_seed(s)`` would).
-    """
-    if generator is not None:
-        with seeding.drawing_from(generator):
-            return build_model(config)
-    if isinstance(config, CNNConfig):
-        return _build_cnn(config)
-    if not isinstance(config, Mapping):
-        raise ValueError(
-            f"config must be a CNNConfig or a mapping, got {type(config).__name__}"
-        )
-    kind = config.get("kind", "cnn")
-    check.choice("kind", kind, KINDS)
-    if kind == "cnn":
-        model = _build_cnn(CNNConfig.from_config(config))
-    else:
-        unknown = sorted(set(config) - _MLP_KEYS)
-        if unknown:
-            raise ValueError(f"unknown mlp config key(s) {unknown}; known: {sorted(_MLP_KEYS)}")
-        if config.get("in_channels", 1) != 1:
-            raise ValueError(
-                f"in_channels must be 1 for the reference mlp, got {config['in_channels']!r}"
-            )
-        hidden = config.get("hidden")
-        model = reference_mlp(
-            image_size=config.get("image_size", 101),
-            readout=config.get("readout", "cossin"),
-            hidden=tuple(hidden) if isinstance(hidden, list) else hidden,
-            n_bins=config.get("n_bins", 36),
-        )
-    heads = config.get("heads") or {}
-    if not isinstance(heads, Mapping):
-        raise ValueError(f"heads must be a mapping name -> {{readout, n_bins}}, got {heads!r}")
-    for name, spec in heads.items():
-        if not isinstance(spec, Mapping) or "readout" not in spec:
-            raise ValueError(f"heads[{name!r}] must be a mapping with 'readout', got {spec!r}")
-        model.add_head(name, spec["readout"], spec.get("n_bins", 36))
-    return model
-
-
-def model_from_config(cfg: Mapping[str, Any]) -> AngleNet:
-    """Rebuild a freshly initialised AngleNet from ``AngleNet.config`` (either kind).
-
-    Load the weights with ``load_state_dict`` afterwards, e.g. to reload a checkpoint in
-    another process. Unlike :func:`build_model`, ``cfg`` must say its ``kind``.
-    """
-    if not isinstance(cfg, Mapping) or "kind" not in cfg:
-        raise ValueError(f"cfg must be an AngleNet.config mapping with a 'kind' key, got {cfg!r}")
-    return build_model(cfg)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Total number of parameter elements of ``model`` (shared parameters counted once)."""
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return sum(p.numel() for p in model.parameters())
