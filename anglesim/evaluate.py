@@ -13,11 +13,11 @@ import math
 import numpy as np
 import torch
 import xarray as xr
+from torch import nn
 
 from . import angles as ang
 from . import validation as check
 from .data import RENDER_ARG, evaluation_grid
-from .models import AngleNet
 from .stimuli import GratingSpec, render
 
 __all__ = ["evaluate_error", "evaluate_target_error", "standardise"]
@@ -25,8 +25,12 @@ __all__ = ["evaluate_error", "evaluate_target_error", "standardise"]
 
 def _check_model(model: object, n_angles: object, repeats: object,
                  generator: object) -> tuple[int, int]:
-    if not isinstance(model, AngleNet):
-        raise check.fail("model", "an AngleNet (build_model(...) or reference_mlp(...))", model)
+    # a network with readout heads: an AngleNet, or a finetune.ReadoutNet (any nn.Module with
+    # a head), both of which read out by forward(x, head), readout_of(head) and decode
+    if not isinstance(model, nn.Module) or not all(
+            callable(getattr(model, name, None)) for name in ("readout_of", "decode")):
+        raise check.fail("model", "an AngleNet (build_model(...)) or a ReadoutNet "
+                         "(anglesim.finetune: any nn.Module with a head)", model)
     check.generator("generator", generator)
     return (check.integer("n_angles", n_angles, minimum=1),
             check.integer("repeats", repeats, minimum=1))
@@ -36,7 +40,7 @@ def _check_model(model: object, n_angles: object, repeats: object,
 
 @torch.no_grad()
 def evaluate_error(
-    model: AngleNet,
+    model: nn.Module,
     spec: GratingSpec,
     n_angles: int = 32,
     repeats: int = 4,
@@ -83,7 +87,7 @@ def standardise(values: torch.Tensor, low: float, high: float) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_target_error(
-    model: AngleNet,
+    model: nn.Module,
     spec: GratingSpec,
     head: str,
     target: str,

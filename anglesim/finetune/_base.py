@@ -6,8 +6,10 @@ and may hook the training step. :func:`anglesim.training.train` builds the one a
 and drives it:
 
 1. ``param_groups(model, pool, ctx)`` — the optimiser's parameter groups (``{"params": [...],
-   "lr": float}``) chosen from ``pool``, the parameters of the blocks the phase lets train
-   (``Phase.trainable``; all blocks and heads by default), in block order. Parameters in no
+   "lr": float}``) chosen from ``pool``, the parameters the phase lets train
+   (``Phase.trainable``; every block and head by default), in block order; the model's parts
+   are named by :class:`~anglesim.finetune.Parts` (``Parts(model)``: blocks, heads, module
+   paths and glob patterns over them, in forward order). Parameters in no
    group are frozen (``requires_grad`` off, left out of the optimiser: bit-for-bit unchanged).
    A strategy may add new parameters to the model here (LoRA's adapters).
 2. hooks, each a no-op unless overridden: ``on_phase_start()``, ``on_epoch_start()``,
@@ -33,19 +35,20 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import xarray as xr
+from torch import nn
 
 from .. import validation as check
-from ..models import AngleNet
-from ._context import NamedParam, StrategyContext
+from ._context import StrategyContext
+from ._parts import NamedParam
 
-__all__ = ["STRATEGIES", "TINY", "Strategy", "build_strategy", "check_in_pool", "check_known",
-           "is_head", "register_strategy", "strategy_names", "validate_strategy"]
+__all__ = ["STRATEGIES", "TINY", "Strategy", "build_strategy", "register_strategy",
+           "strategy_names", "validate_strategy"]
 
 TINY = 1e-12
 """The floor under norms that divide (‖w‖ in RGN, distances in TPGM's projection)."""
@@ -67,7 +70,7 @@ class Strategy:
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = self.check_params(params)
-        self.model: AngleNet | None = None
+        self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.ctx: StrategyContext | None = None
         self.step = 0
@@ -99,7 +102,7 @@ class Strategy:
     # ---- to override ---------------------------------------------------------------------
 
     def param_groups(
-        self, model: AngleNet, pool: list[NamedParam], ctx: StrategyContext
+        self, model: nn.Module, pool: list[NamedParam], ctx: StrategyContext
     ) -> list[dict]:
         """Optimiser parameter groups ``[{"params": [...], "lr": float}, ...]`` from ``pool``."""
         return [{"params": [q.param for q in pool], "lr": ctx.lr}]
@@ -133,7 +136,7 @@ class Strategy:
     # ---- driven by training.train ----------------------------------------------------------
 
     def setup(
-        self, model: AngleNet, pool: list[NamedParam], ctx: StrategyContext
+        self, model: nn.Module, pool: list[NamedParam], ctx: StrategyContext
     ) -> list[dict]:
         """Choose the parameter groups, switch ``requires_grad`` to match, return the groups."""
         self.model, self.ctx, self.step, self.epoch = model, ctx, 0, 0
@@ -294,35 +297,3 @@ def build_strategy(name: str, params: Mapping[str, Any] | None = None) -> Strate
     """A fresh strategy ``name`` with hyper-parameters ``params`` (validated as by
     :func:`validate_strategy`)."""
     return _strategy_class(name)(**_given(params))
-
-
-# --------------------------------------------------------------------------------------------
-# blocks: the checks the built-in strategies share
-
-
-def is_head(model: AngleNet, block: str) -> bool:
-    """Whether ``block`` is the readout ``head`` or an extra head of ``model``."""
-    return block == "head" or block in model.heads
-
-
-def check_known(strategy: str, name: str, blocks: Sequence[str], model: AngleNet) -> None:
-    """ValueError unless every one of ``blocks`` (parameter ``name`` of ``strategy``) is a
-    block or extra head of ``model``; the message lists the model's."""
-    known = model.block_names + list(model.heads)
-    unknown = [b for b in blocks if b not in known]
-    if unknown:
-        raise ValueError(
-            f"strategy {strategy!r}: {name} names unknown block(s) {unknown}; "
-            f"the model has {known}"
-        )
-
-
-def check_in_pool(strategy: str, blocks: Sequence[str], pool: Sequence[NamedParam]) -> None:
-    """ValueError unless every one of ``blocks`` holds parameters of the phase's ``pool``."""
-    inside = {q.block for q in pool}
-    outside = [b for b in blocks if b not in inside]
-    if outside:
-        raise ValueError(
-            f"strategy {strategy!r}: block(s) {outside} are outside the phase's trainable "
-            f"blocks {sorted(inside)}"
-        )

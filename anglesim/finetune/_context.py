@@ -1,8 +1,8 @@
-"""What a strategy sees besides the model: its pool of named parameters and its context.
+"""What a strategy sees besides the model and its pool of parameters: its context.
 
-:func:`anglesim.training.train` names the parameters a phase lets train (:func:`named_pool`),
-builds the phase's :class:`StrategyContext` with :func:`make_context` and draws the strategy's
-own random numbers from :func:`strategy_generator`.
+:func:`anglesim.training.train` builds the phase's :class:`StrategyContext` with
+:func:`make_context` and draws the strategy's own random numbers from
+:func:`strategy_generator`.
 """
 
 from __future__ import annotations
@@ -10,42 +10,15 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
-from torch import nn
 
 from .. import seeding
 from .. import validation as check
 from ..data import FiniteDataset
-from ..models import AngleNet
 
-__all__ = ["Batch", "NamedParam", "StrategyContext", "make_context", "named_pool",
-           "strategy_generator", "subset_batch"]
-
-
-class NamedParam(NamedTuple):
-    """One parameter tensor of the pool: its block (or extra head) name, its full name in
-    ``model.named_parameters()`` (e.g. ``"blocks.conv1.0.weight"``) and the tensor."""
-
-    block: str
-    name: str
-    param: nn.Parameter
-
-
-def named_pool(model: AngleNet, params: Sequence[nn.Parameter]) -> list[NamedParam]:
-    """Name the parameters ``params`` of ``model`` by block, in block order (blocks, then
-    extra heads; within a module, ``named_parameters`` order)."""
-    wanted = {id(p) for p in params}
-    out: list[NamedParam] = []
-    for prefix, modules in (("blocks", model.blocks), ("heads", model.heads)):
-        for block, module in modules.items():
-            for pname, p in module.named_parameters():
-                if id(p) in wanted:
-                    out.append(NamedParam(block, f"{prefix}.{block}.{pname}", p))
-    if len(out) != len(wanted):
-        raise ValueError("params holds tensors that are not parameters of the model's blocks")
-    return out
+__all__ = ["Batch", "StrategyContext", "make_context", "strategy_generator", "subset_batch"]
 
 
 def strategy_generator(

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import xarray as xr
+from torch import nn
 
 from .. import validation as check
-from ..models import AngleNet
-from ._base import TINY, Strategy, is_head, register_strategy
+from ._base import TINY, Strategy, register_strategy
+from ._parts import Parts
 
 
 def relative_gradient_norms(
@@ -138,12 +139,13 @@ class Discriminative(Strategy):
                   "warmup_steps": check.Integer(minimum=0)}
     defaults = {"decay": 1 / 2.6, "warmup_steps": 0}
 
-    def depth(self, model: AngleNet, block: str) -> int:
-        """Distance of ``block`` from the output: heads 0, last trunk block 1, …"""
-        if is_head(model, block):
+    def depth(self, model: nn.Module, block: str) -> int:
+        """Distance of ``block`` from the output: heads 0, last trunk block 1, … (the trunk of
+        :class:`~anglesim.finetune.Parts`, in forward order)."""
+        parts = Parts(model)
+        if parts.is_head(block):
             return 0
-        trunk = model.trunk_names
-        return len(trunk) - trunk.index(block)
+        return len(parts.trunk) - parts.trunk.index(block)
 
     def param_groups(self, model, pool, ctx):
         blocks = list(dict.fromkeys(q.block for q in pool))

@@ -12,8 +12,8 @@ import xarray as xr
 from torch import nn
 
 from .. import validation as check
-from ..models import AngleNet
-from ._base import Strategy, check_in_pool, check_known, is_head, register_strategy
+from ._base import Strategy, register_strategy
+from ._parts import Parts
 
 RANK = check.Integer(minimum=1)
 """An adapter's rank r: an integer >= 1."""
@@ -108,41 +108,42 @@ def lora_modules(model: nn.Module) -> dict[str, LoRALinear | LoRAConv2d]:
 
 
 def apply_lora(
-    model: AngleNet,
+    model: nn.Module,
     rank: int,
     alpha: float | None = None,
     blocks: Sequence[str] | None = None,
     generator: torch.Generator | None = None,
 ) -> list[str]:
-    """Wrap every Linear and Conv2d in the named blocks (default: the trunk) with a LoRA
-    adapter of rank ``rank`` and scale ``alpha``/rank (``alpha`` default: ``rank``), in place,
-    so block names, ``run_blocks`` and ``activations`` keep working. ``generator`` (CPU) draws
-    the A matrices. Returns the qualified names of the wrapped modules.
+    """Wrap every Linear and Conv2d inside the named parts of ``model`` (an AngleNet or a
+    ReadoutNet; names or glob patterns as in :class:`~anglesim.finetune.Parts`, default the
+    trunk blocks) with a LoRA adapter of rank ``rank`` and scale ``alpha``/rank (``alpha``
+    default: ``rank``), in place, in forward order, so names, ``run_blocks`` and
+    ``activations`` keep working. ``generator`` (CPU) draws the A matrices. Returns the full
+    module paths of the wrapped layers (``model.named_modules()`` names).
     """
     rank = RANK("rank", rank)
     alpha = float(rank) if alpha is None else ALPHA("alpha", alpha)
-    names = model.trunk_names if blocks is None else check.name_list("blocks", blocks)
-    check_known("lora", "blocks", names, model)
+    parts = Parts(model)
+    names = parts.trunk if blocks is None else parts.resolve(blocks, "blocks")
     wrapped: list[str] = []
 
-    def wrap(module: nn.Module, prefix: str) -> None:
-        for child_name, child in list(module.named_children()):
-            path = f"{prefix}.{child_name}"
-            if isinstance(child, LORA_TYPES):
-                raise ValueError(f"{path} already has a LoRA adapter; merge_lora(model) first")
-            if isinstance(child, nn.Linear):
-                setattr(module, child_name, LoRALinear(child, rank, alpha, generator))
-            elif isinstance(child, nn.Conv2d):
-                setattr(module, child_name, LoRAConv2d(child, rank, alpha, generator))
-            else:
-                wrap(child, path)
-                continue
-            wrapped.append(path)
+    def adapt(parent: nn.Module, child_name: str, child: nn.Module, path: str) -> None:
+        if isinstance(child, LORA_TYPES):
+            raise ValueError(f"{path} already has a LoRA adapter; merge_lora(model) first")
+        if isinstance(child, nn.Linear):
+            setattr(parent, child_name, LoRALinear(child, rank, alpha, generator))
+        elif isinstance(child, nn.Conv2d):
+            setattr(parent, child_name, LoRAConv2d(child, rank, alpha, generator))
+        else:
+            for grandchild_name, grandchild in list(child.named_children()):
+                adapt(child, grandchild_name, grandchild, f"{path}.{grandchild_name}")
+            return
+        wrapped.append(path)
 
-    for block in names:
-        holder, prefix = (model.heads, "heads") if block in model.heads else (
-            model.blocks, "blocks")
-        wrap(holder[block], f"{prefix}.{block}")
+    for name in parts.outermost(names):
+        path = parts.paths[name]
+        parent_path, _, child_name = path.rpartition(".")
+        adapt(model.get_submodule(parent_path), child_name, model.get_submodule(path), path)
     if not wrapped:
         raise ValueError(f"blocks {names} hold no Linear or Conv2d layer to adapt")
     return wrapped
@@ -176,13 +177,14 @@ class LoRA(Strategy):
     frozen. Adapter A matrices are drawn from the strategy's generator.
 
     At the end of the phase (after the best checkpoint is restored) the adapters are merged
-    (``merge=True``, default) so the model leaves the phase a plain AngleNet with the same
+    (``merge=True``, default) so the model leaves the phase with its plain layers and the same
     parameter names; with ``merge=False`` it keeps the adapters (:func:`merge_lora` later).
     ``diagnostics()``: ``lora_update_norm`` (‖ΔW‖_F) and ``lora_update_rank`` over
     ``lora_module`` (with coordinate ``lora_block``), measured before merging.
 
     Parameters: ``rank`` (int >= 1, default 4), ``alpha`` (> 0 or None = rank), ``blocks``
-    (block names to adapt, default the trunk within the phase's trainable blocks),
+    (names or glob patterns of what to adapt, default the trunk within the phase's trainable
+    blocks; see :class:`~anglesim.finetune.Parts`),
     ``train_head`` (bool, default True), ``merge`` (bool, default True).
     """
 
@@ -192,15 +194,16 @@ class LoRA(Strategy):
     defaults = {"rank": 4, "alpha": None, "blocks": None, "train_head": True, "merge": True}
 
     def param_groups(self, model, pool, ctx):
+        parts = Parts(model)
         in_pool = list(dict.fromkeys(q.block for q in pool))
-        blocks = self.params["blocks"]
-        if blocks is None:
-            blocks = [b for b in in_pool if not is_head(model, b)]
+        if self.params["blocks"] is None:
+            blocks = [b for b in in_pool if not parts.is_head(b)]
         else:
-            check_known(self.name, "blocks", blocks, model)
-            check_in_pool(self.name, blocks, pool)
-        heads = [q.param for q in pool if is_head(model, q.block)]
-        if self.params["train_head"] and any(is_head(model, b) for b in blocks):
+            blocks = parts.resolve(self.params["blocks"], f"strategy {self.name!r}: blocks")
+            parts.check_in_pool(parts.outermost(blocks), pool, f"strategy {self.name!r}")
+        heads = [q.param for q in pool if parts.is_head(q.block)]
+        if self.params["train_head"] and any(parts.is_head(parts.block_of(parts.paths[b]))
+                                             for b in blocks):
             raise ValueError(
                 f"strategy {self.name!r}: blocks {blocks} adapt a head while train_head=True; "
                 "set train_head=False to adapt it with LoRA instead"
@@ -210,6 +213,7 @@ class LoRA(Strategy):
         init = torch.Generator().manual_seed(seed)
         self.wrapped = apply_lora(model, self.params["rank"], self.params["alpha"], blocks,
                                   init)
+        self.wrapped_blocks = [parts.block_of(path) for path in self.wrapped]
         modules = lora_modules(model)
         adapters = [p for name in self.wrapped
                     for p in (modules[name].lora_a, modules[name].lora_b)]
@@ -238,7 +242,7 @@ class LoRA(Strategy):
     def diagnostics(self) -> xr.Dataset:
         self.require_setup()
         norms, ranks = self._summary if self._summary is not None else self.summarise()
-        blocks = [name.split(".")[1] for name in self.wrapped]
+        blocks = self.wrapped_blocks
         return self.dataset(
             {"lora_update_norm": (("lora_module",), np.asarray(norms, dtype=np.float64)),
              "lora_update_rank": (("lora_module",), np.asarray(ranks, dtype=np.int64))},

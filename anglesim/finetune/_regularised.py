@@ -13,8 +13,9 @@ from torch import nn
 from torch.func import functional_call
 
 from .. import validation as check
-from ._base import TINY, Strategy, check_known, is_head, register_strategy
+from ._base import TINY, Strategy, register_strategy
 from ._context import Batch, subset_batch
+from ._parts import Parts
 
 BLOCK_LIST = check.Names(allow_empty=True)
 """A list of block names, possibly empty."""
@@ -48,7 +49,7 @@ class L2SP(Strategy):
     ``penalty`` (mean over each epoch's steps) over ``penalty_epoch``.
 
     Parameters: ``alpha`` (>= 0, default 0.01), ``beta`` (>= 0, default 0), ``norm`` ("l2" or
-    "l1"), ``anchor`` ("pretrained" or "zero"), ``new_blocks`` (list of block names, default
+    "l1"), ``anchor`` ("pretrained" or "zero"), ``new_blocks`` (names or glob patterns, default
     empty).
     """
 
@@ -59,10 +60,10 @@ class L2SP(Strategy):
                 "new_blocks": []}
 
     def param_groups(self, model, pool, ctx):
-        new = set(self.params["new_blocks"])
-        check_known(self.name, "new_blocks", sorted(new), model)
-        self._shared = [q.param for q in pool if q.block not in new]
-        self._new = [q.param for q in pool if q.block in new]
+        new = Parts(model).param_names(self.params["new_blocks"],
+                                       f"strategy {self.name!r}: new_blocks")
+        self._shared = [q.param for q in pool if q.name not in new]
+        self._new = [q.param for q in pool if q.name in new]
         self.anchors = [p.detach().clone() for p in self._shared]
         self._epoch_sum, self._epoch_n, self._per_epoch = 0.0, 0, []
         return [{"params": [q.param for q in pool], "lr": ctx.lr}]
@@ -103,7 +104,7 @@ class TPGM(Strategy):
 
     Projection: Π(θ_i) = θ₀_i + min(1, γ_i/‖θ_i − θ₀_i‖)(θ_i − θ₀_i) (Frobenius norm; the paper
     also offers a per-row MARS norm, not implemented). Heads (``head`` and extra heads) and
-    blocks in ``exclude`` are not projected.
+    what ``exclude`` names (names or glob patterns) are not projected.
 
     Cadence (alternating, as in the paper's Algorithm 1): after every ``update_every``-th
     optimiser step (steps T, 2T, … of the phase) a projection update learns the radii with the
@@ -122,7 +123,7 @@ class TPGM(Strategy):
 
     Parameters: ``update_every`` (int >= 1, default 10), ``radius_steps`` (int >= 1, default
     5), ``radius_lr`` (> 0, default 0.1), ``val_size`` (int >= 1, default 256),
-    ``val_batch_size`` (int >= 1 or None), ``exclude`` (list of block names, default empty).
+    ``val_batch_size`` (int >= 1 or None), ``exclude`` (names or patterns, default empty).
     """
 
     parameters = {"update_every": check.Integer(minimum=1),
@@ -135,14 +136,15 @@ class TPGM(Strategy):
                 "val_batch_size": None, "exclude": []}
 
     def param_groups(self, model, pool, ctx):
-        exclude = set(self.params["exclude"])
-        check_known(self.name, "exclude", sorted(exclude), model)
+        parts = Parts(model)
+        exclude = parts.param_names(self.params["exclude"], f"strategy {self.name!r}: exclude")
         self.projected = [q for q in pool
-                          if not is_head(model, q.block) and q.block not in exclude]
+                          if not parts.is_head(q.block) and q.name not in exclude]
         if not self.projected:
             raise ValueError(
                 f"strategy {self.name!r}: no trunk parameters to project among the phase's "
-                f"trainable blocks {sorted({q.block for q in pool})} (exclude={sorted(exclude)})"
+                f"trainable blocks {sorted({q.block for q in pool})} "
+                f"(exclude={self.params['exclude']})"
             )
         self.anchors = [q.param.detach().clone() for q in self.projected]
         self.log_radius: torch.Tensor | None = None
@@ -259,7 +261,8 @@ class LDIFS(Strategy):
     (λ times its sum over blocks) over ``penalty_epoch``.
 
     Parameters: ``weight`` λ (>= 0, default 1; 0 is plain full fine-tuning), ``blocks``
-    (trunk block names, default every block before the readout ``head``).
+    (trunk blocks or modules inside them, names or glob patterns; default every trunk block;
+    the features are taken in forward order).
     """
 
     parameters = {"weight": check.Real(minimum=0),
@@ -267,17 +270,19 @@ class LDIFS(Strategy):
     defaults = {"weight": 1.0, "blocks": None}
 
     def param_groups(self, model, pool, ctx):
-        trunk = model.trunk_names
-        blocks = trunk if self.params["blocks"] is None else list(self.params["blocks"])
-        check_known(self.name, "blocks", blocks, model)
-        outside = [b for b in blocks if b not in trunk]
+        parts = Parts(model)
+        if self.params["blocks"] is None:
+            self.blocks = list(parts.trunk)
+        else:
+            self.blocks = parts.resolve(self.params["blocks"], f"strategy {self.name!r}: blocks")
+        outside = [b for b in self.blocks if not parts.in_trunk(b)]
         if outside:
             raise ValueError(
                 f"strategy {self.name!r}: blocks must be trunk blocks (before the readout) "
-                f"{trunk}, got {outside}"
+                f"{parts.trunk} or modules inside them, got {outside}"
             )
-        self.blocks = [b for b in trunk if b in set(blocks)]  # in block order
         self._reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self._parts = (parts, Parts(self._reference))
         self._sums = torch.zeros(len(self.blocks), dtype=torch.float64)
         self._count = 0
         self._per_epoch: list[np.ndarray] = []
@@ -286,9 +291,10 @@ class LDIFS(Strategy):
     def distances(self, images: torch.Tensor) -> torch.Tensor:
         """Per-block mean over images of the per-unit squared feature distance, [blocks]
         (differentiable in the model's parameters)."""
-        now = self.model.activations(images, self.blocks)
+        parts, reference = self._parts
+        now = parts.activations(images, self.blocks)
         with torch.no_grad():
-            ref = self._reference.activations(images, self.blocks)
+            ref = reference.activations(images, self.blocks)
         return torch.stack([(now[b] - ref[b]).flatten(1).pow(2).mean(1).mean()
                             for b in self.blocks])
 

@@ -6,10 +6,11 @@ import math
 
 import numpy as np
 import xarray as xr
+from torch import nn
 
 from .. import validation as check
-from ..models import AngleNet
-from ._base import Strategy, check_in_pool, check_known, is_head, register_strategy
+from ._base import Strategy, register_strategy
+from ._parts import Parts
 
 LR_SCALE = check.Real(minimum=0, min_open=True)
 """A multiplier of the phase's learning rate: > 0."""
@@ -45,7 +46,8 @@ class LinearProbe(Strategy):
     defaults = {"lr_scale": 1.0}
 
     def param_groups(self, model, pool, ctx):
-        heads = [q.param for q in pool if is_head(model, q.block)]
+        parts = Parts(model)
+        heads = [q.param for q in pool if parts.is_head(q.block)]
         if not heads:
             raise ValueError(
                 f"strategy {self.name!r}: the phase's trainable blocks "
@@ -83,8 +85,9 @@ class LPFT(Strategy):
                 f"strategy {self.name!r}: probe_epochs={self.params['probe_epochs']} leaves no "
                 f"epoch for fine-tuning in a phase of {ctx.phase.epochs} epochs"
             )
-        self._heads = [q.param for q in pool if is_head(model, q.block)]
-        self._trunk = [q.param for q in pool if not is_head(model, q.block)]
+        parts = Parts(model)
+        self._heads = [q.param for q in pool if parts.is_head(q.block)]
+        self._trunk = [q.param for q in pool if not parts.is_head(q.block)]
         if not self._heads or not self._trunk:
             raise ValueError(
                 f"strategy {self.name!r} needs both a head and trunk blocks among the phase's "
@@ -137,12 +140,15 @@ class LPFT(Strategy):
 @register_strategy("surgical")
 class Surgical(Strategy):
     """Surgical fine-tuning (Lee et al. 2023, "Surgical Fine-Tuning Improves Adaptation to
-    Distribution Shifts", ICLR): only a named subset of blocks trains, e.g. the first block
+    Distribution Shifts", ICLR): only a named subset of the network trains, e.g. the first block
     only (input-level shifts) or from block k to block m; everything else stays bit-for-bit.
 
-    Parameters: either ``blocks`` (a list of block / head names) or ``start`` and/or ``stop``
-    (block names; the inclusive range in block order, defaulting to the first block and
-    ``head``); ``lr_scale`` (> 0, default 1). Extra heads are addressed only through ``blocks``.
+    Parameters: either ``blocks`` (names of blocks, heads or modules inside them, or glob
+    patterns over those, e.g. ``["layer1.*"]``; see :class:`~anglesim.finetune.Parts`) or
+    ``start`` and/or ``stop`` (block names; the inclusive range of ``Parts(model).chain``, the
+    blocks in forward order up to ``head``, defaulting to its first and last); ``lr_scale``
+    (> 0, default 1). Extra heads are addressed only through
+    ``blocks``.
     """
 
     parameters = {"blocks": check.Optional(check.Names(allow_empty=False)),
@@ -165,13 +171,13 @@ class Surgical(Strategy):
                 "start=None, stop=None"
             )
 
-    def chosen_blocks(self, model: AngleNet) -> list[str]:
-        """The block names this strategy trains on ``model``."""
+    def chosen_blocks(self, model: nn.Module) -> list[str]:
+        """The names (blocks, modules) this strategy trains on ``model``, in forward order."""
+        parts = Parts(model)
         if self.params["blocks"] is not None:
-            blocks = list(self.params["blocks"])
-            check_known(self.name, "blocks", blocks, model)
-            return blocks
-        names = model.block_names
+            return parts.outermost(parts.resolve(self.params["blocks"],
+                                                 f"strategy {self.name!r}: blocks"))
+        names = parts.chain
         start = self.params["start"] or names[0]
         stop = self.params["stop"] or names[-1]
         for key, value in (("start", start), ("stop", stop)):
@@ -185,31 +191,33 @@ class Surgical(Strategy):
         return names[first : last + 1]
 
     def param_groups(self, model, pool, ctx):
-        blocks = self.chosen_blocks(model)
-        check_in_pool(self.name, blocks, pool)
-        chosen = set(blocks)
-        return [{"params": [q.param for q in pool if q.block in chosen],
+        parts = Parts(model)
+        names = self.chosen_blocks(model)
+        parts.check_in_pool(names, pool, f"strategy {self.name!r}")
+        chosen = parts.param_names(names)
+        return [{"params": [q.param for q in pool if q.name in chosen],
                  "lr": ctx.lr * self.params["lr_scale"]}]
 
 
 @register_strategy("freeze")
 class Freeze(Strategy):
-    """Freeze the named blocks; every other block of the phase's trainable set trains (the
+    """Freeze the named parts; everything else of the phase's trainable set trains (the
     complement of ``surgical``; Lee et al. 2023). ``Phase.trainable`` still selects the pool.
 
-    Parameters: ``blocks`` (non-empty list of block / head names to freeze), ``lr_scale``.
+    Parameters: ``blocks`` (non-empty list of names or glob patterns, as for ``surgical``, of
+    what to freeze), ``lr_scale``.
     """
 
     parameters = {"blocks": check.Names(allow_empty=False), "lr_scale": LR_SCALE}
     defaults = {"lr_scale": 1.0}
 
     def param_groups(self, model, pool, ctx):
-        frozen = set(self.params["blocks"])
-        check_known(self.name, "blocks", sorted(frozen), model)
-        params = [q.param for q in pool if q.block not in frozen]
+        frozen = Parts(model).param_names(self.params["blocks"],
+                                          f"strategy {self.name!r}: blocks")
+        params = [q.param for q in pool if q.name not in frozen]
         if not params:
-            raise ValueError(
-                f"strategy {self.name!r}: freezing {sorted(frozen)} leaves nothing to train")
+            raise ValueError(f"strategy {self.name!r}: freezing {self.params['blocks']} leaves "
+                             "nothing to train")
         return [{"params": params, "lr": ctx.lr * self.params["lr_scale"]}]
 
 

@@ -1,6 +1,6 @@
 """The training loop: :func:`train` runs phases in order and returns the per-epoch history.
 
-Each phase: freeze the blocks outside ``Phase.trainable``, let the phase's strategy choose the
+Each phase: freeze what ``Phase.trainable`` leaves out, let the phase's strategy choose the
 parameter groups and hook the step (:mod:`anglesim.finetune`), draw batches on the fly
 or from a finite split with early stopping, and record the loss and decoding error per epoch.
 """
@@ -20,7 +20,15 @@ from .. import seeding
 from .. import validation as check
 from ..data import FiniteDataset, draw_varied, reference_split, resolve_device
 from ..evaluate import evaluate_error, standardise
-from ..finetune import Strategy, build_strategy, make_context, named_pool, strategy_generator
+from ..finetune import (
+    NamedParam,
+    Parts,
+    ReadoutNet,
+    Strategy,
+    build_strategy,
+    make_context,
+    strategy_generator,
+)
 from ..losses import get_loss
 from ..models import AngleNet
 from ._phase import OPTIMIZERS, Phase, Task
@@ -28,33 +36,24 @@ from ._phase import OPTIMIZERS, Phase, Task
 __all__ = ["train"]
 
 
-def _trainable_names(model: AngleNet, trainable: Sequence[str] | None) -> set[str]:
-    """The blocks and heads ``trainable`` names (all when None); unknown names raise."""
-    names = set(model.block_names) | set(model.heads.keys())
-    if trainable is None:
-        return names
-    chosen = set(trainable)
-    unknown = chosen - names
-    if unknown:
-        raise ValueError(
-            f"trainable names unknown blocks {sorted(unknown)}; the model has {sorted(names)}"
-        )
-    return chosen
-
-
-def _set_trainable(model: AngleNet, trainable: Sequence[str] | None) -> list[torch.nn.Parameter]:
-    """Switch requires_grad per named block and head; return the parameters that train."""
-    chosen = _trainable_names(model, trainable)
-    params = []
-    for name, module in list(model.blocks.items()) + list(model.heads.items()):
-        flag = name in chosen
-        for p in module.parameters():
-            p.requires_grad_(flag)
-            if flag:
-                params.append(p)
-    if not params:
+def _trainable(parts: Parts, trainable: Sequence[str] | None) -> list[NamedParam]:
+    """The pool of a phase: the parameters of every block (all when ``trainable`` is None)
+    inside the modules ``trainable`` names, in block order; unknown names raise."""
+    pool = parts.pool()
+    if trainable is not None:
+        chosen = parts.param_names(trainable, "trainable")
+        pool = [q for q in pool if q.name in chosen]
+    if not pool:
         raise ValueError(f"trainable={trainable!r} selects no parameters")
-    return params
+    return pool
+
+
+def _set_trainable(model: torch.nn.Module, pool: list[NamedParam]) -> list[NamedParam]:
+    """Switch requires_grad on for the parameters of ``pool`` and off for all others."""
+    chosen = {id(q.param) for q in pool}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in chosen)
+    return pool
 
 
 def _make_optimizer(
@@ -75,7 +74,7 @@ def _make_optimizer(
 
 
 def _batch_loss(
-    model: AngleNet,
+    parts: Parts,
     tasks: list[Task],
     losses: list[Callable],
     images: torch.Tensor,
@@ -85,39 +84,46 @@ def _batch_loss(
     values: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Weighted sum of the tasks' losses; ``values`` holds the phase images' varied
-    properties (``Phase.vary``), the targets of non-angle tasks."""
+    properties (``Phase.vary``), the targets of non-angle tasks. The tasks on the phase's
+    images share one forward pass."""
     total = images.new_zeros(())
-    trunk = None
+    shared = None
     for task, loss_fn in zip(tasks, losses, strict=True):
         if task.prior is None and task.spec is None:
-            if trunk is None:
-                trunk = model.run_blocks(images, stop=model.trunk_names[-1])
-            features, target, own = trunk, theta, values
+            if shared is None:
+                shared = parts.features(images, [t.head for t in tasks
+                                                 if t.prior is None and t.spec is None])
+            features, target, own = shared, theta, values
         else:
             x, target, own = draw_varied(task.prior or phase.prior, task.spec or phase.spec,
                                          phase.batch_size, phase.vary, generator,
                                          images.device)
-            features = model.run_blocks(x, stop=model.trunk_names[-1])
+            features = parts.features(x, [task.head])
         if task.target != "angle":
             target = standardise(own[task.target], *phase.vary[task.target])
         elif task.target_offset != 0:
             target = ang.wrap(target + task.target_offset)
-        head = model.blocks["head"] if task.head == "head" else model.heads[task.head]
-        total = total + task.weight * loss_fn(head(features), target)
+        total = total + task.weight * loss_fn(parts.head_output(task.head, features), target)
     return total
 
 
 def train(
-    model: AngleNet,
+    model: AngleNet | ReadoutNet,
     phases: Sequence[Phase],
     seed: int,
     generator: torch.Generator | None = None,
-    on_epoch: Callable[[dict, AngleNet], None] | None = None,
-    on_phase_end: Callable[[Phase, AngleNet], None] | None = None,
+    on_epoch: Callable[[dict, torch.nn.Module], None] | None = None,
+    on_phase_end: Callable[[Phase, torch.nn.Module], None] | None = None,
     on_strategy_end: Callable[[Phase, Strategy], None] | None = None,
     device: torch.device | str | None = None,
 ) -> xr.Dataset:
     """Train ``model`` through ``phases`` in order; return the per-epoch history.
+
+    ``model`` is one of anglesim's networks (an AngleNet: ``build_model``,
+    ``reference_mlp``) or any ``torch.nn.Module`` with its readout, a
+    :class:`~anglesim.finetune.ReadoutNet` (a head at a named layer, or the module's own output
+    read or decoded). ``Phase.trainable``, the strategies' block parameters and task heads name
+    its parts as :class:`~anglesim.finetune.Parts` does: blocks, module paths, glob patterns.
 
     The history has one entry per epoch over all phases (dim ``epoch``) with coordinates
     ``epoch_phase`` (the phase's name; not ``phase``, so the history merges with measurements
@@ -143,8 +149,7 @@ def train(
     (heads, readouts, losses, trainable blocks, optimiser state kept across phases), so a bad
     plan fails at once, not after the earlier phases have run.
     """
-    if not isinstance(model, AngleNet):
-        raise check.fail("model", "an AngleNet (build_model(...) or reference_mlp(...))", model)
+    parts = Parts(model)  # ValueError unless an AngleNet or a ReadoutNet
     if isinstance(phases, str | Phase) or not isinstance(phases, Sequence):
         raise check.fail("phases", "a list of Phase", phases)
     if len(phases) == 0:
@@ -161,7 +166,7 @@ def train(
     if generator is not None and generator.device.type != device.type:
         raise check.fail("generator", f"a generator on the training device {str(device)!r}",
                          f"a generator on {str(generator.device)!r}")
-    _check_plan(model, phases)
+    _check_plan(parts, phases)
     model.to(device)
     # one named stream per use (anglesim.seeding): "data" for the training batches and finite
     # splits, "eval" for the per-epoch evaluation images, "strategy" (per phase) for what
@@ -187,12 +192,12 @@ def train(
     return _history(records)
 
 
-def _check_plan(model: AngleNet, phases: Sequence[Phase]) -> None:
+def _check_plan(parts: Parts, phases: Sequence[Phase]) -> None:
     """Check every phase against the model before training: ValueError at the first fault."""
     previous: str | None = None
     for phase in phases:
-        _task_losses(model, phase)
-        _trainable_names(model, phase.trainable)
+        _task_losses(parts, phase)
+        _trainable(parts, phase.trainable)
         if not phase.reset_optimizer and previous is not None and phase.optimizer != previous:
             raise ValueError(
                 f"phase {phase.name!r} keeps optimiser state but changes optimiser from "
@@ -201,14 +206,15 @@ def _check_plan(model: AngleNet, phases: Sequence[Phase]) -> None:
         previous = phase.optimizer
 
 
-def _task_losses(model: AngleNet, phase: Phase) -> list[Callable]:
-    """The loss function of each of the phase's tasks on ``model`` (checking heads/readouts)."""
+def _task_losses(parts: Parts, phase: Phase) -> list[Callable]:
+    """The loss function of each of the phase's tasks on the model (checking heads/readouts)."""
+    model = parts.model
     losses = []
     for task in phase.task_list():
-        if task.head != "head" and task.head not in model.heads:
+        if not parts.is_head(task.head):
             raise ValueError(
                 f"task head {task.head!r} of phase {phase.name!r} is not a head of the model; "
-                f"its heads are {['head', *model.heads]}"
+                f"its heads are {parts.heads}"
             )
         if task.target != "angle" and model.readout_of(task.head) != "scalar":
             raise ValueError(
@@ -222,12 +228,13 @@ def _task_losses(model: AngleNet, phase: Phase) -> list[Callable]:
 
 def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
     device = next(model.parameters()).device
+    parts = Parts(model)
     tasks = phase.task_list()
-    losses = _task_losses(model, phase)
+    losses = _task_losses(parts, phase)
     # the per-epoch error of the "head" readout is measured against what it is trained on
     eval_offset = next((t.target_offset for t in tasks
                         if t.head == "head" and t.target == "angle"), 0.0)
-    pool = named_pool(model, _set_trainable(model, phase.trainable))
+    pool = _set_trainable(model, _trainable(parts, phase.trainable))
     finite: tuple[FiniteDataset, FiniteDataset, FiniteDataset] | None = None
     if phase.dataset_size is not None:
         finite = reference_split(phase.prior, phase.spec, phase.dataset_size, gen, device)
@@ -236,7 +243,7 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
     step_batch: list = [None]  # the batch of the step in progress, for ctx.current_batch()
     ctx = make_context(
         phase,
-        lambda x, t, v=None: _batch_loss(model, tasks, losses, x, t, phase, sgen, v),
+        lambda x, t, v=None: _batch_loss(parts, tasks, losses, x, t, phase, sgen, v),
         sgen,
         lambda n: draw_varied(phase.prior, phase.spec, n, phase.vary, sgen, device),
         finite,
@@ -259,7 +266,7 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
         total, count = 0.0, 0
         for images, theta, values in batches:
             step_batch[0] = (images, theta, values)
-            loss = _batch_loss(model, tasks, losses, images, theta, phase, gen, values)
+            loss = _batch_loss(parts, tasks, losses, images, theta, phase, gen, values)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"loss became {loss.item()} in phase {phase.name!r}, epoch {epoch}"
@@ -275,7 +282,7 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
             count += len(theta)
         val_loss = math.nan
         if finite is not None:
-            val_loss = _dataset_loss(model, tasks, losses, finite[1], phase, gen)
+            val_loss = _dataset_loss(parts, tasks, losses, finite[1], phase, gen)
             if val_loss < best_val:
                 best_val, since_best = val_loss, 0
                 best_state = copy.deepcopy(model.state_dict())
@@ -305,13 +312,13 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
 
 
 @torch.no_grad()
-def _dataset_loss(model, tasks, losses, dataset, phase, gen) -> float:
-    model.eval()
+def _dataset_loss(parts, tasks, losses, dataset, phase, gen) -> float:
+    parts.model.eval()
     total, count = 0.0, 0
     for images, theta in dataset.batches(256, shuffle=False):
-        total += _batch_loss(model, tasks, losses, images, theta, phase, gen).item() * len(theta)
+        total += _batch_loss(parts, tasks, losses, images, theta, phase, gen).item() * len(theta)
         count += len(theta)
-    model.train()
+    parts.model.train()
     return total / count
 
 
