@@ -102,9 +102,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    type=_option_type("--threads", "a positive integer or 'auto'", _threads),
                    help="torch threads per worker (default 1, so results do not depend on "
                         "--n-jobs; 'auto': cores // workers)")
-    p.add_argument("--backend", choices=["loky", "dask"], default=None,
-                   help="where workers run: loky processes on this machine (default) or a "
-                        "dask.distributed cluster")
+    p.add_argument("--backend", choices=["loky", "dask", "slurm"], default=None,
+                   help="where workers run: loky processes on this machine (default), a "
+                        "dask.distributed cluster, or dask workers in Slurm jobs")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies --backend "
                         "dask; without it dask starts a local cluster)")
@@ -113,6 +113,30 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="rerun replicates recorded as failed in the cache")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    s = p.add_argument_group("Slurm (imply --backend slurm; each overrides --slurm-config)")
+    s.add_argument("--slurm-config", type=Path, default=None, metavar="FILE",
+                   help="a TOML file with a [slurm] table of the options below (a lab's "
+                        "shared settings)")
+    s.add_argument("--partition", default=None, help="Slurm partition (default: the "
+                   "cluster's)")
+    s.add_argument("--account", default=None, help="Slurm account to charge")
+    s.add_argument("--cores", default=None, metavar="N",
+                   type=_option_type("--cores", "a positive integer", _int_at_least(1)),
+                   help="CPU cores per job, one single-threaded worker each (default 1)")
+    s.add_argument("--memory", default=None, metavar="SIZE",
+                   help="memory per job, e.g. 4GB (default 4GB)")
+    s.add_argument("--walltime", default=None, metavar="TIME",
+                   help="time limit per job, e.g. 04:00:00 (default); longer than a replicate")
+    s.add_argument("--jobs", default=None, metavar="N",
+                   type=_option_type("--jobs", "a positive integer", _int_at_least(1)),
+                   help="Slurm jobs at most, kept running while there is work (default 4)")
+    s.add_argument("--sbatch", action="append", default=None, metavar="OPTION",
+                   help="an extra #SBATCH option, e.g. --sbatch=--qos=normal (repeatable)")
+    s.add_argument("--job-env", action="append", default=None, metavar="KEY=VALUE",
+                   help="an environment variable for the jobs (repeatable)")
+    s.add_argument("--job-setup", action="append", default=None, metavar="LINE",
+                   help="a shell line each job runs first, e.g. 'source venv/bin/activate' "
+                        "(repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,10 +198,39 @@ def _check_results_folder(results: Path, target: Path) -> None:
                              f"({exc})") from None
 
 
+SLURM_OPTIONS = ("slurm_config", "partition", "account", "cores", "memory", "walltime", "jobs",
+                 "sbatch", "job_env", "job_setup")
+
+
+def _slurm_cluster(args: argparse.Namespace):
+    """The SlurmConfig of --slurm-config with the other Slurm options over it."""
+    from .replicates import SlurmConfig
+
+    env = None
+    if args.job_env:
+        env = {}
+        for item in args.job_env:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--job-env must be KEY=VALUE, got {item!r}")
+            env[key] = value
+    return SlurmConfig.of(args.slurm_config).updated(
+        partition=args.partition, account=args.account, cores=args.cores, memory=args.memory,
+        walltime=args.walltime, jobs=args.jobs, sbatch=args.sbatch, env=env,
+        setup=args.job_setup)
+
+
 def _manager_options(args: argparse.Namespace) -> dict:
     """Only the options given, so that the replicate manager's defaults apply otherwise."""
     options = {}
     backend = args.backend
+    if any(getattr(args, name) is not None for name in SLURM_OPTIONS):
+        if backend not in (None, "slurm"):
+            raise ValueError(f"the Slurm options need --backend slurm, got --backend "
+                             f"{backend}")
+        backend = "slurm"
+    if backend == "slurm":
+        options["cluster"] = _slurm_cluster(args)
     if args.scheduler is not None:
         if backend == "loky":
             raise ValueError(f"--scheduler {args.scheduler} needs --backend dask, got "
@@ -227,13 +280,15 @@ def _run(name: str, args: argparse.Namespace) -> int:
     if args.dry_run:
         print(st.dry_run(declared, **_study_args(args)))
         return 0
-    if args.n_jobs is None:
+    options = _manager_options(args)
+    if args.n_jobs is None and options.get("backend") == "slurm":
+        n_jobs = -1  # as many workers as the Slurm jobs hold
+    elif args.n_jobs is None:
         import joblib
 
         n_jobs = joblib.cpu_count()
     else:
         n_jobs = args.n_jobs
-    options = _manager_options(args)
     plan = st.plan(declared, args.quick, args.overrides, args.seed, args.replicates,
                    args.device)
     _check_results_folder(args.results, plan.results_file(args.results))

@@ -24,6 +24,7 @@ from anglesim.replicates import (
     configure_malloc,
     failure_table,
     iter_conditions,
+    replicate_jobs,
     replicate_seed,
     run_study,
     study_status,
@@ -378,7 +379,7 @@ def test_progress_bar_shows_counts(capsys):
     (dict(name=""), "name must be"),
     (dict(name="../up"), "name must be"),
     (dict(threads_per_worker=0), "threads_per_worker must be an integer >= 1, got 0"),
-    (dict(backend="threading"), "backend must be one of 'loky', 'dask', got 'threading'"),
+    (dict(backend="threading"), "backend must be one of 'loky', 'dask', 'slurm', got 'threading'"),
     (dict(config={"x": object()}), "cannot be encoded"),
     (dict(fn=42), "fn must be a callable, got 42"),
 ])
@@ -461,7 +462,8 @@ def test_cache_skips_finished_replicates(tmp_path):
 
 
 @needs_h5py
-def test_resumed_study_says_which_revision_and_cpu_made_each_replicate(tmp_path, monkeypatch):
+def test_resumed_study_says_which_revision_cpu_and_backend_made_each_replicate(tmp_path,
+                                                                             monkeypatch):
     import importlib
 
     prov_module = importlib.import_module("anglesim.io._provenance")
@@ -474,17 +476,18 @@ def test_resumed_study_says_which_revision_and_cpu_made_each_replicate(tmp_path,
     monkeypatch.setattr(prov_module, "cpu_model", lambda: "CPU one")
     first = run({"kappa": [1.0], "loss": ["a", "b"]}, 2)
     assert first.attrs["replicates_made_by"] == [
-        {"git_rev": "a" * 40, "cpu": "CPU one", "replicates": 4,
+        {"git_rev": "a" * 40, "cpu": "CPU one", "backend": "this process", "replicates": 4,
          "first": first.attrs["created"], "last": first.attrs["created"]}]
 
     monkeypatch.setattr(prov_module, "git_revision", lambda _: "b" * 40)
     monkeypatch.setattr(prov_module, "cpu_model", lambda: "CPU two")
-    second = run({"kappa": [1.0], "loss": ["a", "b", "c"]}, 2)  # resumed: 4 cached, 2 new
+    second = run({"kappa": [1.0], "loss": ["a", "b", "c"]}, 2, n_jobs=2)  # 4 cached, 2 new
     assert calls(log) == 6
     assert second.attrs["git_rev"] == "b" * 40 and second.attrs["cpu"] == "CPU two"
     made = second.attrs["replicates_made_by"]
-    assert [(m["git_rev"][0], m["cpu"], m["replicates"]) for m in made] == [
-        ("a", "CPU one", 4), ("b", "CPU two", 2)]
+    assert [(m["git_rev"][0], m["cpu"], m["backend"], m["replicates"]) for m in made] == [
+        ("a", "CPU one", "this process", 4), ("b", "CPU two", "loky", 2)]
+    assert (replicate_jobs(second) == "").all() and "slurm_jobs" not in made[0]
     assert made[0]["first"] <= made[0]["last"] <= made[1]["first"] == second.attrs["created"]
     saved = tmp_path / "s.nc"
     io.save_dataset(second, saved)

@@ -101,27 +101,53 @@ def failure_entries(outcomes: Sequence[Outcome]) -> list[dict]:
 
 
 MADE_BY_ATTR = "replicates_made_by"
-"""The Dataset attribute listing which code revision and CPU computed its replicates
-(see :func:`made_by_summary`)."""
+"""The Dataset attribute listing which code revision, CPU and backend computed its replicates,
+and the Slurm jobs (see :func:`made_by_summary`)."""
 
 
-def made_by_summary(made_by: list[dict]) -> list[dict]:
-    """Group the replicates' origins by (git revision, CPU): one entry per pair with the
-    number of replicates and the first and last ``created`` time, in order of first use.
+def made_by_summary(made_by: Sequence[tuple[int, dict]]) -> list[dict]:
+    """Group the replicates' origins ``(flat index, origin)`` by (git revision, CPU,
+    backend): one entry per group with the number of replicates and the first and last
+    ``created`` time, in order of first use; a group computed in Slurm jobs also has
+    ``slurm_jobs``, ``{job id: [flat indices of its replicates]}`` (flat: the position in
+    the Dataset's (grid axes…, replicate) order; :func:`replicate_jobs` unflattens it).
 
-    A study resumed after a commit, or on another machine, holds replicates from more than
-    one code revision or CPU model; the Dataset's own ``git_rev`` and ``cpu`` name only the
-    assembly, so this list says what computed each part.
+    A study resumed after a commit, or on another machine or backend, holds replicates from
+    more than one of each; the Dataset's own ``git_rev`` and ``cpu`` name only the assembly,
+    so this list says what computed each part.
     """
-    groups: dict[tuple[str, str], dict] = {}
-    for origin in made_by:
-        key = (origin["git_rev"], origin["cpu"])
-        entry = groups.setdefault(key, {"git_rev": key[0], "cpu": key[1], "replicates": 0,
-                                        "first": origin["created"], "last": origin["created"]})
+    groups: dict[tuple[str, str, str], dict] = {}
+    for index, origin in made_by:
+        key = (origin["git_rev"], origin["cpu"], origin.get("backend", "not recorded"))
+        entry = groups.setdefault(key, {"git_rev": key[0], "cpu": key[1], "backend": key[2],
+                                        "replicates": 0, "first": origin["created"],
+                                        "last": origin["created"]})
         entry["replicates"] += 1
         entry["first"] = min(entry["first"], origin["created"])
         entry["last"] = max(entry["last"], origin["created"])
+        if origin.get("slurm_job"):
+            entry.setdefault("slurm_jobs", {}).setdefault(origin["slurm_job"], []).append(index)
     return list(groups.values())
+
+
+def replicate_jobs(ds: xr.Dataset) -> xr.DataArray:
+    """The Slurm job that computed each replicate of a study Dataset, as strings over (grid
+    axes…, ``replicate``): the job id, or ``""`` for a replicate computed outside Slurm (or
+    failed, or from a cache file older than the record).
+
+    Raises:
+        ValueError: if ``ds`` is not a Dataset made by :func:`run_study`.
+    """
+    if not isinstance(ds, xr.Dataset) or MADE_BY_ATTR not in ds.attrs or "failed" not in ds:
+        raise ValueError(f"ds must be a Dataset made by run_study (attr {MADE_BY_ATTR!r} or "
+                         f"variable 'failed' is missing)")
+    flat = np.full(ds["failed"].size, "", dtype=object)
+    for entry in ds.attrs[MADE_BY_ATTR]:
+        for job, indices in entry.get("slurm_jobs", {}).items():
+            flat[list(indices)] = str(job)
+    return xr.DataArray(flat.astype(str).reshape(ds["failed"].shape), ds["failed"].coords,
+                        ds["failed"].dims, name="slurm_job",
+                        attrs={"long_name": "Slurm job that computed the replicate"})
 
 
 def failure_table(ds: xr.Dataset):

@@ -18,16 +18,13 @@ from joblib.externals import loky
 from ._grid import Task
 from ._log import StudyLog
 from ._outcome import Failure, Outcome
-from ._settings import DEFAULT_THREADS, RunSettings
+from ._settings import DEFAULT_THREADS, THREAD_ENV, RunSettings
+from ._slurm import slurm_client
 from ._worker import TaskSettings, init_worker, run_task
 
 IDLE_WORKER_SECONDS = 300
 """loky workers left idle this long exit (joblib's own default); until then later studies in
 the same process reuse them, with torch already imported."""
-
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-"""Environment variables set to the task's thread count in loky workers."""
 
 DASK_CONNECT_TIMEOUT = 30.0
 """Seconds to wait for a dask scheduler given by address before giving up."""
@@ -36,19 +33,25 @@ DASK_CONNECT_TIMEOUT = 30.0
 def workers_and_threads(how: RunSettings, n_todo: int) -> tuple[int, int]:
     """The number of workers (never more than tasks to run) and torch threads per task."""
     n_jobs, backend, threads_per_worker = how.n_jobs, how.backend, how.threads_per_worker
-    if n_jobs == 1:
-        workers = 1
-    elif backend == "dask":
-        workers = n_todo if n_jobs < 0 else min(n_jobs, n_todo)
-    else:
-        workers = min(joblib.effective_n_jobs(n_jobs), n_todo)
     if threads_per_worker is None:
         threads = DEFAULT_THREADS
-    elif threads_per_worker == "auto":
+    elif threads_per_worker != "auto":
+        threads = int(threads_per_worker)
+    elif backend == "slurm" and how.cluster is not None and n_jobs != 1:
+        threads = how.cluster.cores  # one worker per job, holding all its cores
+    else:
+        threads = 0  # decided below, from the number of workers
+    if n_jobs == 1:
+        workers = 1
+    elif backend in ("dask", "slurm"):
+        workers = n_todo if n_jobs < 0 else min(n_jobs, n_todo)
+        if backend == "slurm" and how.cluster is not None:
+            workers = min(workers, how.cluster.jobs * how.cluster.workers_per_job(threads))
+    else:
+        workers = min(joblib.effective_n_jobs(n_jobs), n_todo)
+    if threads == 0:
         threads = max(1, joblib.cpu_count() // workers) if backend == "loky" or n_jobs == 1 \
             else DEFAULT_THREADS
-    else:
-        threads = int(threads_per_worker)
     return workers, threads
 
 
@@ -132,7 +135,13 @@ def run_parallel(fn: Callable, todo: list[Task], settings: TaskSettings, workers
     yet started are cancelled and the exception propagates.
     """
     if how.backend == "dask":
-        _run_dask(fn, todo, settings, workers, how.scheduler, record, log)
+        with dask_client(how.scheduler, workers, log) as client:
+            _run_on_dask(client, fn, todo, settings, record, log)
+        return
+    if how.backend == "slurm":
+        assert how.cluster is not None
+        with slurm_client(how.cluster, settings.threads, workers, log) as client:
+            _run_on_dask(client, fn, todo, settings, record, log)
         return
     with warnings.catch_warnings():
         # loky replaces a worker whose memory grew by more than 300 MB between two tasks (a
@@ -227,32 +236,33 @@ def _short(exc: BaseException) -> str:
     return (codes or lines or [type(exc).__name__])[0].strip()
 
 
-def _run_dask(fn: Callable, todo: list[Task], settings: TaskSettings, workers: int,
-              scheduler: str | None, record: Record, log: StudyLog) -> None:
+def _run_on_dask(client: Any, fn: Callable, todo: list[Task], settings: TaskSettings,
+                 record: Record, log: StudyLog) -> None:
+    """Run ``todo`` on a dask cluster: the scheduler reruns a task whose worker died (a
+    killed Slurm job included) on another worker, up to its ``allowed-failures``; a task
+    that outlives them (``KilledWorker``) is recorded as failed, as on loky."""
     import distributed
 
-    with dask_client(scheduler, workers, log) as client:
-        shared = {addr: n for addr, n in client.nthreads().items() if n > 1}
-        if shared:
-            log.warning("dask workers with several threads run several replicates in one "
-                        "process, sharing torch's global thread count and generator: "
-                        "start workers with one thread each (--nthreads 1) for "
-                        "reproducible results; found %s", shared)
-        futures = {client.submit(run_task, fn, task, settings, pure=False,
-                                 key=f"anglesim-{task.stem}-{uuid.uuid4().hex[:8]}"): task
-                   for task in todo}
-        try:
-            for future in distributed.as_completed(list(futures), loop=client.loop):
-                task = futures[future]
-                try:
-                    outcome = future.result()
-                except distributed.KilledWorker as exc:
-                    outcome = died(task, exc)
-                    outcome["failure"]["error"] += f" (dask: {_short(exc)})"
-                except Exception as exc:
-                    outcome = _not_run(task, exc)
-                record(outcome)
-        finally:
-            client.cancel([f for f in futures if not f.done()])
+    shared = {addr: n for addr, n in client.nthreads().items() if n > 1}
+    if shared:
+        log.warning("dask workers with several threads run several replicates in one "
+                    "process, sharing torch's global thread count and generator: "
+                    "start workers with one thread each (--nthreads 1) for "
+                    "reproducible results; found %s", shared)
+    futures = {client.submit(run_task, fn, task, settings, pure=False,
+                             key=f"anglesim-{task.stem}-{uuid.uuid4().hex[:8]}"): task
+               for task in todo}
+    try:
+        for future in distributed.as_completed(list(futures), loop=client.loop):
+            task = futures[future]
+            try:
+                outcome = future.result()
+            except distributed.KilledWorker as exc:
+                outcome = died(task, exc, f" (dask: {_short(exc)})")
+            except Exception as exc:
+                outcome = _not_run(task, exc)
+            record(outcome)
+    finally:
+        client.cancel([f for f in futures if not f.done()])
 
 

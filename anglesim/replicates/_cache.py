@@ -57,6 +57,14 @@ STALE_TEMP_SECONDS = 600.0
 """Temporary files older than this in a study's cache folder are left over from a killed run
 and are removed when the study starts (a replicate's write takes milliseconds)."""
 
+CACHE_BACKEND_ATTR = "computed_by"
+"""Attribute of a cached replicate file naming the backend that computed it ("this process",
+"loky", "dask", "slurm")."""
+
+CACHE_JOB_ATTR = "slurm_job_id"
+"""Attribute of a cached replicate file holding the Slurm job that computed it (when it ran
+inside one)."""
+
 CODE_CHANGED = "the replicate code changed"
 """How a stale reason begins when the study's code_version differs from the file's."""
 
@@ -66,9 +74,13 @@ class CacheWarning(UserWarning):
 
 
 def made_by(attrs: dict) -> dict[str, str]:
-    """Where a cached replicate was computed: its file's ``git_rev``, ``cpu`` and ``created``
-    (``"not recorded"`` for files older than the attribute)."""
-    return {key: str(attrs.get(key, "not recorded")) for key in ("git_rev", "cpu", "created")}
+    """Where a cached replicate was computed: its file's ``git_rev``, ``cpu``, ``created``
+    and ``backend`` (``"not recorded"`` for files older than the attribute) and its Slurm
+    job (``slurm_job``, ``""`` if none)."""
+    out = {key: str(attrs.get(key, "not recorded")) for key in ("git_rev", "cpu", "created")}
+    out["backend"] = str(attrs.get(CACHE_BACKEND_ATTR, "not recorded"))
+    out["slurm_job"] = str(attrs.get(CACHE_JOB_ATTR, ""))
+    return out
 
 
 @dataclass
@@ -226,6 +238,10 @@ class ReplicateCache:
                 ds.attrs = {**ds.attrs, CACHE_HASH_ATTR: task.config_hash}
                 if task.code_version is not None:
                     ds.attrs[CACHE_CODE_ATTR] = task.code_version
+                if outcome.backend is not None:
+                    ds.attrs[CACHE_BACKEND_ATTR] = outcome.backend
+                if outcome.slurm_job is not None:
+                    ds.attrs[CACHE_JOB_ATTR] = outcome.slurm_job
                 io.save_dataset(ds, data_path, config=task.key, seed=task.seed)
                 failed_path.unlink(missing_ok=True)
             else:
@@ -288,7 +304,8 @@ class ReplicateCache:
 
 def _strip_cache_attrs(ds: xr.Dataset) -> xr.Dataset:
     ds.attrs = {k: v for k, v in ds.attrs.items()
-                if k not in io.PROVENANCE_KEYS and k not in (CACHE_HASH_ATTR, CACHE_CODE_ATTR)
+                if k not in io.PROVENANCE_KEYS and k not in (CACHE_HASH_ATTR, CACHE_CODE_ATTR,
+                                                             CACHE_BACKEND_ATTR, CACHE_JOB_ATTR)
                 and (k, v) != ("title", io.DEFAULT_TITLE)}
     return ds
 

@@ -87,10 +87,11 @@ class Outcome:
     Dataset) and ``failure``.
 
     ``cached``: read from the cache, not computed by this run; ``made_by``: where a cached
-    result was computed (:func:`~._cache.made_by`); ``unstored``: a failure the manager
-    records because no worker could (its worker died); ``cache_error``: the result could not
-    be written to the cache; ``fn_seconds``/``task_seconds``: the time in ``fn`` and in the
-    whole task (settings, fn, checks, writing the cache file).
+    result was computed (:func:`~._cache.made_by`); ``backend`` and ``slurm_job``: where
+    this run computed it (the ``SLURM_JOB_ID`` of the worker's job, if any); ``unstored``: a
+    failure the manager records because no worker could (its worker died); ``cache_error``:
+    the result could not be written to the cache; ``fn_seconds``/``task_seconds``: the time
+    in ``fn`` and in the whole task (settings, fn, checks, writing the cache file).
     """
 
     index: int
@@ -98,6 +99,8 @@ class Outcome:
     failure: Failure | None = None
     cached: bool = False
     made_by: dict[str, str] | None = None
+    backend: str | None = None
+    slurm_job: str | None = None
     unstored: bool = False
     cache_error: CacheError | None = None
     fn_seconds: float | None = None

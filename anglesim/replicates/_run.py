@@ -6,6 +6,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from ._log import LOG_NAME, StudyLog
 from ._outcome import Outcome
 from ._record import Recorder, log_summary
 from ._settings import RunSettings
+from ._slurm import SlurmConfig
 from ._worker import TaskSettings, run_task
 
 LOCK_POLL_SECONDS = 0.5
@@ -51,6 +53,7 @@ def run_study(
     pair_axes: Sequence[str] = (),
     allow_nan: Collection[str] = (),
     coord_attrs: Mapping[str, Mapping[str, str]] | None = None,
+    cluster: SlurmConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
 ) -> xr.Dataset:
     """Run ``fn`` for every condition of ``grid`` × ``n_replicates`` seeds; one Dataset back.
 
@@ -89,7 +92,9 @@ def run_study(
             cores, which honours CPU affinity and container limits; dask tasks keep 1): faster
             when there are fewer tasks than cores, but results then differ in their last bits
             between different ``n_jobs``.
-        backend: joblib backend for ``n_jobs != 1``, one of :data:`BACKENDS`.
+        backend: where tasks run when ``n_jobs != 1``, one of :data:`BACKENDS`: ``"loky"``
+            processes on this machine, a ``"dask"`` cluster, or dask workers in ``"slurm"``
+            jobs (``cluster``; ``n_jobs=-1`` then lets the cluster's ``jobs`` decide).
         scheduler: with ``backend="dask"``, the address of a dask.distributed scheduler
             (e.g. ``"tcp://10.0.0.5:8786"``) to connect to for this run; without it the current
             Client is used, or, if there is none, a LocalCluster of ``n_jobs`` single-threaded
@@ -110,6 +115,10 @@ def run_study(
             :mod:`fnmatch` pattern (``"val_*"``; ``["*"]`` allows them everywhere); in any
             other float or complex variable (coordinates included) a NaN or inf makes the
             replicate a failure naming the variable.
+        cluster: with ``backend="slurm"``, the Slurm jobs to ask for: a :class:`SlurmConfig`,
+            a dict of its options, or the path of a TOML file with a ``[slurm]`` table (a
+            lab's shared file); None: SlurmConfig's defaults. Each replicate's job id is
+            recorded (:func:`replicate_jobs`).
         coord_attrs: units and long names of the grid axes' coordinates (``{axis: {"units":
             …, "long_name": …}}``); an axis without them gets ``long_name`` "grid axis
             <name>". Known coordinates (``angle``, ``replicate``, …) are described anyway
@@ -142,9 +151,10 @@ def run_study(
         ``study`` (the name), ``grid`` (JSON, axis order kept), ``n_replicates``,
         ``n_failed`` and ``failures``, the failure table (a list of records with
         ``condition``, ``replicate``, ``seed``, ``error``, ``traceback``; see
-        :func:`failure_table`), ``replicates_made_by`` (which code revision and CPU computed
-        the replicates, with counts and dates; more than one entry when a study was resumed
-        after a commit or on another machine),
+        :func:`failure_table`), ``replicates_made_by`` (which code revision, CPU and backend
+        computed the replicates, with counts and dates, and for Slurm the job ids of each
+        replicate; more than one entry when a study was resumed after a commit or on another
+        machine or backend),
         ``code_version``/``code_origin`` when given, and, when there
         is a log, ``log_file`` (its path relative to the folder holding ``cache_dir``, or its
         file name if it lies elsewhere: no machine paths). If no
@@ -162,7 +172,7 @@ def run_study(
     check.function("fn", fn)
     spec = StudySpec.checked(grid, n_replicates, seed, name, config, code_version, pair_axes)
     how = RunSettings.checked(n_jobs, backend, scheduler, threads_per_worker, progress,
-                              retry_failed)
+                              retry_failed, cluster)
     if code_origin is not None:
         code_origin = check.text("code_origin", code_origin)
     nan_ok = frozenset(check.name_list("allow_nan", sorted(allow_nan) if isinstance(
@@ -263,6 +273,10 @@ class StudyRun:
         if self.cache is not None:
             self.cache.check_space(len(todo))
             self.record.space_checked = self.cache.n_results() > 0
+        if how.cluster is not None and how.cluster.log_directory is None \
+                and self.cache is not None:  # the jobs' output beside the study's log
+            how = self.how = replace(how, cluster=how.cluster.updated(
+                log_directory=str(self.cache.folder / "slurm-logs")))
         self.workers, threads = workers_and_threads(how, len(todo))
         self.log.info("study %s: %d of %d replicate(s) to compute (%d cached, %d failed "
                       "earlier) on %s worker(s) (%s) with %d torch thread(s) each", spec.name,
@@ -272,9 +286,9 @@ class StudyRun:
         self.run_started = time.perf_counter()
         # loky workers are children of this process and watch it; dask workers are the
         # cluster's (their nanny's children), and are not tied to this process
-        parent = None if how.in_process or how.backend == "dask" else os.getpid()
+        parent = None if how.in_process or how.backend != "loky" else os.getpid()
         settings = TaskSettings(threads, frozenset(spec.axes) | frozenset(RESERVED_NAMES),
-                                self.cache, self.allow_nan, parent)
+                                self.cache, self.allow_nan, parent, how.where())
         self.compute_in_rounds(todo, settings, scanned)
 
     def compute_in_rounds(self, todo: list[Task], settings: TaskSettings,
@@ -371,7 +385,10 @@ def study_dataset(outcomes: list[Outcome], tasks: list[Task], spec: StudySpec,
     failures = failure_entries(outcomes)
     prov = io.provenance(spec.config, spec.seed, spec.code_version, code_origin)
     here = made_by(prov)  # the replicates computed by this run
-    origins = made_by_summary([o.made_by or here for o in outcomes if o.result is not None])
+    origins = made_by_summary([
+        (o.index, o.made_by or {**here, "backend": o.backend or "not recorded",
+                                "slurm_job": o.slurm_job or ""})
+        for o in outcomes if o.result is not None])
     ds.attrs = {**ds.attrs, **prov,
                 "study": spec.name, "grid": json.dumps(spec.axes),
                 "n_replicates": spec.n_replicates, "n_failed": len(failures),

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import validation as check
 
-BACKENDS = ("loky", "dask")
-"""Backends run_study accepts for n_jobs != 1. Both run tasks in separate processes, which the
+if TYPE_CHECKING:
+    from ._slurm import SlurmConfig
+
+BACKENDS = ("loky", "dask", "slurm")
+"""Backends run_study accepts for n_jobs != 1. All run tasks in separate processes, which the
 per-task torch settings (thread count, global seed) need; "dask" uses the scheduler given as
-``scheduler``, else the current dask.distributed Client, else a LocalCluster."""
+``scheduler``, else the current dask.distributed Client, else a LocalCluster; "slurm" starts
+dask workers in Slurm jobs as its ``cluster`` (a :class:`SlurmConfig`) says."""
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+"""Environment variables set to the task's thread count in worker processes."""
 
 DEFAULT_THREADS = 1
 """torch threads per task unless ``threads_per_worker`` says otherwise. Fixed (not derived from
@@ -30,11 +38,12 @@ class RunSettings:
     threads_per_worker: int | str | None = None
     progress: bool = True
     retry_failed: bool = False
+    cluster: SlurmConfig | None = None
 
     @classmethod
     def checked(cls, n_jobs: Any = 1, backend: Any = "loky", scheduler: Any = None,
                 threads_per_worker: Any = None, progress: Any = True,
-                retry_failed: Any = False) -> RunSettings:
+                retry_failed: Any = False, cluster: Any = None) -> RunSettings:
         """The settings of run_study's arguments of these names.
 
         Raises:
@@ -52,8 +61,17 @@ class RunSettings:
                                       or not scheduler):
             raise check.fail("scheduler", f"a dask scheduler address used with "
                              f"backend='dask' (backend is {backend!r})", scheduler)
+        if backend == "slurm":
+            from ._slurm import SlurmConfig
+
+            cluster = SlurmConfig.of(cluster)
+            if isinstance(threads_per_worker, int):
+                cluster.workers_per_job(threads_per_worker)  # no more threads than cores
+        elif cluster is not None:
+            raise check.fail("cluster", f"a Slurm configuration used with backend='slurm' "
+                             f"(backend is {backend!r})", cluster)
         return cls(n_jobs, backend, scheduler, threads_per_worker, bool(progress),
-                   bool(retry_failed))
+                   bool(retry_failed), cluster)
 
     @property
     def in_process(self) -> bool:

@@ -33,6 +33,7 @@ class TaskSettings:
     cache: ReplicateCache | None
     allow_nan: frozenset[str] = frozenset()
     parent_pid: int | None = None
+    backend: str = "this process"
 
 
 def check_result(result: Any, forbidden: Set[str], allow_nan: Set[str] = frozenset()
@@ -137,7 +138,8 @@ def run_task(fn: Callable, task: Task, settings: TaskSettings) -> Outcome:
     import torch
 
     started = time.perf_counter()
-    outcome = Outcome(task.index)
+    outcome = Outcome(task.index, backend=settings.backend,
+                      slurm_job=os.environ.get("SLURM_JOB_ID") or None)
     configure_malloc()
     previous_threads = torch.get_num_threads()
     fn_seconds = 0.0
