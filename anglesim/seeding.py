@@ -24,7 +24,8 @@ import torch
 
 from . import validation as check
 
-__all__ = ["STREAMS", "drawing_from", "numpy_generator", "stream_seed", "torch_generator"]
+__all__ = ["STREAMS", "drawing_from", "numpy_generator", "root_seed", "stream_seed",
+           "torch_generator"]
 
 STREAMS = ("init", "data", "eval", "fisher", "strategy", "noise", "split", "control")
 """The stream names anglesim itself uses; any other non-empty name is allowed too."""
@@ -41,6 +42,18 @@ def stream_seed(seed: int, name: str, *index: int) -> int:
     keys = [check.integer(f"index[{i}]", k, minimum=0) for i, k in enumerate(index)]
     seq = np.random.SeedSequence(entropy=seed, spawn_key=(zlib.crc32(name.encode()), *keys))
     return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def root_seed(seed: int) -> int:
+    """The 64-bit seed of ``SeedSequence(seed)`` itself, without a stream name: its first two
+    32-bit words, the high word first.
+
+    The derivation of ``anglesim.training.make_generator``, on which some studies' published
+    data streams rest; new code names a stream (:func:`stream_seed`).
+    """
+    seed = check.integer("seed", seed, minimum=0)
+    high, low = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint32)
+    return int(high) << 32 | int(low)
 
 
 def torch_generator(seed: int, name: str, *index: int,
