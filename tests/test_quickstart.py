@@ -124,6 +124,7 @@ def test_non_editable_install_runs_every_study_from_another_folder(tmp_path):
 
     assert json.loads(ds.attrs["config"])["code"]["origin"] == "built-in"
     code = subprocess.run([sys.executable, "-c", "import anglesim.study as s; "
-                           "print(s.code_files(s.load('quickstart'))[-1])"],
+                           "from anglesim.study._finder import code_files; "
+                           "print(code_files(s.load('quickstart'))[-1])"],
                           capture_output=True, text=True, cwd=elsewhere, env=env, timeout=120)
     assert code.stdout.strip().startswith(str(target)), code.stdout + code.stderr
