@@ -2,6 +2,7 @@
 draws from the Dataset in memory, returns it with the figure paths)."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -80,6 +81,30 @@ def test_angles_device_and_params():
 def test_a_bad_context_fails_at_construction(changes, message):
     with pytest.raises(ValueError, match=message):
         _ctx(**changes)
+
+
+def test_the_standard_stimulus_ties_are_expected_and_other_ties_still_warn():
+    from anglesim.pool_ties import PoolTieWarning, warn_pool_ties
+    from anglesim.studies._recipes import CNN, SPEC, expects_aperture_ties
+
+    # the warning the studies expect is the one the standard stimulus gives
+    torch.manual_seed(0)
+    with pytest.warns(PoolTieWarning) as caught:
+        warn_pool_ties(build_model(CNN), SPEC)
+    message = str(caught[0].message)
+
+    @expects_aperture_ties
+    def replicate(ctx):
+        warnings.warn(message, PoolTieWarning, stacklevel=1)
+        warnings.warn("tied max-pool windows receive noise (x) over 8 images", PoolTieWarning,
+                      stacklevel=1)
+        return ctx.seed
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert replicate(_ctx()) == 123
+    assert [str(w.message) for w in seen] == [
+        "tied max-pool windows receive noise (x) over 8 images"]
 
 
 # the runner ---------------------------------------------------------------------------------

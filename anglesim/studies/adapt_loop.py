@@ -44,7 +44,7 @@ from anglesim.plotting import (
 from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, train
 
-from ._recipes import CNN, SPEC
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "adapt_loop"
 START_PRIOR = VonMises(math.pi / 2, 4.0)
@@ -91,6 +91,7 @@ def phase(name: str, prior, sz: dict, epochs: int, lr: float, reset: bool = True
                  eval_angles=sz["n_angles"], eval_repeats=1, reset_optimizer=reset)
 
 
+@expects_aperture_ties
 def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Run the loop for one mode; record prior and FI at every round."""
     sz, on = ctx.params, ctx.on_device

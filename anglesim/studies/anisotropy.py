@@ -28,7 +28,7 @@ from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
 from ._laws_common import band_note, replicate_band
-from ._recipes import CNN, SPEC
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "anisotropy"
 STATES = ("untrained", "trained")
@@ -47,6 +47,7 @@ def phase(sz: dict) -> Phase:
                  eval_repeats=1)
 
 
+@expects_aperture_ties
 def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """One network: FI at every layer and decoding error, untrained and after training."""
     sz = ctx.params

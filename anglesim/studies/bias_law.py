@@ -47,7 +47,7 @@ from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, train
 
 from ._laws_common import MIN_BAND_REPLICATES, band_note, replicate_band
-from ._recipes import CNN, SPEC
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "bias_law"
 PRIORS = {"uniform": Uniform(), "concentrated": VonMises(math.pi / 2, 4.0)}
@@ -75,6 +75,7 @@ def phase(prior: str, loss: str, sz: dict) -> Phase:
                  eval_repeats=1)
 
 
+@expects_aperture_ties
 def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train one network and measure its output FI, its decoded bias and the law's fit."""
     sz = ctx.params

@@ -56,6 +56,7 @@ from ._recipes import (
     SHIFT_SIZES,
     SPEC,
     ShiftTask,
+    expects_aperture_ties,
     finetune_phase,
     pretrain_phase,
     pretrained_parent,
@@ -130,6 +131,7 @@ def choose_level(parent, kind: str, ctx: ReplicateContext
     return LADDERS[kind][-1], False, err, base
 
 
+@expects_aperture_ties
 def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Pretrain the replicate's parent (the same for every corruption), pick the corruption's
     severity, fine-tune with every strategy, n_train and rate, keep the best rate by

@@ -38,7 +38,7 @@ from anglesim.study import ReplicateContext, Study
 from anglesim.theory import budget_scale, fit_exponents, loss_exponent
 from anglesim.training import Phase, evaluate_error, train
 
-from ._recipes import SPEC
+from ._recipes import SPEC, expects_aperture_ties
 
 NAME = "loss_concentration"
 PRIOR_LOC = math.pi / 2
@@ -76,6 +76,7 @@ def phase(loss_label: str, kappa: float, size: dict) -> Phase:
                  batch_size=size["batch"], eval_angles=size["n_angles"])
 
 
+@expects_aperture_ties
 def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train one network with one loss on one prior; measure FI and error on the angle grid."""
     sz, on = ctx.params, ctx.on_device

@@ -35,7 +35,7 @@ from anglesim.plotting import (
 from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._recipes import CNN, SPEC
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "model_choices"
 LOSS_FOR_READOUT = {"angle": "cosine", "cossin": "cosine", "bins": "cross_entropy"}
@@ -84,6 +84,7 @@ def n_peaks(log10_fi: np.ndarray, prominence: float = PEAK_PROMINENCE) -> int:
     return int(((peaks >= n) & (peaks < 2 * n)).sum())
 
 
+@expects_aperture_ties
 def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train one network; measure its FI curve, roughness, peaks and error."""
     sz, on = ctx.params, ctx.on_device

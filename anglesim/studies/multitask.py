@@ -56,7 +56,7 @@ from anglesim.training import (
     train,
 )
 
-from ._recipes import CNN, SPEC
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "multitask"
 OTHER_HEAD = "other"
@@ -125,6 +125,7 @@ def probe_error(net: AngleNet, other: str, sz: dict, generator: torch.Generator)
     return float(((pred - y_te) ** 2).mean().sqrt())
 
 
+@expects_aperture_ties
 def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train one network in one regime; measure errors and per-block FI about θ at SPEC."""
     sz, on = ctx.params, ctx.on_device

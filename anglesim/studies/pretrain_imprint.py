@@ -37,7 +37,7 @@ from anglesim.seeding import root_seed
 from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, train
 
-from ._recipes import CNN, SPEC
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "pretrain_imprint"
 FINETUNE_LOC = math.pi / 2
@@ -62,6 +62,7 @@ def phases(kappa: float, sz: dict, state: str) -> tuple[Phase, Phase]:
     )
 
 
+@expects_aperture_ties
 def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """One parent and its children, fine-tuned with optimiser state reset and kept."""
     sz, on = ctx.params, ctx.on_device

@@ -39,7 +39,7 @@ from anglesim.plotting import (
 from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._recipes import CNN, SPEC
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "prior_specialisation"
 LOC_A, LOC_B = math.pi / 4, 3 * math.pi / 4
@@ -67,6 +67,7 @@ def phases(kappa: float, sz: dict) -> dict[str, Phase]:
     }
 
 
+@expects_aperture_ties
 def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train on A then fine-tune on B, and a control on B; measure FI and error after each."""
     sz, on = ctx.params, ctx.on_device

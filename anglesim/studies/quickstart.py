@@ -38,7 +38,7 @@ from anglesim.plotting import (
 from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._recipes import CNN, SPEC
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "quickstart"
 FINETUNE_LOC = math.pi / 2
@@ -67,6 +67,7 @@ def phases(kappa: float, size: dict) -> list[Phase]:
     ]
 
 
+@expects_aperture_ties
 def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train one network through both phases and measure it after each."""
     sz, on = ctx.params, ctx.on_device
@@ -121,6 +122,9 @@ def summarise(ds: xr.Dataset) -> str:
         fi = ok["fisher"].sel(phase=ph, layer="output")
         lines.append(f"  after {ph}: near {float(fi.where(near).mean()):.1f}, "
                      f"far {float(fi.where(far).mean()):.1f}")
+    lines.append("(FI is the propagated, linearised value; the stimulus's pixel noise outside "
+                 "its aperture ties max-pool windows there, where it is not the small-noise "
+                 "limit: user guide, Studies, \"Pool ties in the built-in studies\")")
     return "\n".join(lines)
 
 

@@ -90,6 +90,7 @@ from .._recipes import (
     SOURCE,
     SPEC,
     STRATEGIES,
+    expects_aperture_ties,
     finetune_phase,
     pretrain_phase,
     pretrained_parent,
@@ -183,6 +184,7 @@ def choose_frequency(parent: AngleNet, ctx: ReplicateContext
 # ---- one replicate ----------------------------------------------------------------------------
 
 
+@expects_aperture_ties
 def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Pretrain the replicate's parent, fine-tune it with every strategy, n_train and learning
     rate on the condition's shift, keep each strategy's best rate by validation loss, measure."""
