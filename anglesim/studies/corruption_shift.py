@@ -77,10 +77,6 @@ BLOCK_TUNING = {f"surgical_{b}": b for b in ("conv2", "fc", "head")}
 """Surgical fine-tuning of one other block (the shift study's ``surgical`` is conv1)."""
 STRATEGIES = (*SHIFT_STRATEGIES, *BLOCK_TUNING, "ldifs")
 """Every strategy the study knows; a size's ``strategies`` picks the ones it runs."""
-CORE = ("full", "surgical", "surgical_conv2", "surgical_fc", "surgical_head", "lp_ft", "l2_sp",
-        "ldifs")
-"""The strategies the question needs (each block alone, full, LP-FT, the two anchors); a
-smaller run can pass ``strategies=[...]`` with these."""
 SURGICAL = {"surgical": "conv1", **BLOCK_TUNING}
 
 SIZES = {
