@@ -158,6 +158,18 @@ def test_run_plans_once_and_draws_from_the_dataset_in_memory(tmp_path, monkeypat
     assert (result.dataset["v"].sel(shift=10.0) > 5).all()  # ctx.condition reached it
 
 
+def test_declared_angles_reach_the_context_and_the_cache_key(tmp_path):
+    def replicate(ctx):
+        return xr.Dataset({"theta": ("angle", ctx.angles.double().numpy())})
+
+    study = _study(replicate=replicate, angles=[0.0, 0.5, 1.0], figure=None)
+    assert st.plan(study, quick=True).config["angles"] == [0.0, 0.5, 1.0]
+    assert "angles" not in st.plan(_study(), quick=True).config
+    result = st.run(study, quick=True, results=tmp_path, progress=False, cache=False)
+    np.testing.assert_allclose(result.dataset["theta"].isel(shift=0, replicate=0),
+                               [0.0, 0.5, 1.0])
+
+
 def test_run_checks_its_parameters_before_running(tmp_path):
     for kwargs, message in [(dict(n_jobs=0), "n_jobs must be None or a non-zero integer"),
                             (dict(cache="yes"), "cache must be True or False"),

@@ -106,6 +106,8 @@ def plan(study: Study | str, quick: bool = False, overrides: Sequence[str] | Map
     # same whether 2 or 6 are asked for (the Dataset's replicate axis records how many ran).
     config = {"study": study.name, "size": size,
               "sizes": {**params, "replicates": declared["replicates"]}}
+    if study.angles is not None:  # ctx.angles where the configuration has no n_angles
+        config["angles"] = study.angles if isinstance(study.angles, int) else list(study.angles)
     if study.describe is not None:
         config.update(study.describe(params, grid))
     config["overrides"] = {k: v for k, v in given.items() if k != "replicates"}
