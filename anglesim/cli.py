@@ -6,7 +6,8 @@ STUDY is a built-in study's name (``anglesim list``), the name of a study in a f
 or a path to a study file (``anglesim run path/to/my_study.py``). ``key=value`` arguments
 override the study's declared configuration in Hydra's grammar (``kappa=8``,
 ``phases.finetune.lr=5e-4``, ``grid.kappa=[2,8]``, ``replicates=6``; see
-:mod:`anglesim.overrides`); they are recorded in the Dataset's config and in the cache key.
+:func:`anglesim.study.parse_overrides`); they are recorded in the Dataset's config and in
+the cache key.
 
 Exit codes: 0 success; 1 the study finished but some replicates failed (a summary is printed);
 2 bad input (a one-line error naming the problem; nothing cached is deleted); 130 interrupted
@@ -22,7 +23,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
+from .study import PLAN_PARAMETERS, RUN_PARAMETERS, parse_value
+from .validation import AnyOf, Choice, Constraint, Integer, Optional
 
+THREADS = AnyOf(Integer(minimum=1), Choice(["auto"]))
+"""``--threads``: torch threads per worker, or "auto"."""
 DEFAULT_RESULTS = Path("results")
 DEFAULT_FIGURES = Path("figures")
 FAILURES_SHOWN = 10
@@ -39,35 +44,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"anglesim: error: {' '.join(message.split())}\n")
 
 
-def _option_type(option: str, expected: str, convert):
+def _option(option: str, constraint: Constraint):
+    """An argparse type: the text read as a literal (``3``, ``auto``) and checked against the
+    declared ``constraint`` (the one the Python API checks; its value when it allows None, since
+    an option given is never None), its error one line."""
+    constraint = constraint.inner if isinstance(constraint, Optional) else constraint
+
     def parse(text: str):
         try:
-            return convert(text)
-        except (ValueError, TypeError):
-            raise argparse.ArgumentTypeError(f"{option} must be {expected}, got {text!r}"
-                                             ) from None
+            return constraint(option, parse_value(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{option} must be {constraint.describe()}, got {text!r}") from None
     parse.__name__ = option
     return parse
-
-
-def _int_at_least(minimum: int):
-    def convert(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise ValueError(text)
-        return value
-    return convert
-
-
-def _nonzero_int(text: str) -> int:
-    value = int(text)
-    if value == 0:
-        raise ValueError(text)
-    return value
-
-
-def _threads(text: str) -> int | str:
-    return "auto" if text == "auto" else _int_at_least(1)(text)
 
 
 def _add_study_options(p: argparse.ArgumentParser) -> None:
@@ -77,15 +67,15 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
                         "phases.finetune.lr=5e-4, grid.kappa=[2,8], replicates=6")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for tests and CI")
     p.add_argument("--replicates", default=None,
-                   type=_option_type("--replicates", "a positive integer", _int_at_least(1)),
+                   type=_option("--replicates", PLAN_PARAMETERS["replicates"]),
                    help="replicates per condition (default: the study's own; the same as "
                         "the override replicates=N)")
-    p.add_argument("--seed", default=0,
-                   type=_option_type("--seed", "a non-negative integer", _int_at_least(0)),
+    p.add_argument("--seed", default=0, type=_option("--seed", PLAN_PARAMETERS["seed"]),
                    help="study seed (default 0)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
                    help="folder for the Dataset, figure and replicate cache (default results/)")
     p.add_argument("--device", default=None, metavar="DEVICE",
+                   type=_option("--device", PLAN_PARAMETERS["device"]),
                    help="torch device the replicates compute on, e.g. cuda (default: the "
                         "CPU); part of the cache key")
 
@@ -95,11 +85,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="list the cells (conditions × replicates) and which are cached; run "
                         "nothing")
-    p.add_argument("--n-jobs", default=None,
-                   type=_option_type("--n-jobs", "a non-zero integer", _nonzero_int),
+    p.add_argument("--n-jobs", default=None, type=_option("--n-jobs", RUN_PARAMETERS["n_jobs"]),
                    help="parallel workers (default: the number of CPU cores available)")
     p.add_argument("--threads", default=None, metavar="N|auto",
-                   type=_option_type("--threads", "a positive integer or 'auto'", _threads),
+                   type=_option("--threads", THREADS),
                    help="torch threads per worker (default 1, so results do not depend on "
                         "--n-jobs; 'auto': cores // workers)")
     p.add_argument("--backend", choices=["loky", "dask", "slurm"], default=None,
@@ -121,14 +110,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    "cluster's)")
     s.add_argument("--account", default=None, help="Slurm account to charge")
     s.add_argument("--cores", default=None, metavar="N",
-                   type=_option_type("--cores", "a positive integer", _int_at_least(1)),
+                   type=_option("--cores", Integer(minimum=1)),
                    help="CPU cores per job, one single-threaded worker each (default 1)")
     s.add_argument("--memory", default=None, metavar="SIZE",
                    help="memory per job, e.g. 4GB (default 4GB)")
     s.add_argument("--walltime", default=None, metavar="TIME",
                    help="time limit per job, e.g. 04:00:00 (default); longer than a replicate")
     s.add_argument("--jobs", default=None, metavar="N",
-                   type=_option_type("--jobs", "a positive integer", _int_at_least(1)),
+                   type=_option("--jobs", Integer(minimum=1)),
                    help="Slurm jobs at most, kept running while there is work (default 4)")
     s.add_argument("--sbatch", action="append", default=None, metavar="OPTION",
                    help="an extra #SBATCH option, e.g. --sbatch=--qos=normal (repeatable)")
@@ -180,22 +169,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if extra:
         args.overrides = [*args.overrides, *extra]
     return args
-
-
-def _check_results_folder(results: Path, target: Path) -> None:
-    """Refuse, before anything runs, a results path that is a file, or a results file in the
-    way that is not an anglesim Dataset (it would be overwritten)."""
-    from .io import load_dataset
-
-    if results.exists() and not results.is_dir():
-        raise ValueError(f"--results {results} is a file, not a folder")
-    if target.is_file():
-        try:
-            load_dataset(target)
-        except ValueError as exc:
-            raise ValueError(f"results file {target} is not an anglesim Dataset, and the run "
-                             f"would overwrite it; move it away or choose another --results "
-                             f"({exc})") from None
 
 
 SLURM_OPTIONS = ("slurm_config", "partition", "account", "cores", "memory", "walltime", "jobs",
@@ -274,60 +247,39 @@ def _study_args(args: argparse.Namespace) -> dict:
 
 
 def _run(name: str, args: argparse.Namespace) -> int:
-    from . import study as st
+    from . import study
 
-    declared = st.load(name)
     if args.dry_run:
-        print(st.dry_run(declared, **_study_args(args)))
+        print(study.dry_run(name, **_study_args(args)))
         return 0
     options = _manager_options(args)
-    if args.n_jobs is None and options.get("backend") == "slurm":
+    n_jobs = args.n_jobs
+    if n_jobs is None and options.get("backend") == "slurm":
         n_jobs = -1  # as many workers as the Slurm jobs hold
-    elif args.n_jobs is None:
-        import joblib
-
-        n_jobs = joblib.cpu_count()
-    else:
-        n_jobs = args.n_jobs
-    plan = st.plan(declared, args.quick, args.overrides, args.seed, args.replicates,
-                   args.device)
-    _check_results_folder(args.results, plan.results_file(args.results))
-    path = st.run(declared, n_jobs=n_jobs, cache=not args.no_cache,
-                  retry_failed=args.retry_failed, progress=not args.quiet,
-                  notify=lambda line: print(f"anglesim: {line}", file=sys.stderr),
-                  **_study_args(args), **options)
-    from .io import load_dataset
-
-    ds = load_dataset(path)
-    print(f"dataset: {path}")
-    n_failed = int(ds.attrs.get("n_failed", 0))
-    if declared.figure is not None and n_failed < ds["failed"].size:
-        import matplotlib
-
-        matplotlib.use("Agg")  # figures are files here; never open a window
-        from .plotting import save_figure
-
-        for fp in save_figure(declared.figure(ds), path.with_suffix("")):
-            print(f"figure:  {fp}")
-    if declared.summary is not None and n_failed < ds["failed"].size:
-        print(declared.summary(ds))
-    if n_failed:
-        print(_failure_summary(ds, path), file=sys.stderr)
+    result = study.run(name, n_jobs=n_jobs, cache=not args.no_cache,
+                       retry_failed=args.retry_failed, progress=not args.quiet,
+                       notify=lambda line: print(f"anglesim: {line}", file=sys.stderr),
+                       **_study_args(args), **options)
+    print(f"dataset: {result.path}")
+    for path in result.figures:
+        print(f"figure:  {path}")
+    summary = result.summary()
+    if summary is not None:
+        print(summary)
+    if result.n_failed:
+        print(_failure_summary(result.dataset, result.path), file=sys.stderr)
         return 1
     return 0
 
 
 def _status(name: str, args: argparse.Namespace) -> int:
-    from . import study as st
+    from . import study
 
-    print(st.status(name, **_study_args(args)).summary())
+    print(study.status(name, **_study_args(args)).summary())
     return 0
 
 
 def _figures(results: Path, out: Path) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")  # figures are files here; never open a window
     from .study import redraw
 
     redraw(results, out)
@@ -338,9 +290,8 @@ def _list() -> int:
     from .study import available, load
 
     for name, origin in available().items():
-        study = load(name)
         where = "" if origin == "built-in" else f"  [{origin}]"
-        print(f"{name:24s} {study.question}{where}")
+        print(f"{name:24s} {load(name).question}{where}")
     return 0
 
 
@@ -358,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = parse_args(argv)
+    if args.command in ("quickstart", "run", "figures"):
+        import matplotlib
+
+        matplotlib.use("Agg")  # figures are files here; never open a window
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "quickstart":
@@ -378,22 +333,6 @@ def main(argv: list[str] | None = None) -> int:
               "again to resume", file=sys.stderr)
         return 130
     return 2
-
-
-def available_studies() -> list[str]:
-    """Names of every study (built-in and ``$ANGLESIM_STUDIES``); see
-    :func:`anglesim.study.available`."""
-    from .study import available
-
-    return list(available())
-
-
-def load_study(name: str):
-    """The module that declares study ``name`` (kept for callers of the old command line,
-    such as the benchmark); see :func:`anglesim.study.load_module`."""
-    from .study import load_module
-
-    return load_module(name)
 
 
 if __name__ == "__main__":

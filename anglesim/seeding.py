@@ -24,8 +24,8 @@ import torch
 
 from . import validation as check
 
-__all__ = ["STREAMS", "drawing_from", "numpy_generator", "root_generator", "stream_seed",
-           "torch_generator"]
+__all__ = ["STREAMS", "drawing_from", "numpy_generator", "root_generator", "root_seed",
+           "stream_seed", "torch_generator"]
 
 STREAMS = ("init", "data", "eval", "fisher", "strategy", "noise", "split", "control")
 """The stream names anglesim itself uses; any other non-empty name is allowed too."""
@@ -44,6 +44,18 @@ def stream_seed(seed: int, name: str, *index: int) -> int:
     return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+def root_seed(seed: int) -> int:
+    """The 64-bit seed of ``SeedSequence(seed)`` itself, without a stream name: its first two
+    32-bit words, the high word first.
+
+    The derivation of ``anglesim.training.make_generator``, on which some studies' published
+    data streams rest; new code names a stream (:func:`stream_seed`).
+    """
+    seed = check.integer("seed", seed, minimum=0)
+    high, low = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint32)
+    return int(high) << 32 | int(low)
+
+
 def torch_generator(seed: int, name: str, *index: int,
                     device: str | torch.device | None = None) -> torch.Generator:
     """A ``torch.Generator`` on ``device`` (default CPU) seeded from stream ``name``."""
@@ -54,16 +66,14 @@ def torch_generator(seed: int, name: str, *index: int,
 
 def root_generator(seed: int, device: str | torch.device | None = None) -> torch.Generator:
     """A ``torch.Generator`` on ``device`` (default CPU) seeded from the seed's root, unnamed
-    ``SeedSequence(seed)``: its first two 32-bit words as one 64-bit seed.
+    ``SeedSequence(seed)`` (:func:`root_seed`).
 
     This is the stream the studies written before named streams drew their training data from
     (formerly ``anglesim.training.make_generator``), kept so their stored results replay
     exactly; new code asks :func:`torch_generator` for a named stream instead.
     """
-    seed = check.integer("seed", seed, minimum=0)
-    state = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint32)
     gen = torch.Generator(device=device if device is not None else "cpu")
-    gen.manual_seed(int(state[0]) << 32 | int(state[1]))
+    gen.manual_seed(root_seed(seed))
     return gen
 
 

@@ -94,7 +94,23 @@ def _reexports() -> dict[str, list[str]]:
     return found
 
 
-autosummary_context = {"reexports": _reexports()}
+def _defined_privately(reexports: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Of each package's public names, those defined in a private module (``_name.py``, which
+    autosummary does not document): they get their own pages under the package's name."""
+    found = {}
+    for package, names in reexports.items():
+        module = importlib.import_module(package)
+        found[package] = [n for n in names if any(
+            part.startswith("_") for part in getattr(module, n).__module__.split("."))]
+    return found
+
+
+_REEXPORTS = _reexports()
+_PRIVATE = _defined_privately(_REEXPORTS)
+autosummary_context = {
+    "reexports": {k: [n for n in v if n not in _PRIVATE[k]] for k, v in _REEXPORTS.items()},
+    "private": _PRIVATE,
+}
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

@@ -63,13 +63,13 @@ from anglesim.study import Study
 VERSION_MARK = 1
 
 
-def replicate(condition, replicate, seed, size):
+def replicate(ctx):
     calls = os.environ.get("SEED_CALLS")
     if calls:
-        Path(calls, f"{{condition}}-r{{replicate}}-{{uuid.uuid4().hex}}.call").touch()
-    rng = np.random.default_rng(seed)
-    draws = rng.normal(size=size["n"]) * size["scale"] * VERSION_MARK
-    return xr.Dataset({{"draws": ("draw", draws), "used_seed": ((), np.int64(seed))}})
+        Path(calls, f"{{ctx.condition}}-r{{ctx.replicate}}-{{uuid.uuid4().hex}}.call").touch()
+    draws = ctx.numpy_generator("draws").normal(size=ctx.params["n"])
+    draws = draws * ctx.params["scale"] * VERSION_MARK
+    return xr.Dataset({{"draws": ("draw", draws), "used_seed": ((), np.int64(ctx.seed))}})
 
 
 STUDY = Study(

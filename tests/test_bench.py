@@ -128,15 +128,13 @@ def test_cli_runs_a_section_and_rejects_bad_options(tmp_path, capsys):
 
 
 def test_workloads_are_the_studies_standard_stimulus_and_cnn():
-    try:  # the studies ship inside the package once the layout issue's move lands
-        from anglesim.studies._common import SPEC, standard_cnn
-    except ImportError:
-        from studies._common import SPEC, standard_cnn
+    from anglesim.models import CNNConfig
+    from anglesim.studies._recipes import CNN, SPEC
 
     assert bench.STANDARD_SPEC == SPEC
-    assert bench.standard_cnn() == standard_cnn()
-    assert bench.standard_cnn("bins", 12, image_size=64) == standard_cnn("bins", 12,
-                                                                          image_size=64)
+    assert bench.standard_cnn() == CNN
+    assert bench.standard_cnn("bins", 12, image_size=64) == CNNConfig.standard("bins", 12,
+                                                                               image_size=64)
 
 
 def test_the_package_imports_neither_the_cli_nor_the_studies():

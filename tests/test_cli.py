@@ -149,7 +149,7 @@ def test_results_file_that_is_not_an_anglesim_dataset(tiny, capsys):
     results_file = tiny / "plain-file"
     results_file.write_text("x")
     assert main(["run", "tiny", "--n-jobs", "1", "--results", str(results_file)]) == 2
-    _one_line_error(capsys, f"--results {results_file} is a file")
+    _one_line_error(capsys, f"results {results_file} is a file, not a folder")
 
 
 def test_scheduler_with_loky_backend_is_an_error(tiny, capsys):
@@ -181,15 +181,19 @@ def test_version(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["run", "tiny", "--threads", "abc"],
-     "anglesim: error: --threads must be a positive integer or 'auto', got 'abc'"),
+     "anglesim: error: --threads must be an integer >= 1 or one of 'auto', got 'abc'"),
     (["run", "tiny", "--threads", "0"],
-     "anglesim: error: --threads must be a positive integer or 'auto', got '0'"),
+     "anglesim: error: --threads must be an integer >= 1 or one of 'auto', got '0'"),
     (["run", "tiny", "--replicates", "0"],
-     "anglesim: error: --replicates must be a positive integer, got '0'"),
+     "anglesim: error: --replicates must be an integer >= 1, got '0'"),
+    (["run", "tiny", "--replicates", "2.5"],
+     "anglesim: error: --replicates must be an integer >= 1, got '2.5'"),
     (["status", "tiny", "--seed", "-1"],
-     "anglesim: error: --seed must be a non-negative integer, got '-1'"),
+     "anglesim: error: --seed must be an integer >= 0, got '-1'"),
     (["run", "tiny", "--n-jobs", "0"],
      "anglesim: error: --n-jobs must be a non-zero integer, got '0'"),
+    (["run", "tiny", "--device", "warp-drive"],
+     "anglesim: error: --device must be a torch device, got 'warp-drive'"),
     (["run", "tiny", "--bogus"], "anglesim: error: unrecognized arguments: --bogus"),
     (["run", "tiny", "--backend", "ray"], "anglesim: error: argument --backend: invalid choice"),
     (["frobnicate"], "anglesim: error: argument command: invalid choice: 'frobnicate'"),
@@ -274,14 +278,15 @@ def test_unknown_override_key_lists_the_valid_ones(tiny, capsys):
 
 
 @pytest.mark.parametrize("override, needle", [
-    ("replicates=abc", "override replicates must be an integer, got 'abc'"),
-    ("replicates=0", "override replicates must be a positive integer, got 0"),
-    ("phases.finetune.lr=fast", "override phases.finetune.lr must be a number, got 'fast'"),
-    ("phases.finetune.lr=-1e-3", "override phases.finetune.lr must be a positive number"),
+    ("replicates=abc", "override replicates must be an integer >= 1, got 'abc'"),
+    ("replicates=0", "override replicates must be an integer >= 1, got 0"),
+    ("phases.finetune.lr=fast",
+     "override phases.finetune.lr must be a real number > 0, got 'fast'"),
+    ("phases.finetune.lr=-1e-3", "override phases.finetune.lr must be > 0, got -0.001"),
     ("phases.finetune=1", "override phases.finetune is a group; set one of its keys"),
     ("grid.kappa=[]", "override grid.kappa must be a non-empty list, got []"),
-    ("kappa=[2,two]", "override kappa must hold numbers, got [2, 'two']"),
-    ("kappa", "override must be key=value"),
+    ("kappa=[2,two]", "override kappa must be a list of numbers, got [2, 'two']"),
+    ("kappa", "override must be key=value (e.g. kappa=8), got 'kappa'"),
     ("grid.kappa=[2,8", "is not a closed list"),
 ])
 def test_bad_override_value_names_key_and_value(override, needle, capsys):

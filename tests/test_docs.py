@@ -282,4 +282,4 @@ def test_readme_layout_lists_every_module_and_imports_flow_down_it():
             for target in targets:
                 if target in level and level[target] > level[owner]:
                     against.add((owner, target))
-    assert against == {("study_finder", "studies")}, sorted(against)
+    assert against == {("study", "studies")}, sorted(against)

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from anglesim.cli import available_studies, load_study, main
+from anglesim.cli import main
 from anglesim.io import load_dataset
+from anglesim.study import available
 
 # study: (dims the Dataset must have, variables it must hold)
 LAW_STUDIES = {
@@ -55,7 +56,7 @@ CHECKS = {"signal_noise": _signal_noise, "anisotropy": _anisotropy, "bias_law": 
 
 
 def test_the_law_studies_are_listed():
-    assert set(LAW_STUDIES) <= set(available_studies())
+    assert set(LAW_STUDIES) <= set(available())
 
 
 @pytest.mark.parametrize("study", sorted(LAW_STUDIES))
@@ -77,7 +78,8 @@ def test_law_study_quick_end_to_end(study, tmp_path):
 
 
 def test_corruption_phases_and_ladder():
-    cs = load_study("corruption_shift")
+    from anglesim.studies import corruption_shift as cs
+
     sz = cs.SIZES["full"]
     task = cs.task_for("blur", 1.5)
     assert task.spec.blur == 1.5

@@ -261,9 +261,8 @@ def test_task_validation_and_head_mismatch():
 def test_multitask_study_welch_interval_matches_scipy():
     from scipy import stats
 
-    from anglesim.cli import load_study
+    from anglesim.studies import multitask as mt
 
-    mt = load_study("multitask")
     a = np.array([1.0, 2.5, 1.7, 3.1])
     b = np.array([0.2, 0.4, 0.1, 0.9, 0.5])
     da = xr.DataArray(a, dims="replicate")
@@ -275,9 +274,8 @@ def test_multitask_study_welch_interval_matches_scipy():
 
 
 def test_multitask_study_regimes_and_phases():
-    from anglesim.cli import load_study
+    from anglesim.studies import multitask as mt
 
-    mt = load_study("multitask")
     sz = mt.SIZES["quick"]
     assert list(mt.regimes([0.1, 10.0])) == ["angle_only", "sequential", "joint_0.1", "joint_10"]
     seq = mt.phases("sequential", "frequency", sz)

@@ -1,11 +1,12 @@
-"""The key=value override grammar and its validation against a declared configuration."""
+"""The key=value override grammar and its validation against a declared configuration, and
+the Study declaration's own checks."""
 
 import math
 
 import pytest
 
-from anglesim.overrides import apply_overrides, parse_overrides, parse_value
-from anglesim.study import Study, plan
+from anglesim.study import Study, parse_overrides, parse_value, plan
+from anglesim.study._overrides import apply_overrides
 
 
 @pytest.mark.parametrize("text, value", [
@@ -55,22 +56,24 @@ def test_grid_axes_by_grid_key_or_bare_name():
     _, grid = apply_overrides(DECLARED, GRID, {"grid.kappa": [2, 8], "loss": "mse"})
     assert grid == {"kappa": [2.0, 8.0], "loss": ["mse"]}
     assert all(isinstance(k, float) for k in grid["kappa"])
-    for given, message in [({"grid.kappa": [2, 2]}, "must not repeat"),
-                           ({"grid.loss": [1]}, "must hold strings"),
+    for given, message in [({"grid.kappa": [2, 2]}, "must be a list without repeated values"),
+                           ({"grid.loss": [1]}, "must be a list of strings"),
                            ({"grid.nope": [1]}, "unknown override key 'grid.nope'")]:
         with pytest.raises(ValueError, match=message):
             apply_overrides(DECLARED, GRID, given)
 
 
 @pytest.mark.parametrize("given, message", [
-    ({"epochs": 2.5}, "override epochs must be an integer, got 2.5"),
-    ({"epochs": True}, "override epochs must be an integer, got True"),
-    ({"epochs": 0}, "override epochs must be a positive integer, got 0"),
-    ({"lr": math.inf}, "override lr must be a finite number"),
-    ({"lr": "x"}, "override lr must be a number, got 'x'"),
-    ({"flag": 1}, "override flag must be true or false, got 1"),
+    ({"epochs": 2.5}, "override epochs must be an integer >= 1, got 2.5"),
+    ({"epochs": True}, "override epochs must be an integer >= 1, got True"),
+    ({"epochs": 0}, "override epochs must be an integer >= 1, got 0"),
+    ({"lr": math.inf}, "override lr must be a finite real number > 0, got inf"),
+    ({"lr": "x"}, "override lr must be a real number > 0, got 'x'"),
+    ({"lr": -1e-3}, "override lr must be > 0, got -0.001"),
+    ({"offset": "x"}, "override offset must be a real number, got 'x'"),
+    ({"flag": 1}, "override flag must be True or False, got 1"),
     ({"name": 3}, "override name must be a string, got 3"),
-    ({"sizes": ["a"]}, r"override sizes\[0\] must be an integer, got 'a'"),
+    ({"sizes": ["a"]}, r"override sizes\[0\] must be an integer >= 1, got 'a'"),
     ({"phases": 1}, "override phases is a group; set one of its keys: phases.finetune.lr"),
     ({"phases.finetune.lr.x": 1}, "unknown override key 'phases.finetune.lr.x'"),
     ({"epoch": 1}, "unknown override key 'epoch'; valid keys: epochs, flag, grid.kappa"),
@@ -80,7 +83,7 @@ def test_bad_keys_and_values_name_key_and_value(given, message):
         apply_overrides(DECLARED, GRID, given)
 
 
-def _replicate(condition, replicate, seed, size):  # pragma: no cover - never run here
+def _replicate(ctx):  # pragma: no cover - never run here
     raise AssertionError
 
 
@@ -107,15 +110,24 @@ def test_the_code_hash_is_in_the_config_and_an_explicit_version_replaces_it():
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(name="1x"), "name must be letters"),
+    (dict(name="1x"), "name must be letters, digits and '_' starting with a letter, got '1x'"),
     (dict(sizes={"quick": {"replicates": 1}}), "sizes must be a dict with keys"),
     (dict(sizes={"quick": {}, "full": {"replicates": 1}}), "must be a dict holding"),
-    (dict(grid=3), "grid must be a dict or a callable"),
-    (dict(figure="plot"), "figure must be callable or None"),
-    (dict(replicate=None), "replicate must be callable"),
+    (dict(sizes={"quick": {"replicates": 0}, "full": {"replicates": 1}}),
+     r"sizes\['quick'\]\['replicates'\] must be an integer >= 1, got 0"),
+    (dict(grid=3), "grid must be a dict or a callable, got 3"),
+    (dict(figure="plot"), "figure must be None or a callable, got 'plot'"),
+    (dict(replicate=None), "replicate must be a callable, got None"),
+    (dict(replicate=lambda condition, replicate, seed, size: None),
+     r"replicate must be a function of one argument, the replicate context"),
+    (dict(pair_axes="kappa"), "pair_axes must be a list of names"),
+    (dict(devices=[]), "devices must be a non-empty list of names"),
+    (dict(angles=0), "angles must be None or a number of angles"),
+    (dict(version=""), "version must be None or a non-empty string"),
+    (dict(frobnicate=1), "unexpected keyword argument 'frobnicate'"),
 ])
 def test_bad_declarations_raise_at_construction(changes, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         _study(**changes)
 
 
@@ -126,7 +138,20 @@ def test_pair_axes_must_be_grid_axes():
 
 def test_device_must_be_one_the_study_computes_on():
     assert "device" not in plan(_study(), quick=True, device="cpu").params  # the default
-    with pytest.raises(ValueError, match="--device must be a torch device such as cpu"):
+    with pytest.raises(ValueError, match="device must be None, a torch.device or a device "
+                                         "string such as 'cpu' or 'cuda:0', got 'warp-drive'"):
         plan(_study(), quick=True, device="warp-drive")
-    with pytest.raises(ValueError, match="study declared computes on cpu only"):
+    with pytest.raises(ValueError, match=r"device must be a device study declared computes on "
+                                         r"\(cpu\), got 'meta'"):
         plan(_study(), quick=True, device="meta")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(quick=1), "quick must be True or False, got 1"),
+    (dict(seed=-1), "seed must be an integer >= 0, got -1"),
+    (dict(seed=1.5), "seed must be an integer >= 0, got 1.5"),
+    (dict(replicates=0), "replicates must be None or an integer >= 1, got 0"),
+])
+def test_plan_checks_its_parameters_with_the_declared_constraints(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        plan(_study(), **kwargs)

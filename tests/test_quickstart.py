@@ -3,24 +3,30 @@
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 
 from anglesim.cli import main
 from anglesim.io import load_dataset
+from anglesim.pool_ties import PoolTieWarning
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    code = main(["quickstart", "--quick", "--n-jobs", "1", "--results", str(results), "--quiet"])
-    return code, results
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        code = main(["quickstart", "--quick", "--n-jobs", "1", "--results", str(results),
+                     "--quiet"])
+    return code, results, [w for w in seen if issubclass(w.category, PoolTieWarning)]
 
 
 def test_quickstart_quick_writes_dataset_and_figure(quick_run):
-    code, results = quick_run
+    code, results, ties = quick_run
     assert code == 0
+    assert ties == []  # no warning about the study's own stimulus (said in its summary)
     ds = load_dataset(results / "quickstart_quick.nc")
     assert ds.attrs["study"] == "quickstart"
     assert {"kappa", "replicate", "phase", "layer", "angle", "epoch"} <= set(ds.dims)
@@ -43,7 +49,7 @@ def test_quickstart_quick_writes_dataset_and_figure(quick_run):
 
 
 def test_rerun_uses_the_cache(quick_run, capsys):
-    _, results = quick_run
+    _, results, _ = quick_run
     before = load_dataset(results / "quickstart_quick.nc")
     code = main(["quickstart", "--quick", "--n-jobs", "1", "--results", str(results), "--quiet"])
     assert code == 0
@@ -52,7 +58,7 @@ def test_rerun_uses_the_cache(quick_run, capsys):
 
 
 def test_figures_redraws_from_saved_datasets(quick_run, tmp_path):
-    _, results = quick_run
+    _, results, _ = quick_run
     assert main(["figures", "--results", str(results), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "quickstart_quick.png").stat().st_size > 1000
 
@@ -124,6 +130,7 @@ def test_non_editable_install_runs_every_study_from_another_folder(tmp_path):
 
     assert json.loads(ds.attrs["config"])["code"]["origin"] == "built-in"
     code = subprocess.run([sys.executable, "-c", "import anglesim.study as s; "
-                           "print(s.code_files(s.load('quickstart'))[-1])"],
+                           "from anglesim.study._finder import code_files; "
+                           "print(code_files(s.load('quickstart'))[-1])"],
                           capture_output=True, text=True, cwd=elsewhere, env=env, timeout=120)
     assert code.stdout.strip().startswith(str(target)), code.stdout + code.stderr

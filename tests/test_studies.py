@@ -4,10 +4,14 @@ Each study writes its Dataset with the documented dims and variables, draws its 
 ``anglesim figures`` redraws that figure from the saved file alone.
 """
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from anglesim.cli import available_studies, main
+from anglesim import study as st
+from anglesim.cli import main
 from anglesim.io import load_dataset
 
 # study: (dims the Dataset must have, variables it must hold)
@@ -69,7 +73,7 @@ EXPECTED = {
 def test_every_study_is_covered():
     from test_laws_studies import LAW_STUDIES  # the law studies have their own test file
 
-    assert set(available_studies()) - {"quickstart"} - set(LAW_STUDIES) == set(EXPECTED)
+    assert set(st.available()) - {"quickstart"} - set(LAW_STUDIES) == set(EXPECTED)
 
 
 @pytest.mark.parametrize("study", sorted(EXPECTED))
@@ -96,9 +100,8 @@ def test_study_quick_end_to_end(study, tmp_path):
 
 
 def test_model_choices_roughness_and_peaks_on_known_curves():
-    from anglesim.cli import load_study
+    from anglesim.studies import model_choices as mc
 
-    mc = load_study("model_choices")
     theta = np.arange(64) * np.pi / 64
     assert mc.roughness(np.cos(2 * 3 * theta)) == pytest.approx(0.0, abs=1e-20)
     assert mc.roughness(np.cos(2 * 9 * theta)) == pytest.approx(1.0)
@@ -112,9 +115,8 @@ def test_model_choices_roughness_and_peaks_on_known_curves():
 
 
 def test_adapt_loop_update_rule():
-    from anglesim.cli import load_study
+    from anglesim.studies import adapt_loop as al
 
-    al = load_study("adapt_loop")
     theta = np.arange(48) * np.pi / 48
     p = np.full(48, 1 / np.pi)
     fisher = np.exp(np.cos(2 * theta))  # smooth: the low-pass keeps it exactly
@@ -135,9 +137,8 @@ def test_finetune_shift_helpers(monkeypatch):
     import torch
     import xarray as xr
 
-    from anglesim.cli import load_study
+    from anglesim.studies import finetune_shift as fs
 
-    fs = load_study("finetune_shift")
     # per-block norms: √Σ over a block's entries, NaN where a block has none
     out = fs.block_norms(np.array([3.0, 4.0, 2.0]), ["conv1", "conv1", "fc"])
     np.testing.assert_allclose(out, [5.0, np.nan, 2.0, np.nan])
@@ -164,12 +165,13 @@ def test_finetune_shift_helpers(monkeypatch):
             return xr.DataArray([0.01 * (1 + slope * (spec.frequency - 4.0))], dims="angle")
         return fn
 
+    ctx = st.ReplicateContext({"shift": "input"}, 0, 0, sz)
     monkeypatch.setattr(fs, "evaluate_error", fake_error(1.0))  # doubles at f = 5
-    f, errors, base, reached = fs.choose_frequency(None, sz, seed=0)
+    f, errors, base, reached = fs.choose_frequency(None, ctx)
     assert (f, reached) == (5.0, True) and base == pytest.approx(0.01)
     assert np.isfinite(errors[:4]).all() and np.isnan(errors[4:]).all()
     monkeypatch.setattr(fs, "evaluate_error", fake_error(0.1))  # never doubles
-    f, errors, _, reached = fs.choose_frequency(None, sz, seed=0)
+    f, errors, _, reached = fs.choose_frequency(None, ctx)
     assert (f, reached) == (fs.FREQUENCY_LADDER[-1], False) and np.isfinite(errors).all()
 
     # the probe reads θ exactly from features that carry (cos 2θ, sin 2θ), not from noise
@@ -198,7 +200,7 @@ def test_finetune_shift_helpers(monkeypatch):
 def test_every_built_in_study_is_declared_and_plans_both_sizes(name):
     import json
 
-    from anglesim import study as st
+    from anglesim.study._finder import code_files
 
     declared = st.load(name)
     assert declared.name == name and declared.question.endswith("?")
@@ -210,10 +212,43 @@ def test_every_built_in_study_is_declared_and_plans_both_sizes(name):
         assert all(len(v) > 0 for v in p.grid.values())
         json.dumps(p.config)  # the cache key is JSON
         assert p.config["code"]["study"] == st.code_version(declared)
-    files = {f.name for f in st.code_files(declared)}
-    assert "_common.py" in files
-    if name == "finetune_data_size":  # it uses reference_replication's estimator
-        assert "reference_replication.py" in files
+    files = {f.name for f in code_files(declared)}
+    assert "_recipes.py" in files  # what studies share is part of every study's code
+
+
+STUDIES = Path(__file__).resolve().parents[1] / "anglesim" / "studies"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in STUDIES.rglob("*.py")
+                                        if p.parent != STUDIES or not p.name.startswith("_")),
+                         ids=lambda p: str(p.relative_to(STUDIES)))
+def test_no_study_imports_another_or_seeds_or_sizes_by_hand(path):
+    """A study imports shared recipes (``_``-modules), never another study; it draws its
+    randomness from the replicate context (no ``torch.manual_seed``, no generator seeded
+    inline) and gets its configuration from it (no ``resolve_size``)."""
+    own = path.relative_to(STUDIES).parts[0].removesuffix(".py")
+    others = {p.stem if p.suffix == ".py" else p.name for p in STUDIES.iterdir()
+              if not p.name.startswith("_") and p.name != "__pycache__"} - {own}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        targets = []
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if module.startswith("anglesim.studies"):
+                targets = module.split(".")[2:3] or [a.name for a in node.names]
+            elif node.level and (path.parent == STUDIES or node.level > 1):
+                targets = module.split(".")[:1] if module else [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [a.name.split(".")[2] for a in node.names
+                       if a.name.startswith("anglesim.studies.")]
+        assert not set(targets) & others, (path.name, targets)
+        if isinstance(node, ast.Attribute) and node.attr == "manual_seed":
+            # torch.manual_seed(...) or torch.Generator().manual_seed(...)
+            assert not (isinstance(node.value, ast.Name) and node.value.id == "torch"), path
+            assert not isinstance(node.value, ast.Call), (path.name, ast.unparse(node))
+        if isinstance(node, ast.Attribute):
+            assert node.attr not in ("resolve_size", "make_generator"), (path.name, node.attr)
+        if isinstance(node, ast.Name):
+            assert node.id not in ("resolve_size", "make_generator"), (path.name, node.id)
 
 
 def test_region_masks_use_the_one_boundary_rule():
@@ -222,9 +257,8 @@ def test_region_masks_use_the_one_boundary_rule():
     import xarray as xr
 
     from anglesim import angles
-    from anglesim.cli import load_study
+    from anglesim.studies import prior_specialisation as ps
 
-    ps = load_study("prior_specialisation")
     theta = np.arange(16) * math.pi / 16  # 45° from A (at 45°) is on the grid: 0° and 90°
     near, far = ps.region_masks(xr.DataArray(theta, dims="angle"), ps.LOC_A)
     expected_near, expected_far = angles.near_far(theta, ps.LOC_A)
@@ -240,14 +274,13 @@ def test_every_study_takes_the_device_and_computes_the_same_on_the_cpu(name):
     gives exactly the replicate computed without a device."""
     import xarray as xr
 
-    from anglesim import study as st
-
     declared = st.load(name)
     assert declared.devices == ("cpu", "cuda")
     p = st.plan(declared, quick=True)
     assert "device" not in p.params  # the CPU is the default: it is not handed on
     condition = {axis: values[0] for axis, values in p.grid.items()}
-    plain = declared.replicate(condition, 0, 11, size=dict(p.params))
-    on_cpu = declared.replicate(condition, 0, 11, size={**p.params, "device": "cpu"})
+    plain = declared.replicate(st.ReplicateContext(condition, 0, 11, dict(p.params)))
+    on_cpu = declared.replicate(st.ReplicateContext(condition, 0, 11,
+                                                    {**p.params, "device": "cpu"}))
     xr.testing.assert_identical(plain, on_cpu)
     assert st.plan(declared, quick=True, device="cpu").params == p.params

@@ -24,10 +24,8 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 import xarray as xr
 
-from anglesim.data import evaluation_grid
 from anglesim.distributions import Gridded, VonMises
 from anglesim.fisher import propagated_fisher, smooth_periodic
 from anglesim.models import build_model
@@ -43,14 +41,12 @@ from anglesim.plotting import (
     replicate_count,
     successful,
 )
-from anglesim.seeding import stream_seed
-from anglesim.study import Study
+from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, train
 
-from ._common import SPEC, on_device, resolve_size, standard_cnn
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "adapt_loop"
-MODEL = standard_cnn("cossin")
 START_PRIOR = VonMises(math.pi / 2, 4.0)
 MODES = ("previous_reset", "previous_kept", "original")
 SMOOTH_ORDER = 3
@@ -95,21 +91,20 @@ def phase(name: str, prior, sz: dict, epochs: int, lr: float, reset: bool = True
                  eval_angles=sz["n_angles"], eval_repeats=1, reset_optimizer=reset)
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+@expects_aperture_ties
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Run the loop for one mode; record prior and FI at every round."""
-    sz = resolve_size(SIZES, size)
-    on = on_device(sz)
-    mode = str(condition["mode"])
-    grid = evaluation_grid(sz["n_angles"])
+    sz, on = ctx.params, ctx.on_device
+    mode = str(ctx.condition["mode"])
+    grid = ctx.angles
     angle = grid.double().numpy()
 
     def measure(net) -> np.ndarray:
         return propagated_fisher(net, SPEC, grid, layers=["output"],
                                  sigma=SPEC.noise_std, **on).values[0]
 
-    torch.manual_seed(seed)
-    original = build_model(MODEL)
-    train(original, [phase("start", START_PRIOR, sz, sz["pre_epochs"], 2e-3)], seed, **on)
+    original = build_model(CNN, generator=ctx.seed_generator())
+    train(original, [phase("start", START_PRIOR, sz, sz["pre_epochs"], 2e-3)], ctx.seed, **on)
     priors = [START_PRIOR.pdf(angle)]
     fishers = [measure(original)]
 
@@ -118,7 +113,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
             density = update_prior(priors[-1], fishers[-1], sz["damping"])
             net = copy.deepcopy(original)
             train(net, [phase(f"round{r}", Gridded(density), sz, sz["epochs"], 1e-3)],
-                  stream_seed(seed, "data", r), **on)
+                  ctx.stream_seed("data", r), **on)
             priors.append(density)
             fishers.append(measure(net))
     else:
@@ -140,7 +135,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
                 rounds[r].prior = Gridded(new)
                 priors.append(new)
 
-        train(net, rounds, stream_seed(seed, "data", 1), on_phase_end=next_round, **on)
+        train(net, rounds, ctx.stream_seed("data", 1), on_phase_end=next_round, **on)
 
     fisher = np.stack(fishers)
     prior = np.stack(priors)
@@ -188,7 +183,7 @@ def summarise(ds: xr.Dataset) -> str:
 
 def describe(params: dict, grid: dict) -> dict:
     """What the Dataset's config records besides the sizes."""
-    return {"spec": SPEC.to_config(), "model": MODEL.to_config(),
+    return {"spec": SPEC.to_config(), "model": CNN.to_config(),
             "start_prior": START_PRIOR.to_config(), "smooth_order": SMOOTH_ORDER,
             "cv_tol": CV_TOL, "kl_tol": KL_TOL}
 

@@ -18,22 +18,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform
 from anglesim.fisher import propagated_fisher
 from anglesim.laws import cardinal_oblique
 from anglesim.models import build_model
 from anglesim.plotting import STYLE, successful
-from anglesim.seeding import stream_seed, torch_generator
 from anglesim.stats import mean_ci
-from anglesim.study import Study
+from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import SPEC, resolve_size, standard_cnn
 from ._laws_common import band_note, replicate_band
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "anisotropy"
-MODEL = standard_cnn("cossin")
 STATES = ("untrained", "trained")
 
 SIZES = {
@@ -50,23 +47,21 @@ def phase(sz: dict) -> Phase:
                  eval_repeats=1)
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+@expects_aperture_ties
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """One network: FI at every layer and decoding error, untrained and after training."""
-    sz = resolve_size(SIZES, size)
-    import torch
-
-    torch.manual_seed(stream_seed(seed, "init"))
-    model = build_model(MODEL)
-    grid = evaluation_grid(sz["n_angles"]).double().numpy()
+    sz = ctx.params
+    model = build_model(CNN, generator=ctx.generator("init", device="cpu"))
+    grid = ctx.angles.double().numpy()
     fisher, errors = [], []
 
     def measure(net) -> None:
         fisher.append(propagated_fisher(net, SPEC, grid, sigma=SPEC.noise_std))
         errors.append(evaluate_error(net, SPEC, sz["n_angles"], sz["error_repeats"],
-                                     torch_generator(seed, "eval")).values)
+                                     ctx.generator("eval")).values)
 
     measure(model.eval())
-    history = train(model, [phase(sz)], stream_seed(seed, "data"))
+    history = train(model, [phase(sz)], ctx.stream_seed("data"))
     measure(model)
     ds = xr.Dataset({
         "fisher": xr.concat(fisher, dim="state").assign_coords(state=list(STATES)),
@@ -85,7 +80,7 @@ def add_measures(ds: xr.Dataset) -> xr.Dataset:
 
 def describe(params: dict, grid: dict) -> dict:
     """What the Dataset's config records besides the sizes."""
-    return {"spec": SPEC.to_config(), "model": MODEL.to_config(),
+    return {"spec": SPEC.to_config(), "model": CNN.to_config(),
             "phase": phase(params).to_config()}
 
 

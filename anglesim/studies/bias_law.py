@@ -35,25 +35,21 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 import xarray as xr
 
-from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform, VonMises
 from anglesim.fisher import measure_fisher, method_result
 from anglesim.laws import decoded_bias, fit_bias_law, inverse_fisher_slope, law_agreement
 from anglesim.models import build_model
 from anglesim.plotting import STYLE, successful
-from anglesim.seeding import stream_seed, torch_generator
 from anglesim.stats import mean_ci
-from anglesim.study import Study
+from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, train
 
-from ._common import SPEC, resolve_size, standard_cnn
 from ._laws_common import MIN_BAND_REPLICATES, band_note, replicate_band
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "bias_law"
-MODEL = standard_cnn("cossin")
 PRIORS = {"uniform": Uniform(), "concentrated": VonMises(math.pi / 2, 4.0)}
 LOSSES = ("cosine", "wrapped_mse", "vonmises_nll")
 MAX_THRESHOLD = 0.1
@@ -79,18 +75,18 @@ def phase(prior: str, loss: str, sz: dict) -> Phase:
                  eval_repeats=1)
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+@expects_aperture_ties
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train one network and measure its output FI, its decoded bias and the law's fit."""
-    sz = resolve_size(SIZES, size)
-    prior, loss = str(condition["prior"]), str(condition["loss"])
-    torch.manual_seed(stream_seed(seed, "init"))
-    model = build_model(MODEL)
-    history = train(model, [phase(prior, loss, sz)], stream_seed(seed, "data"))
-    grid = evaluation_grid(sz["n_angles"]).double().numpy()
+    sz = ctx.params
+    prior, loss = str(ctx.condition["prior"]), str(ctx.condition["loss"])
+    model = build_model(CNN, generator=ctx.generator("init", device="cpu"))
+    history = train(model, [phase(prior, loss, sz)], ctx.stream_seed("data"))
+    grid = ctx.angles.double().numpy()
     measured = measure_fisher(model, SPEC, PRIORS[prior], ["propagated"], layers=["output"],
                               angles=grid, sigma=SPEC.noise_std)
     fisher = method_result(measured, "propagated").sel(layer="output", drop=True)
-    bias = decoded_bias(model, SPEC, grid, sz["n_trials"], torch_generator(seed, "eval"))
+    bias = decoded_bias(model, SPEC, grid, sz["n_trials"], ctx.generator("eval"))
     floor = FISHER_FLOOR * float(fisher.max())  # log J is fitted: J = 0 (θ̂ flat) is floored
     slope = inverse_fisher_slope(np.maximum(fisher, floor), sz["n_harmonics"])
     fit = fit_bias_law(bias["bias"], slope, where=fisher >= 1 / MAX_THRESHOLD**2)
@@ -113,7 +109,7 @@ def add_measures(ds: xr.Dataset) -> xr.Dataset:
 
 def describe(params: dict, grid: dict) -> dict:
     """What the Dataset's config records besides the sizes."""
-    return {"spec": SPEC.to_config(), "model": MODEL.to_config(),
+    return {"spec": SPEC.to_config(), "model": CNN.to_config(),
             "priors": {k: p.to_config() for k, p in PRIORS.items()},
             "phases": [phase(p, ls, params).to_config() for p in grid["prior"]
                        for ls in grid["loss"]],

@@ -2,10 +2,10 @@
 
 Lee et al. (2023, ICLR, surgical fine-tuning) found that for input-level shifts (CIFAR-C's
 pixel corruptions) tuning only the first block beats tuning everything. This study asks the
-same of the studies' CNN, with the fine-tuning-under-shift study's machinery
-(:mod:`anglesim.studies.finetune_shift`: its parent, its fine-tuning phases, its strategies and its
-learning-rate choice by validation loss), on four pixel-level corruptions of the standard
-stimulus (:func:`anglesim.corruptions.corrupt`), the grid axis ``corruption``:
+same of the studies' CNN, with the fine-tuning-under-shift study's recipes (its parent, its
+fine-tuning phases, its strategies and its learning-rate choice by validation loss), on four
+pixel-level corruptions of the standard stimulus (:func:`anglesim.corruptions.corrupt`), the
+grid axis ``corruption``:
 
 * ``blur`` — Gaussian blur of the clean image, σ pixels, before the pixel noise;
 * ``noise`` — the pixel noise's σ times a factor;
@@ -14,7 +14,7 @@ stimulus (:func:`anglesim.corruptions.corrupt`), the grid axis ``corruption``:
 
 Blur, noise and contrast have a severity ladder (:data:`LADDERS`), climbed as the shift study
 climbs its frequency ladder: the first rung at which the parent's mean error is at least
-:data:`anglesim.studies.finetune_shift.ERROR_FACTOR` times its source error is used (``level``, with
+``ERROR_FACTOR`` (2) times its source error is used (``level``, with
 ``reached``). Noise and contrast (and the blur, which mostly lowers a grating's contrast)
 remove information from the pixels (``input_fisher_ratio`` says how much: the pixels' FI on
 the corrupted over the source stimulus, 1/c² for contrast c, 1/k² for noise factor k), which
@@ -35,28 +35,35 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 import xarray as xr
 
 from anglesim.corruptions import corrupt
-from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform
 from anglesim.fisher import propagated_fisher
-from anglesim.models import build_model
 from anglesim.plotting import STYLE, successful
-from anglesim.seeding import stream_seed
 from anglesim.stats import mean_ci
-from anglesim.study import Study
+from anglesim.study import ReplicateContext, Study
 from anglesim.training import evaluate_error, train
 
-from . import finetune_shift as fs
-from ._common import SPEC, resolve_size
 from ._laws_common import MIN_BAND_REPLICATES, band_note
+from ._recipes import (
+    CNN,
+    ERROR_FACTOR,
+    SHIFT_SIZES,
+    SPEC,
+    ShiftTask,
+    expects_aperture_ties,
+    finetune_phase,
+    pretrain_phase,
+    pretrained_parent,
+)
+from ._recipes import (
+    STRATEGIES as SHIFT_STRATEGIES,
+)
 
 NAME = "corruption_shift"
 CORRUPTIONS = ("blur", "noise", "contrast", "invert")
@@ -68,18 +75,14 @@ LADDERS: dict[str, tuple[float, ...]] = {
 """Severities tried in order: the blur's σ (pixels), the noise's and the contrast's factor."""
 BLOCK_TUNING = {f"surgical_{b}": b for b in ("conv2", "fc", "head")}
 """Surgical fine-tuning of one other block (the shift study's ``surgical`` is conv1)."""
-STRATEGIES = (*fs.STRATEGIES, *BLOCK_TUNING, "ldifs")
+STRATEGIES = (*SHIFT_STRATEGIES, *BLOCK_TUNING, "ldifs")
 """Every strategy the study knows; a size's ``strategies`` picks the ones it runs."""
-CORE = ("full", "surgical", "surgical_conv2", "surgical_fc", "surgical_head", "lp_ft", "l2_sp",
-        "ldifs")
-"""The strategies the question needs (each block alone, full, LP-FT, the two anchors); a
-smaller run can pass ``strategies=[...]`` with these."""
 SURGICAL = {"surgical": "conv1", **BLOCK_TUNING}
 
 SIZES = {
-    "full": dict(fs.SIZES["full"], n_train=[64], lrs=[1e-3], layers=["input", "output"],
+    "full": dict(SHIFT_SIZES["full"], n_train=[64], lrs=[1e-3], layers=["input", "output"],
                  strategies=list(STRATEGIES), replicates=3),
-    "quick": dict(fs.SIZES["quick"], strategies=list(STRATEGIES), replicates=2),
+    "quick": dict(SHIFT_SIZES["quick"], strategies=list(STRATEGIES), replicates=2),
 }
 """The shift study's sizes (its parent, steps, batch) and every strategy at n_train 64, one
 learning rate and 3 replicates: its full grid (3 n_train × 3 rates × 6 replicates) for 4
@@ -87,90 +90,72 @@ corruptions would take about an hour on one core, against this study's budget of
 a shared one (``n_train=[...]``, ``lrs=[...]`` and ``replicates=6`` override it)."""
 
 
-_PARENTS: dict[tuple[int, str], dict] = {}
-
-
-def _parent_state(pseed: int, sz: dict) -> dict:
-    """The replicate's pretrained parent's weights (the same for every corruption: trained
-    once per process and copied, which gives the same weights as training it again)."""
-    phase = fs.pretrain_phase(sz)
-    key = (pseed, json.dumps(phase.to_config(), sort_keys=True))
-    if key not in _PARENTS:
-        _PARENTS.clear()  # one parent at a time: replicates arrive in order
-        torch.manual_seed(pseed)
-        parent = build_model(fs.MODEL)
-        train(parent, [phase], pseed)
-        _PARENTS[key] = copy.deepcopy(parent.state_dict())
-    return _PARENTS[key]
-
-
 def task_for(kind: str, level: float | None):
     """The fine-tuning task: the uniform prior on the corrupted standard stimulus."""
-    return fs.ShiftTask(Uniform(), corrupt(SPEC, kind, level))
+    return ShiftTask(Uniform(), corrupt(SPEC, kind, level))
 
 
 def phase_for(task, strategy: str, n_train: int, lr: float, sz: dict):
     """The shift study's fine-tuning phase; the extra strategies change only the strategy."""
-    if strategy in fs.STRATEGIES:
-        return fs.finetune_phase(task, strategy, n_train, lr, sz)
-    base = fs.finetune_phase(task, "full", n_train, lr, sz)
+    if strategy in SHIFT_STRATEGIES:
+        return finetune_phase(task, strategy, n_train, lr, sz)
+    base = finetune_phase(task, "full", n_train, lr, sz)
     if strategy in BLOCK_TUNING:
         return dataclasses.replace(base, strategy="surgical",
                                    strategy_params={"blocks": [BLOCK_TUNING[strategy]]})
     return dataclasses.replace(base, strategy=strategy, strategy_params={})
 
 
-def choose_level(parent, kind: str, sz: dict, seed: int) -> tuple[float, bool, float, float]:
+def choose_level(parent, kind: str, ctx: ReplicateContext
+                 ) -> tuple[float, bool, float, float]:
     """The first rung of ``kind``'s ladder at which the parent's mean error reaches
-    ``fs.ERROR_FACTOR`` × its source error (the same noise draws at every rung); the last rung
-    if none does. Returns (level, reached, the parent's error there, its source error)."""
+    ``ERROR_FACTOR`` × its source error (the same noise draws, the replicate's stream
+    "eval", at every rung); the last rung if none does. Returns (level, reached, the parent's
+    error there, its source error)."""
+    sz = ctx.params
+
     def mean_error(spec) -> float:
-        gen = torch.Generator().manual_seed(seed)
         return float(evaluate_error(parent, spec, sz["n_angles"], sz["error_repeats"],
-                                    gen).mean())
+                                    ctx.generator("eval")).mean())
 
     base = mean_error(SPEC)
     err = math.nan
     for level in LADDERS[kind]:
         err = mean_error(corrupt(SPEC, kind, level))
-        if err >= fs.ERROR_FACTOR * base:
+        if err >= ERROR_FACTOR * base:
             return level, True, err, base
     return LADDERS[kind][-1], False, err, base
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+@expects_aperture_ties
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Pretrain the replicate's parent (the same for every corruption), pick the corruption's
     severity, fine-tune with every strategy, n_train and rate, keep the best rate by
     validation loss, measure."""
-    sz = resolve_size(SIZES, size)
-    kind = str(condition["corruption"])
-    parent = build_model(fs.MODEL)
+    sz = ctx.params
+    kind = str(ctx.condition["corruption"])
     # the seed is shared by the corruptions (pair_axes): one parent per replicate
-    parent.load_state_dict(_parent_state(stream_seed(seed, "init"), sz))
-    parent.eval()
-    torch.manual_seed(stream_seed(seed, "strategy"))  # global draws (LoRA's init) per condition
-    eval_seed = stream_seed(seed, "eval")
+    parent = pretrained_parent(ctx, sz, ctx.stream_seed("init"))
     if kind == "invert":
         level, reached = math.nan, math.nan
-        gen = torch.Generator().manual_seed(eval_seed)
         severity_base = float(evaluate_error(parent, SPEC, sz["n_angles"], sz["error_repeats"],
-                                             gen).mean())
+                                             ctx.generator("eval")).mean())
         task = task_for(kind, None)
         severity_error = float(evaluate_error(
             parent, task.spec, sz["n_angles"], sz["error_repeats"],
-            torch.Generator().manual_seed(eval_seed)).mean())
+            ctx.generator("eval")).mean())
     else:
-        level, reached, severity_error, severity_base = choose_level(parent, kind, sz,
-                                                                     eval_seed)
+        level, reached, severity_error, severity_base = choose_level(parent, kind, ctx)
         task = task_for(kind, level)
-    grid = evaluation_grid(sz["n_angles"]).double().numpy()
+    grid = ctx.angles.double().numpy()
     layers = list(sz["layers"])
 
     def errors(net) -> tuple[np.ndarray, np.ndarray]:
         e_id = evaluate_error(net, task.spec, sz["n_angles"], sz["error_repeats"],
-                              torch.Generator().manual_seed(eval_seed)).values
+                              ctx.generator("eval")).values
+        # the source task's noise: the "eval" stream's seed + 1 (kept as published)
         e_src = evaluate_error(net, SPEC, sz["n_angles"], sz["error_repeats"],
-                               torch.Generator().manual_seed(eval_seed + 1)).values
+                               ctx.generator("eval", offset=1)).values
         return e_id, e_src
 
     def fisher(net, spec=task.spec, input_fi=None) -> np.ndarray:
@@ -191,7 +176,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
            "fisher": np.empty(shape + (len(layers), grid.size)),
            "val_loss": np.empty(shape + (len(lrs),)), "chosen_lr": np.empty(shape)}
     for j, n_train in enumerate(sizes):
-        ft_seed = stream_seed(seed, "data", j)  # the same data for every strategy and rate
+        ft_seed = ctx.stream_seed("data", j)  # the same data for every strategy and rate
         for i, name in enumerate(names):
             best = None
             for k, lr in enumerate(lrs):
@@ -261,10 +246,10 @@ def describe(params: dict, grid: dict) -> dict:
     """What the Dataset's config records besides the sizes."""
     example = phase_for(task_for("blur", 1.0), "ldifs", params["n_train"][0],
                         params["lrs"][0], params)
-    return {"spec": SPEC.to_config(), "model": fs.MODEL.to_config(),
-            "strategies": list(params["strategies"]), "shift_strategies": fs.STRATEGIES,
+    return {"spec": SPEC.to_config(), "model": CNN.to_config(),
+            "strategies": list(params["strategies"]), "shift_strategies": SHIFT_STRATEGIES,
             "block_tuning": BLOCK_TUNING, "ladders": {k: list(v) for k, v in LADDERS.items()},
-            "error_factor": fs.ERROR_FACTOR, "pretrain": fs.pretrain_phase(params).to_config(),
+            "error_factor": ERROR_FACTOR, "pretrain": pretrain_phase(params).to_config(),
             "finetune_example": example.to_config()}
 
 

@@ -18,11 +18,9 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 import xarray as xr
 
 from anglesim import angles as ang
-from anglesim.data import evaluation_grid
 from anglesim.distributions import VonMises
 from anglesim.models import reference_mlp
 from anglesim.plotting import (
@@ -33,12 +31,10 @@ from anglesim.plotting import (
     replicate_count,
     successful,
 )
-from anglesim.seeding import stream_seed, torch_generator
-from anglesim.study import Study
+from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import on_device, resolve_size
-from .reference_replication import DTHETA, output_fisher, spec_for
+from ._recipes import DTHETA, output_fisher, reference_spec
 
 NAME = "finetune_data_size"
 OLD, NEW = VonMises(0.0, 8.0), VonMises(math.pi / 2, 8.0)
@@ -60,23 +56,20 @@ def phase(name: str, prior, spec, d: int, sz: dict, trainable=None) -> Phase:
                  trainable=trainable)
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """One parent, fine-tuned with every D_ft and both freezing modes."""
-    sz = resolve_size(SIZES, size)
-    on = on_device(sz)
-    spec = spec_for(sz)
-    grid = evaluation_grid(sz["n_angles"]).double()
-    torch.manual_seed(seed)
-    parent = reference_mlp(image_size=spec.size)
-    train(parent, [phase("parent", OLD, spec, sz["parent_size"], sz)], seed, **on)
+    sz, on = ctx.params, ctx.on_device
+    spec = reference_spec(sz["image_size"])
+    grid = ctx.angles.double()
+    parent = reference_mlp(image_size=spec.size, generator=ctx.seed_generator())
+    train(parent, [phase("parent", OLD, spec, sz["parent_size"], sz)], ctx.seed, **on)
 
     def measure(net) -> tuple[np.ndarray, np.ndarray]:
-        # the FI's and the error's noise from two streams (they once shared one seed), the
-        # same for the parent and every fine-tuned network (common random numbers)
-        fi, _ = output_fisher(net, spec, grid, sz["n_trials"], DTHETA,
-                              torch_generator(seed, "fisher", **on))
+        # the FI's and the error's noise from two streams, the same for the parent and every
+        # fine-tuned network (common random numbers)
+        fi, _ = output_fisher(net, spec, grid, sz["n_trials"], DTHETA, ctx.generator("fisher"))
         err = evaluate_error(net, spec, sz["n_angles"], repeats=16,
-                             generator=torch_generator(seed, "eval", **on))
+                             generator=ctx.generator("eval"))
         return fi, err.values
 
     parent_fi, parent_err = measure(parent)
@@ -86,7 +79,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
         for j, (_, trainable) in enumerate(FROZEN.items()):
             net = copy.deepcopy(parent)
             train(net, [phase("finetune", NEW, spec, d, sz, trainable)],
-                  stream_seed(seed, "data", i), **on)
+                  ctx.stream_seed("data", i), **on)
             fisher[i, j], error[i, j] = measure(net)
     angle = grid.numpy()
     ds = xr.Dataset(
@@ -143,7 +136,7 @@ def summarise(ds: xr.Dataset) -> str:
 
 def describe(params: dict, grid: dict) -> dict:
     """What the Dataset's config records besides the sizes."""
-    return {"spec": spec_for(params).to_config(), "old": OLD.to_config(),
+    return {"spec": reference_spec(params["image_size"]).to_config(), "old": OLD.to_config(),
             "new": NEW.to_config(), "frozen": FROZEN, "dtheta": DTHETA}
 
 

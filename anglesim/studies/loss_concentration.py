@@ -19,10 +19,8 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 import xarray as xr
 
-from anglesim.data import evaluation_grid
 from anglesim.distributions import VonMises
 from anglesim.fisher import propagated_fisher
 from anglesim.models import CNNConfig, build_model
@@ -36,12 +34,11 @@ from anglesim.plotting import (
     replicate_count,
     successful,
 )
-from anglesim.seeding import torch_generator
-from anglesim.study import Study
+from anglesim.study import ReplicateContext, Study
 from anglesim.theory import budget_scale, fit_exponents, loss_exponent
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import SPEC, on_device, resolve_size, standard_cnn
+from ._recipes import SPEC, expects_aperture_ties
 
 NAME = "loss_concentration"
 PRIOR_LOC = math.pi / 2
@@ -68,7 +65,7 @@ SIZES = {
 
 def model_config(readout: str) -> CNNConfig:
     """The studies' standard CNN with the readout a loss needs."""
-    return standard_cnn(readout, n_bins=N_BINS)
+    return CNNConfig.standard(readout, n_bins=N_BINS)
 
 
 def phase(loss_label: str, kappa: float, size: dict) -> Phase:
@@ -79,20 +76,19 @@ def phase(loss_label: str, kappa: float, size: dict) -> Phase:
                  batch_size=size["batch"], eval_angles=size["n_angles"])
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+@expects_aperture_ties
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train one network with one loss on one prior; measure FI and error on the angle grid."""
-    sz = resolve_size(SIZES, size)
-    on = on_device(sz)
-    label, kappa = str(condition["loss"]), float(condition["kappa"])
-    torch.manual_seed(seed)
-    model = build_model(model_config(LOSSES[label][2]))
+    sz, on = ctx.params, ctx.on_device
+    label, kappa = str(ctx.condition["loss"]), float(ctx.condition["kappa"])
+    model = build_model(model_config(LOSSES[label][2]), generator=ctx.seed_generator())
     plan = phase(label, kappa, sz)
-    history = train(model, [plan], seed, **on)
-    grid = evaluation_grid(sz["n_angles"])
+    history = train(model, [plan], ctx.seed, **on)
+    grid = ctx.angles
     fisher = propagated_fisher(model, SPEC, grid, layers=["fc", "output"], sigma=SPEC.noise_std,
                                **on)
     error = evaluate_error(model, SPEC, sz["n_angles"], repeats=16,
-                           generator=torch_generator(seed, "eval", **on))
+                           generator=ctx.generator("eval"))
     angle = grid.double().numpy()
     ds = xr.Dataset(
         {

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 import xarray as xr
 from scipy.signal import find_peaks
 
-from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform
 from anglesim.fisher import propagated_fisher
-from anglesim.models import build_model
+from anglesim.models import CNNConfig, build_model
 from anglesim.plotting import (
     PHASE_COLOURS,
     STYLE,
@@ -34,11 +32,10 @@ from anglesim.plotting import (
     replicate_count,
     successful,
 )
-from anglesim.seeding import root_generator, torch_generator
-from anglesim.study import Study
+from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import SPEC, on_device, resolve_size, standard_cnn
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "model_choices"
 LOSS_FOR_READOUT = {"angle": "cosine", "cossin": "cosine", "bins": "cross_entropy"}
@@ -87,31 +84,29 @@ def n_peaks(log10_fi: np.ndarray, prominence: float = PEAK_PROMINENCE) -> int:
     return int(((peaks >= n) & (peaks < 2 * n)).sum())
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+@expects_aperture_ties
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train one network; measure its FI curve, roughness, peaks and error."""
-    sz = resolve_size(SIZES, size)
-    on = on_device(sz)
-    readout, data = str(condition["readout"]), str(condition["data"])
-    torch.manual_seed(seed)
-    model = build_model(standard_cnn(readout, nonlinearity=str(condition["nonlinearity"])))
+    sz, on = ctx.params, ctx.on_device
+    readout, data = str(ctx.condition["readout"]), str(ctx.condition["data"])
+    model = build_model(CNNConfig.standard(readout,
+                                           nonlinearity=str(ctx.condition["nonlinearity"])),
+                        generator=ctx.seed_generator())
     plan = phase(readout, data, sz)
-    gen = root_generator(seed, **on)
-    history = train(model, [plan], seed, generator=gen)
-    grid = evaluation_grid(sz["n_angles"])
+    history = train(model, [plan], ctx.seed, generator=ctx.root_generator(), **on)
+    grid = ctx.angles
     fisher = propagated_fisher(model, SPEC, grid, layers=["fc", "output"],
                                sigma=SPEC.noise_std, **on)
     log_fi = np.log10(fisher.sel(layer="output").values)
     error = evaluate_error(model, SPEC, sz["n_angles"], repeats=16,
-                           generator=torch_generator(seed, "eval", **on))
+                           generator=ctx.generator("eval"))
 
     # FI at angles the network was trained on against fresh angles from the same prior.
     # The training angles are the first draws of the generator that built the finite set:
     # replay them from the same seed (stream networks get the same angles, never seen twice).
-    replay = root_generator(seed, **on)
-    train_angles = plan.prior.sample(8 * sz["dataset_size"], generator=replay)[
+    train_angles = plan.prior.sample(8 * sz["dataset_size"], generator=ctx.root_generator())[
         : sz["n_train_angles"]].double()
-    fresh = plan.prior.sample(sz["n_train_angles"], generator=torch_generator(seed, "fresh", **on)
-                               ).double()
+    fresh = plan.prior.sample(sz["n_train_angles"], generator=ctx.generator("fresh")).double()
     at_train = propagated_fisher(model, SPEC, train_angles, layers=["output"],
                                  sigma=SPEC.noise_std, **on)
     at_fresh = propagated_fisher(model, SPEC, fresh, layers=["output"], sigma=SPEC.noise_std,
@@ -162,7 +157,7 @@ def summarise(ds: xr.Dataset) -> str:
 
 def describe(params: dict, grid: dict) -> dict:
     """What the Dataset's config records besides the sizes."""
-    return {"spec": SPEC.to_config(), "model": standard_cnn("cossin").to_config(),
+    return {"spec": SPEC.to_config(), "model": CNN.to_config(),
             "cutoff": CUTOFF, "peak_prominence": PEAK_PROMINENCE,
             "loss_for_readout": LOSS_FOR_READOUT}
 

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import xarray as xr
 
-from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform
 from anglesim.fisher import propagated_fisher
 from anglesim.models import AngleNet, build_model
@@ -45,9 +44,9 @@ from anglesim.plotting import (
     successful,
 )
 from anglesim.probe import ridge_readout
-from anglesim.seeding import torch_generator
-from anglesim.stats import mean_ci, welch_ci  # noqa: F401 (welch_ci: re-exported)
-from anglesim.study import Study
+from anglesim.seeding import drawing_from
+from anglesim.stats import mean_ci, welch_ci
+from anglesim.study import ReplicateContext, Study
 from anglesim.training import (
     Phase,
     Task,
@@ -57,10 +56,9 @@ from anglesim.training import (
     train,
 )
 
-from ._common import SPEC, on_device, resolve_size, standard_cnn
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "multitask"
-MODEL = standard_cnn("cossin")
 OTHER_HEAD = "other"
 RANGES = {"contrast": (0.5, 1.5), "frequency": (3.0, 5.0)}
 """Per-image ranges of the other property, centred on SPEC's contrast 1 and frequency 4."""
@@ -127,14 +125,14 @@ def probe_error(net: AngleNet, other: str, sz: dict, generator: torch.Generator)
     return float(((pred - y_te) ** 2).mean().sqrt())
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+@expects_aperture_ties
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train one network in one regime; measure errors and per-block FI about θ at SPEC."""
-    sz = resolve_size(SIZES, size)
-    on = on_device(sz)
-    other, regime = str(condition["other"]), str(condition["regime"])
+    sz, on = ctx.params, ctx.on_device
+    other, regime = str(ctx.condition["other"]), str(ctx.condition["regime"])
     lo, hi = RANGES[other]
     plan = phases(regime, other, sz)
-    grid = evaluation_grid(sz["n_angles"])
+    grid = ctx.angles
     angle = grid.double().numpy()
 
     def fisher(net: AngleNet) -> xr.DataArray:
@@ -144,7 +142,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     def other_error(net: AngleNet) -> xr.DataArray:
         err = evaluate_target_error(net, SPEC, OTHER_HEAD, other, lo, hi, sz["n_angles"],
                                     sz["target_repeats"],
-                                    generator=torch_generator(seed, "targets", **on))
+                                    generator=ctx.generator("targets"))
         return err.assign_coords(angle=angle)
 
     first: dict[str, xr.DataArray] = {}
@@ -154,10 +152,11 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
             first["fisher"] = fisher(net)
             first["other_error"] = other_error(net)
 
-    torch.manual_seed(seed)
-    model = build_model(MODEL)
-    model.add_head(OTHER_HEAD, readout="scalar")
-    history = train(model, plan, seed, on_phase_end=after_phase, **on)
+    init = ctx.seed_generator()
+    model = build_model(CNN, generator=init)
+    with drawing_from(init):  # the other head's weights continue the same draws
+        model.add_head(OTHER_HEAD, readout="scalar")
+    history = train(model, plan, ctx.seed, on_phase_end=after_phase, **on)
 
     fi = fisher(model)
     nan_like = xr.full_like
@@ -166,7 +165,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
             "fisher": fi,
             "fisher_other_only": first.get("fisher", nan_like(fi, np.nan)),
             "abs_error": evaluate_error(model, SPEC, sz["n_angles"], sz["error_repeats"],
-                                        generator=torch_generator(seed, "eval", **on)
+                                        generator=ctx.generator("eval")
                                         ).assign_coords(angle=angle),
         }
     )
@@ -175,7 +174,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     ds["other_error"] = err if trained else nan_like(err, np.nan)
     ds["other_error_other_only"] = first.get("other_error", nan_like(err, np.nan))
     ds["other_chance"] = ((), float(err.attrs["chance"]))
-    ds["probe_error"] = ((), probe_error(model, other, sz, torch_generator(seed, "probe", **on)))
+    ds["probe_error"] = ((), probe_error(model, other, sz, ctx.generator("probe")))
     ds["fisher_other_only"].attrs = dict(fi.attrs, long_name=(
         "FI about θ after the first (other-task-only) phase of the sequential regime"))
     ds["other_error"].attrs = {"units": UNITS[other], "long_name": (
@@ -281,7 +280,7 @@ def summarise(ds: xr.Dataset) -> str:
 
 def describe(params: dict, grid: dict) -> dict:
     """What the Dataset's config records besides the sizes."""
-    return {"spec": SPEC.to_config(), "model": MODEL.to_config(),
+    return {"spec": SPEC.to_config(), "model": CNN.to_config(),
             "ranges": {k: list(v) for k, v in RANGES.items()},
             "phases": {f"{o}/{r}": [p.to_config() for p in phases(r, o, params)]
                        for o in grid["other"] for r in grid["regime"]}}

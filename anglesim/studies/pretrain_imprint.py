@@ -20,10 +20,8 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 import xarray as xr
 
-from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform, VonMises
 from anglesim.fisher import propagated_fisher
 from anglesim.models import build_model
@@ -35,14 +33,13 @@ from anglesim.plotting import (
     interval_bars,
     successful,
 )
-from anglesim.seeding import root_generator, stream_seed
-from anglesim.study import Study
+from anglesim.seeding import root_seed
+from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, train
 
-from ._common import SPEC, on_device, resolve_size, standard_cnn
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "pretrain_imprint"
-MODEL = standard_cnn("cossin")
 FINETUNE_LOC = math.pi / 2
 STATES = ("reset", "kept")
 
@@ -65,33 +62,27 @@ def phases(kappa: float, sz: dict, state: str) -> tuple[Phase, Phase]:
     )
 
 
-def child_seed(seed: int, child: int) -> int:
-    """The fine-tuning data seed of one child: stream ("data", child) of the parent's seed."""
-    return stream_seed(seed, "data", child)
-
-
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+@expects_aperture_ties
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """One parent and its children, fine-tuned with optimiser state reset and kept."""
-    sz = resolve_size(SIZES, size)
-    on = on_device(sz)
-    kappa = float(condition["kappa"])
-    grid = evaluation_grid(sz["n_angles"])
+    sz, on = ctx.params, ctx.on_device
+    kappa = float(ctx.condition["kappa"])
+    grid = ctx.angles
     angle = grid.double().numpy()
 
     def measure(net) -> xr.DataArray:
         return propagated_fisher(net, SPEC, grid, layers=["fc", "output"], sigma=SPEC.noise_std,
                                  **on)
 
-    torch.manual_seed(seed)
-    init = build_model(MODEL)
+    init = build_model(CNN, generator=ctx.seed_generator())
     pre, _ = phases(kappa, sz, "reset")
     parent = copy.deepcopy(init)
-    train(parent, [pre], seed, **on)
+    train(parent, [pre], ctx.seed, **on)
     parent_fisher = measure(parent)
 
     curves = {state: [] for state in STATES}
     for child in range(sz["children"]):
-        cs = child_seed(seed, child)
+        cs = ctx.stream_seed("data", child)  # the child's fine-tuning data
         # reset: the fine-tuning phase alone, from a copy of the parent, with a fresh optimiser
         net = copy.deepcopy(parent)
         train(net, [phases(kappa, sz, "reset")[1]], cs, **on)
@@ -99,14 +90,14 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
         # kept: pretraining is replayed exactly (same init, same seed) so Adam's state exists;
         # the data generator is re-seeded at the phase boundary, so only fine-tuning differs.
         net = copy.deepcopy(init)
-        gen = root_generator(seed, **on)
+        gen = ctx.root_generator()
 
         def reseed(phase: Phase, _net, gen=gen, cs=cs) -> None:
-            if phase.name == "pretrain":
-                gen.manual_seed(int(root_generator(cs).initial_seed()))
+            if phase.name == "pretrain":  # the data continue as the child's root stream
+                gen.manual_seed(root_seed(cs))
 
-        train(net, list(phases(kappa, sz, "kept")), seed, generator=gen, on_phase_end=reseed,
-              **on)
+        train(net, list(phases(kappa, sz, "kept")), ctx.seed, generator=gen,
+              on_phase_end=reseed, **on)
         curves["kept"].append(measure(net))
 
     fisher = xr.concat(
@@ -179,7 +170,7 @@ def summarise(ds: xr.Dataset) -> str:
 
 def describe(params: dict, grid: dict) -> dict:
     """What the Dataset's config records besides the sizes."""
-    return {"spec": SPEC.to_config(), "model": MODEL.to_config(),
+    return {"spec": SPEC.to_config(), "model": CNN.to_config(),
             "finetune_loc": FINETUNE_LOC,
             "phases": [p.to_config() for p in phases(grid["kappa"][0], params, "kept")]}
 

@@ -17,11 +17,9 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 import xarray as xr
 
 from anglesim.angles import near_far
-from anglesim.data import evaluation_grid
 from anglesim.distributions import VonMises
 from anglesim.fisher import propagated_fisher
 from anglesim.models import build_model
@@ -38,14 +36,12 @@ from anglesim.plotting import (
     replicate_count,
     successful,
 )
-from anglesim.seeding import stream_seed, torch_generator
-from anglesim.study import Study
+from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import SPEC, on_device, resolve_size, standard_cnn
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "prior_specialisation"
-MODEL = standard_cnn("cossin")
 LOC_A, LOC_B = math.pi / 4, 3 * math.pi / 4
 STAGES = ("first", "second", "control")
 """first: trained on A; second: first fine-tuned on B; control: trained from scratch on B."""
@@ -71,12 +67,12 @@ def phases(kappa: float, sz: dict) -> dict[str, Phase]:
     }
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+@expects_aperture_ties
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train on A then fine-tune on B, and a control on B; measure FI and error after each."""
-    sz = resolve_size(SIZES, size)
-    on = on_device(sz)
-    plan = phases(float(condition["kappa"]), sz)
-    grid = evaluation_grid(sz["n_angles"])
+    sz, on = ctx.params, ctx.on_device
+    plan = phases(float(ctx.condition["kappa"]), sz)
+    grid = ctx.angles
     angle = grid.double().numpy()
     fisher, errors = {}, {}
 
@@ -84,17 +80,14 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
         fisher[phase.name] = propagated_fisher(net, SPEC, grid, layers=["fc", "output"],
                                                sigma=SPEC.noise_std, **on)
         errors[phase.name] = evaluate_error(net, SPEC, sz["n_angles"], repeats=16,
-                                            generator=torch_generator(seed, "eval", **on))
+                                            generator=ctx.generator("eval"))
 
-    torch.manual_seed(seed)
-    model = build_model(MODEL)
-    history = train(model, [plan["first"], plan["second"]], seed, on_phase_end=measure,
+    model = build_model(CNN, generator=ctx.seed_generator())
+    history = train(model, [plan["first"], plan["second"]], ctx.seed, on_phase_end=measure,
                     **on)
-    # the control's own stream (it once trained with the seed the evaluation draws used)
-    control_seed = stream_seed(seed, "control")
-    torch.manual_seed(control_seed)
-    control = build_model(MODEL)
-    train(control, [plan["control"]], control_seed, on_phase_end=measure, **on)
+    # the control's own stream, for its weights and its training
+    control = build_model(CNN, generator=ctx.generator("control", device="cpu"))
+    train(control, [plan["control"]], ctx.stream_seed("control"), on_phase_end=measure, **on)
 
     ds = xr.Dataset(
         {
@@ -174,7 +167,7 @@ def summarise(ds: xr.Dataset) -> str:
 
 def describe(params: dict, grid: dict) -> dict:
     """What the Dataset's config records besides the sizes."""
-    return {"spec": SPEC.to_config(), "model": MODEL.to_config(), "loc_a": LOC_A,
+    return {"spec": SPEC.to_config(), "model": CNN.to_config(), "loc_a": LOC_A,
             "loc_b": LOC_B,
             "phases": {k: p.to_config() for k, p in phases(params["kappas"][0], params).items()}}
 

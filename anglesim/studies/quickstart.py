@@ -19,11 +19,9 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 import xarray as xr
 
 from anglesim.angles import near_far_masks
-from anglesim.data import evaluation_grid
 from anglesim.distributions import Uniform, VonMises
 from anglesim.fisher import measure_fisher, method_result
 from anglesim.models import build_model
@@ -37,14 +35,12 @@ from anglesim.plotting import (
     log_band,
     successful,
 )
-from anglesim.seeding import torch_generator
-from anglesim.study import Study
+from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import SPEC, resolve_size, standard_cnn
+from ._recipes import CNN, SPEC, expects_aperture_ties
 
 NAME = "quickstart"
-MODEL = standard_cnn("cossin")
 FINETUNE_LOC = math.pi / 2
 PHASES = {"pretrain": {"lr": 2e-3}, "finetune": {"lr": 1e-3}}
 """Each phase's learning rate (fine-tuning at half the pretraining rate)."""
@@ -71,27 +67,24 @@ def phases(kappa: float, size: dict) -> list[Phase]:
     ]
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+@expects_aperture_ties
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train one network through both phases and measure it after each."""
-    sz = resolve_size(SIZES, size)
-    torch.manual_seed(seed)
-    model = build_model(MODEL)
-    plan = phases(float(condition["kappa"]), sz)
-    grid = evaluation_grid(sz["n_angles"])
+    sz, on = ctx.params, ctx.on_device
+    model = build_model(CNN, generator=ctx.seed_generator())
+    plan = phases(float(ctx.condition["kappa"]), sz)
+    grid = ctx.angles
     fisher, errors, densities = [], [], []
-
-    device = sz.get("device")  # set by --device when it is not the CPU
-    on = {} if device is None else {"device": device}
 
     def measure(phase: Phase, net) -> None:
         measured = measure_fisher(net, SPEC, phase.prior, methods=["propagated"], angles=grid,
                                   sigma=SPEC.noise_std, **on)
         fisher.append(method_result(measured, "propagated"))
         errors.append(evaluate_error(net, SPEC, sz["n_angles"], repeats=16,
-                                     generator=torch_generator(seed, "eval", **on)))
+                                     generator=ctx.generator("eval")))
         densities.append(measured["prior_density"].values)
 
-    history = train(model, plan, seed, on_phase_end=measure, **on)
+    history = train(model, plan, ctx.seed, on_phase_end=measure, **on)
     names = [p.name for p in plan]
     angle = grid.double().numpy()
     ds = xr.Dataset(
@@ -108,7 +101,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
 
 def describe(params: dict, grid: dict) -> dict:
     """What the Dataset's config records besides the sizes (stimulus, model, phases)."""
-    return {"spec": SPEC.to_config(), "model": MODEL.to_config(),
+    return {"spec": SPEC.to_config(), "model": CNN.to_config(),
             "finetune_loc": params["finetune_loc"],
             "phases": [p.to_config() for p in phases(grid["kappa"][0], params)]}
 
@@ -129,6 +122,9 @@ def summarise(ds: xr.Dataset) -> str:
         fi = ok["fisher"].sel(phase=ph, layer="output")
         lines.append(f"  after {ph}: near {float(fi.where(near).mean()):.1f}, "
                      f"far {float(fi.where(far).mean()):.1f}")
+    lines.append("(FI is the propagated, linearised value; the stimulus's pixel noise outside "
+                 "its aperture ties max-pool windows there, where it is not the small-noise "
+                 "limit: user guide, Studies, \"Pool ties in the built-in studies\")")
     return "\n".join(lines)
 
 

@@ -23,14 +23,11 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 import xarray as xr
 
 from anglesim import angles as ang
-from anglesim.data import evaluation_grid
 from anglesim.distributions import AnglePrior, Uniform, VonMises
-from anglesim.fisher import linear_fisher_from_samples, linear_fisher_variance
-from anglesim.models import AngleNet, reference_mlp
+from anglesim.models import reference_mlp
 from anglesim.plotting import (
     PHASE_COLOURS,
     STYLE,
@@ -40,15 +37,12 @@ from anglesim.plotting import (
     replicate_count,
     successful,
 )
-from anglesim.seeding import torch_generator
-from anglesim.stimuli import GratingSpec, render
-from anglesim.study import Study
+from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._common import on_device, resolve_size
+from ._recipes import DTHETA, output_fisher, reference_spec
 
 NAME = "reference_replication"
-DTHETA = math.pi / 90  # 2°: the pair of orientations whose discrimination d′ describes
 
 PRIORS: dict[str, AnglePrior] = {"uniform": Uniform()}
 for _kappa in (4, 8):
@@ -63,61 +57,21 @@ SIZES = {
 }
 
 
-def spec_for(sz: dict) -> GratingSpec:
-    """The reference stimulus (quick mode: the same recipe on a smaller grid)."""
-    spec = GratingSpec.reference()
-    return spec if sz["image_size"] == spec.size else spec.replace(size=sz["image_size"])
-
-
-def output_fisher(model: AngleNet, spec: GratingSpec, angles: torch.Tensor, n_trials: int,
-                  dtheta: float, generator: torch.Generator, chunk: int = 4) -> tuple:
-    """Bias-corrected linear FI of the model's output at each angle, and its standard error.
-
-    For each θ, ``n_trials`` images at θ − Δθ/2 and at θ + Δθ/2 (the spec's own noise) are run
-    through the network; the [T, 2] outputs go to
-    :func:`anglesim.fisher.linear_fisher_from_samples`, the standard error to
-    :func:`anglesim.fisher.linear_fisher_variance` (at the estimate, floored at 0), for all
-    angles at once. The estimator runs per angle (each angle's outputs get their own unit
-    selection, :func:`anglesim.fisher.active_units`); the draws do not depend on it.
-    """
-    values: list[float] = []
-    n_units = 0
-    device = next(model.parameters()).device  # the grid and the renders follow the model
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, angles.numel(), chunk):
-            theta = angles[start:start + chunk].to(device)
-            pair = torch.stack([theta - dtheta / 2, theta + dtheta / 2], 1)  # [c, 2]
-            batch = pair[:, None, :].expand(-1, n_trials, -1).reshape(-1)  # ordered (c, T, ±)
-            out = model(render(batch, spec, generator=generator, dtype=torch.float32))
-            out = out.reshape(theta.numel(), n_trials, 2, -1).double().cpu().numpy()
-            n_units = out.shape[-1]
-            values += [linear_fisher_from_samples(out[k, :, 0], out[k, :, 1], dtheta)
-                       for k in range(theta.numel())]
-    fisher = np.array(values)
-    if fisher.size == 0:
-        return fisher, fisher.copy()
-    var = linear_fisher_variance(np.maximum(fisher, 0.0), n_trials, n_units, dtheta)
-    return fisher, np.sqrt(var)
-
-
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train the reference MLP on D images from one prior; measure FI, d′ and error."""
-    sz = resolve_size(SIZES, size)
-    on = on_device(sz)
-    spec = spec_for(sz)
-    prior = PRIORS[str(condition["prior"])]
-    torch.manual_seed(seed)
-    model = reference_mlp(image_size=spec.size)
+    sz, on = ctx.params, ctx.on_device
+    spec = reference_spec(sz["image_size"])
+    prior = PRIORS[str(ctx.condition["prior"])]
+    model = reference_mlp(image_size=spec.size, generator=ctx.seed_generator())
     plan = Phase("train", prior, spec, loss="vector_mse", optimizer="adam", lr=1e-3,
-                 batch_size=32, dataset_size=int(condition["dataset_size"]),
+                 batch_size=32, dataset_size=int(ctx.condition["dataset_size"]),
                  epochs=sz["epochs"], patience=sz["patience"], eval_angles=sz["n_angles"])
-    history = train(model, [plan], seed, **on)
-    grid = evaluation_grid(sz["n_angles"]).double()
+    history = train(model, [plan], ctx.seed, **on)
+    grid = ctx.angles.double()
     fisher, stderr = output_fisher(model, spec, grid, sz["n_trials"], DTHETA,
-                                   torch_generator(seed, "fisher", **on))
+                                   ctx.generator("fisher"))
     error = evaluate_error(model, spec, sz["n_angles"], repeats=16,
-                           generator=torch_generator(seed, "eval", **on))
+                           generator=ctx.generator("eval"))
     angle = grid.numpy()
     ds = xr.Dataset(
         {
@@ -197,7 +151,7 @@ def summarise(ds: xr.Dataset) -> str:
 
 def describe(params: dict, grid: dict) -> dict:
     """What the Dataset's config records besides the sizes."""
-    return {"spec": spec_for(params).to_config(),
+    return {"spec": reference_spec(params["image_size"]).to_config(),
             "model": reference_mlp(image_size=params["image_size"]).config,
             "priors": {k: p.to_config() for k, p in PRIORS.items()}, "dtheta": DTHETA}
 

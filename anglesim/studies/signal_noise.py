@@ -3,15 +3,14 @@
 Cheng et al. (2025, Nat Hum Behav 9:1023) found that perceptual learning in a CNN raised
 discriminability mainly by shrinking trial-to-trial variability, not by sharpening tuning.
 Here a parent CNN is pretrained on the uniform prior (the fine-tuning-under-shift study's
-parent, :func:`anglesim.studies.finetune_shift.pretrain_phase`) and copies of it are
-fine-tuned on the prior shift (angles from a von Mises prior at 90°, κ = 4: practice
-concentrated around one orientation) with several strategies (:mod:`anglesim.finetune`; the
-shift study's phases, :func:`anglesim.studies.finetune_shift.finetune_phase`, at one n_train
-and one learning rate). At each block and angle the linear FI J = f′ᵀ(Σ + ridge)⁻¹f′ of the
-propagated pixel noise (f′ = A ẋ, Σ = A Σ_x Aᵀ) is split
-(:func:`anglesim.laws.signal_noise_split`) into ``delta_signal`` = log₂ J(f′_ft, Σ_pre)/J_pre
-(tuning changed, covariance kept), ``delta_noise`` = log₂ J(f′_pre, Σ_ft)/J_pre and the
-``delta_interaction`` that the two leave of ``delta_total``.
+parent) and copies of it are fine-tuned on the prior shift (angles from a von Mises prior at
+90°, κ = 4: practice concentrated around one orientation) with several strategies
+(:mod:`anglesim.finetune`; the shift study's phases, at one n_train and one learning rate).
+At each block and angle the linear FI J = f′ᵀ(Σ + ridge)⁻¹f′ of the propagated pixel noise
+(f′ = A ẋ, Σ = A Σ_x Aᵀ) is split (:func:`anglesim.laws.signal_noise_split`) into
+``delta_signal`` = log₂ J(f′_ft, Σ_pre)/J_pre (tuning changed, covariance kept),
+``delta_noise`` = log₂ J(f′_pre, Σ_ft)/J_pre and the ``delta_interaction`` that the two leave
+of ``delta_total``.
 
 The ridge (relative, :data:`EPS`) is what keeps J(f′_ft, Σ_pre) finite where Σ is singular: a
 block with at least as many units as pixels (conv1: 2,048 units on 1,024 pixels; conv2 1,024)
@@ -27,21 +26,29 @@ import copy
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 import xarray as xr
 
 from anglesim.data import evaluation_grid
 from anglesim.laws import signal_noise_split
-from anglesim.models import build_model
 from anglesim.plotting import STYLE, successful
-from anglesim.seeding import stream_seed
 from anglesim.stats import mean_ci
-from anglesim.study import Study
+from anglesim.study import ReplicateContext, Study
 from anglesim.training import evaluate_error, train
 
-from . import finetune_shift as shift_study
-from ._common import SPEC, resolve_size
 from ._laws_common import MIN_BAND_REPLICATES, band_note
+from ._recipes import (
+    CNN,
+    PRIOR_SHIFT,
+    SHIFT_SIZES,
+    SPEC,
+    finetune_phase,
+    pretrain_phase,
+    pretrained_parent,
+    shifted_task,
+)
+from ._recipes import (
+    STRATEGIES as SHIFT_STRATEGIES,
+)
 
 NAME = "signal_noise"
 STRATEGIES = ("full", "linear_probe", "lp_ft", "surgical", "l2_sp")
@@ -52,9 +59,9 @@ EPS = 1e-3
 """Relative ridge of every J: ε · tr(Σ)/N added to Σ's diagonal."""
 
 SIZES = {
-    "full": dict(shift_study.SIZES["full"], n_train=256, lr=1e-3, n_split_angles=8,
+    "full": dict(SHIFT_SIZES["full"], n_train=256, lr=1e-3, n_split_angles=8,
                  strategies=list(STRATEGIES), replicates=3),
-    "quick": dict(shift_study.SIZES["quick"], n_train=16, lr=1e-3, n_split_angles=2,
+    "quick": dict(SHIFT_SIZES["quick"], n_train=16, lr=1e-3, n_split_angles=2,
                   strategies=["full", "linear_probe", "surgical"], replicates=2),
 }
 """The shift study's sizes (pretraining, steps, batch) with one n_train and one rate; the
@@ -63,19 +70,16 @@ that the split (about 0.5 s per network and angle, mostly conv1's 2,048 × 2,048
 fits the study's budget of 8 minutes on a shared core."""
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Pretrain a parent, fine-tune a copy with each strategy, split each block's FI change."""
-    sz = resolve_size(SIZES, size)
-    task = shift_study.shifted_task(str(condition["shift"]))
-    torch.manual_seed(stream_seed(seed, "init"))
-    parent = build_model(shift_study.MODEL)
-    train(parent, [shift_study.pretrain_phase(sz)], stream_seed(seed, "data"))
-    parent.eval()
+    sz = ctx.params
+    task = shifted_task(str(ctx.condition["shift"]))
+    parent = pretrained_parent(ctx, sz, ctx.stream_seed("data"))
     nets = {}
     for name in sz["strategies"]:
         net = copy.deepcopy(parent)
-        train(net, [shift_study.finetune_phase(task, name, sz["n_train"], sz["lr"], sz)],
-              stream_seed(seed, "data", 1))  # the same data and batches for every strategy
+        train(net, [finetune_phase(task, name, sz["n_train"], sz["lr"], sz)],
+              ctx.stream_seed("data", 1))  # the same data and batches for every strategy
         nets[name] = net.eval()
     grid = evaluation_grid(sz["n_split_angles"]).double().numpy()
     split = signal_noise_split(parent, nets, task.spec, grid, list(LAYERS),
@@ -84,10 +88,10 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
 
     def error(net) -> np.ndarray:
         return evaluate_error(net, task.spec, n_eval, sz["error_repeats"],
-                              torch.Generator().manual_seed(stream_seed(seed, "eval"))).values
+                              ctx.generator("eval")).values
 
     errs = np.stack([error(nets[s]) for s in nets])
-    w = task.prior.pdf(evaluation_grid(n_eval).double().numpy())
+    w = task.prior.pdf(ctx.angles.double().numpy())
     ds = split.rename(angle="split_angle")
     ds["id_error"] = (("strategy",), (errs * w).sum(1) / w.sum(),
                       {"units": "rad", "long_name": "error on the fine-tuning task, weighted "
@@ -102,18 +106,18 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
 def add_measures(ds: xr.Dataset) -> xr.Dataset:
     """Each term weighted by the fine-tuning prior over the split's angles (``*_prior``)."""
     ok = successful(ds)
-    w = xr.DataArray(shift_study.PRIOR_SHIFT.pdf(ok["split_angle"].values), dims="split_angle",
+    w = xr.DataArray(PRIOR_SHIFT.pdf(ok["split_angle"].values), dims="split_angle",
                      coords={"split_angle": ok["split_angle"]})
     return ds.assign({f"{t}_prior": (ok[t] * w).sum("split_angle") / w.sum() for t in TERMS})
 
 
 def describe(params: dict, grid: dict) -> dict:
     """What the Dataset's config records besides the sizes."""
-    task = shift_study.shifted_task("prior")
-    return {"spec": SPEC.to_config(), "model": shift_study.MODEL.to_config(), "eps": EPS,
-            "strategies": {s: shift_study.STRATEGIES[s] for s in params["strategies"]},
-            "pretrain": shift_study.pretrain_phase(params).to_config(),
-            "finetune_example": shift_study.finetune_phase(
+    task = shifted_task("prior")
+    return {"spec": SPEC.to_config(), "model": CNN.to_config(), "eps": EPS,
+            "strategies": {s: SHIFT_STRATEGIES[s] for s in params["strategies"]},
+            "pretrain": pretrain_phase(params).to_config(),
+            "finetune_example": finetune_phase(
                 task, "full", params["n_train"], params["lr"], params).to_config()}
 
 

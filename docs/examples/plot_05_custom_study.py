@@ -4,12 +4,15 @@ A custom study with a grid
 
 A study is declared as a :class:`~anglesim.study.Study`: a replicate function, the grid of
 conditions it runs over, its sizes (``"quick"`` and ``"full"``, each with its number of
-replicates) and the configuration that overrides may change. :func:`anglesim.study.run` runs the
-grid × replicates through the replicate manager: each replicate gets its own seed derived from
-(study seed, condition, replicate) through numpy's ``SeedSequence``, so the results do not depend
-on how many workers run them; every finished replicate is cached and a rerun resumes. The result
-is one ``xarray.Dataset`` with the grid axes and ``replicate`` as dimensions, saved with its
-provenance. Saved as a file, the same declaration runs from the command line:
+replicates) and the configuration that overrides may change. The replicate function gets a
+:class:`~anglesim.study.ReplicateContext`: its condition, its resolved configuration
+(``ctx.params``), the angle grid (``ctx.angles``), the device and named random streams derived
+from the replicate's seed (``ctx.generator("init")``, ``ctx.stream_seed("data")``), so two runs
+with the same study seed give the same numbers whatever the number of workers.
+:func:`anglesim.study.run` plans the run once, runs grid × replicates through the replicate
+manager (every finished replicate is cached and a rerun resumes), saves one
+``xarray.Dataset`` with the grid axes and ``replicate`` as dimensions and returns it. Saved as
+a file, the same declaration runs from the command line:
 ``anglesim run my_study.py --quick kappa=[1,8] steps=40``.
 """
 
@@ -18,32 +21,29 @@ import tempfile
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 import xarray as xr
 
 from anglesim.distributions import VonMises
 from anglesim.fisher import propagated_fisher
-from anglesim.io import load_dataset
 from anglesim.models import CNNConfig, build_model
 from anglesim.stats import mean_ci
 from anglesim.stimuli import GratingSpec
-from anglesim.study import Study, run
+from anglesim.study import ReplicateContext, Study, run
 from anglesim.training import Phase, train
 
 SPEC = GratingSpec(size=16, frequency=2.0, noise_std=1.0)
-ANGLES = torch.arange(12) * math.pi / 12
+MODEL = CNNConfig(image_size=16, channels=(4, 8), kernel_size=3, fc_units=16, readout="cossin")
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: dict) -> xr.Dataset:
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Train one small CNN on VonMises(π/2, κ); return its output FI over angle."""
-    torch.manual_seed(seed)
-    model = build_model(CNNConfig(image_size=16, channels=(4, 8), kernel_size=3, fc_units=16,
-                                  readout="cossin"))
-    prior = VonMises(math.pi / 2, float(condition["kappa"]))
-    train(model, [Phase("train", prior, SPEC, lr=size["lr"], epochs=2,
-                        steps_per_epoch=size["steps"], batch_size=32)], seed)
-    fi = propagated_fisher(model, SPEC, ANGLES, layers=["output"]).sel(layer="output", drop=True)
-    return xr.Dataset({"fisher": fi})
+    model = build_model(MODEL, generator=ctx.generator("init", device="cpu"))
+    prior = VonMises(math.pi / 2, float(ctx.condition["kappa"]))
+    phase = Phase("train", prior, SPEC, lr=ctx.params["lr"], epochs=2,
+                  steps_per_epoch=ctx.params["steps"], batch_size=32)
+    train(model, [phase], ctx.stream_seed("data"), **ctx.on_device)
+    fi = propagated_fisher(model, SPEC, ctx.angles, layers=["output"], **ctx.on_device)
+    return xr.Dataset({"fisher": fi.sel(layer="output", drop=True)})
 
 
 STUDY = Study(
@@ -53,12 +53,13 @@ STUDY = Study(
     sizes={"quick": {"replicates": 3, "steps": 20}, "full": {"replicates": 8, "steps": 200}},
     grid={"kappa": [0.5, 4.0]},
     defaults={"lr": 3e-3},
+    angles=12,  # ctx.angles: 12 angles kπ/12
     version="1",  # the cache key's code version: bump it when the replicate's results change
 )
 
-results = tempfile.mkdtemp()
-path = run(STUDY, quick=True, overrides=["lr=2e-3"], results=results, progress=False)
-ds = load_dataset(path)
+result = run(STUDY, quick=True, overrides=["lr=2e-3"], results=tempfile.mkdtemp(),
+             progress=False)
+ds = result.dataset
 print(ds)
 
 # %%

@@ -64,121 +64,46 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 
 from anglesim import angles as ang
-from anglesim.data import draw, evaluation_grid
-from anglesim.distributions import AnglePrior, Uniform, VonMises
+from anglesim.data import draw
 from anglesim.finetune import Strategy
 from anglesim.fisher import propagated_fisher
-from anglesim.models import AngleNet, build_model
+from anglesim.models import AngleNet
 from anglesim.probe import ridge_readout
 from anglesim.representation import cka_drift, weight_distance
-from anglesim.seeding import stream_seed, torch_generator
 from anglesim.stimuli import GratingSpec
-from anglesim.study import Study
-from anglesim.training import Phase, Task, evaluate_error, train
+from anglesim.study import ReplicateContext, Study
+from anglesim.training import evaluate_error, train
 
-from .._common import SPEC, on_device, resolve_size, standard_cnn
-from .analysis import add_measures, measures, paired_ci, summarise  # noqa: F401 (helpers)
+from .._recipes import (
+    CNN,
+    ERROR_FACTOR,
+    OUTPUT_OFFSET,
+    PRIOR_SHIFT,
+    SHIFT_SIZES,
+    SHIFTS,
+    SOURCE,
+    SPEC,
+    STRATEGIES,
+    expects_aperture_ties,
+    finetune_phase,
+    pretrain_phase,
+    pretrained_parent,
+    shifted_task,
+)
+from .analysis import add_measures, summarise
 from .figure import plot_finetune_shift
 
 NAME = "finetune_shift"
-MODEL = standard_cnn("cossin")
-SHIFTS = ("input", "prior", "output")
-PRIOR_SHIFT = VonMises(math.pi / 2, 4.0)
-OUTPUT_OFFSET = math.pi / 4
 FREQUENCY_LADDER = (4.25, 4.5, 4.75, 5.0, 5.5, 6.0, 7.0)
 """Spatial frequencies (cycles per image) tried in order for the input shift; the source is 4."""
-ERROR_FACTOR = 2.0
-"""The input shift is the first rung at which the parent's error is at least this many times
-its error on the source images."""
-
-STRATEGIES: dict[str, dict[str, Any]] = {
-    "full": {},
-    "linear_probe": {"lr_scale": 10.0},
-    "lp_ft": {"probe_lr_scale": 10.0},  # probe_epochs: half the phase's epochs (see plan)
-    "surgical": {"blocks": ["conv1"]},
-    "freeze": {"blocks": ["conv1"]},
-    "auto_rgn": {},
-    "discriminative": {},
-    "l2_sp": {},
-    "tpgm": {},
-    "lora": {},
-}
-"""Every registered strategy, with the parameters this study sets (the rest are defaults)."""
 BLOCKS = ("conv1", "conv2", "fc", "head")
-
-SIZES = {
-    "full": dict(pre_epochs=8, pre_steps=50, pre_batch=64, pre_lr=2e-3, n_train=[16, 64, 256],
-                 steps=128, batch=16, lrs=[3e-4, 1e-3, 3e-3], tpgm_every=10, n_angles=24,
-                 error_repeats=16, cka_images=256, probe_images=512,
-                 layers=["input", "fc", "output"], replicates=6),
-    "quick": dict(pre_epochs=1, pre_steps=4, pre_batch=16, pre_lr=2e-3, n_train=[16],
-                  steps=4, batch=16, lrs=[1e-3], tpgm_every=2, n_angles=4, error_repeats=2,
-                  cka_images=32, probe_images=64, layers=["input", "output"], replicates=2),
-}
-"""``layers``: where FI is measured; the quick size skips ``fc``, half its cost."""
-
-
-# ---- the tasks --------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ShiftTask:
-    """A fine-tuning task: its prior, stimulus and target offset (radians)."""
-
-    prior: AnglePrior
-    spec: GratingSpec
-    offset: float = 0.0
-
-
-SOURCE = ShiftTask(Uniform(), SPEC)
-"""The pretraining task."""
-
-
-def shifted_task(shift: str, frequency: float | None = None) -> ShiftTask:
-    """The fine-tuning task of ``shift`` (``frequency`` is the input shift's chosen rung)."""
-    if shift == "input":
-        if frequency is None:
-            raise ValueError("the input shift needs its frequency, got frequency=None")
-        return ShiftTask(Uniform(), dataclasses.replace(SPEC, frequency=float(frequency)))
-    if shift == "prior":
-        return ShiftTask(PRIOR_SHIFT, SPEC)
-    if shift == "output":
-        return ShiftTask(Uniform(), SPEC, OUTPUT_OFFSET)
-    raise ValueError(f"shift must be one of {list(SHIFTS)}, got {shift!r}")
-
-
-def pretrain_phase(sz: dict) -> Phase:
-    """The parent's training on the source task (fresh images every batch)."""
-    return Phase("pretrain", SOURCE.prior, SOURCE.spec, loss="cosine", lr=sz["pre_lr"],
-                 epochs=sz["pre_epochs"], steps_per_epoch=sz["pre_steps"],
-                 batch_size=sz["pre_batch"], eval_angles=8, eval_repeats=1)
-
-
-def finetune_phase(task: ShiftTask, strategy: str, n_train: int, lr: float, sz: dict) -> Phase:
-    """Fine-tuning on ``n_train`` images of ``task`` with ``strategy`` at rate ``lr``: the same
-    number of optimiser steps (``steps`` batches of ``batch``) whatever n_train, no early stop
-    (patience = epochs), the best validation checkpoint kept."""
-    if n_train % 8 or n_train < 8:
-        raise ValueError(f"n_train must be a positive multiple of 8 (8D images), got {n_train}")
-    epochs = max(1, sz["steps"] * sz["batch"] // n_train)
-    params = copy.deepcopy(STRATEGIES[strategy])
-    if strategy == "lp_ft":
-        params["probe_epochs"] = max(1, epochs // 2)
-        if epochs < 2:
-            raise ValueError(f"lp_ft needs at least 2 epochs, got {epochs} (n_train {n_train})")
-    if strategy == "tpgm":
-        params["update_every"] = sz["tpgm_every"]
-    return Phase("finetune", task.prior, task.spec, lr=lr, epochs=epochs,
-                 batch_size=sz["batch"], dataset_size=n_train // 8, patience=epochs,
-                 eval_angles=8, eval_repeats=1, strategy=strategy, strategy_params=params,
-                 tasks=[Task(loss="cosine", target_offset=task.offset)])
+SIZES = SHIFT_SIZES
 
 
 # ---- measurements -----------------------------------------------------------------------------
@@ -234,16 +159,18 @@ def strategy_summary(strategy: Strategy, parent_norm: np.ndarray) -> dict[str, n
     return out
 
 
-def choose_frequency(parent: AngleNet, sz: dict, seed: int
+def choose_frequency(parent: AngleNet, ctx: ReplicateContext
                      ) -> tuple[float, np.ndarray, float, bool]:
     """Walk up :data:`FREQUENCY_LADDER` until the parent's mean error is at least
-    :data:`ERROR_FACTOR` × its source error (the same noise, stream "severity" of ``seed``,
-    at every rung).
+    :data:`ERROR_FACTOR` × its source error (the same noise, the replicate's stream
+    "severity", at every rung).
     Returns the chosen frequency (the last rung if none doubled), the parent's error at every
     rung (NaN beyond the chosen one), its source error, and whether the factor was reached."""
+    sz = ctx.params
+
     def mean_error(spec: GratingSpec) -> float:
         return float(evaluate_error(parent, spec, sz["n_angles"], sz["error_repeats"],
-                                    torch_generator(seed, "severity", **on_device(sz))).mean())
+                                    ctx.generator("severity")).mean())
 
     base = mean_error(SPEC)
     errors = np.full(len(FREQUENCY_LADDER), np.nan)
@@ -257,40 +184,36 @@ def choose_frequency(parent: AngleNet, sz: dict, seed: int
 # ---- one replicate ----------------------------------------------------------------------------
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: str = "full") -> xr.Dataset:
+@expects_aperture_ties
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     """Pretrain the replicate's parent, fine-tune it with every strategy, n_train and learning
     rate on the condition's shift, keep each strategy's best rate by validation loss, measure."""
-    sz = resolve_size(SIZES, size)
-    on = on_device(sz)
-    shift = str(condition["shift"])
-    pseed = stream_seed(seed, "init")  # the seed is shared by the shifts: one parent
-    torch.manual_seed(pseed)
-    parent = build_model(MODEL)
-    train(parent, [pretrain_phase(sz)], pseed, **on)
-    parent.eval()
+    sz, on = ctx.params, ctx.on_device
+    shift = str(ctx.condition["shift"])
+    # the seed is shared by the shifts (pair_axes): one parent
+    parent = pretrained_parent(ctx, sz, ctx.stream_seed("init"))
 
     is_input = shift == "input"
     sev_value = np.array(FREQUENCY_LADDER, dtype=float)
     if is_input:
-        frequency, severity_error, severity_base, reached = choose_frequency(parent, sz, seed)
+        frequency, severity_error, severity_base, reached = choose_frequency(parent, ctx)
     else:
         frequency, reached, severity_base = math.nan, math.nan, math.nan
         severity_error = np.full(len(sev_value), np.nan)
     task = shifted_task(shift, frequency if is_input else None)
-    grid = evaluation_grid(sz["n_angles"])
+    grid = ctx.angles
     angle = grid.double().numpy()
     density = task.prior.pdf(angle)
-    cka_images, _ = draw(task.prior, task.spec, sz["cka_images"],
-                         torch_generator(seed, "cka", **on), **on)
+    cka_images, _ = draw(task.prior, task.spec, sz["cka_images"], ctx.generator("cka"), **on)
     probe_images, probe_theta = draw(SOURCE.prior, SOURCE.spec, sz["probe_images"],
-                                     torch_generator(seed, "probe", **on), **on)
+                                     ctx.generator("probe"), **on)
     parent_norm = weight_distance(parent, parent)["reference_norm"].sel(layer=list(BLOCKS)).values
 
     def errors(net: AngleNet) -> tuple[np.ndarray, np.ndarray]:
         e_id = evaluate_error(net, task.spec, sz["n_angles"], sz["error_repeats"],
-                              torch_generator(seed, "eval", **on), target_offset=task.offset)
+                              ctx.generator("eval"), target_offset=task.offset)
         e_src = evaluate_error(net, SOURCE.spec, sz["n_angles"], sz["error_repeats"],
-                               torch_generator(seed, "eval_source", **on))
+                               ctx.generator("eval_source"))
         return e_id.values, e_src.values
 
     def fisher(net: AngleNet) -> np.ndarray:
@@ -314,7 +237,7 @@ def replicate(condition: dict, replicate: int, seed: int, size: str = "full") ->
     diag = {k: np.full((len(sizes), len(BLOCKS)), np.nan) for k in diag_keys}
     switch = np.full(len(sizes), np.nan)
     for j, n_train in enumerate(sizes):
-        ft_seed = stream_seed(seed, "data", j)  # the same data for every strategy and rate
+        ft_seed = ctx.stream_seed("data", j)  # the same data for every strategy and rate
         for i, name in enumerate(names):
             best: tuple[float, AngleNet, Strategy] | None = None
             for k, lr in enumerate(lrs):
@@ -421,7 +344,7 @@ def describe(sz: dict, grid: dict) -> dict:
                                  sz["n_train"][0], sz["lrs"][0], sz).to_config()
                for s in SHIFTS}
     return {"spec": SPEC.to_config(),
-            "model": MODEL.to_config(), "strategies": STRATEGIES,
+            "model": CNN.to_config(), "strategies": STRATEGIES,
             "prior_shift": PRIOR_SHIFT.to_config(), "output_offset": OUTPUT_OFFSET,
             "frequency_ladder": list(FREQUENCY_LADDER), "error_factor": ERROR_FACTOR,
             "pretrain": pretrain_phase(sz).to_config(), "finetune_example": example}

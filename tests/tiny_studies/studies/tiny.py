@@ -24,25 +24,24 @@ import xarray as xr
 from anglesim.distributions import Uniform
 from anglesim.models import reference_mlp
 from anglesim.stimuli import GratingSpec
-from anglesim.study import Study
+from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, train
 
 NAME = "tiny"
 SPEC = GratingSpec(size=8, frequency=2.0, phase=0.0, contrast=1.0, noise_std=1.0)
 
 
-def replicate(condition: dict, replicate: int, seed: int, size: dict | str = "full"
-              ) -> xr.Dataset:
+def replicate(ctx: ReplicateContext) -> xr.Dataset:
     calls = os.environ.get("TINY_CALLS")
     if calls:
-        Path(calls, f"lr={condition['lr']}-r{replicate}-{uuid.uuid4().hex}.call").touch()
+        lr = ctx.condition["lr"]
+        Path(calls, f"lr={lr}-r{ctx.replicate}-{uuid.uuid4().hex}.call").touch()
     time.sleep(float(os.environ.get("TINY_SLEEP", "0")))
-    torch.manual_seed(seed)
-    model = reference_mlp(image_size=8, hidden=(16, 8))
+    model = reference_mlp(image_size=8, hidden=(16, 8), generator=ctx.seed_generator())
     phase = Phase("train", Uniform(), SPEC, loss="vector_mse", optimizer="sgd",
-                  lr=float(condition["lr"]), epochs=2, steps_per_epoch=5, batch_size=16,
+                  lr=float(ctx.condition["lr"]), epochs=2, steps_per_epoch=5, batch_size=16,
                   eval_angles=4, eval_repeats=1)
-    history = train(model, [phase], seed)
+    history = train(model, [phase], ctx.seed)
     weights = torch.cat([p.detach().flatten() for p in model.parameters()]).double().numpy()
     return xr.Dataset({"weights": ("w", weights),
                        "train_loss": ("epoch", history["train_loss"].values.astype(np.float64)),

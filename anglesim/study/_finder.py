@@ -2,13 +2,11 @@
 
 Search order of :func:`available`: the built-in studies (:mod:`anglesim.studies`), then every
 folder named in ``$ANGLESIM_STUDIES`` (folders separated by ``os.pathsep``; each ``*.py`` file
-there not starting with ``_`` is a study; they add to the built-in list, and a user study of the
-same name as a built-in one is refused). :func:`load` also takes a path to a ``.py`` file. A
-study file is imported afresh as module ``anglesim_user_study_<stem>`` and registered with
-cloudpickle by value, so workers get its functions without importing it.
-
-:func:`code_version` is what the cache key holds of a study's code: its explicit ``version``,
-or a hash of its source files (:func:`code_files`).
+there not starting with ``_`` is a study; a user study of a built-in study's name is refused).
+:func:`load` also takes a path to a ``.py`` file, imported afresh as module
+``anglesim_user_study_<stem>`` and registered with cloudpickle by value, so that workers get
+its functions without importing it. :func:`code_version` is what the cache key holds of a
+study's code.
 """
 
 from __future__ import annotations
@@ -21,14 +19,13 @@ import os
 import sys
 import types
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the declaration imports this module; at run time Study is imported lazily
-    from .study import Study
+from ._declaration import Study
 
 __all__ = ["USER_MODULE_PREFIX", "available", "builtin_names", "code_files", "code_version",
-           "load", "load_module", "user_folders"]
+           "load", "user_folders"]
 
+_BUILTIN = "anglesim.studies"
 USER_MODULE_PREFIX = "anglesim_user_study_"
 """Module-name prefix of studies loaded from a file (``anglesim_user_study_<name>``)."""
 
@@ -40,7 +37,7 @@ def builtin_names() -> list[str]:
     """Names of the studies shipped in :mod:`anglesim.studies`."""
     import pkgutil
 
-    from . import studies
+    from .. import studies  # the finder looks the built-in studies up by name
 
     return sorted(m.name for m in pkgutil.iter_modules(studies.__path__)
                   if not m.name.startswith("_"))
@@ -80,8 +77,6 @@ def load(name_or_path: str | os.PathLike[str] | Study) -> Study:
         ValueError: an unknown name (the message lists the known ones), a path that is not a
             ``.py`` file, or a module without a ``STUDY`` declaration.
     """
-    from .study import Study
-
     if isinstance(name_or_path, Study):
         return name_or_path
     text = os.fspath(name_or_path)
@@ -98,15 +93,7 @@ def load(name_or_path: str | os.PathLike[str] | Study) -> Study:
     return _declared(_import_file(Path(known[text])), text)
 
 
-def load_module(name_or_path: str | os.PathLike[str]) -> types.ModuleType:
-    """The Python module that declares a study (for its helper functions)."""
-    study = load(name_or_path)
-    return sys.modules[study.module]
-
-
 def _declared(module: types.ModuleType, what: str) -> Study:
-    from .study import Study
-
     study = getattr(module, "STUDY", None)
     if not isinstance(study, Study):
         raise ValueError(f"study {what} declares no STUDY = anglesim.study.Study(...) "
@@ -144,20 +131,21 @@ def _import_file(path: Path) -> types.ModuleType:
 
 def code_files(study: Study) -> list[Path]:
     """The source files whose text is the study's code: its module's file(s) (every file of
-    a study package), the shared ``anglesim.studies._common``, and other study modules it
-    imports from (e.g. one study's estimator used by another)."""
+    a study package) and, for a built-in study or one using their recipes, the shared modules
+    of :mod:`anglesim.studies` (its ``_*.py`` files)."""
     module = sys.modules.get(study.module)
     if module is None or getattr(module, "__file__", None) is None:
         raise ValueError(f"the code of study {study.name} (module {study.module!r}) has no "
                          f"source file to hash; give the Study an explicit version")
     files = _module_files(module)
-    prefix = "anglesim.studies"
-    if study.module.startswith(prefix):
-        files += _module_files(importlib.import_module(f"{prefix}._common"))
-    for value in list(vars(module).values()):
-        owner = getattr(value, "__module__", None) or getattr(value, "__name__", None)
-        if isinstance(owner, str) and owner.startswith(prefix) and owner in sys.modules:
-            files += _module_files(sys.modules[owner])
+    owners = {getattr(v, "__module__", None) or getattr(v, "__name__", None)
+              for v in list(vars(module).values())}
+    if study.module.startswith(_BUILTIN) or any(
+            isinstance(o, str) and o.startswith(_BUILTIN) for o in owners):
+        from .. import studies
+
+        files += [p.resolve() for p in Path(studies.__file__).parent.glob("_*.py")
+                  if p.name != "__init__.py"]
     return sorted(set(files))
 
 

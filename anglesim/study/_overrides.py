@@ -10,7 +10,7 @@ Grammar (one override per argument)::
 Values are read as YAML-like literals: ``8`` an integer, ``5e-4`` or ``0.5`` a float,
 ``true``/``false`` booleans, ``null`` None, ``[2,8]`` a list, ``'8'`` or ``"8"`` the string
 "8", anything else a plain string. Keys address the study's declared configuration (its size
-entries and defaults, see :class:`anglesim.study.Study`): ``phases.finetune.lr=5e-4`` sets
+entries and defaults, see :class:`~anglesim.study.Study`): ``phases.finetune.lr=5e-4`` sets
 that leaf. ``grid.<axis>=[...]`` replaces the values of a grid axis; a bare grid-axis name that
 is not also a configuration key (``kappa=8``) means ``grid.kappa=[8]``; ``replicates=6`` sets
 the replicates per condition.
@@ -23,12 +23,13 @@ positive; a group (a key holding further keys) cannot be replaced whole.
 from __future__ import annotations
 
 import copy
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["apply_overrides", "parse_overrides", "parse_value"]
+from .. import validation as check
+
+__all__ = ["apply_overrides", "constraint_for", "leaf_keys", "parse_overrides", "parse_value"]
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _INT = re.compile(r"[+-]?\d+")
@@ -94,12 +95,11 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if not isinstance(item, str) or "=" not in item:
-            raise ValueError(f"override must be key=value (e.g. kappa=8), got {item!r}")
+            raise check.fail("override", "key=value (e.g. kappa=8)", item)
         key, _, raw = item.partition("=")
         key = key.strip()
         if not _KEY.fullmatch(key):
-            raise ValueError(f"override key must be dotted names (e.g. phases.finetune.lr), "
-                             f"got {key!r}")
+            raise check.fail("override key", "dotted names (e.g. phases.finetune.lr)", key)
         if not raw.strip():
             raise ValueError(f"override {key} has no value, got {item!r}")
         out[key] = parse_value(raw)
@@ -123,45 +123,38 @@ def _valid_keys(declared: Mapping, grid: Mapping) -> str:
     return ", ".join(sorted(dict.fromkeys(keys)))
 
 
-def _checked(key: str, value: Any, default: Any) -> Any:
-    """``value`` if it has the type of ``default``; a ValueError naming key and value if not."""
-    def bad(expected: str) -> ValueError:
-        return ValueError(f"override {key} must be {expected}, got {value!r}")
-
+def constraint_for(default: Any) -> check.Constraint | None:
+    """The constraint an override of ``default`` must meet: its type (an integer where an
+    integer is declared, a number where a float is, true/false, a string) and, for a positive
+    number, its sign; None where any value goes (a None default)."""
     if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
+        return check.Boolean()
     if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        if default > 0 and value <= 0:
-            raise bad("a positive integer")
-        return value
+        return check.Integer(minimum=1 if default > 0 else None)
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        value = float(value)
-        if not math.isfinite(value):
-            raise bad("a finite number")
-        if default > 0 and value <= 0:
-            raise bad("a positive number")
-        return value
+        return check.Real(minimum=0.0, min_open=True) if default > 0 else check.Real()
     if isinstance(default, str):
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
+        return check.Text(allow_empty=True)
+    return None
+
+
+def _checked(key: str, value: Any, default: Any) -> Any:
+    """``value`` if it meets :func:`constraint_for` ``default`` (a list element-wise);
+    a ValueError naming key and value if not."""
+    name = f"override {key}"
     if isinstance(default, list):
-        if not isinstance(value, list):
-            value = [value]
-        if not value:
-            raise bad("a non-empty list")
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise check.fail(name, "a non-empty list", value)
         if default:
-            return [_checked(f"{key}[{i}]", v, default[0]) for i, v in enumerate(value)]
-        return value
+            return [_checked(f"{key}[{i}]", v, default[0]) for i, v in enumerate(values)]
+        return values
     if default is None:
         return value
-    raise bad(f"a value like {default!r}")
+    constraint = constraint_for(default)
+    if constraint is None:  # pragma: no cover - a declared value of another type
+        raise check.fail(name, f"a value like {default!r}", value)
+    return constraint(name, value)
 
 
 def apply_overrides(declared: Mapping[str, Any], grid: Mapping[str, Sequence],
@@ -201,19 +194,23 @@ def apply_overrides(declared: Mapping[str, Any], grid: Mapping[str, Sequence],
 
 
 def _grid_values(key: str, value: Any, current: Sequence) -> list:
+    """New values of a grid axis: a non-empty list without repeats, of numbers where the
+    axis holds numbers (floats where it holds floats) and of strings where it holds strings."""
+    name = f"override {key}"
     values = value if isinstance(value, list) else [value]
     if not values:
-        raise ValueError(f"override {key} must be a non-empty list, got {value!r}")
+        raise check.fail(name, "a non-empty list", value)
     if len({repr(v) for v in values}) != len(values):
-        raise ValueError(f"override {key} must not repeat a value, got {value!r}")
+        raise check.fail(name, "a list without repeated values", value)
     sample = current[0] if len(current) else None
-    if isinstance(sample, (int, float)) and not isinstance(sample, bool):
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ValueError(f"override {key} must hold numbers, got {value!r}")
+    if isinstance(sample, int | float) and not isinstance(sample, bool):
+        try:
+            checked = [check.real(name, v) for v in values]
+        except ValueError:
+            raise check.fail(name, "a list of numbers", value) from None
         if isinstance(sample, float):
-            values = [float(v) for v in values]
+            values = checked
     elif isinstance(sample, str):
         if not all(isinstance(v, str) for v in values):
-            raise ValueError(f"override {key} must hold strings, got {value!r}")
+            raise check.fail(name, "a list of strings", value)
     return values
