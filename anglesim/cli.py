@@ -1,5 +1,5 @@
-"""Command line: ``anglesim quickstart | run STUDY [key=value …] | status STUDY | figures | list
-| bench``; argument parsing and dispatch only (the work is in :mod:`anglesim.study`).
+"""Command line: ``anglesim quickstart | run STUDY [key=value …] | status STUDY | figures |
+claims | list | bench``; argument parsing and dispatch only (the work is in :mod:`anglesim.study`).
 
 STUDY is a built-in study's name (``anglesim list``), the name of a study in a folder listed in
 ``$ANGLESIM_STUDIES`` (folders separated by ``os.pathsep``; they add to the built-in studies),
@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder holding the saved Datasets (default results/)")
     f.add_argument("--out", type=Path, default=DEFAULT_FIGURES,
                    help="folder to write the figures to (default figures/)")
+    c = sub.add_parser("claims", help="the declared claims stored with saved Datasets, as text "
+                                      "or as the results page's RST tables")
+    c.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
+                   help="folder holding the saved Datasets (default results/)")
+    c.add_argument("--rst", type=Path, default=None, metavar="FOLDER",
+                   help="also write each Dataset's table as FOLDER/<name>.rst")
     sub.add_parser("list", help="list the available studies (built-in and $ANGLESIM_STUDIES)")
     # `anglesim bench …` is handed to anglesim.bench's main by main() before parsing, and the
     # benchmark imported only then; listed here for --help.
@@ -275,7 +281,17 @@ def _run(name: str, args: argparse.Namespace) -> int:
 def _status(name: str, args: argparse.Namespace) -> int:
     from . import study
 
-    print(study.status(name, **_study_args(args)).summary())
+    given = _study_args(args)
+    print(study.status(name, **given).summary())
+    saved = study.plan(name, given["quick"], given["overrides"], given["seed"],
+                       given["replicates"], given["device"]).results_file(given["results"])
+    if saved.is_file():
+        from .claims import claims_from_dataset, claims_table
+        from .io import load_dataset
+
+        records = claims_from_dataset(load_dataset(saved))
+        if records:
+            print(f"declared claims in {saved}:\n{claims_table(records, 'text')}")
     return 0
 
 
@@ -323,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
             return _status(args.study, args)
         if args.command == "figures":
             return _figures(args.results, args.out)
+        if args.command == "claims":
+            from .study import claims_tables
+
+            claims_tables(args.results, args.rst)
+            return 0
         if args.command == "list":
             return _list()
     except (ValueError, OSError) as err:  # FileNotFoundError, PermissionError, ...

@@ -6,7 +6,8 @@ named seed streams, resolved configuration, device, angle grid). :func:`run` pla
 the replicates, saves the Dataset and draws its figure (a :class:`RunResult`); :func:`plan`,
 :func:`status` and :func:`dry_run` run nothing; :func:`available` and :func:`load` find
 studies (built-in, ``$ANGLESIM_STUDIES`` folders, a file by path); :func:`parse_overrides`
-reads ``key=value`` overrides; :func:`redraw` redraws saved Datasets' figures.
+reads ``key=value`` overrides; :func:`redraw` redraws saved Datasets' figures and
+:func:`claims_tables` prints (or writes as RST) the claims stored with them.
 :data:`PLAN_PARAMETERS` and :data:`RUN_PARAMETERS` declare what :func:`plan` and :func:`run`
 accept (the command line checks its options with them).
 """
@@ -16,8 +17,17 @@ from ._declaration import Study
 from ._finder import available, code_version, load
 from ._overrides import parse_overrides, parse_value
 from ._plan import PLAN_PARAMETERS, Plan, plan
-from ._runner import RUN_PARAMETERS, RunResult, draw_figure, dry_run, redraw, run, status
+from ._runner import (
+    RUN_PARAMETERS,
+    RunResult,
+    claims_tables,
+    draw_figure,
+    dry_run,
+    redraw,
+    run,
+    status,
+)
 
 __all__ = ["PLAN_PARAMETERS", "RUN_PARAMETERS", "Plan", "ReplicateContext", "RunResult",
-           "Study", "available", "code_version", "draw_figure", "dry_run", "load",
+           "Study", "available", "claims_tables", "code_version", "draw_figure", "dry_run", "load",
            "parse_overrides", "parse_value", "plan", "redraw", "run", "status"]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import validation as check
+from ..claims import Contrast
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -58,6 +59,18 @@ def _angles(name: str, value: Any) -> int | tuple[float, ...]:
     return tuple(float(a) for a in check.finite_array(name, value, ndim=1))
 
 
+def _contrasts(name: str, value: Any) -> tuple[Contrast, ...]:
+    if isinstance(value, Contrast) or not isinstance(value, Sequence) or isinstance(value, str):
+        raise check.fail(name, "a list of anglesim.claims.Contrast", value)
+    for i, item in enumerate(value):
+        check.instance(f"{name}[{i}]", item, Contrast, "an anglesim.claims.Contrast")
+    names = [c.name for c in value]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise check.fail(name, "contrasts with distinct names", f"{repeated} repeated")
+    return tuple(value)
+
+
 FIELDS: dict[str, check.Constraint] = {
     "name": check.Check(_study_name, "letters, digits and '_' starting with a letter"),
     "question": check.Text(),
@@ -75,6 +88,7 @@ FIELDS: dict[str, check.Constraint] = {
     "version": check.Optional(check.Text()),
     "devices": check.Names(allow_empty=False),
     "module": check.Optional(check.Text()),
+    "claims": check.Check(_contrasts, "a list of Contrasts"),
 }
 """The constraints on a :class:`Study`'s fields."""
 
@@ -112,6 +126,10 @@ class Study:
             (``--device``); another device is refused before anything runs.
         module: the Python module that declared it (set by :func:`~anglesim.study.load`; for
             a study made elsewhere, the replicate function's module).
+        claims: the study's planned contrasts (:class:`anglesim.claims.Contrast`), declared
+            before its data are seen: :func:`~anglesim.study.run` evaluates them on the
+            Dataset (estimate, 95% interval, p, Holm-adjusted p over the family, minimum
+            detectable effect, verdict) and stores the records with it (attribute ``claims``).
 
     Raises:
         ValueError: a field that breaks its constraint (:data:`FIELDS`), naming it.
@@ -133,6 +151,7 @@ class Study:
     version: str | None = None
     devices: tuple[str, ...] = ("cpu",)
     module: str | None = None
+    claims: Sequence[Contrast] = ()
 
     def __post_init__(self) -> None:
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -140,6 +159,11 @@ class Study:
         for key in ("pair_axes", "allow_nan", "devices"):
             object.__setattr__(self, key, tuple(checked[key]))
         object.__setattr__(self, "angles", checked["angles"])
+        object.__setattr__(self, "claims", checked["claims"])
+        if self.claims:  # a claim naming a cell the full grid lacks fails here, not after a run
+            grid = self.grid_for(self.configuration("full"))
+            for contrast in self.claims:
+                contrast.check_grid(grid)
         if self.module is None:  # declared outside a study file: the replicate's module
             object.__setattr__(self, "module", getattr(self.replicate, "__module__", None)
                                or "__main__")

@@ -69,6 +69,14 @@ class RunResult:
     figures: tuple[Path, ...]
 
     @property
+    def claims(self) -> list:
+        """The evaluated claims (:class:`anglesim.claims.ClaimRecord`), stored with the
+        Dataset; empty when the study declares none."""
+        from ..claims import claims_from_dataset
+
+        return claims_from_dataset(self.dataset)
+
+    @property
     def n_failed(self) -> int:
         """Replicates that failed (their tracebacks are in the Dataset's ``failures``)."""
         return int(self.dataset.attrs.get("n_failed", 0))
@@ -79,11 +87,18 @@ class RunResult:
         return self.n_failed < int(self.dataset["failed"].size)
 
     def summary(self) -> str | None:
-        """The study's summary of the Dataset (None without one, or if every replicate
-        failed)."""
-        if self.plan.study.summary is None or not self.any_succeeded:
+        """The study's summary of the Dataset, then its claims table (None without either,
+        or if every replicate failed)."""
+        if not self.any_succeeded:
             return None
-        return self.plan.study.summary(self.dataset)
+        parts = []
+        if self.plan.study.summary is not None:
+            parts.append(self.plan.study.summary(self.dataset))
+        if self.plan.study.claims:
+            from ..claims import claims_table
+
+            parts.append("declared claims:\n" + claims_table(self.claims, "text"))
+        return "\n".join(parts) if parts else None
 
 
 # ---- the replicate task -----------------------------------------------------------------------
@@ -189,7 +204,7 @@ def run(study: Study | str, quick: bool = False, overrides: Sequence[str] | Mapp
         ValueError: bad input (an unknown study or key, a bad value, a results file in the way
             that is not an anglesim Dataset), before anything runs.
     """
-    from ..io import save_dataset
+    from ..io import save_dataset, write_text_atomic
     from ..replicates import run_study
 
     options = check.validate({"n_jobs": n_jobs, "cache": cache, "retry_failed": retry_failed,
@@ -218,17 +233,42 @@ def run(study: Study | str, quick: bool = False, overrides: Sequence[str] | Mapp
                    code_origin=p.config["code"]["origin"], pair_axes=p.study.pair_axes,
                    allow_nan=p.study.allow_nan, **manager)
     if cache_dir is not None:  # the code version the cache now holds, for the next run
-        _code_record(p, cache_dir).write_text(json.dumps(p.config["code"]))
+        write_text_atomic(_code_record(p, cache_dir), json.dumps(p.config["code"]))
     if p.study.postprocess is not None and not bool(ds["failed"].all()):
         ds = p.study.postprocess(ds)  # when every replicate failed there is nothing to derive
     ds.attrs["study"] = p.study.name
+    ds, claims_error = with_claims(p.study, ds)
     path = save_dataset(ds, target, config=p.config, seed=p.seed)
+    if claims_error is not None:  # the replicates are saved; the declaration needs mending
+        raise RuntimeError(f"study {p.study.name}: its declared claims could not be "
+                           f"evaluated ({claims_error}); the Dataset is saved without them at "
+                           f"{path}") from claims_error
     figures: tuple[Path, ...] = ()
     if draw and p.study.figure is not None and not bool(ds["failed"].all()):
         from ..plotting import save_figure
 
         figures = tuple(save_figure(p.study.figure(ds), path.with_suffix("")))
     return RunResult(p, ds, path, figures)
+
+
+def with_claims(study: Study, ds: xr.Dataset) -> tuple[xr.Dataset, Exception | None]:
+    """``ds`` with the study's declared claims evaluated and stored (attribute ``claims``),
+    and the error if they could not be (then ``ds`` unchanged).
+
+    A cell a claim names that the run lacks (a quick size, a grid override) gives an
+    unresolved record saying so; a failed evaluation does not lose the run's Dataset.
+    """
+    if not study.claims or bool(ds["failed"].all()):
+        return ds, None
+    from ..claims import claims_to_attrs, evaluate_claims
+
+    try:
+        records = evaluate_claims(ds, study.claims, missing="unresolved")
+    except Exception as exc:  # noqa: BLE001 - reported after the Dataset is saved
+        return ds, exc
+    ds = ds.copy()
+    ds.attrs.update(claims_to_attrs(records))
+    return ds, None
 
 
 def status(study: Study | str, quick: bool = False, overrides: Sequence[str] | Mapping = (),
@@ -320,4 +360,33 @@ def redraw(results: str | os.PathLike, out: str | os.PathLike,
         for fp in save_figure(draw_figure(ds), Path(out) / path.stem):
             echo(f"figure: {fp}")
             written.append(fp)
+    return written
+
+
+def claims_tables(results: str | os.PathLike, rst: str | os.PathLike | None = None,
+                  echo: Callable[[str], None] = print) -> list[Path]:
+    """The claims stored with every saved Dataset ``results/*.nc``: printed as text, and with
+    ``rst`` written as ``rst/<file stem>.rst`` (the results page includes them); no
+    evaluation, only what each file holds. Returns the RST files written.
+    """
+    from ..claims import claims_from_dataset, claims_table
+    from ..io import load_dataset
+
+    paths = sorted(Path(results).glob("*.nc"))
+    if not paths:
+        raise FileNotFoundError(f"no saved Datasets (*.nc) in {results}; run a study first")
+    written: list[Path] = []
+    for path in paths:
+        records = claims_from_dataset(load_dataset(path))
+        if not records:
+            echo(f"{path}: no declared claims")
+            continue
+        echo(f"{path}:\n{claims_table(records, 'text')}")
+        if rst is not None:
+            out = Path(rst) / f"{path.stem}.rst"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            from ..io import write_text_atomic
+
+            write_text_atomic(out, claims_table(records, "rst") + "\n")
+            written.append(out)
     return written
