@@ -65,25 +65,54 @@ def circular_variance(theta: ArrayLike, axis: int = -1) -> ArrayLike:
     return -np.log(np.maximum(r, 1e-12)) / 2
 
 
-BOUNDARY_TOL = 1e-9
-"""Angles within this many radians of a region's boundary count as on it (inside), so that
-whether "beyond 45°" includes a grid angle at exactly 45° is decided by the rule, not by the
-rounding of π/4."""
+def angle_resolution(values: ArrayLike) -> float:
+    """The rounding unit (in radians) of the precision ``values`` were computed in.
+
+    float32 angles are rounded to ~1.2e-7 of their size; float64 ones to ~2.2e-16. A float64
+    array whose every value is a float32 number (a float32 grid converted with ``.double()``)
+    carries float32's rounding, so it counts as float32: the precision an angle was *computed*
+    in, not the one it is stored in, decides how close to a boundary it can be trusted.
+    """
+    arr = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(
+        values)
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    eps = float(np.finfo(arr.dtype).eps)
+    if arr.dtype.itemsize > 4 and arr.size and np.array_equal(
+            arr.astype(np.float32).astype(arr.dtype), arr, equal_nan=True):
+        eps = float(np.finfo(np.float32).eps)
+    return eps * PERIOD
+
+
+def boundary_tolerance(theta: ArrayLike, centre: ArrayLike) -> float:
+    """How far (radians) an angle may sit from a region's boundary and still count as on it.
+
+    Four rounding units (:func:`angle_resolution`) of the coarser of ``theta`` and ``centre``:
+    a distance |θ − c| is formed from two rounded values and one subtraction, each off by at most
+    half a unit, so an angle meant to lie exactly on the boundary (a grid angle at 22.5° or 45°
+    from the centre) is within the tolerance whatever the precision, while distinct grid angles
+    (at least ~1e-4 rad apart on any grid anglesim makes) never are.
+    """
+    return 4.0 * max(angle_resolution(theta), angle_resolution(centre))
 
 
 def near_far(theta: ArrayLike, centre: float, near: float = math.pi / 8,
              far: float = math.pi / 4) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks of ``theta``: within ``near`` of ``centre``, and ``far`` or more from it.
 
-    One boundary rule for every analysis: distance |θ − centre| (wrapped at π) ``<= near`` is
-    near and ``>= far`` is far, both up to :data:`BOUNDARY_TOL`. The defaults (22.5° and 45°)
-    are the quickstart's "near the fine-tuning prior's peak" and "far from it".
+    One boundary rule for every analysis: distance |θ − centre| (wrapped at π, computed in
+    float64) ``<= near`` is near and ``>= far`` is far, both up to
+    :func:`boundary_tolerance`, so an angle exactly on a boundary is inside the region whether
+    the grid and the centre are float32 or float64. The defaults (22.5° and 45°) are the
+    quickstart's "near the fine-tuning prior's peak" and "far from it".
     """
     if not 0 <= near <= far <= math.pi / 2:
         raise ValueError(f"near and far must satisfy 0 <= near <= far <= pi/2, got "
                          f"near={near!r}, far={far!r}")
-    dist = np.abs(difference(np.asarray(theta, dtype=np.float64), float(centre)))
-    return dist <= near + BOUNDARY_TOL, dist >= far - BOUNDARY_TOL
+    tol = boundary_tolerance(theta, centre)
+    values = theta.detach().cpu().numpy() if isinstance(theta, torch.Tensor) else theta
+    dist = np.abs(difference(np.asarray(values, dtype=np.float64), float(centre)))
+    return dist <= near + tol, dist >= far - tol
 
 
 def near_far_masks(density, near: float = math.pi / 8, far: float = math.pi / 4):

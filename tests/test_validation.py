@@ -5,8 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from anglesim import seeding
+from anglesim import angles, seeding
 from anglesim import validation as check
 from anglesim.angles import near_far
 
@@ -94,6 +96,65 @@ def test_near_far_one_boundary_rule():
     assert far[np.isclose(dist, 45)].all()  # exactly 45° away counts as beyond 45°
     with pytest.raises(ValueError, match="near and far"):
         near_far(theta, 0.0, near=1.0, far=0.5)
+
+
+def _grid(n: int, dtype: str) -> np.ndarray:
+    """θ_k = kπ/n computed the way anglesim's grids are: in torch, in the given precision."""
+    return (torch.arange(n, dtype=getattr(torch, dtype)) * (math.pi / n)).numpy()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("stored", ["as computed", "converted to float64"])
+@pytest.mark.parametrize("centre_as", ["grid value", "float64 multiple of pi"])
+@given(n=st.sampled_from([8, 16, 24, 40, 48, 72, 96, 128, 360]), k=st.integers(0, 10_000))
+@settings(max_examples=40, deadline=None)
+def test_near_far_decides_boundaries_at_any_precision(dtype, stored, centre_as, n, k):
+    """Grid angles exactly 22.5° (n/8 steps) or 45° (n/4 steps) from a centre on the grid are
+    inside the region, whether the grid and the centre are float32 or float64: the count is the
+    one exact arithmetic gives."""
+    grid = _grid(n, dtype)
+    if stored == "converted to float64":
+        grid = grid.astype(np.float64)
+    k %= n
+    centre = grid[k] if centre_as == "grid value" else k * math.pi / n
+    near, far = near_far(grid, centre)
+    steps = np.abs(np.arange(n) - k)
+    steps = np.minimum(steps, n - steps)  # grid steps between each angle and the centre
+    np.testing.assert_array_equal(near, 8 * steps <= n)
+    np.testing.assert_array_equal(far, 4 * steps >= n)
+
+
+@given(theta=st.lists(st.floats(0, math.pi, exclude_max=True), min_size=1, max_size=50),
+       centre=st.floats(0, math.pi, exclude_max=True))
+@settings(max_examples=200, deadline=None)
+def test_near_far_away_from_boundaries_is_the_plain_comparison(theta, centre):
+    theta = np.asarray(theta)
+    near, far = near_far(theta, centre)
+    dist = np.abs(angles.difference(theta, centre))
+    clear = (np.abs(dist - math.pi / 8) > 1e-5) & (np.abs(dist - math.pi / 4) > 1e-5)
+    np.testing.assert_array_equal(near[clear], (dist <= math.pi / 8)[clear])
+    np.testing.assert_array_equal(far[clear], (dist >= math.pi / 4)[clear])
+
+
+def test_quickstart_windows_hold_every_intended_angle():
+    """The quickstart's 48-angle float32 grid about 90°: 13 angles within ±22.5° (the old
+    1e-9 rad tolerance kept 11) and 25 at 45° or more (it kept 24)."""
+    grid = _grid(48, "float32").astype(np.float64)  # as stored in the Dataset
+    near, far = near_far(grid, grid[24])
+    assert (int(near.sum()), int(far.sum())) == (13, 25)
+    near, far = near_far(torch.from_numpy(_grid(48, "float32")), np.float32(math.pi / 2))
+    assert (int(near.sum()), int(far.sum())) == (13, 25)
+
+
+def test_boundary_tolerance_follows_the_coarser_precision():
+    f32 = angles.angle_resolution(np.float32(1.0))
+    f64 = angles.angle_resolution(np.array([math.pi / 3]))
+    assert f32 == pytest.approx(np.finfo(np.float32).eps * math.pi)
+    assert f64 == pytest.approx(np.finfo(np.float64).eps * math.pi)
+    assert angles.angle_resolution(np.array([0.5, 0.25])) == f32  # float32 numbers in float64
+    assert angles.boundary_tolerance(np.array([math.pi / 3]), math.pi / 3) == 4 * f64
+    assert angles.boundary_tolerance(np.array([math.pi / 3]), np.float32(1.0)) == 4 * f32
+    assert 4 * f32 < 1e-5  # far below any grid spacing anglesim uses
 
 
 # ---- parameters declared as data ------------------------------------------------------------
