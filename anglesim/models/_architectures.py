@@ -1,5 +1,5 @@
 """The field's architectures by name: :class:`ArchitectureConfig`, the shared base
-:class:`Architecture` and :func:`build_architecture`.
+:class:`Architecture` (built by kind in :mod:`._build`).
 
 Each architecture (:mod:`._resnet`, :mod:`._vgg`) has torchvision's module names, so at 3 input
 channels, width 1 and 1000 classes its ``state_dict`` keys and shapes are torchvision's and a
@@ -24,11 +24,10 @@ from torch import nn
 from .. import validation as check
 from ..readouts import ANGLE_READOUTS, decode, readout_size
 
-__all__ = ["ARCHITECTURES", "Architecture", "ArchitectureConfig", "build_architecture",
-           "scaled"]
+__all__ = ["ARCHITECTURES", "Architecture", "ArchitectureConfig", "family", "scaled"]
 
 ARCHITECTURES = ("resnet18", "resnet34", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "alexnet")
-"""The architectures :func:`build_architecture` (and ``build_model``) build by ``kind``."""
+"""The architectures ``build_model`` builds by ``kind``."""
 
 MIN_IMAGE_SIZE = {"resnet": 16, "vgg": 32, "alexnet": 16}
 """Smallest image side each family runs at (VGG: five 2 × 2 max-pools)."""
@@ -191,18 +190,3 @@ def reset_batch_norm(module: nn.BatchNorm2d) -> None:
     """γ = 1, β = 0, running mean 0, running variance 1, no batches tracked."""
     module.reset_parameters()
 
-
-def build_architecture(config: ArchitectureConfig | Mapping[str, Any],
-                       generator: torch.Generator | None = None,
-                       device: Any = None) -> Architecture:
-    """The architecture of ``config`` (an :class:`ArchitectureConfig` or a dict of its fields,
-    e.g. ``{"kind": "resnet18", "image_size": 64, "in_channels": 1, "width": 0.25,
-    "num_classes": 2}``), initialised from ``generator`` (torch's global one when None), on
-    ``device`` (CPU by default; ``"meta"`` builds the shapes only)."""
-    from ._resnet import ResNet
-    from ._vgg import VGG, AlexNet
-
-    if not isinstance(config, ArchitectureConfig):
-        config = ArchitectureConfig.from_config(config)
-    cls = {"resnet": ResNet, "vgg": VGG, "alexnet": AlexNet}[family(config.kind)]
-    return cls(config, generator=generator, device=device)

@@ -12,8 +12,10 @@ from torch import nn
 from .. import seeding
 from .. import validation as check
 from ._anglenet import KINDS, AngleNet, CNNConfig, build_cnn
-from ._architectures import ARCHITECTURES, Architecture, ArchitectureConfig, build_architecture
+from ._architectures import ARCHITECTURES, Architecture, ArchitectureConfig, family
 from ._mlp import reference_mlp
+from ._resnet import ResNet
+from ._vgg import VGG, AlexNet
 
 __all__ = ["build_model", "count_parameters", "model_from_config"]
 
@@ -100,3 +102,16 @@ def count_parameters(model: nn.Module) -> int:
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return sum(p.numel() for p in model.parameters())
+
+
+def build_architecture(config: ArchitectureConfig | Mapping[str, Any],
+                       generator: torch.Generator | None = None,
+                       device: Any = None) -> Architecture:
+    """The architecture of ``config`` (an :class:`ArchitectureConfig` or a dict of its fields,
+    e.g. ``{"kind": "resnet18", "image_size": 64, "in_channels": 1, "width": 0.25,
+    "num_classes": 2}``), initialised from ``generator`` (torch's global one when None), on
+    ``device`` (CPU by default; ``"meta"`` builds the shapes only)."""
+    if not isinstance(config, ArchitectureConfig):
+        config = ArchitectureConfig.from_config(config)
+    cls = {"resnet": ResNet, "vgg": VGG, "alexnet": AlexNet}[family(config.kind)]
+    return cls(config, generator=generator, device=device)

@@ -18,8 +18,8 @@ from joblib.externals import loky
 from ._grid import Task
 from ._log import StudyLog
 from ._outcome import Failure, Outcome
-from ._settings import DEFAULT_THREADS, THREAD_ENV, RunSettings
-from ._slurm import slurm_client
+from ._settings import DEFAULT_THREADS, RunSettings
+from ._slurm import THREAD_ENV, slurm_client
 from ._worker import TaskSettings, init_worker, run_task
 
 IDLE_WORKER_SECONDS = 300

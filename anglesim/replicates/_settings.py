@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import validation as check
-
-if TYPE_CHECKING:
-    from ._slurm import SlurmConfig
+from ._slurm import SlurmConfig
 
 BACKENDS = ("loky", "dask", "slurm")
 """Backends run_study accepts for n_jobs != 1. All run tasks in separate processes, which the
 per-task torch settings (thread count, global seed) need; "dask" uses the scheduler given as
 ``scheduler``, else the current dask.distributed Client, else a LocalCluster; "slurm" starts
 dask workers in Slurm jobs as its ``cluster`` (a :class:`SlurmConfig`) says."""
-
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-"""Environment variables set to the task's thread count in worker processes."""
 
 DEFAULT_THREADS = 1
 """torch threads per task unless ``threads_per_worker`` says otherwise. Fixed (not derived from
@@ -62,8 +56,6 @@ class RunSettings:
             raise check.fail("scheduler", f"a dask scheduler address used with "
                              f"backend='dask' (backend is {backend!r})", scheduler)
         if backend == "slurm":
-            from ._slurm import SlurmConfig
-
             cluster = SlurmConfig.of(cluster)
             if isinstance(threads_per_worker, int):
                 cluster.workers_per_job(threads_per_worker)  # no more threads than cores

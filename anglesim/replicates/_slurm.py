@@ -16,7 +16,11 @@ from typing import Any
 
 from .. import validation as check
 from ._log import StudyLog
-from ._settings import THREAD_ENV
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+"""Environment variables set to the task's thread count in worker processes (loky's workers and
+Slurm jobs alike)."""
 
 LOST_JOB_SECONDS = 5
 """A worker gone this long counts as a lost job, which the adaptive minimum replaces (dask's
