@@ -243,43 +243,26 @@ def test_design_page_names_every_module_of_the_package():
     assert named == present, (sorted(present - named), sorted(named - present))
 
 
-def test_readme_layout_lists_every_module_and_imports_flow_down_it():
-    """The README's layout block places every module of ``anglesim`` on a line, and no module
-    imports from a line below its own (the study finder, which looks studies up by name,
-    excepted): the one-way flow the README claims, checked on the source."""
-    import ast
+def test_readme_layout_lists_every_module_and_is_the_import_contract():
+    """The README's layout block places every module of ``anglesim`` on a line, and the
+    import-linter contract CI runs (``pyproject.toml``) is that block transcribed, bottom line
+    last: what the README claims about the flow of imports is what CI checks."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     text = README.read_text(encoding="utf-8")
     block = text[text.index("## Layout"):].split("```text\n", 1)[1].split("```", 1)[0]
-    level = {}
-    for i, line in enumerate(block.splitlines()[1:]):
-        for name in re.findall(r"\b([a-z_]+)(?:\.py|/)(?=\s)", line):
-            level[name] = i
+    lines = [set(re.findall(r"\b([a-z_]+)(?:\.py|/)(?=\s)", line))
+             for line in block.splitlines()[1:]]
+    lines = [line for line in lines if line]
     package = ROOT / "anglesim"
     present = {p.stem if p.suffix == ".py" else p.name for p in package.iterdir()
                if (p.suffix == ".py" or (p / "__init__.py").is_file())
                and not p.name.startswith("_")}
-    assert set(level) == present, (sorted(present - set(level)), sorted(set(level) - present))
+    placed = set().union(*lines)
+    assert placed == present, (sorted(present - placed), sorted(placed - present))
 
-    against = set()
-    for path in package.rglob("*.py"):
-        parts = path.relative_to(package).parts
-        owner = parts[0].removesuffix(".py")
-        if owner not in level:
-            continue  # __init__.py, __main__.py of the package itself
-        depth = len(parts) - 1  # how deep the file lies below anglesim/
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            targets = []
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                if node.module.startswith("anglesim."):
-                    targets = [node.module.split(".")[1]]
-            elif isinstance(node, ast.ImportFrom) and node.level == depth + 1:
-                targets = ([node.module.split(".")[0]] if node.module
-                           else [alias.name for alias in node.names])
-            elif isinstance(node, ast.Import):
-                targets = [a.name.split(".")[1] for a in node.names
-                           if a.name.startswith("anglesim.")]
-            for target in targets:
-                if target in level and level[target] > level[owner]:
-                    against.add((owner, target))
-    assert against == {("study", "studies")}, sorted(against)
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (contract,) = config["tool"]["importlinter"]["contracts"]
+    assert contract["type"] == "layers" and contract["containers"] == ["anglesim"]
+    layers = [set(re.split(r"\s*[:|]\s*", layer.strip())) for layer in contract["layers"]]
+    assert layers == lines[::-1]

@@ -30,6 +30,12 @@ USER_MODULE_PREFIX = "anglesim_user_study_"
 """Module-name prefix of studies loaded from a file (``anglesim_user_study_<name>``)."""
 
 
+BUILTIN_FOLDER = Path(__file__).resolve().parents[1] / "studies"
+"""Where the built-in studies live. The finder looks them up by name (``importlib`` at call
+time), never importing :mod:`anglesim.studies` itself, so the study package stays below the
+studies that import it."""
+
+
 # ---- finding studies --------------------------------------------------------------------------
 
 
@@ -37,9 +43,7 @@ def builtin_names() -> list[str]:
     """Names of the studies shipped in :mod:`anglesim.studies`."""
     import pkgutil
 
-    from .. import studies  # the finder looks the built-in studies up by name
-
-    return sorted(m.name for m in pkgutil.iter_modules(studies.__path__)
+    return sorted(m.name for m in pkgutil.iter_modules([str(BUILTIN_FOLDER)])
                   if not m.name.startswith("_"))
 
 
@@ -142,10 +146,7 @@ def code_files(study: Study) -> list[Path]:
               for v in list(vars(module).values())}
     if study.module.startswith(_BUILTIN) or any(
             isinstance(o, str) and o.startswith(_BUILTIN) for o in owners):
-        from .. import studies
-
-        files += [p.resolve() for p in Path(studies.__file__).parent.glob("_*.py")
-                  if p.name != "__init__.py"]
+        files += [p.resolve() for p in BUILTIN_FOLDER.glob("_*.py") if p.name != "__init__.py"]
     return sorted(set(files))
 
 
