@@ -31,15 +31,7 @@ RENDER_ARG = {"contrast": "contrasts", "frequency": "frequencies"}
 def resolve_device(device: Any, name: str = "device") -> torch.device:
     """``device`` (a ``torch.device`` or a string such as ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
     ``"mps"``) as a ``torch.device`` this machine has; ValueError naming ``name`` otherwise."""
-    if isinstance(device, torch.device):
-        dev = device
-    elif isinstance(device, str):
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, ValueError):
-            raise check.fail(name, "a device such as 'cpu', 'cuda' or 'cuda:0'", device) from None
-    else:
-        raise check.fail(name, "a torch.device or a string such as 'cpu' or 'cuda'", device)
+    dev = check.device(name, device, allow_none=False)
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0 or (dev.index is not None and dev.index >= count):
@@ -55,11 +47,9 @@ def resolve_device(device: Any, name: str = "device") -> torch.device:
 
 def check_generator(generator: Any, name: str = "generator") -> torch.Generator | None:
     """``generator`` if it is None or a ``torch.Generator``; ValueError otherwise (a seed is
-    not a generator: make one with :func:`anglesim.seeding.torch_generator`)."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise check.fail(name, "None or a torch.Generator (seeding.torch_generator(seed, name))",
-                         generator)
-    return generator
+    not a generator: make one with :func:`anglesim.seeding.torch_generator`).
+    :func:`anglesim.validation.generator` under the name the training loop imports."""
+    return check.generator(name, generator, kind="torch")
 
 
 def evaluation_grid(n_angles: int, device: torch.device | str | None = None) -> torch.Tensor:

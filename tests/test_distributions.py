@@ -287,11 +287,11 @@ def _ks_against_von_mises(x: np.ndarray, kappa: float) -> float:
 
 @pytest.mark.parametrize("kappa", [3e4, 1e5, 4e5, 1e9])
 def test_von_mises_sampling_is_correct_on_both_sides_of_the_normal_switch(kappa):
-    from anglesim.distributions import VON_MISES_NORMAL_KAPPA, _von_mises_full_circle
+    from anglesim.distributions._von_mises import VON_MISES_NORMAL_KAPPA, von_mises_full_circle
 
     assert VON_MISES_NORMAL_KAPPA == 1e5  # the documented switch-over sits between the cases
     n = 100_000
-    x = _von_mises_full_circle(n, kappa, torch.Generator().manual_seed(7)).numpy()
+    x = von_mises_full_circle(n, kappa, torch.Generator().manual_seed(7)).numpy()
     assert np.all(np.abs(x) <= math.pi)
     # KS distance against the exact CDF: critical value at p = 0.001 is 1.95 / √n
     assert _ks_against_von_mises(x, kappa) < 1.95 / math.sqrt(n)

@@ -248,7 +248,7 @@ def test_cost_guard_is_not_fooled_by_a_loaded_machine(monkeypatch):
     (the quickstart's FI once was, as "1.1 h", while three other jobs shared two cores)."""
     import importlib
 
-    propagated = importlib.import_module("anglesim.fisher.propagated")
+    propagated = importlib.import_module("anglesim.fisher._propagated")
     clock = {"t": 0.0}
 
     def descheduled() -> float:  # every reading 100 s after the last: a process left waiting

@@ -9,8 +9,9 @@ import torch
 from pool_tie_nets import spec, toy
 from torch import nn
 
-import anglesim.fisher.propagated as propagated_module
-from anglesim.fisher import as_stimulus, measure_fisher, propagated_fisher, ties
+import anglesim.fisher._propagated as propagated_module
+import anglesim.fisher._ties as ties
+from anglesim.fisher import as_stimulus, measure_fisher, propagated_fisher
 from anglesim.pool_ties import PoolTieWarning, count_pool_ties
 from anglesim.stimuli import render_clean
 
@@ -21,9 +22,9 @@ ANGLES = [0.3, 1.1, 1.9, 2.7]
 @pytest.fixture(autouse=True)
 def _fresh_warning_state():
     """The tie warning is said once per process; each test starts as a fresh process would."""
-    ties._WARNED.clear()
+    ties.WARNED.clear()
     yield
-    ties._WARNED.clear()
+    ties.WARNED.clear()
 
 def quiet(fn):
     """fn() with PoolTieWarning raised as an error (so a test sees any that fires)."""

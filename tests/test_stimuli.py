@@ -10,6 +10,7 @@ import torch
 from torch.func import jvp, vmap
 
 from anglesim.stimuli import GratingSpec, render, render_clean
+from anglesim.stimuli._grating import pixel_grid
 
 SMALL = GratingSpec(size=16, frequency=3.0, aperture=0.9, aperture_edge=0.2)
 
@@ -47,7 +48,7 @@ def test_theta_and_theta_plus_pi_render_identically_for_every_phase():
             torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
     # with a nonzero phase the naive formula would differ at θ + π: the test above has teeth
     spec = SMALL.replace(phase=0.5, aperture=None)
-    xx, yy = spec.coordinates(dtype=torch.float64)
+    xx, yy = pixel_grid(spec.size, spec.extent, "cpu", torch.float64)
     t = 0.9 + math.pi
     naive = torch.cos(spec.wavenumber * (yy * math.cos(t) + xx * math.sin(t)) + 0.5)
     ours = render_clean(torch.tensor([t], dtype=torch.float64), spec)[0, 0]
@@ -153,7 +154,7 @@ def test_aperture_order_and_variance_map_with_mask_after_noise():
 
 def test_hard_aperture_keeps_pixels_strictly_inside_radius():
     spec = GratingSpec(size=20, aperture=0.5, aperture_edge=0.0, extent=2.0)
-    xx, yy = spec.coordinates(dtype=torch.float64)
+    xx, yy = pixel_grid(spec.size, spec.extent, "cpu", torch.float64)
     expected = (xx**2 + yy**2 < 1.0).float()
     torch.testing.assert_close(spec.aperture_mask(), expected)
 

@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from anglesim.distributions import VonMises
-from anglesim.fisher import noncentral_f_scale
+from anglesim.fisher._intervals import noncentral_f_scale
 from anglesim.stats import interval
 from anglesim.theory import (
     fit_exponent,

@@ -38,7 +38,7 @@ nothing.
 """
 
 
-from .grating import GratingSpec
-from .rendering import render, render_clean
+from ._grating import GratingSpec
+from ._rendering import render, render_clean
 
 __all__ = ["GratingSpec", "render", "render_clean"]

@@ -11,7 +11,7 @@ import torch
 
 from .. import angles as ang
 from .. import validation as check
-from .grating import GratingSpec, _grid, _mask
+from ._grating import GratingSpec, aperture_weights, pixel_grid
 
 
 def _as_angles(angles: Any, dtype: torch.dtype | None) -> torch.Tensor:
@@ -142,16 +142,15 @@ def render(
             (data drawn for training or sampled estimators). Refused for angles that require
             grad; do not use it inside torch.func transforms.
     """
-    if not isinstance(spec, GratingSpec):
-        raise ValueError(f"spec must be a GratingSpec, got {spec!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise check.fail("generator", "None or a torch.Generator", generator)
+    check.instance("spec", spec, GratingSpec, "a GratingSpec")
+    check.generator("generator", generator)
     _check_dtype(dtype)
     check.boolean("noise", noise)
+    check.boolean("inplace", inplace)
     theta = _as_angles(angles, dtype)
     dev, dt, n = theta.device, theta.dtype, theta.shape[0]
     draw_dev = _draw_device(generator, dev)
-    xx, yy = _grid(spec.size, spec.extent, str(dev), dt)
+    xx, yy = pixel_grid(spec.size, spec.extent, str(dev), dt)
 
     if phases is not None:
         phi = _per_image("phases", phases, n, dev, dt, positive=None)
@@ -170,8 +169,6 @@ def render(
                           maximum=spec.size / 2)  # the Nyquist limit, as spec.frequency
         wavenumber = (math.pi * freq / spec.extent).to(dt)  # as spec.wavenumber, in float64
 
-    if not isinstance(inplace, bool):
-        raise ValueError(f"inplace must be True or False, got {inplace!r}")
     if inplace and any(isinstance(v, torch.Tensor) and v.requires_grad
                        for v in (theta, phi, contrast, wavenumber)):
         raise ValueError("inplace=True renders are not differentiable, but the angles, phases, "
@@ -194,7 +191,8 @@ def render(
 
     mask = None
     if spec.aperture is not None:
-        mask = _mask(spec.size, spec.extent, spec.aperture, spec.aperture_edge, str(dev), dt)
+        mask = aperture_weights(spec.size, spec.extent, spec.aperture, spec.aperture_edge,
+                                str(dev), dt)
     if mask is not None and not spec.mask_after_noise:
         img = torch.mul(img, mask, out=out)
     transform = getattr(spec, "clean_transform", None)  # a subclass's, e.g. blur
@@ -237,8 +235,7 @@ def render_clean(
     The phase is ``phases`` if given, else ``spec.phase``, else 0 (never random, so this is a
     deterministic function of θ). Same as ``render(angles, spec, phases=…, noise=False)``.
     """
-    if not isinstance(spec, GratingSpec):
-        raise ValueError(f"spec must be a GratingSpec, got {spec!r}")
+    check.instance("spec", spec, GratingSpec, "a GratingSpec")
     _check_dtype(dtype)
     if phases is None:
         phases = 0.0 if spec.phase is None else spec.phase

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .base import INPUT, OUTPUT
+from ._base import INPUT, OUTPUT
 
 __all__ = ["Network", "list_layers"]
 
