@@ -102,6 +102,13 @@ def draw_varied(
         images, angles = draw(prior, spec, n, generator, device)
         return images, angles, {}
     n, device = _draw_args(prior, n, generator, device)
+    vary = check.instance("vary", vary, dict, "None or a dict {property: (lo, hi)}")
+    for name, span in vary.items():
+        check.choice("vary", name, RENDER_ARG)
+        if (not isinstance(span, tuple | list) or len(span) != 2
+                or check.real(f"vary[{name!r}][0]", span[0]) > check.real(f"vary[{name!r}][1]",
+                                                                         span[1])):
+            raise check.fail(f"vary[{name!r}]", "a range (lo, hi) with lo <= hi", span)
     angles = prior.sample(n, generator=generator, device=device)
     draw_device = generator.device if generator is not None else angles.device
     values = {}

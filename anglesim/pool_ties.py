@@ -174,10 +174,16 @@ def warn_pool_ties(
     `PoolTieWarning` names each pooling layer whose tied non-zero windows receive noise.
     Returns the counts.
     """
-    from .stimuli import render, render_clean
+    from .stimuli import GratingSpec, render, render_clean
 
-    theta = torch.as_tensor(angles, dtype=torch.float64).reshape(-1)
-    if theta.numel() == 0 or not torch.isfinite(theta).all():
+    check.instance("model", model, nn.Module, "a torch.nn.Module")
+    check.instance("spec", spec, GratingSpec, "a GratingSpec")
+    check.generator("generator", generator)
+    try:
+        theta = torch.as_tensor(check.finite_array("angles", angles)).reshape(-1)
+    except ValueError:
+        theta = torch.empty(0)
+    if theta.numel() == 0:
         raise check.fail("angles", "a non-empty list of finite angles", angles)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     fixed = spec if spec.phase is not None else spec.replace(phase=0.0)

@@ -510,3 +510,34 @@ def test_standard_preset_is_the_studies_stimulus():
     assert spec.gaussian_noise_only and not spec.mask_after_noise
     assert spec.channels == 1 and spec.replace(channels=3).image_shape == (3, 32, 32)
     assert GratingSpec.from_config(spec.to_config()) == spec
+
+
+@pytest.mark.parametrize("name, make", [
+    ("size", lambda: GratingSpec(size=32.0)),
+    ("frequency", lambda: GratingSpec(frequency=20)),
+    ("phase", lambda: GratingSpec(phase="x")),
+    ("aperture", lambda: GratingSpec(aperture=0)),
+    ("noise_prob", lambda: GratingSpec(noise_prob=2)),
+    ("clamp", lambda: GratingSpec(clamp=(1, 0))),
+    ("mask_after_noise", lambda: GratingSpec(mask_after_noise="x")),
+    ("colour", lambda: GratingSpec(colour=(1, 1))),
+    ("cfg", lambda: GratingSpec.from_config(3)),
+    ("angles", lambda: render("x", GratingSpec())),
+    ("spec", lambda: render([0.1], "x")),
+    ("inplace", lambda: render([0.1], GratingSpec(), inplace=1)),
+    ("spec", lambda: render_clean([0.1], "x")),
+])
+def test_bad_stimulus_arguments_get_one_line_naming_them(name, make):
+    with pytest.raises(ValueError) as info:
+        make()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{name} must be "), message
+    assert ", got " in message
+
+
+def test_unknown_fields_are_named_with_the_fields_there_are():
+    with pytest.raises(ValueError, match=r"^GratingSpec.replace: unknown parameter\(s\) "
+                                         r"\['sise'\]; the parameters are \['aperture'"):
+        GratingSpec().replace(sise=3)
+    with pytest.raises(ValueError, match=r"^GratingSpec.from_config: unknown parameter"):
+        GratingSpec.from_config({"sise": 3})

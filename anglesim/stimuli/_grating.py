@@ -14,6 +14,8 @@ import torch
 
 from .. import validation as check
 
+ANY = check.Check(lambda name, value: value, "any value (checked by GratingSpec)")
+
 FIELDS = {
     "size": check.Integer(minimum=8),
     "frequency": check.Real(minimum=0.0, min_open=True),
@@ -149,9 +151,8 @@ class GratingSpec:
 
     def replace(self, **changes: Any) -> GratingSpec:
         """A copy with some fields changed (validated like the constructor)."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise ValueError(f"unknown GratingSpec field(s) {unknown!r}")
+        check.validate(changes, {f.name: ANY for f in dataclasses.fields(self)},
+                       owner="GratingSpec.replace", partial=True)
         return dataclasses.replace(self, **changes)
 
     def to_config(self) -> dict:
@@ -174,11 +175,9 @@ class GratingSpec:
     @classmethod
     def from_config(cls, cfg: dict) -> GratingSpec:
         """Inverse of ``to_config``; unknown keys raise ValueError."""
-        if not isinstance(cfg, dict):
-            raise ValueError(f"cfg must be a dict, got {cfg!r}")
-        unknown = sorted(set(cfg) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown GratingSpec field(s) {unknown!r}")
+        check.instance("cfg", cfg, dict, "a GratingSpec config dict")
+        check.validate(cfg, {f.name: ANY for f in dataclasses.fields(cls)},
+                       owner="GratingSpec.from_config", partial=True)
         cfg = dict(cfg)
         if isinstance(cfg.get("colour"), list):
             cfg["colour"] = tuple(cfg["colour"])
