@@ -62,7 +62,7 @@ class TieCount:
                 f"({self.tied_nonzero:,} at non-zero values{noisy})")
 
 
-def _windows(module: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
+def pool_windows(module: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
     """The pooling windows of x [B, C, H, W] as [B, C, k·k, L], padded with −inf like the pool."""
     k = _pair(module.kernel_size)
     s = _pair(module.stride if module.stride is not None else module.kernel_size)
@@ -126,7 +126,7 @@ def count_pool_ties(
     pools = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.MaxPool2d)]
     seen: dict[str, list[torch.Tensor]] = {name: [] for name, _ in pools}
     handles = [m.register_forward_hook(
-        lambda mod, inp, out, name=name: seen[name].append(_windows(mod, inp[0].detach())))
+        lambda mod, inp, out, name=name: seen[name].append(pool_windows(mod, inp[0].detach())))
         for name, m in pools]
     param = next(model.parameters(), None)
     dev = param.device if param is not None else images.device

@@ -44,8 +44,10 @@ def test_a_constant_feature_does_not_divide_by_zero():
 @pytest.mark.parametrize("args, message", [
     ((torch.ones(3, 2), torch.ones(4), torch.ones(1, 2)), "train_y must be"),
     ((torch.ones(3, 2), torch.ones(3), torch.ones(1, 3)), "^test_x must be \\(m, 2\\)"),
-    ((torch.ones(1, 2), torch.ones(1), torch.ones(1, 2)), "^train_x must be \\(n, d\\) features of n >= 2"),
-    ((np.ones((3, 2)), torch.ones(3), torch.ones(1, 2)), "^train_x must be a torch tensor, got array"),
+    ((torch.ones(1, 2), torch.ones(1), torch.ones(1, 2)),
+     "^train_x must be \\(n, d\\) features of n >= 2"),
+    ((np.ones((3, 2)), torch.ones(3), torch.ones(1, 2)),
+     "^train_x must be a torch tensor, got array"),
 ])
 def test_bad_input(args, message):
     with pytest.raises(ValueError, match=message):

@@ -20,7 +20,6 @@ import xarray as xr
 from torch.func import jvp
 
 from .. import validation as check
-from . import _cost as costs
 from ._base import (
     ANGLES,
     DECODE,
@@ -39,6 +38,7 @@ from ._base import (
     sliced,
     to_numpy,
 )
+from ._cost import available_memory, choose, estimate, guard
 from ._exact import jacobian, ridge_fisher
 from ._krylov import krylov_fisher
 from ._network import Network
@@ -338,18 +338,18 @@ def _plan(net: Network, names: list[str], site: str, variance: torch.Tensor, n_i
     n_in = int((variance > 0).sum())
     order = net.order(list(net.units))
     n_chunks = math.ceil(n_items / n_img)
-    memory = costs.available_memory(dev)
+    memory = available_memory(dev)
     estimates = []
     for name in names:
         if name == site or (name == OUTPUT and net.decoded):
             continue
         upto = order[:order.index(name) + 1] if name in order else order
         through = sum(net.units[n] for n in upto if n not in (INPUT, OUTPUT))
-        estimates.append(costs.estimate(name, net.units[name], n_in, through, n_img, n_chunks,
+        estimates.append(estimate(name, net.units[name], n_in, through, n_img, n_chunks,
                                         t_pass, torch.finfo(dtype).bits // 8))
-    chosen = {c.name: costs.choose(c, solver, memory) for c in estimates}
+    chosen = {c.name: choose(c, solver, memory) for c in estimates}
     if not force:
-        costs.guard(estimates, chosen, memory)
+        guard(estimates, chosen, memory)
     return chosen
 
 
