@@ -46,6 +46,21 @@ def test_tied_toy_network_warns_and_records_the_counts(solver):
         f"{expected.tied}/{expected.windows} tied, {expected.tied_nonzero} at non-zero")
 
 
+def test_a_caller_who_knows_records_the_ties_without_the_warning():
+    """pool_ties="record" (a study's own standard stimulus): the same counts and values, no
+    warning; a later default call still warns (nothing is marked as said)."""
+    net = toy(bias=0.5)
+    recorded = quiet(lambda: propagated_fisher(net, spec(), ANGLES, pool_ties="record"))
+    ds = quiet(lambda: measure_fisher(net, spec(), angles=ANGLES, pool_ties="record"))
+    with pytest.warns(PoolTieWarning):
+        warned = propagated_fisher(net, spec(), ANGLES)
+    assert recorded.attrs == warned.attrs
+    np.testing.assert_array_equal(recorded.values, warned.values)
+    assert {k: v for k, v in ds.attrs.items() if k.startswith("pool_ties_")} == {
+        k: v for k, v in warned.attrs.items() if k.startswith("pool_ties_")}
+    assert ds.attrs["pool_ties_noisy"] > 0
+
+
 def test_untied_and_masked_networks_do_not_warn():
     fi = quiet(lambda: propagated_fisher(toy(bias=-0.5), spec(), ANGLES))  # ties at 0 only
     assert fi.attrs["pool_ties_noisy"] == 0

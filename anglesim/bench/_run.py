@@ -48,7 +48,7 @@ def run_benchmarks(mode: str = "full", only: Sequence[str] | None = None,
                    threads: int = 1, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the benchmark's sections (all, or ``only``) in ``mode``; return the report dict.
 
-    The report holds ``machine`` (:func:`~anglesim.bench.harness.machine_info`), ``mode``,
+    The report holds ``machine`` (:func:`~anglesim.bench._harness.machine_info`), ``mode``,
     ``rows`` (one dict per table line: section, measure, value, unit, goal, met, verdict,
     note), ``details`` (raw timings, errors and profiles per section), ``seconds`` per section
     and the load average at the end. The in-process sections (:data:`IN_PROCESS`) run with

@@ -6,7 +6,7 @@ initialised from the named seed stream ``"init"``) on the standard stimulus at P
 layer in turn, :func:`anglesim.fisher.propagated_fisher` with ``solver="exact"`` (where its
 Jacobians fit in memory: up to ``Sizes.solver_exact_max``) and ``solver="krylov"``, the time
 per angle, the peak memory (bytes malloc hands out above what was in use before the call,
-sampled, :func:`anglesim.bench.harness.peak_memory`) and the Krylov values' relative error
+sampled, :func:`anglesim.bench._harness.peak_memory`) and the Krylov values' relative error
 against the exact ones (the per-layer speed-up is over the network's layers: "input" and
 "output" are closed forms for both solvers). Goals (issue 12): Krylov ≥ 20× faster than exact
 for every layer at 64 px, at ≤ 1e-3 relative error; Krylov's time per angle growing no faster

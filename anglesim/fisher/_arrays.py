@@ -9,7 +9,7 @@
 * `bootstrap_fisher`: intervals over trials — the exact noncentral-F interval for the
   bias-corrected estimator (`linear_fisher_interval`), bootstrap bands for the others.
 
-All numbers are in rad⁻². Re-exported by :mod:`anglesim.fisher`.
+All numbers are in rad⁻².
 """
 
 from __future__ import annotations

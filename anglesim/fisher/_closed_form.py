@@ -1,7 +1,4 @@
-"""Closed forms: Poisson and Gaussian population Fisher information, discrimination thresholds.
-
-Re-exported by :mod:`anglesim.fisher`.
-"""
+"""Closed forms: Poisson and Gaussian population Fisher information, discrimination thresholds."""
 
 from __future__ import annotations
 

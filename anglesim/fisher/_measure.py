@@ -12,8 +12,7 @@ stimulus and returns an ``xarray.Dataset`` with dims (``estimator``, ``layer``, 
 * ``prior_density`` (``angle``) — the prior's density, when a prior is given;
 * ``decoded_bias``, ``d_prime`` (``angle``) — from the "estimator" method when it runs.
 
-Select a method with ``ds.sel(estimator="propagated")`` (the dimension was called
-``method`` before, which collided with ``Dataset.sel``'s own ``method=`` keyword).
+Select a method with ``ds.sel(estimator="propagated")``.
 
 Every method's own attrs (noise model, σ, ridge, …) are kept as a JSON string in
 ``attrs["method_attrs"]``; `method_result` gives one method back as the DataArray its

@@ -1,7 +1,4 @@
-"""Output-noise models: Fisher information with noise added to a layer's own units.
-
-Re-exported by :mod:`anglesim.fisher`.
-"""
+"""Output-noise models: Fisher information with noise added to a layer's own units."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 `propagated_fisher` chooses, per layer, the exact solver (:mod:`anglesim.fisher._exact`) or
 the matrix-free one (:mod:`anglesim.fisher._krylov`) by estimated cost
-(:mod:`anglesim.fisher._cost`). Re-exported by :mod:`anglesim.fisher`.
+(:mod:`anglesim.fisher._cost`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 `sample_responses` and `paired_responses` draw the responses; `sampled_fisher` applies the
 array estimators of :mod:`anglesim.fisher._arrays` per layer and angle; `estimator_fisher` is
-the decoded angle's (∂E[θ̂]/∂θ)²/Var θ̂ with its bias and d′. Re-exported by
-:mod:`anglesim.fisher`.
+the decoded angle's (∂E[θ̂]/∂θ)²/Var θ̂ with its bias and d′.
 """
 
 from __future__ import annotations

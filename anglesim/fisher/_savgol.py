@@ -1,7 +1,7 @@
 """The reference research's smoothed-derivative estimator, `savgol_fisher`.
 
 One noisy sample per angle on a dense grid, a wrapped Savitzky–Golay derivative, the output
-covariance from repeated samples. Re-exported by :mod:`anglesim.fisher`.
+covariance from repeated samples.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ FI curves estimated at a grid of angles are rough (sampling noise, a finite grid
   bootstrap) at each angle.
 
 Bands over trials within one network come from `anglesim.fisher.bootstrap_fisher` (one angle)
-or ``sampled_fisher(..., n_boot=...)`` (every angle). Re-exported by :mod:`anglesim.fisher`.
+or ``sampled_fisher(..., n_boot=...)`` (every angle).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``GratingSpec``: everything about a grating stimulus except its orientation, with its
 presets, configs and derived geometry (pixel grid, aperture, noise variance), and the cached
-grid and mask the renderer shares. The formulas are in :mod:`anglesim.stimuli`."""
+grid and mask the renderer shares. The formulas are in `render`'s docstring."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class GratingSpec:
         colour: None (every channel carries the same grey grating) or one finite weight per
             channel, not all 0: channel c is w_c times the grating, e.g. (1.0, 0.6, 0.2).
 
-    ``frequency`` must be at most P/2 (the Nyquist limit, see the module docstring).
+    ``frequency`` must be at most P/2 (the Nyquist limit, see `render`).
     """
 
     size: int = 32
