@@ -31,7 +31,12 @@ RENDER_ARG = {"contrast": "contrasts", "frequency": "frequencies"}
 def resolve_device(device: Any, name: str = "device") -> torch.device:
     """``device`` (a ``torch.device`` or a string such as ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
     ``"mps"``) as a ``torch.device`` this machine has; ValueError naming ``name`` otherwise."""
-    dev = check.device(name, device, allow_none=False)
+    try:
+        dev = check.device(name, device, allow_none=False)
+    except ValueError:
+        raise check.fail(name, "a device such as 'cpu', 'cuda' or 'cuda:0'" if isinstance(
+            device, str) else "a torch.device or a string such as 'cpu' or 'cuda'",
+            device) from None
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0 or (dev.index is not None and dev.index >= count):
