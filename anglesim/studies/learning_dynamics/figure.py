@@ -116,6 +116,7 @@ def plot_learning_dynamics(ds: xr.Dataset) -> plt.Figure:
         ax.axhline(0, color="0.6", lw=0.8)
         ax.set_xticks(x, [_label(p) for p in priors], rotation=90)
         ax.set_xlabel("prior")
+        ax.set_xlim(-0.5, len(priors) - 0.3)
         ax.set_ylabel("clean gap, log₂ ratio (1)")
         ax.set_title("half-time gap", loc="left")
 
@@ -126,6 +127,7 @@ def plot_learning_dynamics(ds: xr.Dataset) -> plt.Figure:
                           connect=False)
         ax.set_xticks(x, [_label(p) for p in priors], rotation=90)
         ax.set_xlabel("prior")
+        ax.set_xlim(-0.5, len(priors) - 0.3)
         ax.set_ylabel("Δ gap, log₂ ratio (1)")
         ax.set_title("equalised − clean", loc="left")
 
@@ -168,6 +170,7 @@ def plot_learning_dynamics(ds: xr.Dataset) -> plt.Figure:
         ax.axhline(0, color="0.6", lw=0.8)
         ax.set_xticks(x, [_label(p) for p in priors], rotation=90)
         ax.set_xlabel("prior")
+        ax.set_xlim(-0.5, len(priors) - 0.3)
         ax.set_ylabel("clean FI peak − mode (deg)")
         ax.set_title("final peak", loc="left")
         panel_letters(fig)
