@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import zlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ from ..finetune import (
 )
 from ..losses import get_loss
 from ..models import AngleNet
+from ._labels import kept_fraction, relabel
 from ._phase import OPTIMIZERS, Phase, Task
 
 __all__ = ["train"]
@@ -82,10 +84,12 @@ def _batch_loss(
     phase: Phase,
     generator: torch.Generator,
     values: dict[str, torch.Tensor] | None = None,
+    labels: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Weighted sum of the tasks' losses; ``values`` holds the phase images' varied
     properties (``Phase.vary``), the targets of non-angle tasks. The tasks on the phase's
-    images share one forward pass."""
+    images share one forward pass. ``labels`` draws the label noise of tasks with an
+    ``informative_prior`` (the phase's "labels" stream)."""
     total = images.new_zeros(())
     shared = None
     for task, loss_fn in zip(tasks, losses, strict=True):
@@ -99,6 +103,10 @@ def _batch_loss(
                                          phase.batch_size, phase.vary, generator,
                                          images.device)
             features = parts.features(x, [task.head])
+        if task.informative_prior is not None:
+            images_prior = task.prior or phase.prior
+            target = relabel(target, images_prior, task.informative_prior,
+                             kept_fraction(images_prior, task.informative_prior), labels)
         if task.target != "angle":
             target = standardise(own[task.target], *phase.vary[task.target])
         elif task.target_offset != 0:
@@ -240,10 +248,14 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
         finite = reference_split(phase.prior, phase.spec, phase.dataset_size, gen, device)
     # The strategy draws any extra data from its own generator, not from the training stream.
     sgen = strategy_generator(seed, phase.name, device)
+    # label noise (Task.informative_prior) draws from a stream of its own, so the images are
+    # those the same seed gives without it
+    lgen = seeding.torch_generator(seed, "labels", zlib.crc32(phase.name.encode()),
+                                   device=device)
     step_batch: list = [None]  # the batch of the step in progress, for ctx.current_batch()
     ctx = make_context(
         phase,
-        lambda x, t, v=None: _batch_loss(parts, tasks, losses, x, t, phase, sgen, v),
+        lambda x, t, v=None: _batch_loss(parts, tasks, losses, x, t, phase, sgen, v, sgen),
         sgen,
         lambda n: draw_varied(phase.prior, phase.spec, n, phase.vary, sgen, device),
         finite,
@@ -266,7 +278,7 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
         total, count = 0.0, 0
         for images, theta, values in batches:
             step_batch[0] = (images, theta, values)
-            loss = _batch_loss(parts, tasks, losses, images, theta, phase, gen, values)
+            loss = _batch_loss(parts, tasks, losses, images, theta, phase, gen, values, lgen)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"loss became {loss.item()} in phase {phase.name!r}, epoch {epoch}"
