@@ -31,8 +31,10 @@ EXPECTED = {
         {"fisher", "parent_fisher", "imprint_within", "imprint_between", "imprint", "failed"},
     ),
     "model_choices": (
-        {"nonlinearity", "readout", "data", "replicate", "layer", "angle", "epoch"},
-        {"fisher", "abs_error", "roughness", "n_peaks", "train_fresh_log_ratio", "failed"},
+        {"nonlinearity", "readout", "data", "replicate", "layer", "angle", "epoch",
+         "angle_set", "comb"},
+        {"fisher", "abs_error", "roughness", "n_peaks", "fisher_comb", "fisher_comb_mean",
+         "error_comb", "failed"},
     ),
     "adapt_loop": (
         {"mode", "replicate", "round", "angle"},
