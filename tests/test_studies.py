@@ -24,7 +24,8 @@ EXPECTED = {
     "loss_concentration": (
         {"loss", "kappa", "replicate", "layer", "angle", "epoch"},
         {"fisher", "abs_error", "prior_density", "alpha", "alpha_predicted", "failed",
-         "fisher_at_uniform_level", "budget_ratio_predicted"},
+         "fisher_at_uniform_density", "fisher_at_uniform_level", "budget_ratio_predicted",
+         "fit_share", "error_limit"},
     ),
     "pretrain_imprint": (
         {"kappa", "replicate", "state", "child", "layer", "angle"},
