@@ -52,6 +52,17 @@ def test_the_comb_offset_comes_from_the_replicates_stream_and_keeps_the_comb_ins
     assert max(values) - min(values) > 0.8 * math.pi / 16  # spread over the spacing
 
 
+def test_the_finite_phase_has_the_combs_images_and_refuses_a_set_it_cannot_split():
+    training, _ = mc.comb(0.1, 16)
+    sz = dict(mc.SIZES["full"])
+    plan = mc.phase("bins", "finite", sz, mc.comb_prior(training))
+    assert plan.dataset_size * 8 == 16 * 128 and plan.loss == "cross_entropy"
+    assert mc.phase("angle", "stream", sz).dataset_size is None
+    with pytest.raises(ValueError, match="multiple of 8"):
+        mc.phase("cossin", "finite", {**sz, "comb_angles": 5, "draws_per_angle": 3},
+                 mc.comb_prior(training))
+
+
 def test_error_at_matches_evaluate_error_on_the_same_grid_and_noise():
     model = build_model(CNNConfig.standard("cossin"), generator=torch.Generator().manual_seed(0))
     grid = torch.arange(8, dtype=torch.float32) * math.pi / 8

@@ -192,7 +192,11 @@ def phase(readout: str, data: str, sz: dict, prior=None) -> Phase:
     ``comb_angles × draws_per_angle`` images (8D training, 2D validation, 2D test) with early
     stopping."""
     finite = data == "finite"
-    d = sz["comb_angles"] * sz["draws_per_angle"] // 8
+    images = sz["comb_angles"] * sz["draws_per_angle"]
+    if images % 8:
+        raise ValueError(f"comb_angles × draws_per_angle must be a multiple of 8 (the training "
+                         f"set is 8D images), got {images}")
+    d = images // 8
     return Phase("train", prior if finite else Uniform(), SPEC, loss=LOSS_FOR_READOUT[readout],
                  lr=2e-3, epochs=sz["epochs"] * (FINITE_EPOCH_FACTOR if finite else 1),
                  steps_per_epoch=sz["steps"], batch_size=sz["batch"],
