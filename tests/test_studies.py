@@ -24,15 +24,18 @@ EXPECTED = {
     "loss_concentration": (
         {"loss", "kappa", "replicate", "layer", "angle", "epoch"},
         {"fisher", "abs_error", "prior_density", "alpha", "alpha_predicted", "failed",
-         "fisher_at_uniform_level", "budget_ratio_predicted"},
+         "fisher_at_uniform_density", "fisher_at_uniform_level", "budget_ratio_predicted",
+         "fit_share", "error_limit"},
     ),
     "pretrain_imprint": (
         {"kappa", "replicate", "state", "child", "layer", "angle"},
         {"fisher", "parent_fisher", "imprint_within", "imprint_between", "imprint", "failed"},
     ),
     "model_choices": (
-        {"nonlinearity", "readout", "data", "replicate", "layer", "angle", "epoch"},
-        {"fisher", "abs_error", "roughness", "n_peaks", "train_fresh_log_ratio", "failed"},
+        {"nonlinearity", "readout", "data", "replicate", "layer", "angle", "epoch",
+         "angle_set", "comb"},
+        {"fisher", "abs_error", "roughness", "n_peaks", "fisher_comb", "fisher_comb_mean",
+         "error_comb", "failed"},
     ),
     "adapt_loop": (
         {"mode", "replicate", "round", "angle"},
