@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import xarray as xr
+from torch import nn
 
 from .. import angles as ang
 from .. import seeding
@@ -270,6 +271,7 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
     for epoch in range(phase.epochs):
         model.train()
         strategy.epoch_start(epoch)
+        _hold_frozen_statistics(model)
         if finite is None:
             batches = (phase.draw(phase.batch_size, gen, device)
                        for _ in range(phase.steps_per_epoch))
@@ -324,6 +326,23 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
         model.load_state_dict(best_state)
     strategy.finish()
     return opt, strategy
+
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def _hold_frozen_statistics(model: nn.Module) -> None:
+    """Put every batch-norm layer whose parameters are all frozen (``requires_grad`` off:
+    outside ``Phase.trainable`` or left out by the strategy) in eval mode for the epoch, so it
+    normalises with, and keeps, the running statistics it had: a frozen part of the network
+    stays as it was, buffers included, and computes the same function. (In train mode it would
+    normalise by each batch's statistics and move its running ones towards the new images.)
+    Layers without parameters (``affine=False``) follow the model's mode."""
+    for module in model.modules():
+        if isinstance(module, BATCH_NORMS):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
 
 
 @torch.no_grad()
