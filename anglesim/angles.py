@@ -11,6 +11,8 @@ import math
 import numpy as np
 import torch
 
+from . import validation as check
+
 PERIOD = math.pi
 """The period of orientation: θ and θ + π are the same grating."""
 
@@ -48,21 +50,6 @@ def circular_mean(theta: ArrayLike, axis: int = -1, weights: ArrayLike | None = 
     c = (w * np.cos(2 * theta)).sum(axis)
     s = (w * np.sin(2 * theta)).sum(axis)
     return np.mod(np.arctan2(s, c) / 2, PERIOD)
-
-
-def circular_variance(theta: ArrayLike, axis: int = -1) -> ArrayLike:
-    """Variance of orientations in radians² on the half-circle.
-
-    Uses the wrapped-normal relation on doubled angles: with R = |mean e^{2iθ}|,
-    Var(θ) = −ln(R²) / 4 = −ln(R) / 2 (Mardia & Jupp 2000, §2.3.4, rescaled for period π).
-    For concentrated samples this equals the ordinary variance to second order.
-    """
-    if isinstance(theta, torch.Tensor):
-        r = torch.sqrt(torch.cos(2 * theta).mean(axis) ** 2 + torch.sin(2 * theta).mean(axis) ** 2)
-        return -torch.log(r.clamp_min(1e-12)) / 2
-    theta = np.asarray(theta)
-    r = np.hypot(np.cos(2 * theta).mean(axis), np.sin(2 * theta).mean(axis))
-    return -np.log(np.maximum(r, 1e-12)) / 2
 
 
 def angle_resolution(values: ArrayLike) -> float:
@@ -106,12 +93,12 @@ def near_far(theta: ArrayLike, centre: float, near: float = math.pi / 8,
     the grid and the centre are float32 or float64. The defaults (22.5° and 45°) are the
     quickstart's "near the fine-tuning prior's peak" and "far from it".
     """
-    if not 0 <= near <= far <= math.pi / 2:
-        raise ValueError(f"near and far must satisfy 0 <= near <= far <= pi/2, got "
-                         f"near={near!r}, far={far!r}")
+    centre_value = check.real("centre", centre)
+    near = check.real("near", near, minimum=0.0, maximum=math.pi / 2)
+    far = check.real("far", far, minimum=near, maximum=math.pi / 2)
+    values = check.finite_array("theta", theta)
     tol = boundary_tolerance(theta, centre)
-    values = theta.detach().cpu().numpy() if isinstance(theta, torch.Tensor) else theta
-    dist = np.abs(difference(np.asarray(values, dtype=np.float64), float(centre)))
+    dist = np.abs(difference(values, centre_value))
     return dist <= near + tol, dist >= far - tol
 
 

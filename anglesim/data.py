@@ -31,15 +31,12 @@ RENDER_ARG = {"contrast": "contrasts", "frequency": "frequencies"}
 def resolve_device(device: Any, name: str = "device") -> torch.device:
     """``device`` (a ``torch.device`` or a string such as ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
     ``"mps"``) as a ``torch.device`` this machine has; ValueError naming ``name`` otherwise."""
-    if isinstance(device, torch.device):
-        dev = device
-    elif isinstance(device, str):
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, ValueError):
-            raise check.fail(name, "a device such as 'cpu', 'cuda' or 'cuda:0'", device) from None
-    else:
-        raise check.fail(name, "a torch.device or a string such as 'cpu' or 'cuda'", device)
+    try:
+        dev = check.device(name, device, allow_none=False)
+    except ValueError:
+        raise check.fail(name, "a device such as 'cpu', 'cuda' or 'cuda:0'" if isinstance(
+            device, str) else "a torch.device or a string such as 'cpu' or 'cuda'",
+            device) from None
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0 or (dev.index is not None and dev.index >= count):
@@ -55,11 +52,9 @@ def resolve_device(device: Any, name: str = "device") -> torch.device:
 
 def check_generator(generator: Any, name: str = "generator") -> torch.Generator | None:
     """``generator`` if it is None or a ``torch.Generator``; ValueError otherwise (a seed is
-    not a generator: make one with :func:`anglesim.seeding.torch_generator`)."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise check.fail(name, "None or a torch.Generator (seeding.torch_generator(seed, name))",
-                         generator)
-    return generator
+    not a generator: make one with :func:`anglesim.seeding.torch_generator`).
+    :func:`anglesim.validation.generator` under the name the training loop imports."""
+    return check.generator(name, generator, kind="torch")
 
 
 def evaluation_grid(n_angles: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -112,6 +107,13 @@ def draw_varied(
         images, angles = draw(prior, spec, n, generator, device)
         return images, angles, {}
     n, device = _draw_args(prior, n, generator, device)
+    vary = check.instance("vary", vary, dict, "None or a dict {property: (lo, hi)}")
+    for name, span in vary.items():
+        check.choice("vary", name, RENDER_ARG)
+        if (not isinstance(span, tuple | list) or len(span) != 2
+                or check.real(f"vary[{name!r}][0]", span[0]) > check.real(f"vary[{name!r}][1]",
+                                                                         span[1])):
+            raise check.fail(f"vary[{name!r}]", "a range (lo, hi) with lo <= hi", span)
     angles = prior.sample(n, generator=generator, device=device)
     draw_device = generator.device if generator is not None else angles.device
     values = {}

@@ -62,7 +62,7 @@ class TieCount:
                 f"({self.tied_nonzero:,} at non-zero values{noisy})")
 
 
-def _windows(module: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
+def pool_windows(module: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
     """The pooling windows of x [B, C, H, W] as [B, C, k·k, L], padded with −inf like the pool."""
     k = _pair(module.kernel_size)
     s = _pair(module.stride if module.stride is not None else module.kernel_size)
@@ -126,7 +126,7 @@ def count_pool_ties(
     pools = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.MaxPool2d)]
     seen: dict[str, list[torch.Tensor]] = {name: [] for name, _ in pools}
     handles = [m.register_forward_hook(
-        lambda mod, inp, out, name=name: seen[name].append(_windows(mod, inp[0].detach())))
+        lambda mod, inp, out, name=name: seen[name].append(pool_windows(mod, inp[0].detach())))
         for name, m in pools]
     param = next(model.parameters(), None)
     dev = param.device if param is not None else images.device
@@ -174,10 +174,16 @@ def warn_pool_ties(
     `PoolTieWarning` names each pooling layer whose tied non-zero windows receive noise.
     Returns the counts.
     """
-    from .stimuli import render, render_clean
+    from .stimuli import GratingSpec, render, render_clean
 
-    theta = torch.as_tensor(angles, dtype=torch.float64).reshape(-1)
-    if theta.numel() == 0 or not torch.isfinite(theta).all():
+    check.instance("model", model, nn.Module, "a torch.nn.Module")
+    check.instance("spec", spec, GratingSpec, "a GratingSpec")
+    check.generator("generator", generator)
+    try:
+        theta = torch.as_tensor(check.finite_array("angles", angles)).reshape(-1)
+    except ValueError:
+        theta = torch.empty(0)
+    if theta.numel() == 0:
         raise check.fail("angles", "a non-empty list of finite angles", angles)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     fixed = spec if spec.phase is not None else spec.replace(phase=0.0)

@@ -28,19 +28,18 @@ def ridge_readout(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
         ValueError: for mismatched shapes, fewer than 2 fitting samples or a negative ridge.
     """
     ridge = check.real("ridge", ridge, minimum=0.0)
-    if not all(isinstance(t, torch.Tensor) for t in (train_x, train_y, test_x)):
-        raise ValueError("train_x, train_y and test_x must be torch tensors, got "
-                         f"{type(train_x).__name__}, {type(train_y).__name__}, "
-                         f"{type(test_x).__name__}")
-    if train_x.ndim != 2 or test_x.ndim != 2 or test_x.shape[1] != train_x.shape[1]:
-        raise ValueError(f"train_x and test_x must be (n, d) and (m, d), got "
-                         f"{tuple(train_x.shape)} and {tuple(test_x.shape)}")
+    for name, value in (("train_x", train_x), ("train_y", train_y), ("test_x", test_x)):
+        check.instance(name, value, torch.Tensor, "a torch tensor")
+    if train_x.ndim != 2 or train_x.shape[0] < 2:
+        raise check.fail("train_x", "(n, d) features of n >= 2 samples",
+                         f"shape {tuple(train_x.shape)}")
+    if test_x.ndim != 2 or test_x.shape[1] != train_x.shape[1]:
+        raise check.fail("test_x", f"(m, {train_x.shape[1]}) features like train_x",
+                         f"shape {tuple(test_x.shape)}")
     if train_y.ndim not in (1, 2) or train_y.shape[0] != train_x.shape[0]:
-        raise ValueError(f"train_y must be (n,) or (n, k) with n = {train_x.shape[0]}, got "
-                         f"{tuple(train_y.shape)}")
+        raise check.fail("train_y", f"({train_x.shape[0]},) or ({train_x.shape[0]}, k)",
+                         f"shape {tuple(train_y.shape)}")
     n = train_x.shape[0]
-    if n < 2:
-        raise ValueError(f"train_x must hold at least 2 samples, got {n}")
     x_tr, x_te, y = train_x.double(), test_x.double(), train_y.double()
     mu, sd = x_tr.mean(0), x_tr.std(0).clamp_min(1e-8)
     z_tr, z_te = (x_tr - mu) / sd, (x_te - mu) / sd

@@ -36,13 +36,13 @@ def _as_matrix(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
     if not isinstance(value, torch.Tensor):
-        raise ValueError(
-            f"{name} must be a numpy array or torch tensor, got {type(value).__name__}")
+        raise check.fail(name, "a numpy array or torch tensor [n_stimuli, n_features]", value)
     if value.ndim < 2:
-        raise ValueError(f"{name} must be [n_stimuli, n_features], got shape {tuple(value.shape)}")
+        raise check.fail(name, "[n_stimuli, n_features]", f"shape {tuple(value.shape)}")
     value = value.detach().to(torch.float64).reshape(value.shape[0], -1)
     if not torch.isfinite(value).all():
-        raise ValueError(f"{name} holds non-finite values")
+        bad = int((~torch.isfinite(value)).sum())
+        raise check.fail(name, "finite everywhere", f"{bad} NaN or infinite entries")
     return value
 
 
@@ -81,12 +81,10 @@ def linear_cka(X: Any, Y: Any, debiased: bool = False) -> float:
     x, y = _as_matrix("X", X), _as_matrix("Y", Y)
     n = x.shape[0]
     if y.shape[0] != n:
-        raise ValueError(f"X and Y must hold the same stimuli; got {n} and {y.shape[0]} rows")
+        raise check.fail("Y", f"{n} rows (the stimuli of X)", f"{y.shape[0]} rows")
     if n < (4 if debiased else 2):
-        raise ValueError(
-            f"linear_cka needs at least {4 if debiased else 2} stimuli"
-            f"{' when debiased' if debiased else ''}, got n={n}"
-        )
+        raise check.fail("X", f"at least {4 if debiased else 2} stimuli (rows)"
+                         f"{' when debiased' if debiased else ''}", f"{n} rows")
     y = y.to(x.device)
     x = x - x.mean(0, keepdim=True)
     y = y - y.mean(0, keepdim=True)

@@ -28,12 +28,26 @@ from . import validation as check
 
 __all__ = ["band_caption", "interval", "mean_ci", "paired_ci", "welch_ci"]
 
+LEVEL = check.Real(0.0, 1.0, min_open=True, max_open=True)
+"""A confidence level, 0 < level < 1."""
+
+
+def data_array(name: str, value: object, dim: str | None = None) -> xr.DataArray:
+    """``value`` if it is a DataArray (with dimension ``dim`` when given)."""
+    if not isinstance(value, xr.DataArray):
+        raise check.fail(name, "a DataArray" + (f" with a {dim!r} dim" if dim else ""), value)
+    if dim is not None and dim not in value.dims:
+        raise check.fail("dim", f"one of {name}'s dims {value.dims}", dim)
+    return value
+
 
 def mean_ci(da: xr.DataArray, dim: str = "replicate", level: float = 0.95):
     """Mean over ``dim`` and the half-width of its Student-t confidence interval (NaN-aware).
 
     With one valid replicate the half-width is 0 (no band is drawn).
     """
+    data_array("da", da, dim)
+    level = LEVEL("level", level)
     mean = da.mean(dim, skipna=True)
     n = da.count(dim)
     sem = da.std(dim, ddof=1, skipna=True) / np.sqrt(n)
@@ -51,6 +65,9 @@ def paired_ci(a: xr.DataArray, b: xr.DataArray, level: float = 0.95) -> tuple[fl
     mean too with none). ``a`` and ``b`` are 1-D over ``replicate`` (e.g. two strategies'
     errors on the same networks: the pairing removes the networks' shared variation).
     """
+    data_array("a", a, "replicate")
+    data_array("b", b, "replicate")
+    level = LEVEL("level", level)
     d = (a - b).dropna("replicate").values
     if d.size < 2:
         return float(np.mean(d)) if d.size else math.nan, math.nan
@@ -69,6 +86,9 @@ def welch_ci(a: xr.DataArray, b: xr.DataArray, dim: str = "replicate",
     (the Welch–Satterthwaite degrees of freedom; for independent groups of unequal variance,
     e.g. replicates of two regimes that trained different networks).
     """
+    data_array("a", a, dim)
+    data_array("b", b, dim)
+    level = LEVEL("level", level)
     na, nb = a.count(dim), b.count(dim)
     va, vb = a.var(dim, ddof=1) / na, b.var(dim, ddof=1) / nb
     nu = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
@@ -103,10 +123,8 @@ def interval(
     attrs ``caption`` (:func:`band_caption`: e.g. "bands: 95% t intervals over 3–5
     replicates; no band where n < 3"), ``level``, ``min_n``, ``scale`` ("log" or "linear").
     """
-    if not isinstance(da, xr.DataArray) or dim not in da.dims:
-        raise check.fail("da", f"a DataArray with a {dim!r} dim",
-                         getattr(da, "dims", type(da).__name__))
-    level = check.real("level", level, minimum=0, maximum=1, min_open=True, max_open=True)
+    data_array("da", da, dim)
+    level = LEVEL("level", level)
     min_n = check.integer("min_n", min_n, minimum=2)
     log = check.boolean("log", log)
     lo, hi = _check_bounds(bounds)

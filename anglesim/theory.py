@@ -54,17 +54,13 @@ __all__ = [
 
 def lp_exponent(p: float) -> float:
     """α = 2/(p + 1) for the expected Lp error under ∫√J dθ = const (Wang et al. 2016)."""
-    p = real("p", p)
-    if p < 0:
-        raise ValueError(f"p must be >= 0, got {p!r}")
+    p = real("p", p, minimum=0.0)
     return 2.0 / (p + 1.0)
 
 
 def ganguli_simoncelli_exponent(beta: float) -> float:
     """α = 2/(1 + 3β) for cost E[J^{−β}] with fixed cells and spikes (Ganguli & Simoncelli 2014)."""
-    beta = real("beta", beta)
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta!r}")
+    beta = real("beta", beta, minimum=0.0)
     return 2.0 / (1.0 + 3.0 * beta)
 
 
@@ -88,11 +84,7 @@ def loss_exponent(loss: str, params: Mapping[str, Any] | None = None) -> tuple[f
     if loss == "lp":
         p = real("p", params.get("p", 2.0))
         return lp_exponent(p), f"Lp error with p = {p:g}"
-    if loss not in _LOSS_POWERS:
-        raise ValueError(
-            f"loss {loss!r} has no efficient-coding prediction; known: "
-            f"{sorted([*_LOSS_POWERS, 'lp'])}"
-        )
+    check.choice("loss", loss, sorted([*_LOSS_POWERS, "lp"]))
     p, why = _LOSS_POWERS[loss]
     return lp_exponent(p), why
 
@@ -109,10 +101,18 @@ def _periodic_integral(values: np.ndarray, angles: np.ndarray, axis: int = -1) -
     return np.sum(0.5 * (v + nxt) * widths.reshape(shape), axis=axis)
 
 
+def angle_curve(name: str, value: Any) -> xr.DataArray:
+    """``value`` if it is a DataArray with an ``angle`` dim."""
+    if not isinstance(value, xr.DataArray) or "angle" not in value.dims:
+        raise check.fail(name, "a DataArray with an 'angle' dim",
+                         value if not isinstance(value, xr.DataArray) else
+                         f"a DataArray with dims {value.dims}")
+    return value
+
+
 def sqrt_total(fisher: xr.DataArray) -> xr.DataArray:
     """The resource ∫√J dθ over [0, π) of FI curves (dim ``angle``; periodic trapezoid)."""
-    if "angle" not in fisher.dims:
-        raise ValueError(f"fisher must have an 'angle' dim, got dims {fisher.dims}")
+    angle_curve("fisher", fisher)
     return xr.apply_ufunc(_periodic_integral, np.sqrt(fisher),
                           kwargs={"angles": fisher["angle"].values},
                           input_core_dims=[["angle"]])
@@ -131,10 +131,11 @@ def predicted_fisher(
     measured curve's — the resource both optimal-coding results hold fixed; otherwise c = 1.
     """
     exponent = real("exponent", exponent)
-    if "angle" not in density.dims:
-        raise ValueError(f"density must have an 'angle' dim, got dims {density.dims}")
+    angle_curve("density", density)
     if (density < 0).any():
-        raise ValueError("density must be >= 0 everywhere")
+        raise check.fail("density", ">= 0 everywhere", f"min {float(density.min()):g}")
+    if normalise_to is not None:
+        angle_curve("normalise_to", normalise_to)
     curve = density**exponent
     if normalise_to is not None:
         curve = curve * (sqrt_total(normalise_to) / sqrt_total(curve)) ** 2
@@ -175,7 +176,12 @@ def sampled_error_model(n_trials: int, n_units: int, dtheta: float) -> Callable[
     """
     from .fisher import linear_fisher_variance
 
-    linear_fisher_variance(1.0, n_trials, n_units, dtheta)  # validates the three now
+    n_trials = check.integer("n_trials", n_trials, minimum=2)
+    n_units = check.integer("n_units", n_units, minimum=1)
+    if 2 * n_trials - n_units - 5 <= 0:
+        raise check.fail("n_trials", f"> (n_units + 5)/2 = {(n_units + 5) / 2:g} for a finite "
+                         "variance", n_trials)
+    linear_fisher_variance(1.0, n_trials, n_units, dtheta)  # checks dtheta now
 
     def variance(j: Any) -> Any:
         return linear_fisher_variance(np.maximum(j, 0.0), n_trials, n_units, dtheta)

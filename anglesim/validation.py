@@ -67,7 +67,7 @@ def fail(name: str, expected: str, value: Any) -> ValueError:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line, whatever the repr (numpy arrays)
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -22,8 +22,14 @@ import numpy as np
 import pytest
 import torch
 
+import anglesim.bench._harness as harness
+import anglesim.bench._resnet_rows as resnet_rows
+import anglesim.bench._solvers as solvers
 from anglesim import bench
-from anglesim.bench import resnet, solvers
+from anglesim.bench import resnet
+from anglesim.bench._fisher import finite_difference_fisher
+from anglesim.bench._render import numpy_render
+from anglesim.bench._workloads import STANDARD_SPEC, standard_cnn
 from anglesim.cli import main as cli_main
 from anglesim.fisher import propagated_fisher
 from anglesim.models import build_model
@@ -49,7 +55,7 @@ def _check_report(report, sections):
         if row["goal"] is not None:
             assert row["goal"]["op"] in (">=", "<=")
             assert row["verdict"], row
-        if row["section"] in bench.SIZES["smoke"].unjudged and row["goal"]:
+        if row["section"] in harness.SIZES["smoke"].unjudged and row["goal"]:
             assert row["met"] is None and row["verdict"] == "not judged at this size"
     return rows
 
@@ -75,7 +81,7 @@ def test_smoke_run_writes_a_complete_report(smoke):
     details = report["details"]
     assert details["fisher"]["propagated_error"] < 1e-3
     # the solver rows: exact where it fits, the sizes beyond it say why not
-    sizes = bench.SIZES["smoke"]
+    sizes = harness.SIZES["smoke"]
     for size in sizes.solver_sizes:
         exact = [r for r in rows if r["measure"] == f"{size} px: exact, every layer"]
         assert len(exact) == 1
@@ -84,16 +90,16 @@ def test_smoke_run_writes_a_complete_report(smoke):
         else:
             assert exact[0]["value"] is None and exact[0]["note"].startswith("not run")
     # the ResNet rows: every layer, with the products of a Krylov iteration
-    for layer in resnet.LAYERS:
+    for layer in resnet_rows.LAYERS:
         assert any(r["section"] == "resnet" and r["measure"].endswith(f"up to {layer}")
                    and r["value"] > 0 for r in rows)
-    assert set(details["resnet"]["layers"]) == set(resnet.LAYERS)
+    assert set(details["resnet"]["layers"]) == set(resnet_rows.LAYERS)
 
 
 def test_table_lists_every_row(smoke):
     _, path = smoke
     report = json.loads(path.read_text())
-    table = bench.format_table(report)
+    table = harness.format_table(report)
     lines = table.splitlines()
     assert lines[0].startswith("anglesim bench (smoke)")
     assert f"{report['machine']['cores']} cores" in lines[0]
@@ -131,10 +137,10 @@ def test_workloads_are_the_studies_standard_stimulus_and_cnn():
     from anglesim.models import CNNConfig
     from anglesim.studies._recipes import CNN, SPEC
 
-    assert bench.STANDARD_SPEC == SPEC
-    assert bench.standard_cnn() == CNN
-    assert bench.standard_cnn("bins", 12, image_size=64) == CNNConfig.standard("bins", 12,
-                                                                               image_size=64)
+    assert STANDARD_SPEC == SPEC
+    assert standard_cnn() == CNN
+    assert standard_cnn("bins", 12, image_size=64) == CNNConfig.standard("bins", 12,
+                                                                          image_size=64)
 
 
 def test_the_package_imports_neither_the_cli_nor_the_studies():
@@ -166,54 +172,50 @@ def test_the_package_imports_neither_the_cli_nor_the_studies():
 
 
 def test_numpy_baseline_draws_the_same_gratings():
-    spec0 = bench.STANDARD_SPEC
+    spec0 = STANDARD_SPEC
     angles = np.linspace(0, math.pi, 7, endpoint=False) + 0.05
     for size in (32, 64):
         spec = spec0.replace(size=size)
         ours = render(torch.as_tensor(angles, dtype=torch.float32), spec, noise=False).numpy()
-        base = bench.numpy_render(angles, spec, None, noise=False)
+        base = numpy_render(angles, spec, None, noise=False)
         np.testing.assert_allclose(base, ours, atol=2e-5)
-        noisy = bench.numpy_render(angles, spec, np.random.default_rng(0))
+        noisy = numpy_render(angles, spec, np.random.default_rng(0))
         resid = noisy - base
         assert abs(resid.std() - spec.noise_std) < 0.05  # σ = 1 pixel noise
     for bad in (spec0.replace(clamp=(-1.0, 1.0)), spec0.replace(channels=3)):
         with pytest.raises(ValueError, match="numpy_render"):
-            bench.numpy_render(angles, bad, None)
+            numpy_render(angles, bad, None)
 
 
 def test_finite_differences_agree_with_the_propagated_estimator():
-    spec = bench.STANDARD_SPEC.replace(aperture=None, size=16)
+    spec = STANDARD_SPEC.replace(aperture=None, size=16)
     torch.manual_seed(3)
-    model = build_model(bench.standard_cnn(image_size=16)).eval()
+    model = build_model(standard_cnn(image_size=16)).eval()
     angles = [0.3, 1.9]
-    fd = bench.finite_difference_fisher(model, spec, angles)
+    fd = finite_difference_fisher(model, spec, angles)
     reference = propagated_fisher(copy.deepcopy(model).double(), spec,
                                   torch.tensor(angles, dtype=torch.float64)).values
     np.testing.assert_allclose(fd, reference, rtol=1e-5)
     # with a large ridge the two agree only if the ridge is the same (ε times each unit's own
     # noise variance): a trace-relative ridge would differ by far more than 1e-5 here
-    fd = bench.finite_difference_fisher(model, spec, angles, eps=0.1)
+    fd = finite_difference_fisher(model, spec, angles, eps=0.1)
     reference = propagated_fisher(copy.deepcopy(model).double(), spec,
                                   torch.tensor(angles, dtype=torch.float64), eps=0.1,
                                   solver="exact").values
     np.testing.assert_allclose(fd, reference, rtol=1e-5)
     with pytest.raises(ValueError, match="additive Gaussian"):
-        bench.finite_difference_fisher(model, spec.replace(clamp=(-1.0, 1.0)), angles)
+        finite_difference_fisher(model, spec.replace(clamp=(-1.0, 1.0)), angles)
 
 
 def test_resnet_fisher_obeys_data_processing_with_the_exact_solver():
     net = resnet.resnet_model(width=4, seed=0)
-    spec = bench.STANDARD_SPEC.replace(size=32, channels=3)
+    spec = STANDARD_SPEC.replace(size=32, channels=3)
     run = solvers.propagated(net, spec, torch.tensor([0.4, 1.3]), "exact",
                              layers=["input", "maxpool", "layer2", "output"])
     fi = run["values"]
     assert fi.shape == (4, 2) and np.isfinite(fi).all() and (fi >= 0).all()
     assert (fi[1:] <= fi[0] * (1 + 1e-4)).all()  # no layer above the pixels
     assert run["seconds"] > 0 and run["peak_bytes"] >= 0
-    if not solvers.has_solver():
-        with pytest.raises(ValueError, match="solver"):
-            solvers.propagated(net, spec, torch.tensor([0.4]), "krylov", layers=["maxpool"])
-        return
     krylov = solvers.propagated(net, spec, torch.tensor([0.4, 1.3]), "krylov",
                                 layers=["maxpool", "layer2"], rtol=1e-4)
     np.testing.assert_allclose(krylov["values"], fi[1:3], rtol=1e-3)
@@ -229,25 +231,25 @@ def test_peak_memory_sees_what_is_allocated(mib):
         time.sleep(0.25)  # alive for 100 sampling intervals: the sampler is a thread, and on a
         return float(x[-1])  # loaded machine it may not run during a 2 ms allocation
 
-    value, seconds, peak, kind = bench.peak_memory(allocate)
+    value, seconds, peak, kind = harness.peak_memory(allocate)
     assert value == 1.0 and seconds >= 0 and kind
     assert peak >= 0.9 * mib * 2**20
-    _, _, idle, _ = bench.peak_memory(lambda: None)
+    _, _, idle, _ = harness.peak_memory(lambda: None)
     assert idle < 8 * 2**20
 
 
 def test_goal_verdicts():
-    at_least = bench.Goal(">=", 50)
+    at_least = harness.Goal(">=", 50)
     assert at_least.met(60) and not at_least.met(25)
     assert at_least.shortfall(25) == pytest.approx(2.0)
-    at_most = bench.Goal("<=", 10)
+    at_most = harness.Goal("<=", 10)
     assert at_most.met(10) and not at_most.met(40)
     assert at_most.shortfall(40) == pytest.approx(4.0)
-    row = bench.Row("render", "x", 25.0, "×", at_least)
+    row = harness.Row("render", "x", 25.0, "×", at_least)
     assert row.met is False and row.verdict() == "short 2.00×"
-    unjudged = bench.Row("quickstart", "x", 1.0, "s", at_most, judged=False)
+    unjudged = harness.Row("quickstart", "x", 1.0, "s", at_most, judged=False)
     assert unjudged.met is None and unjudged.verdict() == "not judged at this size"
-    missing = bench.Row("solvers", "x", math.nan, "s", at_most)
+    missing = harness.Row("solvers", "x", math.nan, "s", at_most)
     assert missing.met is None and missing.verdict() == "not measured"
 
 
@@ -257,7 +259,7 @@ def test_race_keeps_the_best_interleaved_time():
     def count(name):
         calls[name] += 1
 
-    best = bench.race({"a": lambda: count("a"), "b": lambda: count("b")}, rounds=3,
+    best = harness.race({"a": lambda: count("a"), "b": lambda: count("b")}, rounds=3,
                       min_seconds=0.0)
     assert set(best) == {"a", "b"} and all(t >= 0 for t in best.values())
     assert calls == {"a": 5, "b": 5}  # warm-up, calibration, three rounds of one call

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from anglesim.data import evaluation_grid, make_finite, reference_split, stream
+from anglesim.data import draw, draw_varied, evaluation_grid, make_finite, reference_split, stream
 from anglesim.distributions import Uniform, VonMises
 from anglesim.stimuli import GratingSpec
 
@@ -59,3 +59,18 @@ def test_training_set_angles_are_the_generators_first_prior_draws():
     train, _, _ = reference_split(Uniform(), GratingSpec(size=16), 4, root_generator(3))
     replay = Uniform().sample(32, generator=root_generator(3))
     assert torch.equal(train.angles, replay)
+
+
+@pytest.mark.parametrize("name, make", [
+    ("vary", lambda: draw_varied(Uniform(), GratingSpec(), 3, vary={"bogus": (0, 1)})),
+    ("vary", lambda: draw_varied(Uniform(), GratingSpec(), 3, vary=3)),
+    ("vary['contrast']", lambda: draw_varied(Uniform(), GratingSpec(), 3,
+                                             vary={"contrast": (1.0, 0.5)})),
+    ("n_angles", lambda: evaluation_grid(0)),
+    ("generator", lambda: draw(Uniform(), GratingSpec(), 3, generator=1)),
+])
+def test_bad_data_arguments_get_one_line_naming_them(name, make):
+    with pytest.raises(ValueError) as info:
+        make()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{name} must be "), message

@@ -287,11 +287,11 @@ def _ks_against_von_mises(x: np.ndarray, kappa: float) -> float:
 
 @pytest.mark.parametrize("kappa", [3e4, 1e5, 4e5, 1e9])
 def test_von_mises_sampling_is_correct_on_both_sides_of_the_normal_switch(kappa):
-    from anglesim.distributions import VON_MISES_NORMAL_KAPPA, _von_mises_full_circle
+    from anglesim.distributions._von_mises import VON_MISES_NORMAL_KAPPA, von_mises_full_circle
 
     assert VON_MISES_NORMAL_KAPPA == 1e5  # the documented switch-over sits between the cases
     n = 100_000
-    x = _von_mises_full_circle(n, kappa, torch.Generator().manual_seed(7)).numpy()
+    x = von_mises_full_circle(n, kappa, torch.Generator().manual_seed(7)).numpy()
     assert np.all(np.abs(x) <= math.pi)
     # KS distance against the exact CDF: critical value at p = 0.001 is 1.95 / √n
     assert _ks_against_von_mises(x, kappa) < 1.95 / math.sqrt(n)
@@ -358,3 +358,45 @@ def test_as_prior_accepts_priors_and_configs_and_names_anything_else():
         as_prior("von_mises", name="finetune_prior")
     with pytest.raises(ValueError, match="convention"):
         VonMises(0.0, 1.0, convention=["double"])
+
+
+def test_huge_gridded_values_give_the_same_prior_as_small_ones():
+    """Only a density's ratios matter: values whose sum overflows (issue 21: an
+    OverflowError before) give the uniform prior, as [1, 1] does."""
+    from anglesim.distributions import Gridded
+
+    big, small = Gridded([1e308, 1e308]), Gridded([1.0, 1.0])
+    np.testing.assert_array_equal(big.density, small.density)
+    assert big.to_config() == {"kind": "gridded", "density": [1e308, 1e308]}
+    peaked = Gridded([1e308, 5e307, 1e307])
+    np.testing.assert_allclose(peaked.density, Gridded([10.0, 5.0, 1.0]).density, rtol=1e-15)
+
+
+@pytest.mark.parametrize("name, make", [
+    ("components", lambda: Mixture(Uniform())),  # issue 21: said too little
+    ("components", lambda: Mixture([])),
+    ("components[1]", lambda: Mixture([Uniform(), "x"])),
+    ("weights", lambda: Mixture([Uniform()], weights=[1, 2])),
+    ("weights[0]", lambda: Mixture([Uniform()], weights=[-1])),
+    ("weights", lambda: Mixture([Uniform()], weights=3)),
+    ("density", lambda: Gridded([1.0])),
+    ("density", lambda: Gridded([0.0, 0.0])),
+    ("density", lambda: Gridded("ab")),
+    ("density", lambda: Gridded([[1.0, 2.0]])),
+    ("low", lambda: Uniform(-1)),
+    ("high", lambda: Uniform(1.0, 0.5)),
+    ("kappa", lambda: VonMises(0, -1)),
+    ("convention", lambda: VonMises(0, 1, "x")),
+    ("n", lambda: Uniform().sample(2.5)),
+    ("device", lambda: Uniform().sample(3, device="xpu9")),
+    ("n", lambda: Gridded.from_function(np.cos, n=1)),
+    ("f", lambda: Gridded.from_function(3)),
+    ("cfg", lambda: prior_from_config({"kind": "x"})),
+    ("cfg", lambda: prior_from_config({"kind": "uniform", "bogus": 1})),
+])
+def test_bad_prior_arguments_get_one_line_naming_them(name, make):
+    with pytest.raises(ValueError) as info:
+        make()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{name} must be "), message
+    assert ", got " in message

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from anglesim.fisher.krylov import N_PROBES, _GaussRadau, _probes, krylov_fisher
+from anglesim.fisher._krylov import N_PROBES, GaussRadau, krylov_fisher, probes
 
 
 def reference(w, x_dot, std, eps):
     """J = gᵀ(BBᵀ + ε D̂)⁻¹g with the solver's own probe estimate D̂ of diag(BBᵀ)."""
     b = w * std  # B = A Σ^{1/2}
-    probes = _probes(1, w.shape[1], torch.float64, w.device)[:, 0]  # [K, P]
-    d_hat = ((probes @ b.T) ** 2).mean(0)
+    signs = probes(1, w.shape[1], torch.float64, w.device)[:, 0]  # [K, P]
+    d_hat = ((signs @ b.T) ** 2).mean(0)
     g = w @ x_dot
     m = b @ b.T + eps * torch.diag(d_hat)
     return float(g @ torch.linalg.solve(m, g))
@@ -50,7 +50,7 @@ def test_gauss_radau_bounds_bracket_a_tridiagonal_quadratic_form():
     t = r.T @ r  # T = RᵀR ⪰ 0, unshifted pivots α_i²
     exact = float(torch.linalg.solve(t + eps * torch.eye(n, dtype=torch.float64),
                                      torch.eye(n, dtype=torch.float64)[0])[0])
-    bounds = _GaussRadau(r[0, 0:1] ** 2, eps)
+    bounds = GaussRadau(r[0, 0:1] ** 2, eps)
     on = torch.ones(1, dtype=torch.bool)
     last_lo, last_hi = 0.0, float("inf")
     for k in range(1, n):
@@ -69,7 +69,7 @@ def test_gauss_radau_bounds_bracket_a_tridiagonal_quadratic_form():
 def test_linearized_products_give_the_plain_jvp_results(monkeypatch, size):
     import warnings
 
-    import anglesim.fisher.krylov as krylov
+    import anglesim.fisher._krylov as krylov
     from anglesim.fisher import propagated_fisher
     from anglesim.models import CNNConfig, build_model
     from anglesim.stimuli import GratingSpec
@@ -78,8 +78,8 @@ def test_linearized_products_give_the_plain_jvp_results(monkeypatch, size):
     net = build_model(CNNConfig(image_size=size))
     spec = GratingSpec(size=size, noise_std=0.5)
     made = []
-    original = krylov._pushforward
-    monkeypatch.setattr(krylov, "_pushforward",
+    original = krylov.pushforward
+    monkeypatch.setattr(krylov, "pushforward",
                         lambda fn, x: made.append(original(fn, x)) or made[-1])
     runs = {}
     for after in (0, 10**9):  # linearized from the first step / never

@@ -248,7 +248,8 @@ def test_cost_guard_is_not_fooled_by_a_loaded_machine(monkeypatch):
     (the quickstart's FI once was, as "1.1 h", while three other jobs shared two cores)."""
     import importlib
 
-    propagated = importlib.import_module("anglesim.fisher.propagated")
+    propagated = importlib.import_module("anglesim.fisher._propagated")
+    cost_model = importlib.import_module("anglesim.fisher._cost")
     clock = {"t": 0.0}
 
     def descheduled() -> float:  # every reading 100 s after the last: a process left waiting
@@ -262,8 +263,8 @@ def test_cost_guard_is_not_fooled_by_a_loaded_machine(monkeypatch):
     assert bool((fi > 0).all())
     # the wall clock alone would have priced the same run at hours: the guard's arithmetic
     wall_only = 100.0 * 2  # the best of the passes, times a chunk of two images
-    cost = propagated.costs.estimate("1", 8 * 32 * 32, 32 * 32, 8 * 32 * 32, 2, 1, wall_only, 4)
-    assert cost.exact_s > propagated.costs.HOUR
+    cost = cost_model.estimate("1", 8 * 32 * 32, 32 * 32, 8 * 32 * 32, 2, 1, wall_only, 4)
+    assert cost.exact_s > cost_model.HOUR
 
 
 def test_device_and_bad_arguments():

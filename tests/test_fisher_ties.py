@@ -9,8 +9,9 @@ import torch
 from pool_tie_nets import spec, toy
 from torch import nn
 
-import anglesim.fisher.propagated as propagated_module
-from anglesim.fisher import as_stimulus, measure_fisher, propagated_fisher, ties
+import anglesim.fisher._propagated as propagated_module
+import anglesim.fisher._ties as ties
+from anglesim.fisher import as_stimulus, measure_fisher, propagated_fisher
 from anglesim.pool_ties import PoolTieWarning, count_pool_ties
 from anglesim.stimuli import render_clean
 
@@ -21,9 +22,9 @@ ANGLES = [0.3, 1.1, 1.9, 2.7]
 @pytest.fixture(autouse=True)
 def _fresh_warning_state():
     """The tie warning is said once per process; each test starts as a fresh process would."""
-    ties._WARNED.clear()
+    ties.WARNED.clear()
     yield
-    ties._WARNED.clear()
+    ties.WARNED.clear()
 
 def quiet(fn):
     """fn() with PoolTieWarning raised as an error (so a test sees any that fires)."""
@@ -43,6 +44,21 @@ def test_tied_toy_network_warns_and_records_the_counts(solver):
     assert 0 < fi.attrs["pool_ties_noisy"] <= expected.tied_nonzero
     assert fi.attrs["pool_ties_blocks_conv_2"].startswith(
         f"{expected.tied}/{expected.windows} tied, {expected.tied_nonzero} at non-zero")
+
+
+def test_a_caller_who_knows_records_the_ties_without_the_warning():
+    """pool_ties="record" (a study's own standard stimulus): the same counts and values, no
+    warning; a later default call still warns (nothing is marked as said)."""
+    net = toy(bias=0.5)
+    recorded = quiet(lambda: propagated_fisher(net, spec(), ANGLES, pool_ties="record"))
+    ds = quiet(lambda: measure_fisher(net, spec(), angles=ANGLES, pool_ties="record"))
+    with pytest.warns(PoolTieWarning):
+        warned = propagated_fisher(net, spec(), ANGLES)
+    assert recorded.attrs == warned.attrs
+    np.testing.assert_array_equal(recorded.values, warned.values)
+    assert {k: v for k, v in ds.attrs.items() if k.startswith("pool_ties_")} == {
+        k: v for k, v in warned.attrs.items() if k.startswith("pool_ties_")}
+    assert ds.attrs["pool_ties_noisy"] > 0
 
 
 def test_untied_and_masked_networks_do_not_warn():

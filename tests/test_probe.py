@@ -43,12 +43,25 @@ def test_a_constant_feature_does_not_divide_by_zero():
 
 @pytest.mark.parametrize("args, message", [
     ((torch.ones(3, 2), torch.ones(4), torch.ones(1, 2)), "train_y must be"),
-    ((torch.ones(3, 2), torch.ones(3), torch.ones(1, 3)), "must be \\(n, d\\) and \\(m, d\\)"),
-    ((torch.ones(1, 2), torch.ones(1), torch.ones(1, 2)), "at least 2 samples"),
-    ((np.ones((3, 2)), torch.ones(3), torch.ones(1, 2)), "must be torch tensors"),
+    ((torch.ones(3, 2), torch.ones(3), torch.ones(1, 3)), "^test_x must be \\(m, 2\\)"),
+    ((torch.ones(1, 2), torch.ones(1), torch.ones(1, 2)),
+     "^train_x must be \\(n, d\\) features of n >= 2"),
+    ((np.ones((3, 2)), torch.ones(3), torch.ones(1, 2)),
+     "^train_x must be a torch tensor, got array"),
 ])
 def test_bad_input(args, message):
     with pytest.raises(ValueError, match=message):
         ridge_readout(*args)
     with pytest.raises(ValueError, match="ridge"):
         ridge_readout(torch.ones(3, 2), torch.ones(3), torch.ones(1, 2), ridge=-1.0)
+
+
+def test_bad_probe_arguments_get_one_line_naming_them():
+    x, y = torch.zeros(4, 2), torch.zeros(4)
+    for name, call in [("train_x", lambda: ridge_readout("x", y, x)),
+                       ("test_x", lambda: ridge_readout(x, y, torch.zeros(2, 3))),
+                       ("train_y", lambda: ridge_readout(x, torch.zeros(3), x)),
+                       ("ridge", lambda: ridge_readout(x, y, x, ridge=-1))]:
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value).startswith(f"{name} must be "), str(info.value)

@@ -114,11 +114,11 @@ def test_debiased_cka_of_independent_noise_is_near_zero_where_plain_cka_is_biase
 def test_cka_flattens_conv_activations_and_rejects_bad_input():
     x = rng(15).standard_normal((12, 2, 3, 3))
     assert rep.linear_cka(x, x.reshape(12, -1)) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="same stimuli"):
+    with pytest.raises(ValueError, match="^Y must be 12 rows"):
         rep.linear_cka(x, x[:10])
     with pytest.raises(ValueError, match="n_features"):
         rep.linear_cka(np.ones(5), np.ones(5))
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(ValueError, match="^X must be finite everywhere"):
         rep.linear_cka(np.full((5, 2), np.nan), np.ones((5, 2)))
     with pytest.raises(ValueError, match="at least 4"):
         rep.linear_cka(x[:3], x[:3], debiased=True)
@@ -260,3 +260,13 @@ def test_pca_and_cka_accept_numpy_scalars_and_name_bad_ones():
         rep.pca(x, 2.0)
     with pytest.raises(ValueError, match=r"^debiased must be True or False, got 1"):
         rep.linear_cka(x, x, debiased=1)
+
+
+def test_bad_activation_matrices_get_one_line_naming_them():
+    ok = np.ones((5, 2))
+    for name, call in [("X", lambda: rep.linear_cka("x", ok)),
+                       ("X", lambda: rep.linear_cka(np.full((5, 2), np.nan), ok)),
+                       ("Y", lambda: rep.linear_cka(ok, np.ones((4, 2))))]:
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value).startswith(f"{name} must be "), str(info.value)

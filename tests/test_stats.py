@@ -88,7 +88,7 @@ def test_bounds_clip_the_band_to_the_quantity_range():
 
 @pytest.mark.parametrize("kwargs, name", [
     ({"level": 1.0}, "level"), ({"min_n": 1}, "min_n"), ({"bounds": (5, 1)}, "bounds"),
-    ({"bounds": 3}, "bounds"), ({"log": 1}, "log"), ({"dim": "seed"}, "da"),
+    ({"bounds": 3}, "bounds"), ({"log": 1}, "log"), ({"dim": "seed"}, "dim"),
     ({"min_n": np.int64(2.0), "level": "x"}, "level"),
 ])
 def test_bad_arguments_are_named(kwargs, name):
@@ -198,3 +198,18 @@ def test_welch_ci_matches_scipy_and_covers_with_unequal_variances(n_a, n_b, sd_b
     diff, half = welch_ci(va, vb)
     covered = float((abs(diff - 1.5) <= half).mean())
     assert abs(covered - 0.95) < 0.03, covered
+
+
+@pytest.mark.parametrize("name, make", [
+    ("level", lambda da: mean_ci(da, level=-1)),
+    ("level", lambda da: paired_ci(da.isel(angle=0), da.isel(angle=1), level=2)),
+    ("level", lambda da: welch_ci(da, da, level=2)),
+    ("dim", lambda da: interval(da, dim="x")),
+    ("da", lambda da: interval("x")),
+])
+def test_bad_interval_arguments_get_one_line_naming_them(name, make):
+    da = xr.DataArray(np.arange(12.0).reshape(3, 4), dims=("replicate", "angle"))
+    with pytest.raises(ValueError) as info:
+        make(da)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{name} must be "), message

@@ -14,8 +14,8 @@ from anglesim.models import CNNConfig, build_model
 from anglesim.pool_ties import (
     PoolTieWarning,
     TieCount,
-    _windows,
     count_pool_ties,
+    pool_windows,
     ties_attrs,
     warn_pool_ties,
 )
@@ -49,7 +49,7 @@ def test_counts_on_a_designed_input():
 ])
 def test_windows_are_the_pool_windows(pool):
     x = torch.randn(2, 3, 9, 11, generator=torch.Generator().manual_seed(1))
-    cols = _windows(pool, x)
+    cols = pool_windows(pool, x)
     out = pool(x)
     assert cols.shape[:2] == (2, 3) and cols.shape[-1] == out.shape[-2] * out.shape[-1]
     torch.testing.assert_close(cols.amax(2), out.reshape(2, 3, -1), rtol=0, atol=0)
@@ -111,5 +111,5 @@ def test_bad_arguments_are_named(call, name):
 def test_windows_shape_matches_functional_pool():
     x = torch.randn(1, 2, 6, 6, generator=torch.Generator().manual_seed(2))
     pool = nn.MaxPool2d(2)
-    assert _windows(pool, x).shape == (1, 2, 4, 9)
-    assert torch.equal(_windows(pool, x).amax(2).reshape(1, 2, 3, 3), F.max_pool2d(x, 2))
+    assert pool_windows(pool, x).shape == (1, 2, 4, 9)
+    assert torch.equal(pool_windows(pool, x).amax(2).reshape(1, 2, 3, 3), F.max_pool2d(x, 2))

@@ -10,6 +10,7 @@ import torch
 from torch.func import jvp, vmap
 
 from anglesim.stimuli import GratingSpec, render, render_clean
+from anglesim.stimuli._grating import pixel_grid
 
 SMALL = GratingSpec(size=16, frequency=3.0, aperture=0.9, aperture_edge=0.2)
 
@@ -47,7 +48,7 @@ def test_theta_and_theta_plus_pi_render_identically_for_every_phase():
             torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
     # with a nonzero phase the naive formula would differ at θ + π: the test above has teeth
     spec = SMALL.replace(phase=0.5, aperture=None)
-    xx, yy = spec.coordinates(dtype=torch.float64)
+    xx, yy = pixel_grid(spec.size, spec.extent, "cpu", torch.float64)
     t = 0.9 + math.pi
     naive = torch.cos(spec.wavenumber * (yy * math.cos(t) + xx * math.sin(t)) + 0.5)
     ours = render_clean(torch.tensor([t], dtype=torch.float64), spec)[0, 0]
@@ -153,7 +154,7 @@ def test_aperture_order_and_variance_map_with_mask_after_noise():
 
 def test_hard_aperture_keeps_pixels_strictly_inside_radius():
     spec = GratingSpec(size=20, aperture=0.5, aperture_edge=0.0, extent=2.0)
-    xx, yy = spec.coordinates(dtype=torch.float64)
+    xx, yy = pixel_grid(spec.size, spec.extent, "cpu", torch.float64)
     expected = (xx**2 + yy**2 < 1.0).float()
     torch.testing.assert_close(spec.aperture_mask(), expected)
 
@@ -509,3 +510,34 @@ def test_standard_preset_is_the_studies_stimulus():
     assert spec.gaussian_noise_only and not spec.mask_after_noise
     assert spec.channels == 1 and spec.replace(channels=3).image_shape == (3, 32, 32)
     assert GratingSpec.from_config(spec.to_config()) == spec
+
+
+@pytest.mark.parametrize("name, make", [
+    ("size", lambda: GratingSpec(size=32.0)),
+    ("frequency", lambda: GratingSpec(frequency=20)),
+    ("phase", lambda: GratingSpec(phase="x")),
+    ("aperture", lambda: GratingSpec(aperture=0)),
+    ("noise_prob", lambda: GratingSpec(noise_prob=2)),
+    ("clamp", lambda: GratingSpec(clamp=(1, 0))),
+    ("mask_after_noise", lambda: GratingSpec(mask_after_noise="x")),
+    ("colour", lambda: GratingSpec(colour=(1, 1))),
+    ("cfg", lambda: GratingSpec.from_config(3)),
+    ("angles", lambda: render("x", GratingSpec())),
+    ("spec", lambda: render([0.1], "x")),
+    ("inplace", lambda: render([0.1], GratingSpec(), inplace=1)),
+    ("spec", lambda: render_clean([0.1], "x")),
+])
+def test_bad_stimulus_arguments_get_one_line_naming_them(name, make):
+    with pytest.raises(ValueError) as info:
+        make()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{name} must be "), message
+    assert ", got " in message
+
+
+def test_unknown_fields_are_named_with_the_fields_there_are():
+    with pytest.raises(ValueError, match=r"^GratingSpec.replace: unknown parameter\(s\) "
+                                         r"\['sise'\]; the parameters are \['aperture'"):
+        GratingSpec().replace(sise=3)
+    with pytest.raises(ValueError, match=r"^GratingSpec.from_config: unknown parameter"):
+        GratingSpec.from_config({"sise": 3})

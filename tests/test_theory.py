@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from anglesim.distributions import VonMises
-from anglesim.fisher import noncentral_f_scale
+from anglesim.fisher._intervals import noncentral_f_scale
 from anglesim.stats import interval
 from anglesim.theory import (
     fit_exponent,
@@ -180,7 +180,7 @@ def test_quasi_fit_arguments_and_missing_points():
         fit_exponent(j, p, error_model="poisson")
     with pytest.raises(ValueError, match="^method"):
         fit_exponent(j, p, method="wls")
-    with pytest.raises(ValueError, match="T"):
+    with pytest.raises(ValueError, match="^n_trials must be"):
         sampled_error_model(10, 20, 0.05)
     model = sampled_error_model(200, 20, 0.05)
     exact = fit_exponent(j, p, error_model=model)
@@ -194,3 +194,18 @@ def test_quasi_fit_arguments_and_missing_points():
     batch = fit_exponents(xr.DataArray(holes, dims="angle", coords={"angle": ANGLES}),
                           density(), error_model=model)
     assert float(batch["alpha"]) == pytest.approx(fit.alpha, rel=1e-9)
+
+
+@pytest.mark.parametrize("name, make", [
+    ("loss", lambda: loss_exponent("nope")),
+    ("beta", lambda: ganguli_simoncelli_exponent(-1)),
+    ("density", lambda: predicted_fisher("x", 1.0)),
+    ("n_trials", lambda: sampled_error_model(1, 3, 0.1)),
+    ("n_trials", lambda: sampled_error_model(4, 3, 0.1)),
+    ("dtheta", lambda: sampled_error_model(10, 3, -0.1)),
+])
+def test_bad_theory_arguments_get_one_line_naming_them(name, make):
+    with pytest.raises(ValueError) as info:
+        make()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{name} must be "), message

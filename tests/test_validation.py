@@ -94,7 +94,7 @@ def test_near_far_one_boundary_rule():
     np.testing.assert_array_equal(near, dist <= 22.5 + 1e-6)
     np.testing.assert_array_equal(far, dist >= 45 - 1e-6)
     assert far[np.isclose(dist, 45)].all()  # exactly 45° away counts as beyond 45°
-    with pytest.raises(ValueError, match="near and far"):
+    with pytest.raises(ValueError, match="^far must be >= 1"):
         near_far(theta, 0.0, near=1.0, far=0.5)
 
 

@@ -1,44 +1,27 @@
-"""Priors over grating orientation on the half-circle [0, π), period π.
+"""Priors over grating orientation on the half-circle [0, π), period π: ``pdf(θ)``, an exact
+sampler ``sample(n, generator)`` drawing only from the generator given, and ``to_config()``.
 
-Every prior has a density ``pdf(θ)`` with respect to dθ that integrates to 1 over [0, π)
-(θ is wrapped mod π first), an exact sampler ``sample(n, generator)`` that draws only from the
-``torch.Generator`` it is given, and a JSON-able ``to_config()`` that ``prior_from_config``
-turns back into an equal prior.
-
-Classes:
-
-* ``Uniform(low, high)`` — flat on a sub-range [low, high) ⊆ [0, π].
-* ``VonMises(loc, kappa, convention)`` — concentrated around ``loc``; two conventions
-  (von Mises on the doubled angle, or a full-circle von Mises folded onto [0, π)).
-* ``Mixture(components, weights)`` — a weighted sum of priors.
-* ``Gridded(density)`` (alias ``Empirical``) — a periodic piecewise-linear density given by
-  its values on a regular grid; sampled by exact inverse CDF.
-
-Sampling is done in float64 on the generator's device and only the result is cast to float32,
-kept strictly below the upper end of the support (π, or ``high`` for ``Uniform``), because
-float32(π) > π.
+`Uniform` (on a sub-range), `VonMises` (doubled-angle or folded convention), `Mixture`, and
+`Gridded` (alias `Empirical`: a tabulated, periodic piecewise-linear density); `as_prior` and
+`prior_from_config` rebuild one from a config.
 """
-
 
 from __future__ import annotations
 
 from typing import Any
 
 from .. import validation as check
-from .base import PI, AnglePrior, Mixture, Uniform
-from .gridded import Empirical, Gridded
-from .von_mises import VON_MISES_NORMAL_KAPPA, VonMises, _von_mises_full_circle
+from ._base import AnglePrior, Mixture, Uniform
+from ._gridded import Empirical, Gridded
+from ._von_mises import VonMises
 
 __all__ = [
-    "PI",
-    "VON_MISES_NORMAL_KAPPA",
     "AnglePrior",
     "Empirical",
     "Gridded",
     "Mixture",
     "Uniform",
     "VonMises",
-    "_von_mises_full_circle",
     "as_prior",
     "prior_from_config",
 ]
@@ -65,8 +48,9 @@ def as_prior(value: Any, name: str = "prior") -> AnglePrior:
 def prior_from_config(cfg: dict) -> AnglePrior:
     """Rebuild a prior from ``to_config()`` output (kinds: uniform, von_mises, mixture,
     gridded / empirical). An unknown kind or a malformed config raises ValueError."""
-    if not isinstance(cfg, dict) or "kind" not in cfg:
-        raise ValueError(f"cfg must be a dict with a 'kind' key, got {cfg!r}")
+    kinds = ("uniform", "von_mises", "mixture", "gridded", "empirical")
+    if not isinstance(cfg, dict) or cfg.get("kind") not in kinds:
+        raise check.fail("cfg", f"a prior config: a dict whose 'kind' is one of {kinds}", cfg)
     kind = cfg["kind"]
     args = {k: v for k, v in cfg.items() if k != "kind"}
     try:
@@ -80,5 +64,5 @@ def prior_from_config(cfg: dict) -> AnglePrior:
         if kind in ("gridded", "empirical"):
             return Gridded(**args)
     except (TypeError, KeyError) as err:
-        raise ValueError(f"malformed {kind!r} prior config {cfg!r}: {err}") from None
-    raise ValueError(f"unknown prior kind {kind!r}")
+        raise check.fail("cfg", f"a well-formed {kind!r} prior config ({err})", cfg) from None
+    raise AssertionError(kind)  # pragma: no cover - every kind returns above

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import validation as check
-from .grating import GratingSpec
+from ._grating import GratingSpec
 
 __all__ = ["PHOTOGRAPHS", "NaturalPatches", "PatchBatch", "load_photograph",
            "orientation_energy", "orientation_harmonic", "photograph_directory", "rotate"]

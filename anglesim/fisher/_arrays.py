@@ -9,19 +9,33 @@
 * `bootstrap_fisher`: intervals over trials — the exact noncentral-F interval for the
   bias-corrected estimator (`linear_fisher_interval`), bootstrap bands for the others.
 
-All numbers are in rad⁻². Re-exported by :mod:`anglesim.fisher`.
+All numbers are in rad⁻².
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from .. import validation as check
-from .base import ArrayLike, check_dtheta, check_positive_int, to_numpy
-from .intervals import linear_fisher_interval
+from ._base import DTHETA, LEVEL, ArrayLike, to_numpy
+from ._intervals import linear_fisher_interval
+
+
+def responses(name: str, value: Any) -> np.ndarray:
+    """``value`` as a finite float64 array [T >= 2 trials, N >= 1 units]."""
+    arr = check.finite_array(name, to_numpy(value, name))
+    if arr.ndim != 2 or arr.shape[0] < 2 or arr.shape[1] < 1:
+        raise check.fail(name, "responses [T >= 2 trials, N >= 1 units]", f"shape {arr.shape}")
+    return arr
+
+
+RESPONSES = check.Check(responses, "responses [T >= 2 trials, N >= 1 units]")
+SAMPLES = {"r_minus": RESPONSES, "r_plus": RESPONSES, "dtheta": DTHETA}
+"""The arguments every estimator on trial arrays takes: trials at θ − Δθ/2 and θ + Δθ/2."""
 
 __all__ = [
     "BOOTSTRAP_METHODS",
@@ -58,7 +72,9 @@ def linear_fisher_from_samples(
     singular for another reason (units that are exact linear combinations of others) is a
     ValueError.
     """
-    rm, rp, n_trials, _, dtheta = _paired_samples(r_minus, r_plus, dtheta)
+    args = check.validate(locals(), {**SAMPLES, "bias_corrected": check.Boolean()})
+    bias_corrected = args.pop("bias_corrected")
+    rm, rp, n_trials, _, dtheta = paired_samples(**args)
     rm, rp, perfect = active_units(rm, rp)
     n_units = rm.shape[1]
     if perfect:
@@ -97,6 +113,23 @@ def active_units(r_minus: np.ndarray, r_plus: np.ndarray) -> tuple[np.ndarray, n
     return r_minus[:, keep], r_plus[:, keep], perfect
 
 
+def non_negative_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as a float64 array of numbers >= 0 (+inf allowed)."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise check.fail(name, "a number or array of numbers >= 0", value) from None
+    if np.isnan(arr).any() or (arr < 0).any():
+        raise check.fail(name, "a number or array of numbers >= 0", value)
+    return arr
+
+
+VARIANCE_PARAMETERS = {
+    "I": check.Check(non_negative_array, "a number or array of numbers >= 0"),
+    "T": check.Integer(minimum=1), "N": check.Integer(minimum=1), "dtheta": DTHETA,
+}
+
+
 def linear_fisher_variance(
     I: float | np.ndarray, T: int, N: int, dtheta: float
 ) -> float | np.ndarray:
@@ -112,16 +145,12 @@ def linear_fisher_variance(
     E[1/χ²_m] = 1/(m − 2), E[1/χ²_m²] = 1/((m − 2)(m − 4)) and those of the noncentral χ²
     give the expression above. Needs 2T − N − 5 > 0. ``I`` is the true (or estimated) FI.
     """
-    for name, val in (("T", T), ("N", N)):
-        if not isinstance(val, int | np.integer) or isinstance(val, bool) or val < 1:
-            raise ValueError(f"{name} must be a positive integer, got {val!r}")
-    check_dtheta(dtheta)
+    args = check.validate(locals(), VARIANCE_PARAMETERS)
+    info, T, N, dtheta = args["I"], args["T"], args["N"], args["dtheta"]
     m4 = 2 * T - N - 5
     if m4 <= 0:
-        raise ValueError(f"2T - N - 5 must be > 0 for a finite variance, got T={T}, N={N}")
-    info = np.asarray(I, dtype=np.float64)
-    if np.isnan(info).any() or (info < 0).any():
-        raise ValueError(f"I must be >= 0, got {I!r}")
+        raise check.fail("T", f"> (N + 5)/2 = {(N + 5) / 2:g} for a finite variance (N={N})",
+                         T)
     a = 2.0 / (T * dtheta**2)
     var = 2.0 / m4 * (info**2 + 2 * a * info * (2 * T - 3) + a**2 * N * (2 * T - 3))
     return float(var) if var.ndim == 0 else var
@@ -135,19 +164,21 @@ def ledoit_wolf_covariance(x: ArrayLike, centered: bool = False) -> tuple[np.nda
     b² = min(b̄², d²), and Σ* = (b²/d²) m I + (1 − b²/d²) S, so δ = b²/d² ∈ [0, 1].
     ``centered=True`` takes x as residuals already centred (e.g. around per-class means).
     """
-    xs = _samples_matrix(x, centered)
+    args = check.validate(locals(), {"x": check.Check(samples_matrix, "samples [n >= 2, p]"),
+                                     "centered": check.Boolean()})
+    xs = args["x"] if args["centered"] else args["x"] - args["x"].mean(0)
     n, p = xs.shape
     delta, mu = _ledoit_wolf_shrinkage(xs)
     s = xs.T @ xs / n
     return delta * mu * np.eye(p) + (1 - delta) * s, delta
 
 
-def _samples_matrix(x: ArrayLike, centered: bool) -> np.ndarray:
-    xs = to_numpy(x, "x")
+def samples_matrix(name: str, value: Any) -> np.ndarray:
+    """``value`` as a finite float64 array [n >= 2 samples, p]."""
+    xs = check.finite_array(name, to_numpy(value, name))
     if xs.ndim != 2 or xs.shape[0] < 2:
-        raise ValueError(f"x must be [n >= 2, p], got shape {xs.shape}")
-    check.finite_array("x", xs)
-    return xs if centered else xs - xs.mean(0)
+        raise check.fail(name, "samples [n >= 2, p]", f"shape {xs.shape}")
+    return xs
 
 
 def _ledoit_wolf_shrinkage(xs: np.ndarray) -> tuple[float, float]:
@@ -200,7 +231,7 @@ def linear_fisher_shrinkage(r_minus: ArrayLike, r_plus: ArrayLike, dtheta: float
     when T is small relative to N, where `linear_fisher_from_samples` is undefined. With more
     units than residuals (N > 2T) it works from the 2T × 2T Gram matrix, never forming Σ*.
     """
-    rm, rp, _, _, dtheta = _paired_samples(r_minus, r_plus, dtheta)
+    rm, rp, _, _, dtheta = paired_samples(**check.validate(locals(), SAMPLES))
     fprime = (rp.mean(0) - rm.mean(0)) / dtheta
     resid = np.concatenate([rm - rm.mean(0), rp - rp.mean(0)])
     delta, mu = _ledoit_wolf_shrinkage(resid)
@@ -229,19 +260,26 @@ def linear_fisher_pca(
     Gaussian responses the residuals are independent of the means, so the projection does not
     look at the signal. Use it, like `linear_fisher_shrinkage`, when 2T − N − 3 ≤ 0.
     """
-    rm, rp, n_trials, n_units, dtheta = _paired_samples(r_minus, r_plus, dtheta)
+    args = check.validate(locals(), {**SAMPLES, "n_components": check.Optional(
+        check.Integer(minimum=1)), "bias_corrected": check.Boolean()})
+    n_components, bias_corrected = args.pop("n_components"), args.pop("bias_corrected")
+    rm, rp, n_trials, n_units, dtheta = paired_samples(**args)
     resid = np.concatenate([rm - rm.mean(0), rp - rp.mean(0)])
     _, sv, vt = np.linalg.svd(resid, full_matrices=False)
     rank = int((sv > sv[0] * max(resid.shape) * np.finfo(float).eps).sum()) if sv[0] > 0 else 0
     if rank == 0:
         raise ValueError("the responses do not vary over trials: no noise to decompose")
     k = min(rank, n_trials // 2) if n_components is None else n_components
-    k = check_positive_int("n_components", k)
     if k > min(rank, 2 * n_trials - 4):
         raise ValueError(f"n_components must be <= min(rank of the noise, 2T - 4) = "
                          f"{min(rank, 2 * n_trials - 4)} (T={n_trials}, N={n_units}), got {k}")
     axes = vt[:k].T
     return linear_fisher_from_samples(rm @ axes, rp @ axes, dtheta, bias_corrected)
+
+
+DECODER_OPTIONS = {"ridge": check.Real(minimum=0.0), "n_folds": check.Integer(minimum=2),
+                   "seed": check.Integer(minimum=0)}
+"""`decoder_fisher`'s options (also ``sampled_fisher(estimator="decoder", ...)``'s)."""
 
 
 def decoder_fisher(
@@ -266,16 +304,12 @@ def decoder_fisher(
     ridge shrinks it further), so it is a lower bound in expectation rather than an unbiased
     estimate — typically within 10–20% of I for T ≫ N (e.g. Kanitscheider et al. 2015).
     """
-    rm, rp, _, n_units, dtheta = _paired_samples(r_minus, r_plus, dtheta, same_trials=False)
-    if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge >= 0):
-        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
-    if not isinstance(n_folds, int) or isinstance(n_folds, bool) or n_folds < 2:
-        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+    args = check.validate(locals(), {**SAMPLES, **DECODER_OPTIONS})
+    ridge, n_folds, seed = args.pop("ridge"), args.pop("n_folds"), args.pop("seed")
+    rm, rp, _, n_units, dtheta = paired_samples(**args, same_trials=False)
     if min(len(rm), len(rp)) < 2 * n_folds:
-        raise ValueError(
-            f"need at least 2 * n_folds = {2 * n_folds} trials per condition, got "
-            f"{len(rm)} and {len(rp)}"
-        )
+        raise check.fail("n_folds", f"<= {min(len(rm), len(rp)) // 2} (at least 2 * n_folds "
+                         f"trials per condition; got {len(rm)} and {len(rp)})", n_folds)
     rng = np.random.default_rng(seed)
     folds_m = np.array_split(rng.permutation(len(rm)), n_folds)
     folds_p = np.array_split(rng.permutation(len(rp)), n_folds)
@@ -298,6 +332,14 @@ def decoder_fisher(
 
 
 BOOTSTRAP_METHODS = ("auto", "exact", "shifted", "percentile")
+BOOTSTRAP_PARAMETERS = {
+    **SAMPLES,
+    "estimator": check.Optional(check.Function()),
+    "n_boot": check.Integer(minimum=2),
+    "level": LEVEL,
+    "seed": check.Integer(minimum=0),
+    "method": check.Choice(BOOTSTRAP_METHODS),
+}
 
 
 def bootstrap_fisher(
@@ -328,10 +370,10 @@ def bootstrap_fisher(
       bias, b = mean(values*) − estimate (Efron & Tibshirani §10.2): [q_lo − b, q_hi − b]. For
       estimators without an exact interval; approximate (wide for the bias-corrected one).
     """
-    rm, rp, n_trials, _, dtheta = _paired_samples(r_minus, r_plus, dtheta, same_trials=False)
-    method = check.choice("method", method, BOOTSTRAP_METHODS)
-    n_boot = check_positive_int("n_boot", n_boot, 2)
-    level = check.real("level", level, minimum=0, maximum=1, min_open=True, max_open=True)
+    args = check.validate(locals(), BOOTSTRAP_PARAMETERS)
+    estimator, n_boot, level = args.pop("estimator"), args.pop("n_boot"), args.pop("level")
+    seed, method = args.pop("seed"), args.pop("method")
+    rm, rp, n_trials, _, dtheta = paired_samples(**args, same_trials=False)
     if method == "auto":
         method = "exact" if estimator is None else "percentile"
     if method == "exact":
@@ -362,19 +404,14 @@ def bootstrap_fisher(
     return value, float(low), float(high)
 
 
-def _paired_samples(
+def paired_samples(
     r_minus: ArrayLike, r_plus: ArrayLike, dtheta: float, same_trials: bool = True
 ) -> tuple[np.ndarray, np.ndarray, int, int, float]:
-    """Validate [T, N] responses at θ ∓ Δθ/2; return them as float64 with T, N, Δθ."""
-    rm = to_numpy(r_minus, "r_minus")
-    rp = to_numpy(r_plus, "r_plus")
-    for name, r in (("r_minus", rm), ("r_plus", rp)):
-        if r.ndim != 2 or r.shape[0] < 2 or r.shape[1] < 1:
-            raise ValueError(f"{name} must be [T >= 2 trials, N >= 1 units], got {r.shape}")
-        if not np.isfinite(r).all():
-            raise ValueError(f"{name} must be finite")
+    """Checked [T, N] responses at θ ∓ Δθ/2 (`RESPONSES`, as float64) with T, N and Δθ; r_plus
+    must have r_minus's shape (its units; its trials too unless ``same_trials=False``)."""
+    rm, rp = responses("r_minus", r_minus), responses("r_plus", r_plus)
     if (same_trials and rm.shape != rp.shape) or rm.shape[1] != rp.shape[1]:
-        raise ValueError(
-            f"r_minus and r_plus must have the same shape [T, N], got {rm.shape} and {rp.shape}"
-        )
-    return rm, rp, rm.shape[0], rm.shape[1], check_dtheta(dtheta)
+        want = f"r_minus's shape {rm.shape}" if same_trials else \
+            f"as many units as r_minus ({rm.shape[1]})"
+        raise check.fail("r_plus", want, f"shape {rp.shape}")
+    return rm, rp, rm.shape[0], rm.shape[1], DTHETA("dtheta", dtheta)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ..stimuli import render
-from .harness import Context, Goal, race
-from .workloads import STANDARD_SPEC
+from ._harness import Context, Goal, race
+from ._workloads import STANDARD_SPEC
 
 
 def numpy_render(angles: np.ndarray, spec: Any, rng: np.random.Generator | None,

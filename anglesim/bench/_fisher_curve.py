@@ -21,10 +21,10 @@ import torch
 from .. import fisher
 from ..distributions import Uniform
 from ..models import reference_mlp
-from ..seeding import root_generator
+from ..seeding import torch_generator
 from ..stimuli import GratingSpec
 from ..training import Phase, train
-from .harness import Context, Goal, torch_threads
+from ._harness import Context, Goal, torch_threads
 
 CURVE_DTHETA = 0.1
 """Δθ (rad) of the sampled estimators of this section: the central difference's bias is O(Δθ²)
@@ -69,7 +69,7 @@ def bench_fisher_curve(ctx: Context) -> None:
     angles = np.arange(n) * (math.pi / n)
 
     started = time.perf_counter()
-    sg = savgol(model, spec, generator=root_generator(1), output="raw", **counts)
+    sg = savgol(model, spec, generator=torch_generator(1, "bench"), output="raw", **counts)
     t_savgol = time.perf_counter() - started
     every = counts["n_dense"] // n
     sg_values = sg.values[::every]
@@ -78,7 +78,7 @@ def bench_fisher_curve(ctx: Context) -> None:
 
     def curve(trials: int, seed: int) -> np.ndarray:
         return sampled(model, spec, angles, layers=layer, dtheta=CURVE_DTHETA,
-                       n_trials=trials, generator=root_generator(seed)).values[0]
+                       n_trials=trials, generator=torch_generator(seed, "bench")).values[0]
 
     ctx.log(f"  ground truth: {2 * sz.curve_truth_trials * n:,} forward passes …")
     started = time.perf_counter()

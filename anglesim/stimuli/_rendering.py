@@ -1,5 +1,4 @@
-"""``render`` and ``render_clean``: a batch of angles turned into grating images [N, C, P, P],
-with the noise model of :mod:`anglesim.stimuli`."""
+"""``render`` and ``render_clean``: a batch of angles turned into grating images [N, C, P, P]."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import torch
 
 from .. import angles as ang
 from .. import validation as check
-from .grating import GratingSpec, _grid, _mask
+from ._grating import GratingSpec, aperture_weights, pixel_grid
 
 
 def _as_angles(angles: Any, dtype: torch.dtype | None) -> torch.Tensor:
@@ -114,9 +113,43 @@ def render(
 ) -> torch.Tensor:
     """Render N gratings at orientations ``angles``: tensor [N, C, P, P] on angles' device.
 
-    x_c = w_c · contrast · cos(k (Y cos θ' + X sin θ') + φ), θ' = θ mod π,
-    k = π·frequency/extent, w_c the channel weights (``spec.colour``, else all 1), then
-    aperture and noise as described in the module docstring and ``GratingSpec``.
+    A ``GratingSpec`` fixes everything about the stimulus except its orientation θ (and, when
+    ``phase`` is None, its phase); ``render(angles, spec, generator)`` turns a batch of N angles
+    into N images [N, C, P, P] (C = ``spec.channels``, 1 by default). The clean grating is
+
+        x_c(θ) = w_c · contrast · cos(k · (Y cos θ' + X sin θ') + φ),
+        θ' = θ mod π,  k = π·frequency/extent,
+
+    on the pixel grid x = y = linspace(−extent, extent, P), X, Y = meshgrid(x, y,
+    indexing="xy"), so ``frequency`` counts cycles across the full width 2·extent. The channel
+    weights w_c are all 1 (a grey grating replicated to C channels) unless ``spec.colour`` gives
+    one weight per channel (e.g. (1.0, 0.6, 0.2), an orange grating in RGB). ``frequency`` is at
+    most P/2 cycles per image, the Nyquist limit of P samples across the width along the image
+    axes: beyond it the pixels show an aliased lower frequency, not the one asked for (and
+    k·extent stays finite).
+
+    Orientation has period π. A grating with phase φ ∉ {0, π} rotated by π is cos(−k u + φ),
+    which is a different image from cos(k u + φ); using θ' = θ mod π inside the formula makes θ
+    and θ + π render the identical image for every phase, by construction. ``torch.remainder``
+    has derivative 1, so d x / dθ is the derivative of the formula above; the price is a jump of
+    the image at θ ≡ 0 (mod π) when sin φ ≠ 0 (with the default phase 0 the image is smooth in θ
+    everywhere). With random phases, φ uniform on [0, 2π), the image distribution at θ and θ + π
+    is the same either way, since φ and −φ are equally likely.
+
+    ``render`` can also override the contrast and the spatial frequency per image
+    (``contrasts``, ``frequencies``), for training targets other than θ; the spec then fixes
+    everything else.
+
+    Noise model (applied only when ``noise=True``), in this order: clean grating → aperture (if
+    not ``mask_after_noise``) → additive Gaussian noise N(0, σ²) on each pixel independently
+    with probability ``noise_prob`` → shot noise (each pixel independently set to +contrast or
+    −contrast, equal odds, with probability ``shot_prob``) → clamp → aperture (if
+    ``mask_after_noise``). With C channels every noise draw is independent per channel and pixel
+    (the images [N, C, P, P] are drawn in one call, so C = 1 draws exactly what it always has);
+    the colour weights scale the clean grating only, not the noise. Random numbers are drawn
+    from the given generator, in the order: phases (if random), Gaussian values, Gaussian
+    selection (if noise_prob < 1), shot noise; draws a spec does not need (σ = 0, shot_prob = 0,
+    …) consume nothing.
 
     Args:
         angles: 1-D tensor of radians (a scalar, list or numpy array is converted), finite
@@ -142,16 +175,15 @@ def render(
             (data drawn for training or sampled estimators). Refused for angles that require
             grad; do not use it inside torch.func transforms.
     """
-    if not isinstance(spec, GratingSpec):
-        raise ValueError(f"spec must be a GratingSpec, got {spec!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise check.fail("generator", "None or a torch.Generator", generator)
+    check.instance("spec", spec, GratingSpec, "a GratingSpec")
+    check.generator("generator", generator)
     _check_dtype(dtype)
     check.boolean("noise", noise)
+    check.boolean("inplace", inplace)
     theta = _as_angles(angles, dtype)
     dev, dt, n = theta.device, theta.dtype, theta.shape[0]
     draw_dev = _draw_device(generator, dev)
-    xx, yy = _grid(spec.size, spec.extent, str(dev), dt)
+    xx, yy = pixel_grid(spec.size, spec.extent, str(dev), dt)
 
     if phases is not None:
         phi = _per_image("phases", phases, n, dev, dt, positive=None)
@@ -170,8 +202,6 @@ def render(
                           maximum=spec.size / 2)  # the Nyquist limit, as spec.frequency
         wavenumber = (math.pi * freq / spec.extent).to(dt)  # as spec.wavenumber, in float64
 
-    if not isinstance(inplace, bool):
-        raise ValueError(f"inplace must be True or False, got {inplace!r}")
     if inplace and any(isinstance(v, torch.Tensor) and v.requires_grad
                        for v in (theta, phi, contrast, wavenumber)):
         raise ValueError("inplace=True renders are not differentiable, but the angles, phases, "
@@ -194,7 +224,8 @@ def render(
 
     mask = None
     if spec.aperture is not None:
-        mask = _mask(spec.size, spec.extent, spec.aperture, spec.aperture_edge, str(dev), dt)
+        mask = aperture_weights(spec.size, spec.extent, spec.aperture, spec.aperture_edge,
+                                str(dev), dt)
     if mask is not None and not spec.mask_after_noise:
         img = torch.mul(img, mask, out=out)
     transform = getattr(spec, "clean_transform", None)  # a subclass's, e.g. blur
@@ -237,8 +268,7 @@ def render_clean(
     The phase is ``phases`` if given, else ``spec.phase``, else 0 (never random, so this is a
     deterministic function of θ). Same as ``render(angles, spec, phases=…, noise=False)``.
     """
-    if not isinstance(spec, GratingSpec):
-        raise ValueError(f"spec must be a GratingSpec, got {spec!r}")
+    check.instance("spec", spec, GratingSpec, "a GratingSpec")
     _check_dtype(dtype)
     if phases is None:
         phases = 0.0 if spec.phase is None else spec.phase

@@ -6,7 +6,7 @@ estimator is
 
     J = gᵀ (B Bᵀ + ε D)⁻¹ g,   D = diag(B Bᵀ) = diag(A Σ_x Aᵀ),
 
-the per-unit relative ridge of :mod:`anglesim.fisher.propagated`. With B̃ = D^{-1/2} B (each
+the per-unit relative ridge of :mod:`anglesim.fisher._propagated`. With B̃ = D^{-1/2} B (each
 unit scaled to unit variance) and g̃ = D^{-1/2} g = B̃u this is J = g̃ᵀ (B̃B̃ᵀ + εI)⁻¹ g̃: the
 damped least-squares problem z = argmin ‖B̃ᵀz − u‖² + ε‖z‖² has normal equations
 (B̃B̃ᵀ + εI) z = g̃, and J = g̃ᵀz = (D^{-1/2} A ẋ)ᵀ z. By the push-through identity also
@@ -60,7 +60,7 @@ from torch.func import jvp, linearize, vmap
 
 from ..seeding import stream_seed
 
-__all__ = ["LINEARIZE_AFTER", "N_PROBES", "krylov_fisher"]
+__all__ = ["LINEARIZE_AFTER", "N_PROBES", "GaussRadau", "krylov_fisher", "probes", "pushforward"]
 
 N_PROBES = 16
 """Rademacher probes for the per-unit variance estimate D̂."""
@@ -71,7 +71,7 @@ about 0.1–0.2 s a layer and saves about half of each JVP, so it pays only for 
 
 
 
-def _probes(n_img: int, n_pix: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def probes(n_img: int, n_pix: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     gen = torch.Generator().manual_seed(stream_seed(0, "fisher"))
     signs = torch.randint(0, 2, (N_PROBES, n_pix), generator=gen).to(dtype) * 2 - 1
     return signs.to(device)[:, None, :].expand(N_PROBES, n_img, n_pix)
@@ -107,8 +107,8 @@ def krylov_fisher(
         grad = torch.autograd.grad(out, leaf, p.to(out.dtype), retain_graph=True)[0]
         return grad.detach().reshape(n_img, -1) * s
 
-    probes = _probes(n_img, s.numel(), x.dtype, x.device)
-    bw = vmap(forward)(probes).double()  # [K, C, N]
+    signs = probes(n_img, s.numel(), x.dtype, x.device)
+    bw = vmap(forward)(signs).double()  # [K, C, N]
     diag = (bw * bw).mean(0)
     del bw
     alive = diag > 0
@@ -130,9 +130,9 @@ def krylov_fisher(
     alpha = q.norm(dim=1)
     p = q / _safe(alpha)[:, None]
     g2 = pixels * alpha * alpha  # ‖g‖² = ‖B̃u‖²
-    pix = _GaussRadau(alpha * alpha, eps)  # T_1 = α₁²
+    pix = GaussRadau(alpha * alpha, eps)  # T_1 = α₁²
     f0 = alpha * alpha  # the unshifted pivots of S_k are β²_{k+1} + f0_k
-    units: _GaussRadau | None = None
+    units: GaussRadau | None = None
     b_unit = torch.zeros_like(pixels)
     iters = torch.zeros(n_img, dtype=torch.long, device=x.device)
     active = g2 > 0
@@ -142,14 +142,14 @@ def krylov_fisher(
         if not active.any():
             break
         if step == LINEARIZE_AFTER:
-            push[0] = _pushforward(fn, x)
+            push[0] = pushforward(fn, x)
         w = pixel(p) - alpha[:, None] * v  # VJP: β_{k+1}, v_{k+1}
         beta = w.norm(dim=1)
         v = w / _safe(beta)[:, None]
         b_pix = alpha * beta  # T's next off-diagonal
         pix_upper = pix.upper(b_pix)
         d0 = beta * beta + f0  # S_k's last unshifted pivot
-        units = _GaussRadau(d0, eps) if units is None else units.next(b_unit, d0, active)
+        units = GaussRadau(d0, eps) if units is None else units.next(b_unit, d0, active)
         q = unit(v) - beta[:, None] * p  # JVP: α_{k+1}, p_{k+1}
         alpha_new = q.norm(dim=1)
         p = torch.where(active[:, None], q / _safe(alpha_new)[:, None], p)
@@ -170,7 +170,7 @@ def krylov_fisher(
     return j, err, iters, err <= rtol * j
 
 
-def _pushforward(fn: Callable[[torch.Tensor], torch.Tensor],
+def pushforward(fn: Callable[[torch.Tensor], torch.Tensor],
                  x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """w ↦ (∂fn/∂x) w at x: `torch.func.linearize` (the primal is computed once, not at
     every product) where it traces fn and agrees with `torch.func.jvp` on one tangent, else
@@ -200,7 +200,7 @@ def _safe(d: torch.Tensor) -> torch.Tensor:
     return torch.where(d > 0, d, torch.ones_like(d))
 
 
-class _GaussRadau:
+class GaussRadau:
     """Gauss and Gauss–Radau bounds on e₁ᵀ(T_k + εI)⁻¹e₁ for a symmetric tridiagonal T_k ⪰ 0
     built one row at a time, batched over images.
 
@@ -230,7 +230,7 @@ class _GaussRadau:
         y2, h = self._step(b)
         return self.gauss + y2 / h
 
-    def next(self, b: torch.Tensor, d0: torch.Tensor, active: torch.Tensor) -> _GaussRadau:
+    def next(self, b: torch.Tensor, d0: torch.Tensor, active: torch.Tensor) -> GaussRadau:
         """Append the row with off-diagonal b and unshifted pivot d0 (rows not ``active``
         keep their bounds)."""
         y2, h = self._step(b)

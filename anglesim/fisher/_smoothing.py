@@ -9,22 +9,48 @@ FI curves estimated at a grid of angles are rough (sampling noise, a finite grid
   bootstrap) at each angle.
 
 Bands over trials within one network come from `anglesim.fisher.bootstrap_fisher` (one angle)
-or ``sampled_fisher(..., n_boot=...)`` (every angle). Re-exported by :mod:`anglesim.fisher`.
+or ``sampled_fisher(..., n_boot=...)`` (every angle).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
+from typing import Any
 
 import numpy as np
 import xarray as xr
 from scipy import stats
 
 from .. import validation as check
-from .base import ArrayLike, check_positive_int, to_numpy
+from ._base import LEVEL, ArrayLike, to_numpy
 
 __all__ = ["bootstrap_replicates", "fourier_design", "smooth_periodic"]
+
+
+def data_array(name: str, value: Any, dim: str) -> xr.DataArray:
+    """``value`` if it is a DataArray with dimension ``dim``."""
+    if not isinstance(value, xr.DataArray) or dim not in value.dims:
+        raise check.fail(name, f"a DataArray with a {dim!r} dim", value if not isinstance(
+            value, xr.DataArray) else f"a DataArray with dims {value.dims}")
+    return value
+
+
+SMOOTH_PARAMETERS = {
+    "fisher": check.Instance(xr.DataArray, "a DataArray"),
+    "n_harmonics": check.Integer(minimum=0),
+    "log": check.Boolean(),
+    "at": check.Optional(check.Array(ndim=1)),
+    "dim": check.Text(),
+}
+REPLICATE_PARAMETERS = {
+    "curves": check.Instance(xr.DataArray, "a DataArray"),
+    "dim": check.Text(),
+    "n_boot": check.Integer(minimum=2),
+    "level": LEVEL,
+    "seed": check.Integer(minimum=0),
+    "log": check.Boolean(),
+    "method": check.Choice(("t", "percentile")),
+}
 
 
 def fourier_design(angles: ArrayLike, n_harmonics: int) -> np.ndarray:
@@ -52,10 +78,9 @@ def smooth_periodic(
     evaluated at those angles instead of the input grid. K harmonics need at least 2K + 1
     angles. Curves with J ≤ 0 (possible for bias-corrected estimates) need ``log=False``.
     """
-    if not isinstance(fisher, xr.DataArray) or dim not in fisher.dims:
-        raise ValueError(f"fisher must be a DataArray with a {dim!r} dim, got "
-                         f"{getattr(fisher, 'dims', type(fisher).__name__)}")
-    n_harmonics = check_positive_int("n_harmonics", n_harmonics, 0)
+    args = check.validate(locals(), SMOOTH_PARAMETERS)
+    n_harmonics, log, dim = args["n_harmonics"], args["log"], args["dim"]
+    data_array("fisher", fisher, dim)
     theta = to_numpy(fisher[dim].values, dim)
     if theta.size < 2 * n_harmonics + 1:
         raise ValueError(f"n_harmonics={n_harmonics} needs at least {2 * n_harmonics + 1} "
@@ -112,12 +137,10 @@ def bootstrap_replicates(
     replicates gets a NaN band. Returns the curves without ``dim`` and with a ``bound`` dim:
     "estimate", "low", "high".
     """
-    if not isinstance(curves, xr.DataArray) or dim not in curves.dims:
-        raise ValueError(f"curves must be a DataArray with a {dim!r} dim, got "
-                         f"{getattr(curves, 'dims', type(curves).__name__)}")
-    method = check.choice("method", method, ("t", "percentile"))
-    n_boot = check_positive_int("n_boot", n_boot, 2)
-    level = _check_level(level)
+    args = check.validate(locals(), REPLICATE_PARAMETERS)
+    dim, n_boot, level, seed = args["dim"], args["n_boot"], args["level"], args["seed"]
+    log, method = args["log"], args["method"]
+    data_array("curves", curves, dim)
     moved = curves.transpose(dim, ...)
     vals = moved.values.astype(np.float64)
     if log:
@@ -156,8 +179,3 @@ def bootstrap_replicates(
                          f"{level:.0%} {how}" + (" of log J" if log else ""))
     return out
 
-
-def _check_level(level: float) -> float:
-    if not (isinstance(level, float | int) and 0 < level < 1 and math.isfinite(level)):
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    return float(level)

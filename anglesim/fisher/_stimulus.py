@@ -144,6 +144,22 @@ class Stimulus:
                 "noise_variance": None if self.noise_variance is None else "map"}
 
 
+def stimulus_like(name: str, value: Any) -> Any:
+    """``value`` if it is a GratingSpec, a :class:`Stimulus` or a callable
+    ``stimulus(theta) -> images`` (not yet wrapped: see :func:`as_stimulus`)."""
+    if isinstance(value, GratingSpec | Stimulus):
+        return value
+    if isinstance(value, str | bytes) or not callable(value) or isinstance(value, type):
+        raise check.fail(name, "a GratingSpec, a Stimulus or a callable stimulus(theta) -> "
+                         "images", value)
+    return value
+
+
+STIMULUS = check.Check(stimulus_like, "a GratingSpec, a Stimulus or a callable stimulus(theta) "
+                       "-> images")
+"""What every estimator's ``spec`` accepts."""
+
+
 def as_stimulus(
     stimulus: StimulusLike,
     noise_std: float | None = None,
@@ -159,31 +175,36 @@ def as_stimulus(
         noise_variance: callables only: a per-pixel variance map ≥ 0 broadcastable to one
             image [C, H, W] (numpy or torch).
     """
-    if noise_std is not None:
-        noise_std = check.real("noise_std", noise_std, minimum=0.0)
+    args = check.validate(locals(), AS_STIMULUS_PARAMETERS)
+    stimulus, noise_std, var = args["stimulus"], args["noise_std"], args["noise_variance"]
     if isinstance(stimulus, Stimulus):
-        if noise_std is None and noise_variance is None:
+        if noise_std is None and var is None:
             return stimulus
         stimulus = stimulus.spec if stimulus.spec is not None else stimulus.fn
     if isinstance(stimulus, GratingSpec):
-        if noise_variance is not None:
-            raise ValueError("noise_variance must be None for a GratingSpec (its "
-                             "noise_variance_map applies), got a map")
+        if var is not None:
+            raise check.fail("noise_variance", "None for a GratingSpec (its noise_variance_map "
+                             "applies)", "a map")
         spec = stimulus if noise_std is None else dataclasses.replace(stimulus,
                                                                      noise_std=noise_std)
         return Stimulus(spec=spec)
-    if isinstance(stimulus, str | bytes) or not callable(stimulus):
-        raise ValueError(f"spec must be a GratingSpec, a Stimulus or a callable "
-                         f"stimulus(theta) -> images, got {stimulus!r}")
-    var = None
-    if noise_variance is not None:
-        if noise_std is not None:
-            raise ValueError(f"noise_std must be None when noise_variance is given, got "
-                             f"{noise_std!r}")
-        arr = check.finite_array("noise_variance", noise_variance)
-        if (arr < 0).any() or not (arr > 0).any():
-            raise ValueError(f"noise_variance must be >= 0 and positive somewhere, got values "
-                             f"in [{arr.min():g}, {arr.max():g}]")
-        var = torch.as_tensor(np.ascontiguousarray(arr), dtype=torch.float64)
+    if var is not None and noise_std is not None:
+        raise check.fail("noise_std", "None when noise_variance is given", noise_std)
     return Stimulus(fn=stimulus, noise_std=0.0 if noise_std is None else float(noise_std),
                     noise_variance=var)
+
+
+def variance_map(name: str, value: Any) -> torch.Tensor:
+    """``value`` (numpy or torch) as a float64 tensor of variances >= 0, positive somewhere."""
+    arr = check.finite_array(name, value)
+    if (arr < 0).any() or not (arr > 0).any():
+        raise check.fail(name, ">= 0 and positive somewhere",
+                         f"values in [{arr.min():g}, {arr.max():g}]")
+    return torch.as_tensor(np.ascontiguousarray(arr), dtype=torch.float64)
+
+
+AS_STIMULUS_PARAMETERS = {
+    "stimulus": STIMULUS,
+    "noise_std": check.Optional(check.Real(minimum=0.0)),
+    "noise_variance": check.Optional(check.Check(variance_map, "a variance map >= 0")),
+}

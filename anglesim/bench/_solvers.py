@@ -6,20 +6,15 @@ initialised from the named seed stream ``"init"``) on the standard stimulus at P
 layer in turn, :func:`anglesim.fisher.propagated_fisher` with ``solver="exact"`` (where its
 Jacobians fit in memory: up to ``Sizes.solver_exact_max``) and ``solver="krylov"``, the time
 per angle, the peak memory (bytes malloc hands out above what was in use before the call,
-sampled, :func:`anglesim.bench.harness.peak_memory`) and the Krylov values' relative error
+sampled, :func:`anglesim.bench._harness.peak_memory`) and the Krylov values' relative error
 against the exact ones (the per-layer speed-up is over the network's layers: "input" and
 "output" are closed forms for both solvers). Goals (issue 12): Krylov ≥ 20× faster than exact
 for every layer at 64 px, at ≤ 1e-3 relative error; Krylov's time per angle growing no faster
 than P^1.2 in the pixel count from 32² to 128²; its peak memory at 128 px ≤ 1 GiB.
-
-Until ``propagated_fisher`` takes ``solver=`` (the matrix-free solver is built on its own
-branch), the exact rows are measured with the estimator as it is and the Krylov rows say
-"not measured".
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -31,8 +26,8 @@ from ..data import evaluation_grid
 from ..fisher import propagated_fisher
 from ..models import build_model
 from ..seeding import stream_seed
-from .harness import Context, Goal, peak_memory
-from .workloads import STANDARD_SPEC, standard_cnn
+from ._harness import Context, Goal, peak_memory
+from ._workloads import STANDARD_SPEC, standard_cnn
 
 RTOL = 1e-3
 """The Krylov solver's relative tolerance in these rows (the issue's default)."""
@@ -42,11 +37,6 @@ EXACT_BYTES_PER_ENTRY = 16
 layer's Jacobian (units × pixels; float32 Jacobian, float64 products and Gram matrix), which
 matches the 2.2 GB measured at 64 px (issue 12) and is used to decide, before a run, that it
 does not fit."""
-
-
-def has_solver() -> bool:
-    """Whether :func:`anglesim.fisher.propagated_fisher` takes ``solver=`` (and ``rtol=``)."""
-    return "solver" in inspect.signature(propagated_fisher).parameters
 
 
 def _values(result: Any) -> tuple[np.ndarray, dict[str, Any]]:
@@ -78,12 +68,7 @@ def _plain(value: Any) -> Any:
 def propagated(model: torch.nn.Module, spec: Any, angles: torch.Tensor, solver: str,
                layers: Sequence[str], rtol: float = RTOL) -> dict[str, Any]:
     """One timed call of ``propagated_fisher``: values, seconds, peak bytes and extra info."""
-    options: dict[str, Any] = {"layers": list(layers)}
-    if has_solver():
-        options.update(solver=solver, rtol=rtol)
-    elif solver != "exact":
-        raise ValueError(f"propagated_fisher has no solver= option, so solver={solver!r} "
-                         "cannot run")
+    options: dict[str, Any] = {"layers": list(layers), "solver": solver, "rtol": rtol}
     result, seconds, peak, kind = peak_memory(
         lambda: propagated_fisher(model, spec, angles, **options))
     values, info = _values(result)
@@ -116,10 +101,8 @@ def _largest_jacobian(model: torch.nn.Module, spec: Any) -> int:
 def bench_solvers(ctx: Context) -> None:
     """Exact against Krylov, every layer, at each of the mode's image sizes."""
     sz = ctx.sizes
-    krylov = has_solver()
     angles = evaluation_grid(sz.solver_angles) + 0.1
-    details: dict[str, Any] = {"rtol": RTOL, "angles": angles.tolist(), "sizes": {},
-                               "krylov_available": krylov}
+    details: dict[str, Any] = {"rtol": RTOL, "angles": angles.tolist(), "sizes": {}}
     seconds: dict[tuple[str, int], float] = {}
     warmed = False
     for size in sz.solver_sizes:
@@ -135,8 +118,6 @@ def bench_solvers(ctx: Context) -> None:
         runs: dict[str, dict[str, Any]] = {}
         for solver in ("exact", "krylov"):
             if solver == "exact" and not exact_feasible:
-                continue
-            if solver == "krylov" and not krylov:
                 continue
             per_layer = [propagated(model, spec, angles, solver, layers=[name])
                          for name in layers]
@@ -159,16 +140,10 @@ def bench_solvers(ctx: Context) -> None:
                 ctx.add("solvers", f"{label}, peak memory", r["peak_bytes"] / 2**20, "MiB",
                         Goal("<=", 1024) if solver == "krylov" and size == 128 else None,
                         note=r["memory_kind"])
-            elif solver == "exact":
+            else:
                 ctx.add("solvers", f"{label}, every layer", math.nan, "ms/angle",
                         note=f"not run: about {_gib(EXACT_BYTES_PER_ENTRY * entries)} for the "
                              f"largest Jacobian ({entries:,} entries)")
-            else:
-                ctx.add("solvers", f"{label}, every layer", math.nan, "ms/angle",
-                        note="not measured: propagated_fisher has no solver= yet")
-                if size == 128:
-                    ctx.add("solvers", f"{label}, peak memory", math.nan, "MiB",
-                            Goal("<=", 1024), note="not measured: no solver= yet")
         if "exact" in runs and "krylov" in runs:
             exact, kry = runs["exact"], runs["krylov"]
             den = np.where(np.abs(exact["values"]) > 0, np.abs(exact["values"]), 1.0)
@@ -192,11 +167,7 @@ def bench_solvers(ctx: Context) -> None:
         details["sizes"][size] = record
     lo, hi = min(sz.solver_sizes), max(sz.solver_sizes)
     label = f"krylov: time per angle ∝ (pixels)^k from {lo}² to {hi}², k"
-    if ("krylov", lo) in seconds and ("krylov", hi) in seconds:
-        ctx.add("solvers", label, _exponent(seconds, "krylov", lo, hi), "", Goal("<=", 1.2))
-    else:
-        ctx.add("solvers", label, math.nan, "", Goal("<=", 1.2),
-                note="not measured: propagated_fisher has no solver= yet")
+    ctx.add("solvers", label, _exponent(seconds, "krylov", lo, hi), "", Goal("<=", 1.2))
     exact_sizes = sorted(s for (solver, s) in seconds if solver == "exact")
     if len(exact_sizes) > 1:
         a, b = exact_sizes[0], exact_sizes[-1]

@@ -1,9 +1,8 @@
 """Fisher information of a network's layers from its responses to noisy gratings.
 
 `sample_responses` and `paired_responses` draw the responses; `sampled_fisher` applies the
-array estimators of :mod:`anglesim.fisher.arrays` per layer and angle; `estimator_fisher` is
-the decoded angle's (∂E[θ̂]/∂θ)²/Var θ̂ with its bias and d′. Re-exported by
-:mod:`anglesim.fisher`.
+array estimators of :mod:`anglesim.fisher._arrays` per layer and angle; `estimator_fisher` is
+the decoded angle's (∂E[θ̂]/∂θ)²/Var θ̂ with its bias and d′.
 """
 
 from __future__ import annotations
@@ -18,8 +17,9 @@ import xarray as xr
 
 from .. import angles as ang
 from .. import validation as check
-from .arrays import (
+from ._arrays import (
     BOOTSTRAP_METHODS,
+    DECODER_OPTIONS,
     active_units,
     bootstrap_fisher,
     decoder_fisher,
@@ -28,20 +28,24 @@ from .arrays import (
     linear_fisher_shrinkage,
     linear_fisher_variance,
 )
-from .base import (
+from ._base import (
+    ANGLES,
+    DECODE,
+    DEVICE,
+    DTHETA,
+    GENERATOR,
+    LAYERS,
+    LEVEL,
+    MODEL,
     OUTPUT,
     ArrayLike,
-    check_dtheta,
-    check_generator,
-    check_positive_int,
     eval_mode,
     fisher_dataarray,
     model_on_device,
-    to_numpy,
 )
-from .intervals import linear_fisher_interval
-from .network import Network
-from .stimulus import as_stimulus
+from ._intervals import linear_fisher_interval
+from ._network import Network
+from ._stimulus import STIMULUS, as_stimulus
 
 __all__ = [
     "SAMPLED_ESTIMATORS",
@@ -50,6 +54,15 @@ __all__ = [
     "sample_responses",
     "sampled_fisher",
 ]
+
+SAMPLING = {"generator": GENERATOR, "batch_size": check.Integer(minimum=1), "decode": DECODE,
+            "device": DEVICE}
+"""The arguments every sampling estimator takes: random source, batch size, decode, device."""
+RESPONSE_PARAMETERS = {"model": MODEL, "spec": STIMULUS, "angles": ANGLES, "layers": LAYERS,
+                       **SAMPLING}
+PAIRED_PARAMETERS = {"model": MODEL, "spec": STIMULUS, "theta": check.Real(),
+                     "dtheta": DTHETA, "n_trials": check.Integer(minimum=2), "layers": LAYERS,
+                     **SAMPLING}
 
 
 def sample_responses(
@@ -74,15 +87,13 @@ def sample_responses(
     vector). The model runs in eval mode without gradients on ``device`` (default its own) in
     its own dtype; results are float64 numpy arrays.
     """
-    batch_size = check_positive_int("batch_size", batch_size)
-    check_generator(generator)
+    args = check.validate(locals(), RESPONSE_PARAMETERS)
+    batch_size = args["batch_size"]
     stim = as_stimulus(spec)
     model, dev, dtype = model_on_device(model, device)
     net = Network(model, decode)
     layers = net.resolve(layers)
-    theta = torch.as_tensor(to_numpy(angles, "angles").copy(), dtype=torch.float64, device=dev)
-    if theta.ndim != 1 or not torch.isfinite(theta).all():
-        raise ValueError(f"angles must be a finite 1-D array, got shape {tuple(theta.shape)}")
+    theta = torch.as_tensor(args["angles"], dtype=torch.float64, device=dev)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     with eval_mode(model), torch.no_grad():
         for start in range(0, theta.numel(), batch_size):
@@ -93,6 +104,12 @@ def sample_responses(
 
 
 SAMPLED_ESTIMATORS = ("bias_corrected", "naive", "shrinkage", "pca", "decoder")
+ESTIMATOR_OPTIONS: dict[str, dict[str, check.Constraint]] = {
+    "bias_corrected": {}, "naive": {}, "shrinkage": {},
+    "pca": {"n_components": check.Optional(check.Integer(minimum=1))},
+    "decoder": DECODER_OPTIONS,
+}
+"""The options (``**options``) of `sampled_fisher` per estimator."""
 _SAMPLED_QUANTITY = {
     "bias_corrected": "bias-corrected linear Fisher information (Kanitscheider et al. 2015), "
                       "I_bc = I_naive (2T - N - 3)/(2T - 2) - 2N/(T dtheta^2)",
@@ -126,8 +143,8 @@ def paired_responses(
     decoded angles, as c + difference(θ̂, c), so that its arithmetic means and variances are the
     wrapped statistics on the half-circle (valid while the spread is well below π/2).
     """
-    dtheta = check_dtheta(dtheta)
-    n_trials = check_positive_int("n_trials", n_trials, 2)
+    args = check.validate(locals(), PAIRED_PARAMETERS)
+    theta, dtheta, n_trials = args["theta"], args["dtheta"], args["n_trials"]
     angles = np.concatenate([np.full(n_trials, theta - dtheta / 2),
                              np.full(n_trials, theta + dtheta / 2)])
     resp = sample_responses(model, spec, angles, layers, generator, batch_size, decode=decode,
@@ -187,25 +204,15 @@ def sampled_fisher(
     to O(Δθ²): keep Δθ small against the curve's structure, but the estimator's variance grows
     as Δθ shrinks (the 2N/(TΔθ²) term).
     """
-    if estimator not in SAMPLED_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {list(SAMPLED_ESTIMATORS)}, got "
-                         f"{estimator!r}")
-    dtheta = check_dtheta(dtheta)
-    n_trials = check_positive_int("n_trials", n_trials, 2)
+    args = check.validate(locals(), SAMPLED_PARAMETERS)
+    estimator, dtheta, n_trials = args["estimator"], args["dtheta"], args["n_trials"]
+    n_boot, level, ci_method = args["n_boot"], args["level"], args["ci_method"]
+    options = check.validate(options, ESTIMATOR_OPTIONS[estimator],
+                             owner=f"estimator {estimator!r}", partial=True)
     stim = as_stimulus(spec)
     net = Network(model, decode)
     names = net.resolve(layers, default=[net.default_layers[-2], OUTPUT])
-    theta = to_numpy(angles, "angles")
-    if theta.ndim != 1 or theta.size == 0 or not np.isfinite(theta).all():
-        raise ValueError(f"angles must be a non-empty finite 1-D array, got {angles!r}")
-    allowed = {"bias_corrected": (), "naive": (), "shrinkage": (), "pca": ("n_components",),
-               "decoder": ("ridge", "n_folds", "seed")}[estimator]
-    extra = sorted(set(options) - set(allowed))
-    if extra:
-        raise ValueError(f"options {extra} do not apply to estimator {estimator!r} "
-                         f"(allowed: {list(allowed)})")
-    n_boot = check_positive_int("n_boot", n_boot, 0)
-    ci_method = check.choice("ci_method", ci_method, BOOTSTRAP_METHODS)
+    theta = args["angles"]
     linear = estimator in ("bias_corrected", "naive")
     if ci_method == "auto":
         ci_method = "exact" if linear else "percentile"
@@ -273,6 +280,15 @@ def sampled_fisher(
     return da
 
 
+SAMPLED_PARAMETERS = {
+    "model": MODEL, "spec": STIMULUS, "angles": ANGLES, "layers": LAYERS,
+    "estimator": check.Choice(SAMPLED_ESTIMATORS), "dtheta": DTHETA,
+    "n_trials": check.Integer(minimum=2), "n_boot": check.Integer(minimum=0), "level": LEVEL,
+    "ci_method": check.Choice(BOOTSTRAP_METHODS), **SAMPLING,
+    "options": check.Instance(dict, "keyword options"),
+}
+
+
 def _sampled_estimator(estimator: str, options: dict[str, Any]) -> Callable[..., float]:
     """The array-level estimator behind ``sampled_fisher(estimator=...)``."""
     if estimator in ("bias_corrected", "naive"):
@@ -283,6 +299,12 @@ def _sampled_estimator(estimator: str, options: dict[str, Any]) -> Callable[...,
     if estimator == "pca":
         return lambda rm, rp, d: linear_fisher_pca(rm, rp, d, **options)
     return lambda rm, rp, d: decoder_fisher(rm, rp, d, **options)
+
+
+ESTIMATOR_PARAMETERS = {
+    "model": MODEL, "spec": STIMULUS, "angles": ANGLES, "dtheta": DTHETA,
+    "n_trials": check.Integer(minimum=3), "bias_corrected": check.Boolean(), **SAMPLING,
+}
 
 
 def estimator_fisher(
@@ -315,15 +337,13 @@ def estimator_fisher(
     discriminability of θ ∓ Δθ/2 from θ̂, (mean θ̂₊ − mean θ̂₋)/√Var) and ``stderr``.
     The model must decode an angle (a ``decode`` method, or ``decode=``).
     """
+    args = check.validate(locals(), ESTIMATOR_PARAMETERS)
+    dtheta, n_trials, bias_corrected = args["dtheta"], args["n_trials"], args["bias_corrected"]
     if not Network(model, decode).decoded:
-        raise ValueError("decode must be given for a model without a decode method (a callable "
-                         "from the model's outputs to angles), got None")
+        raise check.fail("decode", "a callable from the model's outputs to angles for a model "
+                         "without a decode method", None)
     stim = as_stimulus(spec)
-    dtheta = check_dtheta(dtheta)
-    n_trials = check_positive_int("n_trials", n_trials, 3)
-    theta = to_numpy(angles, "angles")
-    if theta.ndim != 1 or theta.size == 0 or not np.isfinite(theta).all():
-        raise ValueError(f"angles must be a non-empty finite 1-D array, got {angles!r}")
+    theta = args["angles"]
     cols = {key: np.empty(theta.size) for key in
             ("fisher", "mean", "derivative", "variance", "d_prime", "stderr")}
     for k, th in enumerate(theta):

@@ -2,7 +2,7 @@
 
 J = g̃ᵀ(B̃B̃ᵀ + εI)⁻¹g̃ with B̃ = D^{-1/2} A Σ_x^{1/2}, D = diag(A Σ_x Aᵀ) and g̃ = B̃u (see
 :func:`anglesim.fisher.propagated_fisher`); the reference the matrix-free solver of
-:mod:`anglesim.fisher.krylov` is checked against.
+:mod:`anglesim.fisher._krylov` is checked against.
 """
 
 from __future__ import annotations

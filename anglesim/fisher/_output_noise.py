@@ -1,7 +1,4 @@
-"""Output-noise models: Fisher information with noise added to a layer's own units.
-
-Re-exported by :mod:`anglesim.fisher`.
-"""
+"""Output-noise models: Fisher information with noise added to a layer's own units."""
 
 from __future__ import annotations
 
@@ -14,24 +11,41 @@ import xarray as xr
 from torch.func import jvp
 
 from .. import validation as check
-from .base import (
+from ._base import (
+    ANGLES,
+    DECODE,
     DEFAULT_N_PHASES,
+    DEVICE,
+    LAYERS,
+    MODEL,
     OUTPUT,
+    PHASES,
     ArrayLike,
-    _sl,
     angles_tensor,
     eval_mode,
     fisher_dataarray,
     model_on_device,
+    sliced,
     to_numpy,
 )
-from .network import Network
-from .stimulus import as_stimulus
+from ._network import Network
+from ._stimulus import STIMULUS, as_stimulus
 
 __all__ = ["OUTPUT_NOISE_MODELS", "output_noise_fisher"]
 
 
 OUTPUT_NOISE_MODELS = ("gaussian", "poisson")
+PARAMETERS = {
+    "model": MODEL, "spec": STIMULUS, "angles": ANGLES, "layers": LAYERS,
+    "noise": check.Choice(OUTPUT_NOISE_MODELS),
+    "sigma": check.Real(minimum=0.0, min_open=True),
+    "gain": check.Real(minimum=0.0, min_open=True),
+    "baseline": check.Real(),
+    "phases": PHASES,
+    "chunk_size": check.Integer(minimum=1),
+    "device": DEVICE,
+    "decode": DECODE,
+}
 
 
 def output_noise_fisher(
@@ -71,11 +85,9 @@ def output_noise_fisher(
     `propagated_fisher`. Noise injected at a layer and propagated downstream is
     `propagated_fisher` with ``noise_at``.
     """
-    noise = check.choice("noise", noise, OUTPUT_NOISE_MODELS)
-    sigma = check.real("sigma", sigma, minimum=0.0, min_open=True)
-    gain = check.real("gain", gain, minimum=0.0, min_open=True)
-    baseline = check.real("baseline", baseline)
-    chunk_size = check.integer("chunk_size", chunk_size, minimum=1)
+    args = check.validate(locals(), PARAMETERS)
+    noise, sigma, gain = args["noise"], args["sigma"], args["gain"]
+    baseline, chunk_size = args["baseline"], args["chunk_size"]
     stim = as_stimulus(spec)
     model, dev, dtype = model_on_device(model, device)
     net = Network(model, decode)
@@ -101,7 +113,7 @@ def output_noise_fisher(
     with eval_mode(model), torch.no_grad():
         for start in range(0, item_theta.numel(), chunk_size):
             th = item_theta[start:start + chunk_size]
-            ph = _sl(item_phase, start, start + chunk_size)
+            ph = sliced(item_phase, start, start + chunk_size)
 
             def run(a: torch.Tensor, ph: torch.Tensor | None = ph) -> tuple[torch.Tensor, ...]:
                 return net.outputs(stim.clean(a, ph), names)
@@ -116,10 +128,11 @@ def output_noise_fisher(
                 rate = r + baseline
                 moving = v != 0
                 if (moving & (rate <= 0)).any():
-                    raise ValueError(
-                        f"layer {name!r} has units with rate r + baseline <= 0 (min "
-                        f"{float(rate[moving].min()):.3g}) that depend on theta: a Poisson "
-                        f"rate must be positive, raise baseline (got {baseline!r})")
+                    raise check.fail(
+                        "baseline", f"large enough that every unit of layer {name!r} that "
+                        f"depends on theta has a rate r + baseline > 0 (min "
+                        f"{float(rate[moving].min()):.3g}; a Poisson rate must be positive)",
+                        baseline)
                 safe = torch.where(moving, rate, 1.0)
                 chunk.append(torch.where(moving, v * v / safe, 0.0).sum(1) / gain)
             rows.append(torch.stack(chunk))

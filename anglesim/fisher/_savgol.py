@@ -1,7 +1,7 @@
 """The reference research's smoothed-derivative estimator, `savgol_fisher`.
 
 One noisy sample per angle on a dense grid, a wrapped Savitzky–Golay derivative, the output
-covariance from repeated samples. Re-exported by :mod:`anglesim.fisher`.
+covariance from repeated samples.
 """
 
 from __future__ import annotations
@@ -16,15 +16,29 @@ import xarray as xr
 from scipy.signal import savgol_coeffs, savgol_filter
 
 from .. import angles as ang
-from .base import OUTPUT, check_positive_int, fisher_dataarray
-from .network import Network
-from .sampled import sample_responses
-from .stimulus import as_stimulus
+from .. import validation as check
+from ._base import DECODE, DEVICE, GENERATOR, MODEL, OUTPUT, fisher_dataarray
+from ._network import Network
+from ._sampled import sample_responses
+from ._stimulus import STIMULUS, as_stimulus
 
 __all__ = ["SAVGOL_OUTPUTS", "savgol_fisher"]
 
 
 SAVGOL_OUTPUTS = ("decoded", "raw")
+OPTIONS = {
+    "n_dense": check.Integer(minimum=3),
+    "n_cov_angles": check.Integer(minimum=1),
+    "n_cov_samples": check.Integer(minimum=2),
+    "window": check.Integer(minimum=3),
+    "polyorder": check.Integer(minimum=1),
+    "batch_size": check.Integer(minimum=1),
+    "output": check.Choice(SAVGOL_OUTPUTS),
+    "bias_corrected": check.Boolean(),
+}
+"""`savgol_fisher`'s options (``measure_fisher(savgol_options=...)`` takes them)."""
+PARAMETERS = {"model": MODEL, "spec": STIMULUS, **OPTIONS, "generator": GENERATOR,
+              "decode": DECODE, "device": DEVICE}
 
 
 def savgol_fisher(
@@ -83,17 +97,14 @@ def savgol_fisher(
     coordinates ``derivative`` and ``variance`` (decoded output only) and attrs method
     "savgol", quantity, window, polyorder, the counts, output and derivative_noise_bias.
     """
-    n_dense = check_positive_int("n_dense", n_dense, 3)
-    n_cov_angles = check_positive_int("n_cov_angles", n_cov_angles, 1)
-    n_cov_samples = check_positive_int("n_cov_samples", n_cov_samples, 2)
-    window = check_positive_int("window", window, 3)
-    polyorder = check_positive_int("polyorder", polyorder, 1)
+    args = check.validate(locals(), PARAMETERS)
+    n_dense, n_cov_angles = args["n_dense"], args["n_cov_angles"]
+    n_cov_samples, window, polyorder = args["n_cov_samples"], args["window"], args["polyorder"]
+    output, bias_corrected = args["output"], args["bias_corrected"]
     if window % 2 == 0 or window > n_dense:
-        raise ValueError(f"window must be odd and <= n_dense={n_dense}, got {window}")
+        raise check.fail("window", f"odd and <= n_dense={n_dense}", window)
     if polyorder >= window:
-        raise ValueError(f"polyorder must be < window={window}, got {polyorder}")
-    if output not in SAVGOL_OUTPUTS:
-        raise ValueError(f"output must be one of {list(SAVGOL_OUTPUTS)}, got {output!r}")
+        raise check.fail("polyorder", f"< window={window}", polyorder)
     stim = as_stimulus(spec)
     net = Network(model, decode)
     if output == "decoded" and not net.decoded:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .krylov import N_PROBES
+from ._krylov import N_PROBES
 
 __all__ = ["KRYLOV_ITERATIONS", "LayerCost", "available_memory", "choose", "guard"]
 

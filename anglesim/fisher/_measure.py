@@ -12,8 +12,7 @@ stimulus and returns an ``xarray.Dataset`` with dims (``estimator``, ``layer``, 
 * ``prior_density`` (``angle``) — the prior's density, when a prior is given;
 * ``decoded_bias``, ``d_prime`` (``angle``) — from the "estimator" method when it runs.
 
-Select a method with ``ds.sel(estimator="propagated")`` (the dimension was called
-``method`` before, which collided with ``Dataset.sel``'s own ``method=`` keyword).
+Select a method with ``ds.sel(estimator="propagated")``.
 
 Every method's own attrs (noise model, σ, ridge, …) are kept as a JSON string in
 ``attrs["method_attrs"]``; `method_result` gives one method back as the DataArray its
@@ -32,21 +31,32 @@ import torch
 import xarray as xr
 
 from .. import validation as check
-from .base import (
+from ..distributions import as_prior
+from ._base import (
+    DTHETA,
+    GENERATOR,
     INPUT,
+    LAYERS,
+    MODEL,
     OUTPUT,
     ArrayLike,
-    check_device,
-    check_generator,
+    angle_array,
     fisher_dataarray,
-    to_numpy,
 )
-from .network import Network
-from .output_noise import output_noise_fisher
-from .propagated import propagated_fisher
-from .sampled import estimator_fisher, sampled_fisher
-from .savgol import savgol_fisher
-from .stimulus import Stimulus, as_stimulus
+from ._network import Network
+from ._output_noise import output_noise_fisher
+from ._propagated import PARAMETERS as PROPAGATED
+from ._propagated import propagated_fisher
+from ._sampled import (
+    ESTIMATOR_OPTIONS,
+    SAMPLED_ESTIMATORS,
+    SAMPLED_PARAMETERS,
+    estimator_fisher,
+    sampled_fisher,
+)
+from ._savgol import OPTIONS as SAVGOL_OPTIONS
+from ._savgol import savgol_fisher
+from ._stimulus import STIMULUS, Stimulus, as_stimulus
 
 __all__ = ["METHODS", "measure_fisher", "method_result"]
 
@@ -65,7 +75,6 @@ METHODS: dict[str, str] = {
 }
 """The methods `measure_fisher` knows, and the function behind each."""
 
-_SAMPLED = ("bias_corrected", "naive", "shrinkage", "pca", "decoder")
 
 
 def measure_fisher(
@@ -95,6 +104,7 @@ def measure_fisher(
     rtol: float = 1e-3,
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     force: bool = False,
+    pool_ties: str = "warn",
 ) -> xr.Dataset:
     """Run several Fisher-information estimators on one network; one Dataset back.
 
@@ -123,37 +133,25 @@ def measure_fisher(
         batch_size, chunk_size, device: memory and placement knobs.
         solver, rtol, force: `propagated_fisher`'s solver, tolerance and cost-guard override.
         decode: callable from the model's outputs to θ̂, for models without a decode.
+        pool_ties: "warn" or "record": what "propagated" does about tied max-pool windows
+            that receive noise (`propagated_fisher`); the counts are kept either way.
 
     Returns:
         Dataset described in the module docstring; attrs hold the options as JSON
         (``config``), each method's attrs (``method_attrs``) and, when "propagated" runs,
         its counts of tied max-pool windows (``pool_ties_*``).
     """
-    if isinstance(methods, str):
-        methods = [methods]
-    methods = list(methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods or len(set(methods)) != len(methods):
-        raise ValueError(f"methods must be distinct names from {list(METHODS)}, got "
-                         f"{methods!r}")
-    output_sigma = check.real("output_sigma", output_sigma, minimum=0.0, min_open=True)
-    check_generator(generator)
-    check_device(device)
+    args = check.validate(locals(), PARAMETERS)
+    methods, prior, grid = args["methods"], args["prior"], args["angles"]
+    _check_options(args)
     stim = as_stimulus(spec)
-    grid = _grid(angles)
     net = Network(model, decode)
     order = net.layers
     if layers is not None:
         layers = net.resolve(layers)
     results: dict[str, xr.DataArray] = {}
     for method in methods:
-        results[method] = _run(method, model, stim, grid, layers, net, locals_=dict(
-            sigma=sigma, eps=eps, noise_at=noise_at, phases=phases, output_sigma=output_sigma,
-            poisson_gain=poisson_gain, poisson_baseline=poisson_baseline, dtheta=dtheta,
-            n_trials=n_trials, generator=generator, sampled_options=dict(sampled_options or {}),
-            savgol_options=dict(savgol_options or {}), batch_size=batch_size,
-            chunk_size=chunk_size, device=device, solver=solver, rtol=rtol, decode=decode,
-            force=force))
+        results[method] = _run(method, model, stim, grid, layers, net, args)
     measured = {str(n) for r in results.values() for n in r["layer"].values}
     names = [n for n in order if n in measured] + sorted(measured - set(order))
     shape = (len(methods), len(names), grid.size)
@@ -200,19 +198,19 @@ def measure_fisher(
                               {"units": "rad", "long_name": "bias of the decoded angle, "
                                "circular mean of theta_hat minus theta"})
         ds["d_prime"] = ("angle", est["d_prime"].values,
-                         {"long_name": f"d' of theta -/+ {dtheta / 2:g} from theta_hat"})
+                         {"long_name": f"d' of theta -/+ {args['dtheta'] / 2:g} from "
+                          "theta_hat"})
     if "propagated" in results:  # tied max-pool windows (issue 15), from propagated_fisher
         ds.attrs.update({k: v for k, v in results["propagated"].attrs.items()
                          if k.startswith("pool_ties_")})
     ds.attrs["method_attrs"] = json.dumps(
         {m: _jsonable(r.attrs) for m, r in results.items()}, sort_keys=True)
     ds.attrs["config"] = json.dumps(_jsonable(dict(
-        spec=stim.to_config(), methods=methods, sigma=sigma, eps=eps, noise_at=noise_at,
-        solver=solver, rtol=rtol,
-        output_sigma=output_sigma, poisson_gain=poisson_gain,
-        poisson_baseline=poisson_baseline, dtheta=dtheta, n_trials=n_trials,
-        sampled_options=dict(sampled_options or {}),
-        savgol_options=dict(savgol_options or {}))), sort_keys=True)
+        spec=stim.to_config(), methods=methods,
+        **{k: args[k] for k in ("sigma", "eps", "noise_at", "solver", "rtol", "output_sigma",
+                                "poisson_gain", "poisson_baseline", "dtheta", "n_trials")},
+        sampled_options=args["sampled_options"], savgol_options=args["savgol_options"])),
+        sort_keys=True)
     return ds
 
 
@@ -229,15 +227,76 @@ def method_result(ds: xr.Dataset, method: str) -> xr.DataArray:
     return da
 
 
-def _grid(angles: ArrayLike | int) -> np.ndarray:
-    if isinstance(angles, int | np.integer) and not isinstance(angles, bool):
-        if angles < 1:
-            raise ValueError(f"angles must be >= 1 when a count, got {angles!r}")
-        return np.arange(int(angles)) * (math.pi / int(angles))
-    grid = to_numpy(angles, "angles")
-    if grid.ndim != 1 or grid.size == 0 or not np.isfinite(grid).all():
-        raise ValueError(f"angles must be a count or a finite 1-D array, got {angles!r}")
-    return grid
+def angle_grid(name: str, value: Any) -> np.ndarray:
+    """The angle grid: a count n (θ_k = kπ/n) or a non-empty finite 1-D array of radians."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        n = check.integer(name, value, minimum=1)
+        return np.arange(n) * (math.pi / n)
+    try:
+        return angle_array(name, value)
+    except ValueError:
+        raise check.fail(name, "a count >= 1 or a non-empty finite 1-D array of angles "
+                         "(radians)", value) from None
+
+
+def method_names(name: str, value: Any) -> list[str]:
+    """``value`` (one name or a sequence) as a list of distinct names from `METHODS`."""
+    names = check.name_list(name, [value] if isinstance(value, str) else value,
+                            allow_empty=False)
+    if any(m not in METHODS for m in names) or len(set(names)) != len(names):
+        raise check.fail(name, f"distinct names from {list(METHODS)}", value)
+    return names
+
+
+def options(name: str, value: Any) -> dict[str, Any]:
+    """``value`` (None or a mapping of keyword options) as a dict; the options themselves are
+    checked against the estimator they go to (`_check_options`)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise check.fail(name, "None or a dict of keyword options", value)
+    return dict(value)
+
+
+PARAMETERS = {
+    "model": MODEL,
+    "spec": STIMULUS,
+    "prior": check.Optional(check.Check(lambda name, value: as_prior(value, name),
+                                        "an AnglePrior (Uniform(), VonMises(loc, "
+                                        "kappa), …)")),
+    "methods": check.Check(method_names, f"names from {list(METHODS)}"),
+    "layers": LAYERS,
+    "angles": check.Check(angle_grid, "a count or a 1-D array of angles"),
+    **{k: PROPAGATED[k] for k in ("sigma", "eps", "noise_at", "phases", "chunk_size", "device",
+                                  "solver", "rtol", "decode", "force", "pool_ties")},
+    "output_sigma": check.Real(minimum=0.0, min_open=True),
+    "poisson_gain": check.Real(minimum=0.0, min_open=True),
+    "poisson_baseline": check.Real(),
+    "dtheta": DTHETA,
+    "n_trials": check.Integer(minimum=2),
+    "generator": GENERATOR,
+    "sampled_options": check.Check(options, "None or a dict of sampled_fisher options"),
+    "savgol_options": check.Check(options, "None or a dict of savgol_fisher options"),
+    "batch_size": check.Integer(minimum=1),
+}
+"""`measure_fisher`'s parameters, declared; the estimators' own options are the same
+constraints as theirs (`propagated_fisher`'s, `sampled_fisher`'s, `savgol_fisher`'s)."""
+
+
+def _check_options(args: dict[str, Any]) -> None:
+    """The options every requested method will get, checked before any method runs."""
+    methods = args["methods"]
+    for method in methods:
+        if method in SAMPLED_ESTIMATORS:
+            check.validate(args["sampled_options"], {**ESTIMATOR_OPTIONS[method], **{
+                k: SAMPLED_PARAMETERS[k] for k in ("n_boot", "level", "ci_method")}},
+                owner=f"sampled_options for method {method!r}", partial=True)
+    if "estimator" in methods and args["n_trials"] < 3:
+        raise check.fail("n_trials", "an integer >= 3 with method 'estimator'",
+                         args["n_trials"])
+    if "savgol" in methods:
+        check.validate(args["savgol_options"], SAVGOL_OPTIONS, owner="savgol_options",
+                       partial=True)
 
 
 def _pick(layers: list[str] | None, allowed: list[str]) -> list[str] | None:
@@ -248,22 +307,22 @@ def _pick(layers: list[str] | None, allowed: list[str]) -> list[str] | None:
 
 
 def _run(method: str, model: torch.nn.Module, stim: Stimulus, grid: np.ndarray,
-         layers: list[str] | None, net: Network, locals_: dict[str, Any]) -> xr.DataArray:
-    """One method's DataArray over (layer, angle) (empty layer dim when it measures none)."""
-    o = locals_
+         layers: list[str] | None, net: Network, o: dict[str, Any]) -> xr.DataArray:
+    """One method's DataArray over (layer, angle) (empty layer dim when it measures none),
+    with the checked arguments ``o`` of `measure_fisher`."""
     order, blocks = net.layers, net.blocks
     common = dict(device=o["device"], decode=o["decode"])
     if method == "propagated":
         if o["noise_at"] not in order[:-1]:
-            raise ValueError(f"noise_at must be 'input' or a layer name among {blocks}, got "
-                             f"{o['noise_at']!r}")
+            raise check.fail("noise_at", f"'input' or a layer name among {blocks}",
+                             o["noise_at"])
         names = _pick(layers, order[order.index(o["noise_at"]):] if net.native else order)
         if names == []:
             return _empty(grid, method)
         return propagated_fisher(model, stim, grid, names, sigma=o["sigma"], eps=o["eps"],
                                  phases=o["phases"], chunk_size=o["chunk_size"],
                                  noise_at=o["noise_at"], solver=o["solver"], rtol=o["rtol"],
-                                 force=o["force"], **common)
+                                 force=o["force"], pool_ties=o["pool_ties"], **common)
     if method in ("output_gaussian", "output_poisson"):
         noise = method.split("_")[1]
         allowed = blocks + ([OUTPUT] if noise == "gaussian" or not net.decoded else [])
@@ -274,7 +333,7 @@ def _run(method: str, model: torch.nn.Module, stim: Stimulus, grid: np.ndarray,
                                    sigma=o["output_sigma"], gain=o["poisson_gain"],
                                    baseline=o["poisson_baseline"], phases=o["phases"],
                                    **common)
-    if method in _SAMPLED:
+    if method in SAMPLED_ESTIMATORS:
         names = _pick(layers, order)
         if names == []:
             return _empty(grid, method)

@@ -1,19 +1,19 @@
-"""What every Fisher-information module shares: the result builder and argument checks.
-
-Private to the package: the public names are re-exported by :mod:`anglesim.fisher`.
-"""
+"""What every Fisher-information module shares: the result builder, the declared constraints
+of the arguments they have in common, devices and eval mode."""
 
 from __future__ import annotations
 
 import copy
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
+
+from .. import validation as check
+from ..data import resolve_device
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 
@@ -75,63 +75,55 @@ def to_numpy(values: Any, name: str) -> np.ndarray:
     return arr
 
 
-def check_dtheta(dtheta: float) -> float:
-    """Δθ as a float, or ValueError unless 0 < Δθ < π/4.
-
-    The finite differences compare gratings at θ ∓ Δθ/2; orientation has period π, so a step
-    near π compares a grating with itself (θ ± π/2 is the same grating) and any step past
-    π/4 (a quarter of the period) measures a chord of the tuning curve, not its derivative.
-    """
-    if isinstance(dtheta, bool) or not isinstance(dtheta, numbers.Real) \
-            or not (math.isfinite(dtheta) and 0 < dtheta < math.pi / 4):
-        raise ValueError(f"dtheta must be a finite number > 0 and < pi/4 (0.785), got "
-                         f"{dtheta!r}")
-    return float(dtheta)
-
-
-def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int, or ValueError naming ``name`` unless it is an integer >= minimum."""
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_device(device: Any) -> torch.device | None:
-    """``device`` as a torch.device (None stays None); ValueError naming it otherwise."""
-    if device is None:
-        return None
-    if isinstance(device, torch.device):
-        return device
-    if not isinstance(device, str):
-        raise ValueError(f"device must be a torch.device or a string such as 'cpu' or "
-                         f"'cuda:0', got {device!r}")
+def dtheta_step(name: str, value: Any) -> float:
+    """``value`` as a float, 0 < Δθ < π/4 (see `DTHETA`)."""
     try:
-        return torch.device(device)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"device must be a torch.device or a string such as 'cpu' or "
-                         f"'cuda:0', got {device!r}") from err
+        return check.real(name, value, minimum=0.0, maximum=math.pi / 4, min_open=True,
+                          max_open=True)
+    except ValueError:
+        raise check.fail(name, "a real number > 0 and < pi/4 (0.785)", value) from None
 
 
-def check_generator(generator: Any) -> torch.Generator | None:
-    """``generator`` if it is None or a torch.Generator, else ValueError naming it."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
-    return generator
+DTHETA = check.Check(dtheta_step, "a real number > 0 and < pi/4")
+"""Δθ of the finite differences, 0 < Δθ < π/4: they compare gratings at θ ∓ Δθ/2, and
+orientation has period π, so a step near π compares a grating with itself (θ ± π/2 is the same
+grating) and any step past π/4 (a quarter of the period) measures a chord of the tuning curve,
+not its derivative."""
+
+LEVEL = check.Real(0.0, 1.0, min_open=True, max_open=True)
+"""A confidence level, 0 < level < 1."""
+
+MODEL = check.Instance(torch.nn.Module, "a torch.nn.Module")
+DECODE = check.Optional(check.Function())
+DEVICE = check.Device()
+GENERATOR = check.Generator("torch")
+LAYERS = check.Optional(check.AnyOf(check.Text(), check.Names(allow_empty=False)))
+"""None (the estimator's default), one layer name, or a non-empty list of names."""
+
+
+def angle_array(name: str, value: Any) -> np.ndarray:
+    """``value`` (numbers, numpy or torch) as a non-empty finite 1-D float64 array."""
+    arr = check.finite_array(name, value, ndim=1)
+    if arr.size == 0:
+        raise check.fail(name, "a non-empty 1-D array of angles (radians)", value)
+    return arr
+
+
+ANGLES = check.Check(angle_array, "a non-empty 1-D array of angles in radians")
+PHASES = check.Optional(ANGLES)
 
 
 def model_on_device(
     model: torch.nn.Module, device: torch.device | str | None
 ) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
-    """The model (a copy when it must move), the device and dtype to compute with."""
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {model!r}")
-    want = check_device(device)
+    """The model (a copy when it must move), the device and dtype to compute with; a device
+    this machine does not have is a ValueError naming ``device``."""
+    model = MODEL("model", model)
+    want = None if device is None else resolve_device(DEVICE("device", device))
     param = next(iter(model.parameters()), None)
     current = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.get_default_dtype()
     dev = want if want is not None else current
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device must be available on this machine, got {device!r} (no CUDA)")
     if dev != current:
         model = copy.deepcopy(model).to(dev)
     return model, dev, dtype
@@ -169,5 +161,5 @@ class eval_mode:
             module.training = mode
 
 
-def _sl(t: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
+def sliced(t: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
     return None if t is None else t[start:stop]

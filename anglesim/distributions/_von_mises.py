@@ -10,8 +10,8 @@ import torch
 from scipy.special import i0e
 
 from .. import angles as ang
-from ..validation import real as _real
-from .base import PI, AnglePrior, _rand64
+from .. import validation as check
+from ._base import PI, AnglePrior, rand64
 
 VON_MISES_NORMAL_KAPPA = 1e5
 """κ from which von Mises draws come from the wrapped-normal approximation instead of Best &
@@ -30,7 +30,7 @@ def _wrapped_normal_variance(kappa: float) -> float:
     return 1.0 / kappa + 0.5 / (kappa * kappa)
 
 
-def _von_mises_full_circle(
+def von_mises_full_circle(
     n: int, kappa: float, generator: torch.Generator | None
 ) -> torch.Tensor:
     """n draws from the von Mises vM(0, κ) on the full circle, in (−π, π], float64: exact for
@@ -48,7 +48,7 @@ def _von_mises_full_circle(
     κ = 0 is the uniform distribution.
     """
     if kappa == 0.0:
-        return (2.0 * _rand64(n, generator) - 1.0) * math.pi
+        return (2.0 * rand64(n, generator) - 1.0) * math.pi
     if kappa >= VON_MISES_NORMAL_KAPPA:
         dev = generator.device if generator is not None else torch.device("cpu")
         z = torch.randn(n, dtype=torch.float64, generator=generator, device=dev)
@@ -62,7 +62,7 @@ def _von_mises_full_circle(
     have = 0
     while have < n:
         m = int(1.6 * (n - have)) + 16
-        u = _rand64(3 * m, generator).reshape(3, m)
+        u = rand64(3 * m, generator).reshape(3, m)
         z = torch.cos(math.pi * u[0])
         f = ((1.0 + r * z) / (r + z)).clamp(-1.0, 1.0)
         c = kappa * (r - f)
@@ -101,14 +101,9 @@ class VonMises(AnglePrior):
     CONVENTIONS = ("double", "folded")
 
     def __init__(self, loc: float, kappa: float, convention: str = "double") -> None:
-        loc = _real("loc", loc)
-        kappa = _real("kappa", kappa)
-        if kappa < 0:
-            raise ValueError(f"kappa must be >= 0, got {kappa!r}")
-        if not isinstance(convention, str) or convention not in self.CONVENTIONS:
-            raise ValueError(
-                f"convention must be one of {self.CONVENTIONS}, got {convention!r}"
-            )
+        loc = check.real("loc", loc)
+        kappa = check.real("kappa", kappa, minimum=0.0)
+        convention = check.choice("convention", convention, self.CONVENTIONS)
         self.loc = float(ang.wrap(loc))
         self.kappa = kappa
         self.convention = convention
@@ -130,7 +125,7 @@ class VonMises(AnglePrior):
             return 0.5 * (np.exp(k * (c - 1.0)) + np.exp(-k * (c + 1.0))) / scale
 
     def _sample64(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        x = _von_mises_full_circle(n, self.kappa, generator)
+        x = von_mises_full_circle(n, self.kappa, generator)
         if self.convention == "double":
             x = 0.5 * x  # 2(θ − loc) ~ vM(0, κ)
         return torch.remainder(x + self.loc, PI)

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from .base import INPUT, OUTPUT
+from .. import validation as check
+from ._base import INPUT, OUTPUT
 
 __all__ = ["Network", "list_layers"]
 
@@ -40,8 +41,7 @@ def list_layers(model: torch.nn.Module) -> list[str]:
     anglesim's models: "input", their blocks in order, "output". Any other module: "input",
     every dotted ``named_modules()`` path in registration order (containers included), "output".
     """
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {model!r}")
+    check.instance("model", model, torch.nn.Module, "a torch.nn.Module")
     if is_native(model):
         return [INPUT, *list(model.block_names), OUTPUT]
     return [INPUT, *[n for n, _ in model.named_modules() if n], OUTPUT]
@@ -59,10 +59,8 @@ class Network:
     """
 
     def __init__(self, model: torch.nn.Module, decode: Decode | None = None) -> None:
-        if not isinstance(model, torch.nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {model!r}")
-        if decode is not None and not callable(decode):
-            raise ValueError(f"decode must be a callable outputs -> angles, got {decode!r}")
+        check.instance("model", model, torch.nn.Module, "a torch.nn.Module")
+        check.function("decode", decode, allow_none=True)
         self.model = model
         self.native = is_native(model)
         self._user_decode = decode

@@ -21,16 +21,8 @@ from ..data import draw
 from ..distributions import Uniform
 from ..losses import get_loss
 from ..models import build_model
-from .harness import Context, Goal, race, top_ops
-from .workloads import STANDARD_SPEC, standard_cnn
-
-
-def matmul_peak(n: int, rounds: int, min_seconds: float) -> float:
-    """FLOP/s of an n × n float32 matmul (2n³ FLOPs) with the current torch threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    c = torch.empty(n, n)
-    t = race({"mm": lambda: torch.mm(a, b, out=c)}, rounds, min_seconds)["mm"]
-    return 2 * n**3 / t
+from ._harness import Context, Goal, race, top_ops
+from ._workloads import STANDARD_SPEC, standard_cnn
 
 
 def train_step(model: torch.nn.Module, batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],

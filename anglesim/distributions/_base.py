@@ -9,7 +9,6 @@ from __future__ import annotations
 import abc
 import json
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,59 +17,30 @@ import torch
 
 from .. import angles as ang
 from .. import validation as check
-from ..validation import real as _real
 
 PI = ang.PERIOD
 
 # --------------------------------------------------------------------------------------------
-# validation and random-number helpers
+# argument checks and random-number helpers
 # --------------------------------------------------------------------------------------------
 
-
-def _count(n: Any) -> int:
-    """A sample count: a non-negative int (numpy integers accepted, bools refused)."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    if n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    return int(n)
+SAMPLE_PARAMETERS = {"n": check.Integer(minimum=0), "generator": check.Generator("torch"),
+                     "device": check.Device()}
+"""`AnglePrior.sample`'s parameters."""
 
 
-def _generator(generator: Any) -> torch.Generator | None:
-    """``generator`` if it is None or a ``torch.Generator``, else a ValueError naming it."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise check.fail("generator", "None or a torch.Generator", generator)
-    return generator
-
-
-def _device(device: Any) -> Any:
-    """``device`` if torch can parse it (None, a torch.device, "cpu", "cuda:0", …)."""
-    if device is None or isinstance(device, torch.device):
-        return device
-    if not isinstance(device, str | int) or isinstance(device, bool):
-        raise check.fail("device", "None, a torch.device or a device string", device)
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise check.fail("device", "a torch device such as 'cpu' or 'cuda:0'", device) from None
-
-
-def _angles(theta: Any) -> np.ndarray:
+def theta_array(theta: Any) -> np.ndarray:
     """Angles as a float64 numpy array, every entry finite (ValueError naming ``theta``)."""
-    if theta is None or isinstance(theta, str | bytes):
-        raise check.fail("theta", "angles in radians (numbers)", theta)
     try:
+        if theta is None or isinstance(theta, str | bytes):
+            raise TypeError
         arr = np.asarray(theta, dtype=np.float64)
     except (TypeError, ValueError):
         raise check.fail("theta", "angles in radians (numbers)", theta) from None
-    if not np.isfinite(arr).all():
-        bad = ~np.isfinite(arr)
-        raise ValueError(f"theta must be finite, got {float(arr[bad].ravel()[0])!r} "
-                         f"({int(bad.sum())} of {arr.size} values non-finite)")
-    return arr
+    return check.finite_array("theta", arr)
 
 
-def _rand64(n: int, generator: torch.Generator | None) -> torch.Tensor:
+def rand64(n: int, generator: torch.Generator | None) -> torch.Tensor:
     """n uniform draws on [0, 1) in float64, on the generator's device (CPU for the default)."""
     dev = generator.device if generator is not None else torch.device("cpu")
     return torch.rand(n, dtype=torch.float64, generator=generator, device=dev)
@@ -130,11 +100,11 @@ class AnglePrior(abc.ABC):
         raise ValueError naming ``theta`` (a density at an undefined angle has no value).
         """
         if isinstance(theta, torch.Tensor):
-            x = ang.wrap(_angles(theta.detach().to("cpu", torch.float64).numpy()))
+            x = ang.wrap(theta_array(theta.detach().to("cpu", torch.float64).numpy()))
             out = self._pdf(np.asarray(x, dtype=np.float64))
             dtype = theta.dtype if theta.is_floating_point() else torch.get_default_dtype()
             return torch.as_tensor(out, dtype=torch.float64).to(device=theta.device, dtype=dtype)
-        x = np.asarray(ang.wrap(_angles(theta)), dtype=np.float64)
+        x = np.asarray(ang.wrap(theta_array(theta)), dtype=np.float64)
         out = np.asarray(self._pdf(x), dtype=np.float64)
         return out[()] if out.ndim == 0 else out
 
@@ -149,9 +119,9 @@ class AnglePrior(abc.ABC):
         A ``generator`` that is not a ``torch.Generator`` or a ``device`` torch cannot parse
         raises ValueError naming it.
         """
-        n = _count(n)
-        generator = _generator(generator)
-        device = _device(device)
+        args = check.validate({"n": n, "generator": generator, "device": device},
+                              SAMPLE_PARAMETERS)
+        n, device = args["n"], args["device"]
         lo, hi = self._support
         if n == 0:
             return torch.empty(0, dtype=torch.float32, device="cpu" if device is None else device)
@@ -175,12 +145,8 @@ class Uniform(AnglePrior):
     """Flat prior on [low, high) ⊆ [0, π]: p(θ) = 1 / (high − low) there, 0 elsewhere."""
 
     def __init__(self, low: float = 0.0, high: float = PI) -> None:
-        low = _real("low", low)
-        high = _real("high", high)
-        if not 0.0 <= low < PI:
-            raise ValueError(f"low must satisfy 0 <= low < pi, got {low!r}")
-        if not low < high <= PI:
-            raise ValueError(f"high must satisfy low < high <= pi (low={low!r}), got {high!r}")
+        low = check.real("low", low, minimum=0.0, maximum=PI, max_open=True)
+        high = check.real("high", high, minimum=low, maximum=PI, min_open=True)
         self.low = low
         self.high = high
         self._support = (low, high)
@@ -190,7 +156,7 @@ class Uniform(AnglePrior):
         return np.where(inside, 1.0 / (self.high - self.low), 0.0)
 
     def _sample64(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        return self.low + (self.high - self.low) * _rand64(n, generator)
+        return self.low + (self.high - self.low) * rand64(n, generator)
 
     def to_config(self) -> dict:
         return {"kind": "uniform", "low": self.low, "high": self.high}
@@ -215,26 +181,27 @@ class Mixture(AnglePrior):
     def __init__(
         self, components: Sequence[AnglePrior], weights: Sequence[float] | None = None
     ) -> None:
+        what = "a non-empty list of priors, e.g. [Uniform(), VonMises(1.0, 4.0)]"
+        if isinstance(components, AnglePrior | str | bytes) or not isinstance(
+                components, Sequence | tuple):
+            raise check.fail("components", what, components)
         components = list(components)
         if not components:
-            raise ValueError(f"components must be a non-empty sequence, got {components!r}")
+            raise check.fail("components", what, components)
         for i, c in enumerate(components):
-            if not isinstance(c, AnglePrior):
-                raise ValueError(f"components[{i}] must be an AnglePrior, got {c!r}")
+            check.instance(f"components[{i}]", c, AnglePrior, "an AnglePrior")
         if weights is None:
             w = [1.0] * len(components)
         else:
-            w = [_real(f"weights[{i}]", x) for i, x in enumerate(weights)]
+            if isinstance(weights, str | bytes) or not isinstance(weights, Sequence | tuple
+                                                                   | np.ndarray):
+                raise check.fail("weights", "None or one weight per component", weights)
+            w = [check.real(f"weights[{i}]", x, minimum=0.0) for i, x in enumerate(weights)]
             if len(w) != len(components):
-                raise ValueError(
-                    f"weights must have one entry per component ({len(components)}), "
-                    f"got {list(weights)!r}"
-                )
-            bad = [x for x in w if x < 0]
-            if bad:
-                raise ValueError(f"weights must be >= 0, got {list(weights)!r}")
+                raise check.fail("weights", f"one weight per component ({len(components)})",
+                                 list(weights))
             if sum(w) <= 0:
-                raise ValueError(f"weights must have a positive sum, got {list(weights)!r}")
+                raise check.fail("weights", "weights with a positive sum", list(weights))
         total = math.fsum(w)
         self.components = tuple(components)
         self.weights = tuple(x / total for x in w)
@@ -246,7 +213,7 @@ class Mixture(AnglePrior):
         return out
 
     def _sample64(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        u = _rand64(n, generator)
+        u = rand64(n, generator)
         edges = torch.tensor(np.cumsum(self.weights)[:-1], dtype=torch.float64, device=u.device)
         label = torch.searchsorted(edges, u, right=True)
         out = torch.empty(n, dtype=torch.float64, device=u.device)

@@ -4,14 +4,14 @@ CDF."""
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from .base import PI, AnglePrior, _angles, _rand64
+from .. import validation as check
+from ._base import PI, AnglePrior, rand64, theta_array
 
 
 class Gridded(AnglePrior):
@@ -31,24 +31,25 @@ class Gridded(AnglePrior):
     """
 
     def __init__(self, density: Any) -> None:
-        try:
-            raw = np.array(density, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"density must be a 1-D array of numbers, got {density!r}") from None
-        if raw.ndim != 1 or raw.shape[0] < 2:
-            raise ValueError(f"density must be 1-D with K >= 2 values, got shape {raw.shape}")
-        if not np.all(np.isfinite(raw)):
-            raise ValueError(f"density must be finite, got {density!r}")
-        if np.any(raw < 0):
-            raise ValueError(f"density must be >= 0, got min {raw.min()!r}")
+        if isinstance(density, str | bytes):
+            raise check.fail("density", "a 1-D array of K >= 2 values >= 0", density)
+        raw = np.array(check.finite_array("density", density, ndim=1))
+        if raw.shape[0] < 2 or (raw < 0).any() or not (raw > 0).any():
+            raise check.fail("density", "a 1-D array of K >= 2 values >= 0, not all 0", density)
         k = raw.shape[0]
         h = PI / k
-        total = h * math.fsum(raw)
-        if total <= 0:
-            raise ValueError(f"density must have a positive integral, got {density!r}")
+        try:
+            total = h * math.fsum(raw)
+        except OverflowError:
+            total = math.inf
+        if math.isfinite(total):
+            density = raw / total
+        else:  # values near the float maximum: only their ratios matter
+            top = raw.max()
+            density = (raw / top) / (h * math.fsum(raw / top))
         self._raw = raw
         self.h = h
-        self.density = raw / total
+        self.density = density
         self.density.setflags(write=False)
         d = self.density
         cell = 0.5 * h * (d + np.roll(d, -1))  # mass of each cell [θ_k, θ_{k+1})
@@ -63,9 +64,9 @@ class Gridded(AnglePrior):
     @classmethod
     def from_function(cls, f: Callable[[np.ndarray], Any], n: int = 256) -> Gridded:
         """Tabulate a non-negative function on θ_k = kπ/n (float64 numpy in) and normalise."""
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
-            raise ValueError(f"n must be an int >= 2, got {n!r}")
-        theta = np.arange(int(n)) * (PI / int(n))
+        n = check.integer("n", n, minimum=2)
+        check.function("f", f)
+        theta = np.arange(n) * (PI / n)
         values = np.broadcast_to(np.asarray(f(theta), dtype=np.float64), theta.shape)
         return cls(values.copy())
 
@@ -83,7 +84,7 @@ class Gridded(AnglePrior):
     def cdf(self, theta: Any) -> np.ndarray:
         """F(θ) = ∫₀^θ p for θ ∈ [0, π] (clipped outside), exact for the interpolant; NaN,
         ±inf and non-numbers raise ValueError naming ``theta``."""
-        x = np.clip(_angles(theta), 0.0, PI)
+        x = np.clip(theta_array(theta), 0.0, PI)
         d = self.density
         k, frac = self._cell(x)
         a, b = d[k], d[(k + 1) % d.shape[0]]
@@ -92,7 +93,7 @@ class Gridded(AnglePrior):
         return np.where(x >= PI, 1.0, out)
 
     def _sample64(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        u = _rand64(n, generator)
+        u = rand64(n, generator)
         dev = u.device
         d = torch.tensor(self.density, dtype=torch.float64, device=dev)
         nodes = torch.tensor(self._cdf_nodes, dtype=torch.float64, device=dev)

@@ -16,13 +16,33 @@ normal band I_bc ± 1.96 √Var 90% (its variance formula is right; the distribu
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import stats
 
 from .. import validation as check
-from .base import check_dtheta
+from ._base import DTHETA, LEVEL
 
 __all__ = ["linear_fisher_interval", "noncentral_f_scale"]
+
+SCALE_PARAMETERS = {"T": check.Integer(minimum=2), "N": check.Integer(minimum=1),
+                    "dtheta": DTHETA}
+
+
+def estimates(name: str, value: Any) -> np.ndarray:
+    """``value`` as a float64 array of numbers, none NaN (±inf allowed: a perfect estimate)."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise check.fail(name, "a number or array of numbers (not NaN)", value) from None
+    if np.isnan(arr).any():
+        raise check.fail(name, "a number or array of numbers (not NaN)", value)
+    return arr
+
+
+INTERVAL_PARAMETERS = {"estimate": check.Check(estimates, "numbers, not NaN"),
+                       **SCALE_PARAMETERS, "level": LEVEL, "bias_corrected": check.Boolean()}
 
 
 def noncentral_f_scale(T: int, N: int, dtheta: float) -> tuple[float, float]:
@@ -34,9 +54,8 @@ def noncentral_f_scale(T: int, N: int, dtheta: float) -> tuple[float, float]:
     so naive I = dᵀΣ̂⁻¹d/Δθ² = (2T − 2)(2/T) χ′²_N/(Δθ² χ²_m) = c·F with
     c = 2N(2T − 2)/(T m Δθ²).
     """
-    T = check.integer("T", T, minimum=2)
-    N = check.integer("N", N, minimum=1)
-    dtheta = check_dtheta(dtheta)
+    args = check.validate(locals(), SCALE_PARAMETERS)
+    T, N, dtheta = args["T"], args["N"], args["dtheta"]
     m = 2 * T - N - 1
     if m <= 0:
         raise check.fail("T", f"> (N + 1)/2 = {(N + 1) / 2:g} for a finite estimator", T)
@@ -67,12 +86,10 @@ def linear_fisher_interval(
     is tested by simulation at (N, T) = (20, 100), (10, 400), (50, 200). For other response
     distributions it is an approximation (as is `linear_fisher_variance`).
     """
-    level = check.real("level", level, minimum=0, maximum=1, min_open=True, max_open=True)
-    bias_corrected = check.boolean("bias_corrected", bias_corrected)
+    args = check.validate(locals(), INTERVAL_PARAMETERS)
+    est, T, N, dtheta = args["estimate"], args["T"], args["N"], args["dtheta"]
+    level, bias_corrected = args["level"], args["bias_corrected"]
     c, m = noncentral_f_scale(T, N, dtheta)
-    est = np.asarray(estimate, dtype=np.float64)
-    if np.isnan(est).any():
-        raise check.fail("estimate", "a number (not NaN)", estimate)
     naive = est
     if bias_corrected:
         naive = (est + 2 * N / (T * dtheta**2)) * (2 * T - 2) / (2 * T - N - 3) \

@@ -26,9 +26,8 @@ from ..fisher import propagated_fisher
 from ..models import build_model
 from ..stimuli import render_clean
 from ..training import Phase, train
-from .harness import Context, Goal, top_ops
-from .solvers import has_solver
-from .workloads import STANDARD_SPEC, standard_cnn
+from ._harness import Context, Goal, top_ops
+from ._workloads import STANDARD_SPEC, standard_cnn
 
 
 def trained_cnn(steps: int, seed: int = 0) -> torch.nn.Module:
@@ -149,7 +148,7 @@ def bench_fisher(ctx: Context) -> None:
     model = trained_cnn(sz.fisher_train_steps)
     grid = evaluation_grid(sz.fisher_angles) + 0.1  # off the grid's symmetric points
     angles = grid.double().numpy()
-    exact = {"solver": "exact"} if has_solver() else {}  # the Jacobian-forming estimator
+    exact = {"solver": "exact"}  # the Jacobian-forming estimator
     propagated_fisher(model, spec, grid[:1], **exact)  # warm-up
     reps = 1 if ctx.mode != "full" else 2
     t_prop = math.inf

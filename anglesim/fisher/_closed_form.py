@@ -1,18 +1,14 @@
-"""Closed forms: Poisson and Gaussian population Fisher information, discrimination thresholds.
-
-Re-exported by :mod:`anglesim.fisher`.
-"""
+"""Closed forms: Poisson and Gaussian population Fisher information, discrimination thresholds."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from .. import validation as check
-from .base import ArrayLike, to_numpy
+from ._base import ArrayLike
 
 __all__ = ["discrimination_threshold", "gaussian_fisher", "poisson_fisher"]
 
@@ -26,12 +22,13 @@ def poisson_fisher(f: ArrayLike, f_prime: ArrayLike) -> float | np.ndarray:
     exp(κ(cos 2(θ − θ_i) − 1)) with N uniformly spaced θ_i, it equals
     4 N κ r_max e^{−κ} I₁(κ) (I₁ the modified Bessel function).
     """
-    fa = to_numpy(f, "f")
-    fp = check.finite_array("f_prime", to_numpy(f_prime, "f_prime"))
-    if fa.shape != fp.shape or fa.ndim == 0:
-        raise ValueError(f"f and f_prime must have the same shape, got {fa.shape} and {fp.shape}")
-    if not (np.isfinite(fa).all() and (fa > 0).all()):
-        raise ValueError(f"f must be finite and > 0 (Poisson means), got min {fa.min()!r}")
+    fa = check.finite_array("f", f)
+    fp = check.finite_array("f_prime", f_prime)
+    if fa.ndim == 0 or not (fa > 0).all():
+        raise check.fail("f", "Poisson means > 0 with units along the last axis",
+                         f"min {fa.min()!r}" if fa.size else f)
+    if fa.shape != fp.shape:
+        raise check.fail("f_prime", f"the shape of f {fa.shape}", f"shape {fp.shape}")
     j = (fp**2 / fa).sum(-1)
     return float(j) if j.ndim == 0 else j
 
@@ -51,22 +48,24 @@ def gaussian_fisher(
     factorisation would silently read only its lower triangle); a float for one population,
     else an array over the leading axes.
     """
-    fp = check.finite_array("f_prime", to_numpy(f_prime, "f_prime"))
-    c = check.finite_array("cov", to_numpy(cov, "cov"))
-    if fp.ndim == 0 or c.shape != (*fp.shape, fp.shape[-1]):
-        raise ValueError(f"cov must have shape {(*fp.shape, fp.shape[-1])} for f_prime "
-                         f"{fp.shape}, got {c.shape}")
+    fp = check.finite_array("f_prime", f_prime)
+    c = check.finite_array("cov", cov)
+    if fp.ndim == 0:
+        raise check.fail("f_prime", "an array with units along the last axis", f_prime)
+    if c.shape != (*fp.shape, fp.shape[-1]):
+        raise check.fail("cov", f"of shape {(*fp.shape, fp.shape[-1])} for f_prime {fp.shape}",
+                         f"shape {c.shape}")
     _check_symmetric("cov", c)
     try:
         chol = np.linalg.cholesky(c)
-    except np.linalg.LinAlgError as err:
-        raise ValueError("cov must be positive definite") from err
+    except np.linalg.LinAlgError:
+        raise check.fail("cov", "positive definite", "a matrix with an eigenvalue <= 0") from None
     w = np.linalg.solve(chol, fp[..., None])  # L⁻¹ f′
     j = (w**2).sum((-2, -1))
     if cov_prime is not None:
-        cp = check.finite_array("cov_prime", to_numpy(cov_prime, "cov_prime"))
+        cp = check.finite_array("cov_prime", cov_prime)
         if cp.shape != c.shape:
-            raise ValueError(f"cov_prime must have the shape of cov {c.shape}, got {cp.shape}")
+            raise check.fail("cov_prime", f"of the shape of cov {c.shape}", f"shape {cp.shape}")
         _check_symmetric("cov_prime", cp)
         m = np.linalg.solve(c, cp)  # Σ⁻¹ Σ′
         j = j + 0.5 * np.einsum("...ij,...ji->...", m, m)
@@ -90,11 +89,14 @@ def discrimination_threshold(J: float | np.ndarray | xr.DataArray, d_prime: floa
     Stocker & Simoncelli 2009, Neural Comput 21: 3271). J = 0 gives an infinite threshold.
     Works on floats, numpy arrays and xarray DataArrays (returns the same kind).
     """
-    if not (isinstance(d_prime, int | float) and math.isfinite(d_prime) and d_prime > 0):
-        raise ValueError(f"d_prime must be a finite number > 0, got {d_prime!r}")
-    values = np.asarray(J.values if isinstance(J, xr.DataArray) else J, dtype=np.float64)
+    d_prime = check.real("d_prime", d_prime, minimum=0.0, min_open=True)
+    try:
+        values = np.asarray(J.values if isinstance(J, xr.DataArray) else J, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise check.fail("J", "Fisher information >= 0 (a number, array or DataArray)",
+                         J) from None
     if np.isnan(values).any() or (values < 0).any():
-        raise ValueError(f"J must be >= 0 (Fisher information), got {J!r}")
+        raise check.fail("J", "Fisher information >= 0 (a number, array or DataArray)", J)
     with np.errstate(divide="ignore"):
         if isinstance(J, xr.DataArray):
             return d_prime / np.sqrt(J)

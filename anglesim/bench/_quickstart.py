@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import tempfile
 
-from .harness import Context, Goal, measure_command
+from ._harness import Context, Goal, measure_command
 
 
 def bench_quickstart(ctx: Context) -> None:

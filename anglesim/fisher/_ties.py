@@ -21,8 +21,8 @@ from torch import nn
 
 from ..pool_ties import PoolTieWarning, count_pool_ties, ties_attrs
 from ..seeding import torch_generator
-from .base import INPUT
-from .stimulus import Stimulus
+from ._base import INPUT
+from ._stimulus import Stimulus
 
 __all__ = ["MAX_IMAGES", "pool_tie_check"]
 
@@ -30,7 +30,7 @@ MAX_IMAGES = 8
 """Most items (angle, phase) whose images are checked for ties, evenly spread over those
 measured."""
 
-_WARNED: set[tuple[tuple[str, ...], bool]] = set()
+WARNED: set[tuple[tuple[str, ...], bool]] = set()
 """(tied pooling layers, hint) pairs already warned about in this process."""
 
 
@@ -42,11 +42,13 @@ def pool_tie_check(
     variance: torch.Tensor,
     noise_at: str = INPUT,
     *,
+    warn: bool = True,
     stacklevel: int = 3,
 ) -> dict[str, Any]:
     """attrs ``pool_ties_<pool layer>``, ``pool_ties_noisy``, ``pool_ties_images`` for the
     items ``theta`` [M] (with ``phase`` [M] or None), warning with `PoolTieWarning` when tied
-    non-zero windows receive the noise of per-pixel variance ``variance`` (flat, one image).
+    non-zero windows receive the noise of per-pixel variance ``variance`` (flat, one image)
+    unless ``warn=False`` (the caller knows: ``propagated_fisher(pool_ties="record")``).
 
     A model without ``nn.MaxPool2d`` modules is not run: ``pool_ties_noisy`` = 0.
     """
@@ -68,7 +70,7 @@ def pool_tie_check(
     attrs: dict[str, Any] = ties_attrs(counts)
     attrs["pool_ties_images"] = int(th.numel())
     bad = {name: c for name, c in counts.items() if c.tied_noisy}
-    if bad:
+    if bad and warn:
         where = "; ".join(f"{name}: {c}" for name, c in bad.items())
         spec = stim.spec
         hint = (" — the spec adds noise where the aperture masks the signal; "
@@ -76,8 +78,8 @@ def pool_tie_check(
                 if spec is not None and spec.aperture is not None
                 and not spec.mask_after_noise else "")
         key = (tuple(sorted(bad)), bool(hint))
-        if key not in _WARNED:  # the counts vary by angle and call: one warning per process
-            _WARNED.add(key)    # and pooling layers, the counts of every call are in the attrs
+        if key not in WARNED:  # the counts vary by angle and call: one warning per process
+            WARNED.add(key)    # and pooling layers, the counts of every call are in the attrs
             warnings.warn(
                 f"tied max-pool windows receive noise ({where}) over {th.numel()} images: the "
                 f"propagated (linearised) FI is not the small-noise limit there{hint} (every "

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..io import load_dataset
-from .harness import Context, Goal, measure_command
+from ._harness import Context, Goal, measure_command
 
 STUDY = "quickstart"
 

@@ -1,21 +1,37 @@
 """``GratingSpec``: everything about a grating stimulus except its orientation, with its
 presets, configs and derived geometry (pixel grid, aperture, noise variance), and the cached
-grid and mask the renderer shares. The formulas are in :mod:`anglesim.stimuli`."""
+grid and mask the renderer shares. The formulas are in `render`'s docstring."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from .. import validation as check
-from ..validation import real as _real
+
+ANY = check.Check(lambda name, value: value, "any value (checked by GratingSpec)")
+
+FIELDS = {
+    "size": check.Integer(minimum=8),
+    "frequency": check.Real(minimum=0.0, min_open=True),
+    "phase": check.Optional(check.Real()),
+    "contrast": check.Real(minimum=0.0),
+    "aperture": check.Optional(check.Real(minimum=0.0, min_open=True)),
+    "aperture_edge": check.Real(minimum=0.0),
+    "noise_std": check.Real(minimum=0.0),
+    "noise_prob": check.Real(0.0, 1.0),
+    "shot_prob": check.Real(0.0, 1.0),
+    "mask_after_noise": check.Boolean(),
+    "extent": check.Real(minimum=0.0, min_open=True),
+    "channels": check.Integer(minimum=1),
+}
+"""The constraints on `GratingSpec`'s scalar fields (``clamp`` and ``colour`` are checked
+against each other's and the channels' values)."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +59,7 @@ class GratingSpec:
         colour: None (every channel carries the same grey grating) or one finite weight per
             channel, not all 0: channel c is w_c times the grating, e.g. (1.0, 0.6, 0.2).
 
-    ``frequency`` must be at most P/2 (the Nyquist limit, see the module docstring).
+    ``frequency`` must be at most P/2 (the Nyquist limit, see `render`).
     """
 
     size: int = 32
@@ -65,30 +81,12 @@ class GratingSpec:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        if isinstance(self.size, bool) or not isinstance(self.size, numbers.Integral):
-            raise ValueError(f"size must be an int >= 8, got {self.size!r}")
-        if self.size < 8:
-            raise ValueError(f"size must be an int >= 8, got {self.size!r}")
-        put("size", int(self.size))
-        for name in ("frequency", "extent"):
-            v = _real(name, getattr(self, name))
-            if v <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-            put(name, v)
-        for name in ("contrast", "aperture_edge", "noise_std"):
-            v = _real(name, getattr(self, name))
-            if v < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-            put(name, v)
-        for name in ("noise_prob", "shot_prob"):
-            v = _real(name, getattr(self, name))
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-            put(name, v)
+        for name, value in check.validate({k: getattr(self, k) for k in FIELDS},
+                                          FIELDS).items():
+            put(name, value)
         if self.frequency > self.size / 2:
             raise check.fail("frequency", f"<= size/2 = {self.size / 2:g} cycles per image (the "
                              "Nyquist limit; beyond it the grating aliases)", self.frequency)
-        put("channels", check.integer("channels", self.channels, minimum=1))
         if self.colour is not None:
             c = self.colour
             if isinstance(c, (str, bytes)) or not hasattr(c, "__len__"):
@@ -96,28 +94,18 @@ class GratingSpec:
             if len(c) != self.channels:
                 raise check.fail("colour", f"one weight per channel (channels={self.channels})",
                                  c)
-            weights = tuple(_real(f"colour[{i}]", w) for i, w in enumerate(c))
+            weights = tuple(check.real(f"colour[{i}]", w) for i, w in enumerate(c))
             if not any(weights):
                 raise check.fail("colour", "a weight tuple with a nonzero weight", c)
             put("colour", weights)
-        if self.phase is not None:
-            put("phase", _real("phase", self.phase))
-        if self.aperture is not None:
-            v = _real("aperture", self.aperture)
-            if v <= 0:
-                raise ValueError(f"aperture must be > 0 or None, got {self.aperture!r}")
-            put("aperture", v)
         if self.clamp is not None:
             c = self.clamp
             if isinstance(c, (str, bytes)) or not hasattr(c, "__len__") or len(c) != 2:
-                raise ValueError(f"clamp must be None or a pair (lo, hi), got {c!r}")
-            lo, hi = _real("clamp[0]", c[0]), _real("clamp[1]", c[1])
+                raise check.fail("clamp", "None or a pair (lo, hi)", c)
+            lo, hi = check.real("clamp[0]", c[0]), check.real("clamp[1]", c[1])
             if not lo < hi:
-                raise ValueError(f"clamp must satisfy lo < hi, got {c!r}")
+                raise check.fail("clamp", "a pair (lo, hi) with lo < hi", c)
             put("clamp", (lo, hi))
-        if not isinstance(self.mask_after_noise, (bool, np.bool_)):
-            raise ValueError(f"mask_after_noise must be a bool, got {self.mask_after_noise!r}")
-        put("mask_after_noise", bool(self.mask_after_noise))
 
     # ---- presets ---------------------------------------------------------------------------
 
@@ -163,9 +151,8 @@ class GratingSpec:
 
     def replace(self, **changes: Any) -> GratingSpec:
         """A copy with some fields changed (validated like the constructor)."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise ValueError(f"unknown GratingSpec field(s) {unknown!r}")
+        check.validate(changes, {f.name: ANY for f in dataclasses.fields(self)},
+                       owner="GratingSpec.replace", partial=True)
         return dataclasses.replace(self, **changes)
 
     def to_config(self) -> dict:
@@ -188,11 +175,9 @@ class GratingSpec:
     @classmethod
     def from_config(cls, cfg: dict) -> GratingSpec:
         """Inverse of ``to_config``; unknown keys raise ValueError."""
-        if not isinstance(cfg, dict):
-            raise ValueError(f"cfg must be a dict, got {cfg!r}")
-        unknown = sorted(set(cfg) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown GratingSpec field(s) {unknown!r}")
+        check.instance("cfg", cfg, dict, "a GratingSpec config dict")
+        check.validate(cfg, {f.name: ANY for f in dataclasses.fields(cls)},
+                       owner="GratingSpec.from_config", partial=True)
         cfg = dict(cfg)
         if isinstance(cfg.get("colour"), list):
             cfg["colour"] = tuple(cfg["colour"])
@@ -217,16 +202,9 @@ class GratingSpec:
         clamp (then the linearised Fisher estimator with ``noise_variance_map`` applies)."""
         return self.noise_prob == 1.0 and self.shot_prob == 0.0 and self.clamp is None
 
-    def coordinates(
-        self, device: Any = None, dtype: torch.dtype = torch.float32
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pixel coordinates (X, Y), each [P, P], X varying along columns."""
-        x, y = _grid(self.size, self.extent, str(torch.device(device or "cpu")), dtype)
-        return x.clone(), y.clone()
-
     def aperture_mask(self, device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The aperture mask [P, P] with values in [0, 1] (all ones when aperture is None)."""
-        m = _mask(self.size, self.extent, self.aperture, self.aperture_edge,
+        m = aperture_weights(self.size, self.extent, self.aperture, self.aperture_edge,
                   str(torch.device(device or "cpu")), dtype)
         return m.clone()
 
@@ -255,7 +233,7 @@ class GratingSpec:
 
 
 @functools.lru_cache(maxsize=64)
-def _grid(size: int, extent: float, device: str, dtype: torch.dtype):
+def pixel_grid(size: int, extent: float, device: str, dtype: torch.dtype):
     """(X, Y) [P, P] from x = y = linspace(−extent, extent, P), computed in float64. Shared:
     callers must not modify them."""
     x = torch.linspace(-extent, extent, size, dtype=torch.float64)
@@ -264,10 +242,10 @@ def _grid(size: int, extent: float, device: str, dtype: torch.dtype):
 
 
 @functools.lru_cache(maxsize=64)
-def _mask(size: int, extent: float, aperture: float | None, edge: float, device: str,
+def aperture_weights(size: int, extent: float, aperture: float | None, edge: float, device: str,
           dtype: torch.dtype) -> torch.Tensor:
     """Aperture mask [P, P] (see ``GratingSpec``), computed in float64. Shared: read only."""
-    xx, yy = _grid(size, extent, "cpu", torch.float64)
+    xx, yy = pixel_grid(size, extent, "cpu", torch.float64)
     if aperture is None:
         m = torch.ones_like(xx)
     elif edge == 0.0:

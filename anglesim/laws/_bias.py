@@ -14,7 +14,7 @@ guaranteed to obey it: this module measures the two sides and fits the constant.
 * :func:`decoded_bias` — a network's decoded-angle bias, the circular mean of θ̂ − θ over
   noisy trials at each angle (wrapped at π);
 * :func:`inverse_fisher_slope` — d/dθ [1/J(θ)] on the period-π grid, from a K-harmonic
-  Fourier fit of log J (:func:`anglesim.fisher.fourier_design`), differentiated
+  Fourier fit of log J (:func:`anglesim.fisher._smoothing.fourier_design`), differentiated
   analytically: with log J ≈ g(θ), d/dθ (1/J) = −g′(θ) e^{−g(θ)};
 * :func:`fit_bias_law` — per replicate, the least-squares constant through the origin
   ĉ = Σ b g / Σ g² (g the slope above), the correlation of b with g, and the share of the
@@ -33,7 +33,7 @@ import xarray as xr
 
 from .. import angles as ang
 from .. import validation as check
-from ..fisher.smoothing import fourier_design
+from ..fisher._smoothing import fourier_design
 from ..stats import mean_ci
 from ..stimuli import GratingSpec, render
 

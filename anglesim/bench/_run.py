@@ -14,15 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from .fisher import bench_fisher
-from .fisher_curve import bench_fisher_curve
-from .harness import MODES, SIZES, Context, format_table, machine_info, torch_threads
-from .quickstart import bench_quickstart
-from .render import bench_render
-from .replicates import bench_replicates
-from .resnet import bench_resnet
-from .solvers import bench_solvers
-from .train import bench_train
+from ._fisher import bench_fisher
+from ._fisher_curve import bench_fisher_curve
+from ._harness import MODES, SIZES, Context, format_table, machine_info, torch_threads
+from ._quickstart import bench_quickstart
+from ._render import bench_render
+from ._replicates import bench_replicates
+from ._resnet_rows import bench_resnet
+from ._solvers import bench_solvers
+from ._train import bench_train
 
 BENCHES: dict[str, Callable[[Context], None]] = {
     "render": bench_render,
@@ -48,7 +48,7 @@ def run_benchmarks(mode: str = "full", only: Sequence[str] | None = None,
                    threads: int = 1, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the benchmark's sections (all, or ``only``) in ``mode``; return the report dict.
 
-    The report holds ``machine`` (:func:`~anglesim.bench.harness.machine_info`), ``mode``,
+    The report holds ``machine`` (:func:`~anglesim.bench._harness.machine_info`), ``mode``,
     ``rows`` (one dict per table line: section, measure, value, unit, goal, met, verdict,
     note), ``details`` (raw timings, errors and profiles per section), ``seconds`` per section
     and the load average at the end. The in-process sections (:data:`IN_PROCESS`) run with

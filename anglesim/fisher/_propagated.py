@@ -1,8 +1,8 @@
 """Propagated (linearised) Fisher information: pixel (or layer) noise through the Jacobian.
 
-`propagated_fisher` chooses, per layer, the exact solver (:mod:`anglesim.fisher.exact`) or
-the matrix-free one (:mod:`anglesim.fisher.krylov`) by estimated cost
-(:mod:`anglesim.fisher.cost`). Re-exported by :mod:`anglesim.fisher`.
+`propagated_fisher` chooses, per layer, the exact solver (:mod:`anglesim.fisher._exact`) or
+the matrix-free one (:mod:`anglesim.fisher._krylov`) by estimated cost
+(:mod:`anglesim.fisher._cost`).
 """
 
 from __future__ import annotations
@@ -20,28 +20,63 @@ import xarray as xr
 from torch.func import jvp
 
 from .. import validation as check
-from . import cost as costs
-from .base import (
+from ._base import (
+    ANGLES,
+    DECODE,
     DEFAULT_N_PHASES,
+    DEVICE,
     INPUT,
+    LAYERS,
+    MODEL,
     OUTPUT,
+    PHASES,
     ArrayLike,
-    _sl,
     angles_tensor,
     eval_mode,
     fisher_dataarray,
     model_on_device,
+    sliced,
     to_numpy,
 )
-from .exact import jacobian, ridge_fisher
-from .krylov import krylov_fisher
-from .network import Network
-from .stimulus import Stimulus, as_stimulus
-from .ties import pool_tie_check
+from ._cost import available_memory, choose, estimate, guard
+from ._exact import jacobian, ridge_fisher
+from ._krylov import krylov_fisher
+from ._network import Network
+from ._stimulus import STIMULUS, Stimulus, as_stimulus
+from ._ties import pool_tie_check
 
 __all__ = ["SOLVERS", "propagated_fisher"]
 
 SOLVERS = ("exact", "krylov", "auto")
+POOL_TIES = ("warn", "record")
+"""What `propagated_fisher` does about tied max-pool windows that receive noise: warn (and
+record the counts in attrs), or only record them."""
+
+
+def float_dtype(name: str, value: Any) -> torch.dtype:
+    """``value`` if it is a floating torch dtype."""
+    if not (isinstance(value, torch.dtype) and value.is_floating_point):
+        raise check.fail(name, "a floating torch dtype such as torch.float64", value)
+    return value
+
+
+PARAMETERS = {
+    "model": MODEL, "spec": STIMULUS, "angles": ANGLES, "layers": LAYERS,
+    "sigma": check.Optional(check.Real(minimum=0.0, min_open=True)),
+    "eps": check.Real(minimum=0.0, min_open=True),
+    "phases": PHASES,
+    "chunk_size": check.Integer(minimum=1),
+    "device": DEVICE,
+    "noise_at": check.Text(),
+    "solver": check.Choice(SOLVERS),
+    "rtol": check.Real(minimum=0.0, maximum=1.0, min_open=True),
+    "maxiter": check.Integer(minimum=1),
+    "decode": DECODE,
+    "force": check.Boolean(),
+    "krylov_dtype": check.Optional(check.Check(float_dtype, "a floating torch dtype")),
+    "pool_ties": check.Choice(POOL_TIES),
+}
+"""`propagated_fisher`'s parameters, declared (checked on entry by `validation.validate`)."""
 
 
 def propagated_fisher(
@@ -62,6 +97,7 @@ def propagated_fisher(
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     force: bool = False,
     krylov_dtype: torch.dtype | None = None,
+    pool_ties: str = "warn",
 ) -> xr.DataArray:
     """Linearised Fisher information about θ in each layer, from additive Gaussian noise.
 
@@ -93,9 +129,9 @@ def propagated_fisher(
     J = (B̃u)ᵀ(B̃B̃ᵀ + εI)⁻¹(B̃u) (unit space) and J = ‖u‖² − ε uᵀ(B̃ᵀB̃ + εI)⁻¹u (pixel
     space), bracketing J from both sides; D is estimated from
     16 fixed Rademacher probes, and iteration stops when the bracket's half-width is
-    ≤ ``rtol`` · J (see :mod:`anglesim.fisher.krylov`); "auto" picks per layer by estimated
+    ≤ ``rtol`` · J (see :mod:`anglesim.fisher._krylov`); "auto" picks per layer by estimated
     cost (exact for small layers, Krylov for wide ones, see
-    :mod:`anglesim.fisher.cost`). Both solvers run the network in its own dtype (the same
+    :mod:`anglesim.fisher._cost`). Both solvers run the network in its own dtype (the same
     function, so max-pooling ties at the noiseless image resolve alike; ``krylov_dtype``
     runs the Krylov products in another, e.g. torch.float64) and do the linear algebra in
     float64. The result holds, per layer and
@@ -127,7 +163,7 @@ def propagated_fisher(
     Max-pool ties (issue 15): where a max-pool window's largest inputs are exactly tied at a
     non-zero value and the noise reaches them, the network is not differentiable at x(θ) and
     J is not the σ → 0 limit of the noisy network's FI. Their counts, on at most 8 of the
-    items, go to attrs (``pool_ties_*``, :func:`anglesim.fisher.ties.pool_tie_check`: two
+    items, go to attrs (``pool_ties_*``, :func:`anglesim.fisher._ties.pool_tie_check`: two
     forward passes, noise from a stream of its own, so no value moves) and a
     `~anglesim.pool_ties.PoolTieWarning` says when such windows receive noise.
 
@@ -158,6 +194,10 @@ def propagated_fisher(
         decode: callable from the model's outputs to θ̂ [N], for "output".
         force: run even when the cost guard estimates more memory than is free or hours.
         krylov_dtype: dtype of the Krylov solver's network products (default the model's).
+        pool_ties: "warn" (default): a `~anglesim.pool_ties.PoolTieWarning` when tied max-pool
+            windows receive noise (once per process and set of pooling layers); "record":
+            the caller knows (a study's own standard stimulus): the counts go to attrs as
+            always, without the warning.
 
     Returns:
         DataArray "fisher", dims ("layer", "angle"), coordinates fisher_error, iterations,
@@ -166,24 +206,22 @@ def propagated_fisher(
         tied max-pool windows ``pool_ties_<pool layer>``, ``pool_ties_noisy`` (tied non-zero
         windows the noise reaches; −1 when not measured) and ``pool_ties_images``.
     """
-    eps = check.real("eps", eps, minimum=0.0, min_open=True)
-    chunk_size = check.integer("chunk_size", chunk_size, minimum=1)
-    solver = check.choice("solver", solver, SOLVERS)
-    rtol = check.real("rtol", rtol, minimum=0.0, maximum=1.0, min_open=True)
-    maxiter = check.integer("maxiter", maxiter, minimum=1)
-    force = check.boolean("force", force)
+    args = check.validate(locals(), PARAMETERS)
+    eps, chunk_size, solver = args["eps"], args["chunk_size"], args["solver"]
+    rtol, maxiter, force = args["rtol"], args["maxiter"], args["force"]
+    sigma = args["sigma"]
     stim = as_stimulus(spec)
     model, dev, dtype = model_on_device(model, device)
     net = Network(model, decode)
     theta = angles_tensor(angles, dev, dtype)
-    if not isinstance(noise_at, str) or noise_at not in net.layers[:-1]:
-        raise ValueError(f"noise_at must be 'input' or a layer name among "
-                         f"{net.layers[1:-1]}, got {noise_at!r}")
+    if noise_at not in net.layers[:-1]:
+        raise check.fail("noise_at", f"'input' or a layer name among {net.layers[1:-1]}",
+                         noise_at)
     if phases is None and stim.random_phase:
         phases = torch.arange(DEFAULT_N_PHASES, dtype=torch.float64) * (
             2 * math.pi / DEFAULT_N_PHASES)
     if phases is not None and stim.spec is None:
-        raise ValueError(f"phases must be None for a callable stimulus, got {phases!r}")
+        raise check.fail("phases", "None for a callable stimulus", phases)
     attrs: dict[str, Any] = {"noise_at": noise_at}
     phi = None if phases is None else angles_tensor(phases, dev, dtype, name="phases")
     if phi is not None:
@@ -196,7 +234,7 @@ def propagated_fisher(
     item_phase = None if phi is None else phi.repeat(theta.numel())
 
     with eval_mode(model), torch.no_grad():  # eval: no dropout draws from the global RNG
-        x0 = stim.clean(item_theta[:1], _sl(item_phase, 0, 1), dtype=dtype)
+        x0 = stim.clean(item_theta[:1], sliced(item_phase, 0, 1), dtype=dtype)
         net.probe(x0)
         t_pass = _pass_seconds(model, x0, dev) * min(chunk_size, item_theta.numel())
     names = net.resolve(layers, allowed=net.downstream(noise_at))
@@ -206,9 +244,8 @@ def propagated_fisher(
         where = "pixel noise"
     else:
         if sigma is None:
-            raise ValueError(f"sigma must be a finite number > 0 for noise at layer "
-                             f"{noise_at!r}, got None")
-        sigma = check.real("sigma", sigma, minimum=0.0, min_open=True)
+            raise check.fail("sigma", f"a real number > 0 for noise at layer {noise_at!r}",
+                             None)
         sigma_used = float(sigma)
         variance = torch.full((net.units[noise_at],), sigma_used**2, dtype=torch.float64,
                               device=dev)
@@ -235,7 +272,8 @@ def propagated_fisher(
             "estimator_fisher, savgol_fisher) for its actual noise")
         attrs["noise_model_note"] = note
         warnings.warn(note, UserWarning, stacklevel=2)
-    attrs.update(pool_tie_check(model, stim, item_theta, item_phase, variance, noise_at))
+    attrs.update(pool_tie_check(model, stim, item_theta, item_phase, variance, noise_at,
+                                warn=args["pool_ties"] == "warn"))
 
     out: list[torch.Tensor] = []
     with eval_mode(model), torch.no_grad():
@@ -246,7 +284,7 @@ def propagated_fisher(
                                   copy.deepcopy(model).to(kdtype))
         for lo in range(0, item_theta.numel(), chunk_size):
             hi = min(lo + chunk_size, item_theta.numel())
-            out.append(_chunk(net, knet, stim, item_theta[lo:hi], _sl(item_phase, lo, hi),
+            out.append(_chunk(net, knet, stim, item_theta[lo:hi], sliced(item_phase, lo, hi),
                               names, chosen, variance, eps, noise_at, rtol, maxiter))
     res = torch.cat(out, dim=2).reshape(3, len(names), theta.numel(), n_ph)
     values, errors = res[0].mean(-1), res[1].mean(-1)
@@ -300,18 +338,18 @@ def _plan(net: Network, names: list[str], site: str, variance: torch.Tensor, n_i
     n_in = int((variance > 0).sum())
     order = net.order(list(net.units))
     n_chunks = math.ceil(n_items / n_img)
-    memory = costs.available_memory(dev)
+    memory = available_memory(dev)
     estimates = []
     for name in names:
         if name == site or (name == OUTPUT and net.decoded):
             continue
         upto = order[:order.index(name) + 1] if name in order else order
         through = sum(net.units[n] for n in upto if n not in (INPUT, OUTPUT))
-        estimates.append(costs.estimate(name, net.units[name], n_in, through, n_img, n_chunks,
+        estimates.append(estimate(name, net.units[name], n_in, through, n_img, n_chunks,
                                         t_pass, torch.finfo(dtype).bits // 8))
-    chosen = {c.name: costs.choose(c, solver, memory) for c in estimates}
+    chosen = {c.name: choose(c, solver, memory) for c in estimates}
     if not force:
-        costs.guard(estimates, chosen, memory)
+        guard(estimates, chosen, memory)
     return chosen
 
 
@@ -320,13 +358,13 @@ def _pixel_variance(stim: Stimulus, sigma: float | None, shape: torch.Size,
     """Per-pixel noise variance V (flat, float64), the σ used, and a description."""
     if sigma is None:
         if not stim.has_noise:
-            raise ValueError(
-                "sigma must be given (the pixel noise standard deviation): the stimulus has no "
+            raise check.fail(
+                "sigma", "given (the pixel noise standard deviation): the stimulus has no "
                 "pixel noise of its own (spec.noise_std is 0, or a callable without "
-                "as_stimulus(..., noise_std=...)), got None")
+                "as_stimulus(..., noise_std=...))", None)
         sigma_used = stim.spec.noise_std if stim.spec is not None else None
     else:
-        sigma_used = check.real("sigma", sigma, minimum=0.0, min_open=True)
+        sigma_used = sigma
     flat = stim.variance(shape, sigma_used, dev)
     if not (torch.isfinite(flat).all() and (flat >= 0).all() and (flat > 0).any()):
         raise ValueError(
