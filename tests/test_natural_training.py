@@ -161,6 +161,7 @@ def test_a_natural_phase_trains_on_cuda():
 @pytest.mark.parametrize("strategy, params", [
     ("full", {}), ("linear_probe", {}), ("surgical", {"blocks": ["0", "3"]}),
     ("lp_ft", {"probe_epochs": 1}), ("l2_sp", {}), ("ldifs", {}), ("auto_rgn", {}),
+    ("tpgm", {}), ("lora", {}), ("discriminative", {}), ("freeze", {"blocks": ["0"]}),
 ])
 def test_pretrain_on_patches_then_finetune_on_gratings_with_a_strategy(strategy, params):
     model = plain_net()
