@@ -73,6 +73,11 @@ EXPECTED = {
          "angle_error", "other_error_rel", "other_error_other_only_rel", "probe_error_rel",
          "failed"},
     ),
+    "learning_dynamics": (
+        {"prior", "labels", "replicate", "step", "layer", "angle", "epoch"},
+        {"fisher", "prior_density", "label_keep", "half_time", "half_time_gap", "alignment",
+         "alignment_gain", "peak_offset", "common", "rare", "failed"},
+    ),
 }
 
 

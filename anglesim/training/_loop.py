@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import zlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -33,6 +34,7 @@ from ..finetune import (
 )
 from ..losses import TARGET_READOUTS, get_loss
 from ..models import AngleNet
+from ._labels import kept_fraction, relabel
 from ._phase import OPTIMIZERS, Phase, Task
 
 __all__ = ["train"]
@@ -84,10 +86,12 @@ def _batch_loss(
     phase: Phase,
     generator: torch.Generator,
     values: dict[str, torch.Tensor] | None = None,
+    labels: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Weighted sum of the tasks' losses; ``values`` holds the phase images' varied
     properties (``Phase.vary``) or their photographs (natural patches), the targets of
-    non-angle tasks. The tasks on the phase's images share one forward pass."""
+    non-angle tasks. The tasks on the phase's images share one forward pass. ``labels`` draws
+    the label noise of tasks with an ``informative_prior`` (the phase's "labels" stream)."""
     total = images.new_zeros(())
     shared = None
     for task, loss_fn in zip(tasks, losses, strict=True):
@@ -101,6 +105,10 @@ def _batch_loss(
                                          phase.batch_size, phase.vary, generator,
                                          images.device)
             features = parts.features(x, [task.head])
+        if task.informative_prior is not None:
+            images_prior = task.prior or phase.prior
+            target = relabel(target, images_prior, task.informative_prior,
+                             kept_fraction(images_prior, task.informative_prior), labels)
         if task.target == "photograph":
             target = own["photograph"]
         elif task.target != "angle":
@@ -254,10 +262,14 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
         finite = reference_split(phase.prior, phase.spec, phase.dataset_size, gen, device)
     # The strategy draws any extra data from its own generator, not from the training stream.
     sgen = strategy_generator(seed, phase.name, device)
+    # label noise (Task.informative_prior) draws from a stream of its own, so the images are
+    # those the same seed gives without it
+    lgen = seeding.torch_generator(seed, "labels", zlib.crc32(phase.name.encode()),
+                                   device=device)
     step_batch: list = [None]  # the batch of the step in progress, for ctx.current_batch()
     ctx = make_context(
         phase,
-        lambda x, t, v=None: _batch_loss(parts, tasks, losses, x, t, phase, sgen, v),
+        lambda x, t, v=None: _batch_loss(parts, tasks, losses, x, t, phase, sgen, v, sgen),
         sgen,
         lambda n: phase.draw(n, sgen, device),
         finite,
@@ -280,7 +292,7 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
         total, count = 0.0, 0
         for images, theta, values in batches:
             step_batch[0] = (images, theta, values)
-            loss = _batch_loss(parts, tasks, losses, images, theta, phase, gen, values)
+            loss = _batch_loss(parts, tasks, losses, images, theta, phase, gen, values, lgen)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"loss became {loss.item()} in phase {phase.name!r}, epoch {epoch}"

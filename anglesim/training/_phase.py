@@ -20,6 +20,7 @@ from ..distributions import AnglePrior
 from ..finetune import Batch, validate_strategy
 from ..losses import check_loss
 from ..stimuli import GratingSpec, NaturalPatches
+from ._labels import kept_fraction
 
 __all__ = ["OPTIMIZERS", "PHASE_PARAMETERS", "TARGETS", "TASK_PARAMETERS", "Phase", "Task"]
 
@@ -46,6 +47,7 @@ TASK_PARAMETERS: dict[str, check.Constraint] = {
     "prior": check.Optional(check.Instance(AnglePrior, "an AnglePrior")),
     "spec": check.Optional(SPEC),
     "target_offset": check.Real(),
+    "informative_prior": check.Optional(check.Instance(AnglePrior, "an AnglePrior")),
 }
 """The constraints on a :class:`Task`'s fields (its loss is checked by
 :func:`anglesim.losses.check_loss`)."""
@@ -94,6 +96,12 @@ class Task:
     and the "cross_entropy" loss — a task without orientation labels.
     ``target_offset`` δ (radians, angle targets only) makes the head learn y = (θ + δ) mod π,
     a different function of θ (an output-level shift); 0 (the default) trains θ itself.
+    ``informative_prior`` q (angle targets on on-the-fly data only) adds label noise: each
+    image's label is kept with probability k(θ) = m·q(θ)/p(θ), m = min p/q, and otherwise
+    replaced by an angle uniform on [0, π), so the kept labels' angles follow q whatever the
+    images' prior p (``Uniform()``: as many informative labels per unit angle at rare angles
+    as at common ones; the user guide's "Label noise"). None (the default) keeps every
+    label.
     """
 
     head: str = "head"
@@ -104,6 +112,7 @@ class Task:
     spec: GratingSpec | None = None
     target: str = "angle"
     target_offset: float = 0.0
+    informative_prior: AnglePrior | None = None
 
     def __post_init__(self) -> None:
         _declared(self, TASK_PARAMETERS)
@@ -113,6 +122,11 @@ class Task:
             raise ValueError(
                 f"target_offset applies to angle targets only; got "
                 f"target_offset={self.target_offset!r} with target={self.target!r}"
+            )
+        if self.informative_prior is not None and self.target != "angle":
+            raise ValueError(
+                f"informative_prior (label noise) applies to angle targets only; got "
+                f"informative_prior={self.informative_prior!r} with target={self.target!r}"
             )
 
 
@@ -197,6 +211,15 @@ class Phase:
                     f"got dataset_size={self.dataset_size!r}"
                 )
         self.check_source()
+        for task in self.tasks or []:
+            if task.informative_prior is None:
+                continue
+            if self.dataset_size is not None:
+                raise ValueError(
+                    "a task with informative_prior (label noise) needs on-the-fly data; "
+                    f"got dataset_size={self.dataset_size!r}"
+                )
+            kept_fraction(task.prior or self.prior, task.informative_prior)
         self._check_vary()
         validate_strategy(self.strategy, self.strategy_params)  # ValueError: bad name/params
         # numpy scalars among the parameters become Python ones, so the config is JSON
@@ -338,6 +361,8 @@ class Phase:
                     # their earlier form
                     **({} if t.target == "angle" else {"target": t.target}),
                     **({} if t.target_offset == 0 else {"target_offset": t.target_offset}),
+                    **({} if t.informative_prior is None else
+                       {"informative_prior": t.informative_prior.to_config()}),
                 }
                 for t in self.tasks
             ],
