@@ -62,6 +62,12 @@ EXPECTED = {
          "parent_id_error", "parent_ood_error", "id_error_gain", "fisher_change",
          "id_error_rank", "failed"},
     ),
+    "natural_statistics": (
+        {"rotation", "replicate", "network", "layer", "angle", "strategy", "peak"},
+        {"fisher", "energy", "photo_accuracy", "pretrain_loss", "finetune_error", "bias_index",
+         "bias_following", "energy_match_following", "phase_shift", "phase_shift_error",
+         "phase_lag_mean", "failed"},
+    ),
     "multitask": (
         {"other", "regime", "replicate", "layer", "angle", "epoch"},
         {"fisher", "fisher_other_only", "abs_error", "other_error", "other_error_other_only",
