@@ -19,7 +19,8 @@ EXPECTED = {
     "prior_specialisation": (
         {"kappa", "replicate", "stage", "layer", "angle", "prior", "epoch"},
         {"fisher", "abs_error", "prior_density", "measure_specialisation",
-         "measure_left_behind", "measure_spread", "measure_error_ratio", "failed"},
+         "measure_left_behind", "measure_spread", "measure_error_ratio", "failed",
+         "fisher_region", "abs_error_region", "region_angles"},
     ),
     "loss_concentration": (
         {"loss", "kappa", "replicate", "layer", "angle", "epoch"},
