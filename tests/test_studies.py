@@ -37,7 +37,8 @@ EXPECTED = {
     ),
     "adapt_loop": (
         {"mode", "replicate", "round", "angle"},
-        {"fisher", "prior_density", "fisher_cv", "prior_kl", "stop_round", "failed"},
+        {"fisher", "prior_density", "fisher_cv", "prior_kl", "stop_round", "failed",
+         "fisher_cv_final", "fisher_cv_change"},
     ),
     "reference_replication": (
         {"prior", "dataset_size", "replicate", "angle", "concentrated"},
