@@ -58,7 +58,7 @@ from anglesim.plotting import (
     print_style,
     successful,
 )
-from anglesim.seeding import root_seed
+from anglesim.seeding import root_generator
 from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, train
 
@@ -115,13 +115,15 @@ def replicate(ctx: ReplicateContext) -> xr.Dataset:
         train(net, [phases(kappa, sz, "reset")[1]], cs, **on)
         curves["reset"].append(measure(net))
         # kept: pretraining is replayed exactly (same init, same seed) so Adam's state exists;
-        # the data generator is re-seeded at the phase boundary, so only fine-tuning differs.
+        # at the phase boundary the data generator takes the state of the child's root stream
+        # (the stream the reset child's train(…, cs) draws from), so only fine-tuning differs.
         net = copy.deepcopy(init)
         gen = ctx.root_generator()
+        child_stream = root_generator(cs, device=ctx.device)
 
-        def reseed(phase: Phase, _net, gen=gen, cs=cs) -> None:
+        def reseed(phase: Phase, _net, gen=gen, child_stream=child_stream) -> None:
             if phase.name == "pretrain":  # the data continue as the child's root stream
-                gen.manual_seed(root_seed(cs))
+                gen.set_state(child_stream.get_state())
 
         train(net, list(phases(kappa, sz, "kept")), ctx.seed, generator=gen,
               on_phase_end=reseed, **on)
