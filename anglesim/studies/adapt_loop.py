@@ -29,8 +29,9 @@ are then paired by replicate. The declared claims (:data:`CLAIMS`, Holm over the
 * ``not_converged`` (per mode): after the last round the CV is still above the stopping
   tolerance ``CV_TOL``.
 
-**Sizes.** Full: 3 modes × 10 replicates (≥ 8 pairs for the contrasts between modes; ~26 CPU s
-a replicate, about 6.5 min on 2 workers), 8 rounds of 3 epochs of 50 batches of 64 after 8
+**Sizes.** Full: 3 modes × 10 replicates (≥ 8 pairs for the contrasts between modes; 26 CPU s
+a replicate for the original network, 33 s building on the previous one: about 8 min on 2
+workers), 8 rounds of 3 epochs of 50 batches of 64 after 8
 epochs on the start prior, damping 0.5, 48 angles. Quick: 2 rounds, 2 replicates of a few steps
 (a smoke test).
 
