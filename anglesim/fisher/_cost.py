@@ -12,17 +12,18 @@ P noisy inputs and a chunk of C images:
   the products' dtype and again in float64) and a C·min(N, P)² Gram matrix;
 * **sparse** (layers whose units see a bounded window of k_y × k_x pixels of c channels,
   found by :func:`._sparse.local_window`): one float64 Jacobian–vector product per colour,
-  c·k_y·k_x, and a nested-dissection factorisation of the n × n matrix (n = min(N, P)) whose
-  cost grows as (w·c)²·n^1.5 with w = max(k_y, k_x) (the top separator of a 2-D grid of
-  n cells holds w·c·√n unknowns, George 1973), with `SPARSE_FLOPS` the constant measured on
-  the default CNN's conv1 (64–224 px); its factor holds about `SPARSE_FILL` · (w·c)²·n·log₂ n
-  numbers;
-* **krylov**: three passes per Golub–Kahan iteration (a JVP and a VJP), twice that in float64,
-  plus the probes, for `krylov_iterations` iterations: a power of P measured on the
-  benchmark's networks, steep for the nearly lossless local layers near the input (34, 283,
-  2,015 and 1,794 iterations on the default CNN's conv1 at 32, 64, 96 and 128 px) and milder
-  for the deeper ones; it holds C·(N_PROBES + 8) activations of the network up to the layer,
-  and the kept vectors of the reorthogonalisation.
+  c·k_y·k_x (`COLOUR_PASSES` each), and a nested-dissection factorisation of the n × n matrix
+  (n = min(N, P)) whose work grows as (w·c)²·n^1.5 with w = max(k_y, k_x) (the top separator
+  of a 2-D grid of n cells holds w·c·√n unknowns, George 1973), with `SPARSE_FLOPS` the
+  constant measured on the default CNN's conv1 and conv2 (64–224 px) and `FACTOR_PASSES`
+  converting it to passes; its factor holds about `SPARSE_FILL` · (w·c)²·n·log₂ n numbers;
+* **krylov**: `ITERATION_PASSES` per Golub–Kahan iteration (a JVP, a VJP and the recurrences,
+  measured), half that with float32 products, plus the probes, for `krylov_iterations`
+  iterations: a power of P measured on the benchmark's networks, steep for the first, nearly
+  lossless layer after the noise site (34, 283, 2,015 and 1,794 iterations on the default
+  CNN's conv1 at 32, 64, 96 and 128 px) and mild for the later ones; it holds C·(N_PROBES + 8)
+  activations of the network up to the layer, and the kept vectors of the
+  reorthogonalisation.
 
 ``solver="auto"`` keeps a layer on the dense exact solver (the reference) when its Jacobian
 costs at most `EXACT_CHEAP` passes and fits in half the memory (every layer of the 32-px
@@ -51,27 +52,41 @@ EXACT_CHEAP = 1264
 """Passes up to which "auto" keeps a layer on the dense exact solver (twice the budget the
 cost model used to give a Krylov solve: 6 passes for each of 100 iterations, plus the probes)."""
 
-SPARSE_FLOPS = 6.0
+SPARSE_FLOPS = 8.0
 """Multiply–adds of the sparse factorisation per (w·c)²·n^1.5 (fitted on the default CNN's
-conv1: 0.08, 0.55 and 2.3 s at 64, 128 and 224 px on one core)."""
+conv1 and conv2, 64–224 px, one core)."""
 
 SPARSE_FILL = 0.6
 """Non-zeros of the sparse factor per (w·c)²·n·log₂ n."""
 
-FLOPS_PER_SECOND = 2e9
-"""Multiply–adds per second assumed for the dense and sparse factorisations (one core)."""
+FLOPS_PER_SECOND = 1e9
+"""Multiply–adds per second of the dense and sparse factorisations (one core)."""
 
-LOCAL_ITERATIONS = (34.0, 1.6)
-"""Krylov iterations a·(P/1024)^b of a layer whose units see a bounded window (conv1)."""
+FACTOR_PASSES = 5.0
+"""How many multiply–adds of a forward pass (convolutions, run at several times the speed)
+one multiply–add of a factorisation costs as much time as."""
 
-DEEP_ITERATIONS = (100.0, 0.9)
-"""Krylov iterations a·(P/1024)^b of other layers (the default CNN's conv2 near 100 at 32 px,
-the ResNet-shaped network's layer1 1,720 at 64 px from a cold start)."""
+COLOUR_PASSES = 5.0
+"""Passes one colour's float64 Jacobian–vector product costs (measured: 256 colours of conv2
+at 128 px took as long as about 1,300 float32 passes)."""
+
+ITERATION_PASSES = 10.0
+"""Passes one Krylov iteration with float64 products costs (a JVP, a VJP and the recurrences;
+5 with float32 products)."""
+
+FIRST_ITERATIONS = (34.0, 1.6)
+"""Krylov iterations a·(P/1024)^b of the first layer after the noise site: nearly lossless,
+its spectrum reaches ε as the image grows (the default CNN's conv1: 34, 283, 2,015 and 1,794
+iterations at 32, 64, 96 and 128 px)."""
+
+DEEP_ITERATIONS = (50.0, 0.5)
+"""Krylov iterations a·(P/1024)^b of later layers (the default CNN's conv2: 124 and 207 at 64
+and 128 px)."""
 
 
-def krylov_iterations(inputs: int, local: bool, maxiter: int) -> int:
+def krylov_iterations(inputs: int, first: bool, maxiter: int) -> int:
     """The iterations the cost model expects of one Krylov solve (see the module docstring)."""
-    a, b = LOCAL_ITERATIONS if local else DEEP_ITERATIONS
+    a, b = FIRST_ITERATIONS if first else DEEP_ITERATIONS
     return int(min(maxiter, max(10.0, a * (inputs / 1024) ** b)))
 
 
@@ -92,10 +107,11 @@ class LayerCost:
 def estimate(name: str, units: int, inputs: int, through: int, n_img: int, n_chunks: int,
              t_pass: float, itemsize: int, *, pass_flops: float = 0.0,
              products64: bool = False, window: tuple[int, int] | None = None,
-             maxiter: int = 5000) -> LayerCost:
+             first: bool = False, maxiter: int = 5000) -> LayerCost:
     """The cost of layer ``name`` over all chunks. ``through``: activations per image up to
     it; ``pass_flops``: multiply–adds of one image's forward pass up to it (0: unknown, then
-    ``through``·10 stands in); ``window``: (w, channels) of a local layer, else None."""
+    ``through``·10 stands in); ``window``: (w, channels) of a local layer, else None;
+    ``first``: the first layer after the noise site (see `FIRST_ITERATIONS`)."""
     flops = pass_flops if pass_flops > 0 else 10.0 * through
     slow = 2.0 if products64 else 1.0  # float64 products cost about twice float32 ones
     small = min(units, inputs)
@@ -103,13 +119,13 @@ def estimate(name: str, units: int, inputs: int, through: int, n_img: int, n_chu
     seconds: dict[str, float] = {}
     nbytes: dict[str, float] = {}
     gram = n_img * units * inputs * small  # multiply–adds of the Gram matrix
-    passes["exact"] = min(inputs, 2 * units) * slow + gram / (n_img * flops)
+    passes["exact"] = min(inputs, 2 * units) * slow + FACTOR_PASSES * gram / (n_img * flops)
     seconds["exact"] = n_chunks * (min(inputs, 2 * units) * slow * t_pass
                                    + gram / FLOPS_PER_SECOND)
     size = 8 if products64 else itemsize
     nbytes["exact"] = n_img * units * inputs * (size + 8.0) + 2 * n_img * small**2 * 8.0
-    iters = krylov_iterations(inputs, window is not None, maxiter)
-    k_passes = 3 * iters * slow + 2 * N_PROBES
+    iters = krylov_iterations(inputs, first, maxiter)
+    k_passes = ITERATION_PASSES / 2 * iters * slow + 2 * N_PROBES
     passes["krylov"] = k_passes
     seconds["krylov"] = n_chunks * k_passes * t_pass
     nbytes["krylov"] = n_img * (through + inputs) * 8.0 * (N_PROBES + 8)
@@ -118,8 +134,9 @@ def estimate(name: str, units: int, inputs: int, through: int, n_img: int, n_chu
         colours = channels * w * w
         n = small
         factor = SPARSE_FLOPS * (w * channels) ** 2 * n**1.5 * n_img
-        passes["sparse"] = 2 * colours + 24 + factor / (n_img * flops)
-        seconds["sparse"] = n_chunks * ((2 * colours + 24) * t_pass
+        passes["sparse"] = (COLOUR_PASSES * colours + 24
+                            + FACTOR_PASSES * factor / (n_img * flops))
+        seconds["sparse"] = n_chunks * ((COLOUR_PASSES * colours + 24) * t_pass
                                         + factor / FLOPS_PER_SECOND)
         fill = SPARSE_FILL * (w * channels) ** 2 * n * math.log2(max(n, 2))
         nbytes["sparse"] = (n_img * units * colours * 16.0 + fill * 16.0

@@ -121,7 +121,8 @@ def make_plan(net: Network, names: list[str], site: str, variance: torch.Tensor,
                 pass
         costs.append(estimate(name, net.units[name], n_in, through, n_img, n_chunks, t_pass,
                               torch.finfo(dtype).bits // 8, pass_flops=flops[name],
-                              products64=products64, window=window, maxiter=maxiter))
+                              products64=products64, window=window, first=not costs,
+                              maxiter=maxiter))
     routes = {c.name: choose(c, solver, memory) for c in costs}
     if not force:
         guard(costs, routes, memory)

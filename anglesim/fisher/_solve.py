@@ -50,6 +50,10 @@ EXACT_DIAG_UNITS = 4096
 """Up to this many units a Krylov solve gets D = diag(A Σ Aᵀ) itself, by reverse mode (one
 vector–Jacobian product per unit), instead of the probes' estimate."""
 
+ROUNDING_FLOOR = 64 * torch.finfo(torch.float64).eps
+"""Relative rounding of a float64 solve per unit of the system's condition 1/ε, added to a
+Krylov bound (the bracket can close to rounding when the Krylov space is exhausted)."""
+
 ROUNDING_SAFETY = 4.0
 """Factor on the first-order rounding estimate of float32 products."""
 
@@ -290,7 +294,7 @@ class Solver:
                                 certify=self.certify,
                                 reorthogonalize=self.reorthogonalize.get(name, 0),
                                 sensitivity=self.sensitivity, diag=diag)
-        error = res.error + res.ridge_error
+        error = res.error + res.ridge_error + ROUNDING_FLOOR / self.eps * res.fisher.abs()
         if not bool(res.converged.all()):
             self.stalled.add(name)
         if rounding:

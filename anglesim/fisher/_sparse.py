@@ -18,9 +18,9 @@ iteration:
 3. **factorisation** — with B̃ = D^{-1/2}B (D = diag(BBᵀ), as in every solver), J is
    g̃ᵀ(B̃B̃ᵀ + εI)⁻¹g̃ (units ≤ pixels) or uᵀ(B̃ᵀB̃ + εI)⁻¹B̃ᵀB̃u; the smaller matrix is sparse
    (the pixels, or units, of overlapping windows couple), ordered by nested dissection of its
-   grid (George 1973, SIAM J Numer Anal 10: 345: separators of one window's width, halving
-   the longer side, recursively; the grid's channels stay together) and factorised by
-   scipy's SuperLU without pivoting (symmetric positive definite), no iteration.
+   grid (separators of one window's width, halving the longer side, recursively; the grid's
+   channels stay together) and factorised by a multifrontal Cholesky (:mod:`._multifrontal`),
+   no iteration.
 
 The products run in float64 through the gates of the model's own pass (:mod:`._gates`), so the
 result is the exact solver's to rounding (equal to 1e-10 and better in the tests):
@@ -36,12 +36,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 import torch
 from torch.func import jvp, vjp, vmap
 
-__all__ = ["SparseUnavailable", "Window", "local_window", "nd_order", "sparse_fisher",
-           "sparse_jacobian"]
+from ._multifrontal import cholesky, dissection
+
+__all__ = ["SparseUnavailable", "Window", "local_window", "sparse_fisher", "sparse_jacobian"]
 
 PROBES = 6
 """Rows (and columns) of units probed to find the window."""
@@ -200,52 +200,6 @@ def sparse_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     return mats
 
 
-def nd_order(height: int, width: int, channels: int, band: int, leaf: int = 64) -> np.ndarray:
-    """A nested-dissection order of a height × width grid with ``channels`` planes (index
-    (c·height + y)·width + x), for a matrix coupling cells less than ``band`` + 1 apart along
-    either axis: the longer side is halved by a separator ``band`` cells wide, each half
-    ordered recursively, the separator last; blocks of at most ``leaf`` cells in natural
-    order. A cell's channels are numbered together."""
-    band = max(1, band)
-    out: list[np.ndarray] = []
-
-    def block(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        yy, xx = np.meshgrid(np.arange(y0, y1), np.arange(x0, x1), indexing="ij")
-        return (yy * width + xx).ravel()
-
-    def rec(y0: int, y1: int, x0: int, x1: int) -> None:
-        h, w = y1 - y0, x1 - x0
-        if h <= 0 or w <= 0:
-            return
-        if h * w <= leaf or max(h, w) <= 2 * band:
-            out.append(block(y0, y1, x0, x1))
-            return
-        if h >= w:
-            s0 = y0 + (h - band) // 2
-            rec(y0, s0, x0, x1)
-            rec(s0 + band, y1, x0, x1)
-            out.append(block(s0, s0 + band, x0, x1))
-        else:
-            s0 = x0 + (w - band) // 2
-            rec(y0, y1, x0, s0)
-            rec(y0, y1, s0 + band, x1)
-            out.append(block(y0, y1, s0, s0 + band))
-
-    rec(0, height, 0, width)
-    cells = np.concatenate(out)
-    return (cells[:, None] + np.arange(channels)[None, :] * (height * width)).ravel()
-
-
-def _solve(matrix: sp.spmatrix, perm: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """matrix⁻¹ rhs (columns) by SuperLU in the order ``perm``, without pivoting."""
-    a = matrix.tocsr()[perm][:, perm].tocsc()
-    lu = spla.splu(a, permc_spec="NATURAL", diag_pivot_thresh=0.0,
-                   options={"SymmetricMode": True})
-    out = np.empty_like(rhs)
-    out[perm] = lu.solve(np.ascontiguousarray(rhs[perm]))
-    return out
-
-
 def sparse_fisher(b: sp.csr_matrix, u: np.ndarray, eps: float, unit_shape: tuple[int, ...],
                   input_shape: tuple[int, ...], window: Window
                   ) -> tuple[float, np.ndarray, float]:
@@ -264,15 +218,16 @@ def sparse_fisher(b: sp.csr_matrix, u: np.ndarray, eps: float, unit_shape: tuple
     if int(alive.sum()) <= b.shape[1]:  # N × N: units couple through overlapping windows
         band = max(1, math.ceil((window.ky - 1) / window.sy), math.ceil((window.kx - 1) /
                                                                         window.sx))
-        perm = nd_order(h_out, w_out, c_out, band)
         gram = (bt @ bt.T + eps * sp.identity(b.shape[0], format="csr")).tocsr()
-        z = _solve(gram, perm, g[:, None])[:, 0]
+        factor = cholesky(gram, dissection(h_out, w_out, c_out, band))
+        z = factor.solve(g)
         j = float(g @ z)
         x = (u - bt.T @ z) / eps
         return j, x, -eps * float(z @ z)
-    perm = nd_order(height, width, channels, max(window.ky, window.kx) - 1)
     gram = (bt.T @ bt + eps * sp.identity(b.shape[1], format="csr")).tocsr()
-    sol = _solve(gram, perm, np.stack([bt.T @ g, u], axis=1))
+    factor = cholesky(gram, dissection(height, width, channels,
+                                       max(window.ky, window.kx) - 1))
+    sol = factor.solve(np.stack([bt.T @ g, u], axis=1))
     j = float(u @ sol[:, 0])
     x = sol[:, 1]
     bx = bt @ x
