@@ -46,7 +46,7 @@ from ._stimulus import Stimulus
 
 __all__ = ["ERROR_KINDS", "ROUNDING_SAFETY", "Solver", "layer_function"]
 
-EXACT_DIAG_UNITS = 4096
+EXACT_DIAG_UNITS = 256
 """Up to this many units a Krylov solve gets D = diag(A Σ Aᵀ) itself, by reverse mode (one
 vector–Jacobian product per unit), instead of the probes' estimate."""
 
@@ -55,6 +55,10 @@ ROUNDING_FLOOR = 64 * torch.finfo(torch.float64).eps
 Krylov bound (the bracket can close to rounding when the Krylov space is exhausted)."""
 
 ROUNDING_SAFETY = 4.0
+
+FLOAT32_FLOOR = 16 * torch.finfo(torch.float32).eps
+"""Relative error below which no estimate of float32 products' rounding goes (a few ulps of
+each product reach J however well conditioned the layer)."""
 """Factor on the first-order rounding estimate of float32 products."""
 
 ERROR_KINDS = ("exact", "bound", "estimate")
@@ -238,14 +242,14 @@ class Solver:
             error = torch.full_like(zeros, float("nan"))
         if fn64 is not None:
             scale = torch.where(norms > 0, norms.clamp_min(1e-300).rsqrt(), 0.0)  # D^{-1/2}
-            r = u - torch.einsum("cnp,cn->cp", b, z)  # = εx, the pixel-space residual
+            r = self.eps * xs  # u − B̃ᵀz, the pixel-space residual
             w = (self._full(r * sqrt_v, keep)).reshape(hi["x"].shape)
             b64r = _flat(jvp(fn64, (hi["x"],), (w,))[1]).double() * scale
-            er = torch.einsum("cnp,cp->cn", b, r) - b64r  # (B̃₃₂ − B̃₆₄) r
             u64 = _flat(hi["xdot"]).double()
             du = u - (u64 if all_pixels else u64[:, keep]) / sqrt_v
-            first = 2 * (z * er).sum(1) + 2 * (z * torch.einsum("cnp,cp->cn", b, du)).sum(1)
-            error = ROUNDING_SAFETY * first.abs()
+            both = torch.einsum("cnp,kcp->kcn", b, torch.stack([r, du]))  # B̃₃₂ r, B̃₃₂ δu
+            first = 2 * (z * (both[0] - b64r)).sum(1) + 2 * (z * both[1]).sum(1)
+            error = ROUNDING_SAFETY * first.abs() + FLOAT32_FLOOR * j.abs()
         dlog = -self.eps * (z * z).sum(1)
         return torch.stack([j, error, zeros, dlog]), self._full(xs, keep)
 
@@ -329,7 +333,7 @@ class Solver:
         r = u - _flat(btz).double() * std - self.eps * sol
         er = prod(fn, x, r) - prod(fn64, hi["x"], r)
         first = 2 * (z * er).sum(1) + 2 * (z * prod(fn, x, u - u64)).sum(1)
-        return ROUNDING_SAFETY * first.abs()
+        return ROUNDING_SAFETY * first.abs() + FLOAT32_FLOOR * res.fisher.abs()
 
     def _diag(self, name, fn, x, std):  # noqa: ANN001, ANN202
         """D = diag(A Σ Aᵀ) itself where it is cheap: by reverse mode for at most
