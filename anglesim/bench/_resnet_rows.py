@@ -14,6 +14,7 @@ Jacobian alone is 200,704 × 150,528). ``--device cuda`` runs the same rows on a
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from ..losses import get_loss
 from ..seeding import torch_generator
 from ..stimuli import render_clean
 from ._harness import Context, Goal, race
-from ._solvers import HARD_ANGLE, RTOL, propagated
+from ._solvers import HARD_ANGLE, propagated
 from ._workloads import STANDARD_SPEC
 from .resnet import STAGES, ResNet18Shaped
 
@@ -100,18 +101,23 @@ def bench_resnet(ctx: Context) -> None:
         entry: dict[str, Any] = {}
         slowest = 0.0
         for layer in LAYERS:
-            run = propagated(model, spec, angles, solver, [layer], device=dev)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                run = propagated(model, spec, angles, solver, [layer], device=dev)
+            stalled = any("did not reach rtol" in str(w.message) for w in caught)
             per_angle = run["seconds"] / len(angles)
             slowest = max(slowest, per_angle)
             info = run["info"]
             iters = int(np.max(info["iterations"]))
             rel = float(np.max(np.asarray(info["fisher_error"]) / np.abs(run["values"])))
             kind = info["error_kind"][0]
-            converged = rel <= RTOL * 1.0001 and kind in ("bound", "exact")
+            converged = not stalled and kind in ("bound", "exact")
             ctx.add("resnet", f"{size} px, {state}: {layer}", per_angle, "s/angle",
                     Goal("<=", 180),
                     note=f"{info['solver'][0]}, {iters} iterations, fisher_error/J {rel:.2g} "
-                         f"({kind}){'' if converged else ', NOT converged to rtol'}")
+                         f"({kind}: the bracket within rtol, plus the ridge estimate's term)"
+                    if converged else f"{info['solver'][0]}: stopped at maxiter ({iters}), "
+                                      f"fisher_error/J {rel:.2g}")
             ctx.log(f"  resnet {state} {layer}: {per_angle:.1f} s/angle, {iters} iterations, "
                     f"error/J {rel:.2g} {kind}")
             entry[layer] = {"seconds_per_angle": per_angle, "iterations": iters,

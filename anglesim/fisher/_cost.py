@@ -62,13 +62,13 @@ SPARSE_FILL = 0.6
 FLOPS_PER_SECOND = 1e9
 """Multiply–adds per second of the dense and sparse factorisations (one core)."""
 
-FACTOR_PASSES = 5.0
+FACTOR_PASSES = 4.0
 """How many multiply–adds of a forward pass (convolutions, run at several times the speed)
 one multiply–add of a factorisation costs as much time as."""
 
-COLOUR_PASSES = 5.0
+COLOUR_PASSES = 4.0
 """Passes one colour's float64 Jacobian–vector product costs (measured: 256 colours of conv2
-at 128 px took as long as about 1,300 float32 passes)."""
+at 64 and 128 px took as long as about 1,000 float32 passes)."""
 
 ITERATION_PASSES = 10.0
 """Passes one Krylov iteration with float64 products costs (a JVP, a VJP and the recurrences;
@@ -79,9 +79,9 @@ FIRST_ITERATIONS = (34.0, 1.6)
 its spectrum reaches ε as the image grows (the default CNN's conv1: 34, 283, 2,015 and 1,794
 iterations at 32, 64, 96 and 128 px)."""
 
-DEEP_ITERATIONS = (50.0, 0.5)
-"""Krylov iterations a·(P/1024)^b of later layers (the default CNN's conv2: 124 and 207 at 64
-and 128 px)."""
+DEEP_ITERATIONS = (200.0, 0.0)
+"""Krylov iterations a·(P/1024)^b of later layers, warm-started (the default CNN's conv2: 213,
+185, 182 and 174 at 64, 96, 128 and 224 px)."""
 
 
 def krylov_iterations(inputs: int, first: bool, maxiter: int) -> int:

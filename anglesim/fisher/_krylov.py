@@ -94,9 +94,10 @@ __all__ = ["DELAY", "LINEARIZE_AFTER", "N_PROBES", "SLACK", "KrylovResult", "kry
 N_PROBES = 16
 """Rademacher probes for the per-unit variance estimate D̂."""
 
-LINEARIZE_AFTER = 64
+LINEARIZE_AFTER = 256
 """Steps after which the JVPs switch to the function ``torch.func.linearize`` returns: tracing
-costs about 0.1–0.2 s a layer and saves about half of each JVP, so it pays only for long solves."""
+costs about 0.1–1 s a layer (more through replayed gates) and saves about half of each JVP, so
+it pays only for long solves."""
 
 RIDGE_SIGMAS = 3.0
 """Jackknife standard errors of the probe estimate D̂'s effect on J added to ``fisher_error``

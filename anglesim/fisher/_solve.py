@@ -39,7 +39,7 @@ from torch.func import jvp, vjp, vmap
 from ._base import INPUT, OUTPUT
 from ._exact import JACOBIAN_BUDGET, jacobian, ridge_fisher
 from ._gates import GateMismatch, record_gates
-from ._krylov import krylov_fisher
+from ._krylov import N_PROBES, krylov_fisher
 from ._network import Network
 from ._sparse import SparseUnavailable, Window, sparse_fisher, sparse_jacobian
 from ._stimulus import Stimulus
@@ -337,11 +337,14 @@ class Solver:
 
     def _diag(self, name, fn, x, std):  # noqa: ANN001, ANN202
         """D = diag(A Σ Aᵀ) itself where it is cheap: by reverse mode for at most
-        `EXACT_DIAG_UNITS` units, from the coloured sparse Jacobian for a local layer;
-        else None (the Krylov solver estimates it from its probes)."""
+        `EXACT_DIAG_UNITS` units, from the coloured sparse Jacobian for a local layer of at
+        most four times as many colours as the probes; else None (the Krylov solver
+        estimates it from its probes)."""
         units = self.net.units[name]
         window, shape = self.windows.get(name), self.net.shapes.get(name)
-        if window is not None and shape is not None:
+        channels = x.shape[1] if x.dim() == 4 else 0
+        if window is not None and shape is not None and \
+                window.colours(channels) <= 4 * N_PROBES:
             try:
                 mats = sparse_jacobian(fn, x, std, shape, window)
                 return torch.stack([torch.as_tensor(
