@@ -126,7 +126,7 @@ def test_region_mean_and_interior_share():
 
 def test_rate_grid_and_sizes():
     grid = np.array(fs.SIZES["full"]["lrs"])
-    assert len(grid) >= 5 and grid.max() / grid.min() >= 299  # 2.5 decades: 1e-4 … 3e-2
+    assert len(grid) >= 5 and grid.max() / grid.min() >= 10 ** 2.5  # 2.5 decades
     assert fs.SIZES["full"]["replicates"] >= 10
     for size in fs.SIZES.values():
         assert size["n_angles"] % 2 == 0
@@ -149,9 +149,10 @@ def test_fine_tune_reports_a_diverged_rate_as_nan(monkeypatch):
         raise FloatingPointError("loss became nan")
 
     monkeypatch.setattr(fs, "train", diverge)
-    val, net, strategy = fs.fine_tune(_net(), (measures.split_task("prior"), "full", 16, 1.0,
-                                               fs.SIZES["quick"]), 0, lambda n: 0.0, {})
-    assert math.isnan(val) and net is None and strategy is None
+    val, held, net, strategy = fs.fine_tune(
+        _net(), (measures.split_task("prior"), "full", 16, 1.0, fs.SIZES["quick"]), 0,
+        lambda n: 0.0, {})
+    assert math.isnan(val) and math.isnan(held) and net is None and strategy is None
 
 
 def test_choose_frequency_takes_the_first_rung_that_doubles_the_error(monkeypatch):
@@ -224,3 +225,76 @@ def test_kumar_claim_is_supported_when_the_probe_errs_less_ood_and_contradicted_
     # a strategy equal to full is not declared different
     assert {r.verdict for r in _records(_synthetic(0.5), "l2_sp_vs_full_ood")} == {
         "unresolved"}
+
+
+# ---- the figure and the metadata ---------------------------------------------------------------
+
+
+def full_shaped(seed=0):
+    """A Dataset shaped like the full size's (3 shifts, its replicates, every strategy, its
+    n_train and rates) with the variables the figure and summary read: the errors log-normal
+    around the parent's, linear_probe's OOD error a third of full's, rates drawn from the
+    grid's interior."""
+    rng = np.random.default_rng(seed)
+    sz = fs.SIZES["full"]
+    strategies, sizes, lrs = list(fs.STRATEGIES), list(sz["n_train"]), list(sz["lrs"])
+    n = sz["replicates"]
+    cell = (len(measures.SHIFTS), n, len(strategies), len(sizes))
+    dims = ("shift", "replicate", "strategy", "n_train")
+    ood = 0.3 * np.exp(rng.normal(0, 0.4, cell))
+    ood[:, :, strategies.index("linear_probe")] /= 3
+    change = np.exp(rng.normal(-2, 0.3, cell + (len(measures.REGIONS), len(fs.BLOCKS))))
+    change[:, :, strategies.index("linear_probe")] = 0.0  # a probe moves no feature
+    ds = xr.Dataset(
+        {"id_error": (dims, 0.03 * np.exp(rng.normal(0, 0.3, cell))),
+         "ood_error": (dims, ood),
+         "chosen_lr": (dims, rng.choice(lrs[1:-1], cell)),
+         "feature_change": (dims + ("region", "block"), change),
+         "shift_value": (("shift", "replicate"), np.full(cell[:2], 4.75)),
+         "failed": (("shift", "replicate"), np.zeros(cell[:2], bool))},
+        coords={"shift": list(measures.SHIFTS), "replicate": np.arange(n),
+                "strategy": strategies, "n_train": sizes, "lr": lrs,
+                "region": list(measures.REGIONS), "block": list(fs.BLOCKS)})
+    for name in ("id_error", "ood_error"):
+        ds[name].attrs["units"] = "rad"
+    return ds
+
+
+def test_the_figure_meets_the_standard_on_a_full_shaped_dataset(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from anglesim.plotting import check_figure
+
+    ds = full_shaped()
+    fig = fs.plot_finetune_shift(ds)
+    try:
+        assert check_figure(fig, "double") == []
+        titled = [ax for ax in fig.axes
+                  if ax.get_visible() and (ax.get_title() or ax.get_title(loc="left"))]
+        assert len(titled) == 8  # 6 contrasts, the rates, the mechanism (the colour bar has none)
+        fig.savefig(tmp_path / "full.png")  # drawable at its printed size
+    finally:
+        plt.close(fig)
+    n = fs.SIZES["full"]["replicates"]
+    assert f"n = {n}" in fs.figure_caption(ds)
+    rates = analysis.interior_share(ds["chosen_lr"], ds["lr"].values)
+    assert rates == 1.0  # every synthetic choice is interior, and the panel's title says so
+
+
+def test_every_variable_and_coordinate_has_units_and_a_long_name():
+    ctx = st.ReplicateContext({"shift": "output"}, 0, 0, fs.SIZES["quick"])
+    ds = fs.replicate(ctx)
+    ds = ds.expand_dims(shift=["output"], replicate=[0]).assign(
+        failed=(("shift", "replicate"), np.zeros((1, 1), bool)))
+    ds = fs.STUDY.postprocess(ds)
+    for name, var in ds.variables.items():
+        assert var.attrs.get("units") is not None, name
+        assert var.attrs.get("long_name"), name
+    assert ds["chosen_lr"].attrs["long_name"].startswith("Adam learning rate")
+    # the chosen rate is the one with the lowest validation loss, where the loss was finite
+    best = ds["val_loss"].fillna(np.inf).argmin("lr")
+    np.testing.assert_array_equal(ds["lr"].values[best.values], ds["chosen_lr"].values)
+    assert {"id_error", "ood_error", "chosen_lr_interior"} <= set(ds.data_vars)

@@ -10,7 +10,7 @@ from anglesim.claims import Contrast
 from anglesim.plotting import successful
 from anglesim.stats import mean_ci
 
-from .._recipes import STRATEGIES
+from .._recipes import STRATEGIES, describe_variables
 
 __all__ = ["CLAIMS", "KUMAR", "REFERENCE", "add_measures", "interior_share", "measures",
            "summarise"]
@@ -50,8 +50,8 @@ def _claims() -> list[Contrast]:
 
 
 CLAIMS = _claims()
-"""The study's declared contrasts: 18 primary (162 members over 3 shifts × 3 sizes, one Holm
-family) and one exploratory."""
+"""The study's declared contrasts: 18 primary (one member per shift × n_train cell: 54 at the
+full size's 3 shifts × 1 size, one Holm family) and one exploratory."""
 
 
 # ---- derived measures -------------------------------------------------------------------------
@@ -108,22 +108,18 @@ COORD_ATTRS = {
     "shift": {"units": "1", "long_name": "kind of distribution shift of the fine-tuning task"},
     "replicate": {"units": "1", "long_name": "replicate (one parent network, shared by the "
                   "shifts)"},
+    "failed": {"long_name": "1 where the replicate failed"},
+    "error": {"long_name": "a failed replicate's error message"},
+    "replicate_seed": {"long_name": "the replicate's seed"},
 }
-RUNNER_UNITS = ("failed", "error", "replicate_seed")
-"""The runner's variables, given units "1" where they lack them."""
+"""Units and long names of the grid's coordinates and the runner's variables (the runner's
+units come from the recipes' ``SHARED_ATTRS``)."""
 
 
 def add_measures(ds: xr.Dataset) -> xr.Dataset:
-    """The Dataset with :func:`measures` added (from its successful replicates) and units on
-    the grid's coordinates."""
-    out = ds.assign(measures(successful(ds)).data_vars)
-    for name, attrs in COORD_ATTRS.items():
-        if name in out.coords:
-            out[name].attrs.update(attrs)
-    for name in RUNNER_UNITS:
-        if name in out.variables:
-            out[name].attrs.setdefault("units", "1")
-    return out
+    """The Dataset with :func:`measures` added (from its successful replicates), units and
+    long names on the grid's coordinates and the runner's variables."""
+    return describe_variables(ds.assign(measures(successful(ds)).data_vars), COORD_ATTRS)
 
 
 # ---- summary ----------------------------------------------------------------------------------
@@ -142,7 +138,8 @@ def summarise(ds: xr.Dataset) -> str:
     share = interior_share(ds["chosen_lr"], ds["lr"].values)
     n = int(ds.sizes["replicate"])
     lines = [f"learning rates: {100 * share:.0f}% of {int(ds['chosen_lr'].count())} choices "
-             f"interior to the grid {', '.join(f'{v:g}' for v in ds['lr'].values)}",
+             f"interior to the grid {', '.join(f'{v:g}' for v in ds['lr'].values)} (the "
+             "design asks for at least 80%)",
              f"errors: mean [95% t interval] over {n} replicates, degrees; ID θ < 90°, "
              "OOD θ ≥ 90° (never seen in fine-tuning)"]
     for shift in ds["shift"].values:
