@@ -131,7 +131,7 @@ def plot_finetune_shift(ds: xr.Dataset) -> plt.Figure:
                 ax.set_title(f"{REGION_TITLES[region]}: {SHIFT_TITLES.get(shift, shift)}")
         handles, labels = axes[f"id_{shifts[0]}"].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside upper center", ncol=len(labels),
-                   title="fine-tuning set (a–f)")
+                   title=f"fine-tuning set (a–{chr(ord('a') + 2 * len(shifts) - 1)})")
         _rates_panel(axes["rates"], ds, fig)
         _mechanism_panel(axes["mechanism"], ds, [REFERENCE] + strategies)
         panel_letters(fig)
