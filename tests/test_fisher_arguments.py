@@ -73,9 +73,8 @@ BAD = {
     "maxiter": ("maxiter", lambda: fisher.propagated_fisher(NET, SPEC, [0.1], maxiter=0)),
     "decode": ("decode", lambda: fisher.propagated_fisher(NET, SPEC, [0.1], decode=3)),
     "force": ("force", lambda: fisher.propagated_fisher(NET, SPEC, [0.1], force="yes")),
-    "precision": ("precision", lambda: fisher.propagated_fisher(NET, SPEC, [0.1],
-                                                                precision="float16")),
-    "certify": ("certify", lambda: fisher.propagated_fisher(NET, SPEC, [0.1], certify=None)),
+    "krylov_dtype": ("krylov_dtype", lambda: fisher.propagated_fisher(
+        NET, SPEC, [0.1], krylov_dtype=torch.int32)),
     "pool_ties": ("pool_ties", lambda: fisher.propagated_fisher(NET, SPEC, [0.1],
                                                                 pool_ties="quiet")),
     # measure_fisher: every option checked before any method runs
