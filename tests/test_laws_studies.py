@@ -45,6 +45,12 @@ def _anisotropy(ds):
     assert (fi <= fi.sel(layer="input") * (1 + 1e-5)).all()
     assert (fi > 0).all()
     assert set(ds["cardinal_oblique"].dims) == {"prior", "replicate", "state", "layer"}
+    # the pixels' contrast is the same in every network; the claims cover every later layer
+    co = ds["cardinal_oblique"].sel(layer="input")
+    np.testing.assert_allclose(co.values, float(co.isel(prior=0, replicate=0, state=0)))
+    names = {r["name"].split("[")[0] for r in ds.attrs["claims"]}
+    assert names == {"untrained_obliques", "anisotropy"}
+    assert len(ds.attrs["claims"]) == 11
 
 
 def _bias_law(ds):
