@@ -51,6 +51,8 @@ def _anisotropy(ds):
     names = {r["name"].split("[")[0] for r in ds.attrs["claims"]}
     assert names == {"untrained_obliques", "anisotropy"}
     assert len(ds.attrs["claims"]) == 11
+    for name in list(ds.data_vars) + list(ds.coords):
+        assert {"units", "long_name"} <= set(ds[name].attrs), name
 
 
 def _bias_law(ds):

@@ -53,7 +53,7 @@ from anglesim.stats import mean_ci
 from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._recipes import CNN, SPEC, expects_aperture_ties, labelled
+from ._recipes import CNN, SPEC, describe_variables, expects_aperture_ties
 
 NAME = "anisotropy"
 STATES = ("untrained", "trained")
@@ -115,23 +115,24 @@ def replicate(ctx: ReplicateContext) -> xr.Dataset:
     return xr.merge([ds, history], combine_attrs="drop_conflicts")
 
 
-LABELS = {
-    "prior": ("1", "training prior"),
-    "state": ("1", "the network before (untrained) or after training on the uniform prior"),
-    "train_loss": ("1", "cosine training loss per epoch"),
-    "val_loss": ("1", "cosine validation loss per epoch (NaN: fresh images, no validation "
-                 "split)"),
+ATTRS = {
+    "prior": {"units": "1", "long_name": "training prior"},
+    "state": {"units": "1", "long_name": "the network before (untrained) or after training on "
+                                         "the uniform prior"},
+    "layer": {"units": "1", "long_name": "layer (dotted module path, 'input' or 'output')"},
+    "train_loss": {"units": "1", "long_name": "cosine training loss per epoch"},
+    "val_loss": {"units": "1", "long_name": "cosine validation loss per epoch (NaN: fresh "
+                                            "images, no validation split)"},
 }
-"""Units and long names of the grid axis, the state and training's variables
-(:func:`anglesim.studies._recipes.labelled` adds the runner's)."""
+"""Units and long names of the grid axis, the state, the layer and training's variables
+(:func:`anglesim.studies._recipes.describe_variables` adds the runner's)."""
 
 
 def add_measures(ds: xr.Dataset) -> xr.Dataset:
     """``cardinal_oblique`` per replicate, state and layer (the cos 4θ contrast, log₂); units
     and long names on every variable and coordinate."""
     out = ds.assign(cardinal_oblique=cardinal_oblique(successful(ds)["fisher"]))
-    out["prior"].attrs = {}  # the runner's "grid axis prior" gives way to the study's label
-    return labelled(out, LABELS)
+    return describe_variables(out, ATTRS)
 
 
 def describe(params: dict, grid: dict) -> dict:
