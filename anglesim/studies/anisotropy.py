@@ -153,6 +153,7 @@ def summarise(ds: xr.Dataset) -> str:
             m, h = mean_ci(co.sel(layer=layer, state=state))
             parts.append(f"{state} {float(m):+.3f} [{float(m - h):+.3f}, {float(m + h):+.3f}]")
         lines.append(f"  {layer:>7}: " + ", ".join(parts))
+    lines.append("Figure: " + caption(ds))
     return "\n".join(lines)
 
 

@@ -264,6 +264,7 @@ def summarise(ds: xr.Dataset) -> str:
     lines.append(f"angle by angle (descriptive, uncorrected): the bias has the law's sign at "
                  f"{int((agree > 0).sum())}, the opposite at {int((agree < 0).sum())} of "
                  f"{agree.size} cell-angles; the rest cannot be told from 0")
+    lines.append("Figure: " + caption(ds))
     return "\n".join(lines)
 
 
