@@ -118,7 +118,7 @@ def test_arm_phases(n):
     assert ph.strategy_params == {"probe_lr_scale": 10.0, "probe_epochs": epochs // 2}
     assert ph.epochs == epochs and ph.patience == epochs  # no early stop: the best checkpoint
     assert ph.dataset_size * 8 == n  # n training and n/4 validation images
-    assert ph.lr == 3e-3 and ph.optimizer == "adam"
+    assert ph.lr == 3e-3 and ph.optimizer == "adam" and ph.eval_angles == 1
     assert ph.task_list()[0].target_offset == pytest.approx(math.pi / 4)
     assert ss.arm_phase(task, "full", n, 1e-3, sz).strategy == "full"
     assert ss.arm_phase(task, "l2_sp", n, 1e-3, sz).strategy_params == {"alpha": 0.01}
