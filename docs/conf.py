@@ -100,7 +100,8 @@ def _defined_privately(reexports: dict[str, list[str]]) -> dict[str, list[str]]:
     found = {}
     for package, names in reexports.items():
         module = importlib.import_module(package)
-        found[package] = [n for n in names if any(
+        # an alias (``Empirical = Gridded``) is documented once, under its own name
+        found[package] = [n for n in names if getattr(module, n).__name__ == n and any(
             part.startswith("_") for part in getattr(module, n).__module__.split("."))]
     return found
 

@@ -24,15 +24,18 @@ EXPECTED = {
     "loss_concentration": (
         {"loss", "kappa", "replicate", "layer", "angle", "epoch"},
         {"fisher", "abs_error", "prior_density", "alpha", "alpha_predicted", "failed",
-         "fisher_at_uniform_level", "budget_ratio_predicted"},
+         "fisher_at_uniform_density", "fisher_at_uniform_level", "budget_ratio_predicted",
+         "fit_share", "error_limit"},
     ),
     "pretrain_imprint": (
         {"kappa", "replicate", "state", "child", "layer", "angle"},
         {"fisher", "parent_fisher", "imprint_within", "imprint_between", "imprint", "failed"},
     ),
     "model_choices": (
-        {"nonlinearity", "readout", "data", "replicate", "layer", "angle", "epoch"},
-        {"fisher", "abs_error", "roughness", "n_peaks", "train_fresh_log_ratio", "failed"},
+        {"nonlinearity", "readout", "data", "replicate", "layer", "angle", "epoch",
+         "angle_set", "comb"},
+        {"fisher", "abs_error", "roughness", "n_peaks", "fisher_comb", "fisher_comb_mean",
+         "error_comb", "failed"},
     ),
     "adapt_loop": (
         {"mode", "replicate", "round", "angle"},
@@ -59,6 +62,12 @@ EXPECTED = {
          "parent_id_error", "parent_ood_error", "id_error_gain", "fisher_change",
          "id_error_rank", "failed"},
     ),
+    "natural_statistics": (
+        {"rotation", "replicate", "network", "layer", "angle", "strategy", "peak"},
+        {"fisher", "energy", "photo_accuracy", "pretrain_loss", "finetune_error", "bias_index",
+         "bias_following", "energy_match_following", "phase_shift", "phase_shift_error",
+         "phase_lag_mean", "failed"},
+    ),
     "multitask": (
         {"other", "regime", "replicate", "layer", "angle", "epoch"},
         {"fisher", "fisher_other_only", "abs_error", "other_error", "other_error_other_only",
@@ -66,6 +75,11 @@ EXPECTED = {
          "fisher_log2_ratio_ci", "other_only_log2_ratio", "other_only_log2_ratio_ci",
          "angle_error", "other_error_rel", "other_error_other_only_rel", "probe_error_rel",
          "failed"},
+    ),
+    "learning_dynamics": (
+        {"prior", "labels", "replicate", "step", "layer", "angle", "epoch"},
+        {"fisher", "prior_density", "label_keep", "half_time", "half_time_gap", "alignment",
+         "alignment_gain", "peak_offset", "common", "rare", "failed"},
     ),
 }
 

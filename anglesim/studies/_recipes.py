@@ -28,8 +28,8 @@ from anglesim.study import ReplicateContext
 from anglesim.training import Phase, Task, train
 
 __all__ = ["APERTURE_TIES", "CNN", "DTHETA", "ERROR_FACTOR", "OUTPUT_OFFSET", "PRIOR_SHIFT",
-           "SHIFTS", "SHIFT_SIZES", "SOURCE", "SPEC", "STRATEGIES", "ShiftTask",
-           "expects_aperture_ties", "finetune_phase", "output_fisher",
+           "SHIFTS", "SHIFT_SIZES", "SOURCE", "SPEC", "STRATEGIES", "SHARED_ATTRS", "ShiftTask",
+           "describe_variables", "expects_aperture_ties", "finetune_phase", "output_fisher",
            "pretrain_phase", "pretrained_parent", "reference_spec", "shifted_task"]
 
 SPEC = GratingSpec.standard()
@@ -65,6 +65,41 @@ def expects_aperture_ties(replicate: Callable) -> Callable:
             return replicate(ctx)
 
     return quiet
+
+
+# ---- metadata ------------------------------------------------------------------------------
+
+SHARED_ATTRS: dict[str, dict[str, str]] = {
+    "failed": {"units": "1"},
+    "error": {"units": "1"},
+    "replicate_seed": {"units": "1"},
+    "train_loss": {"units": "1", "long_name": "training loss, in the loss's own units"},
+    "val_loss": {"units": "1", "long_name": "validation loss, in the loss's own units "
+                                            "(finite-dataset phases only)"},
+    "fisher_error": {"units": "rad^-2", "long_name": "error bound of the propagated FI's "
+                                                     "Krylov solver (0 for exact values)"},
+    "iterations": {"units": "1", "long_name": "Golub–Kahan iterations of the propagated FI's "
+                                              "solver (0 for exact values)"},
+    "solver": {"units": "1", "long_name": "solver of the propagated FI per layer"},
+    "epoch_phase": {"units": "1", "long_name": "training phase of the epoch"},
+    "epoch_in_phase": {"units": "1", "long_name": "epoch within its phase"},
+    "layer": {"units": "1"},
+}
+"""Units and long names of variables the runner, ``train`` and the FI estimators add without
+them (a study's postprocess fills them with :func:`describe_variables`)."""
+
+
+def describe_variables(ds, attrs: dict[str, dict[str, str]]):
+    """``ds`` with ``attrs[name]`` set on each of its variables and coordinates so named
+    (a study's own), then :data:`SHARED_ATTRS` filled in where a variable lacks them."""
+    ds = ds.copy()
+    for name, given in attrs.items():
+        if name in ds.variables:
+            ds[name].attrs = {**ds[name].attrs, **given}
+    for name, given in SHARED_ATTRS.items():
+        if name in ds.variables:
+            ds[name].attrs = {**given, **ds[name].attrs}
+    return ds
 
 
 # ---- fine-tuning under shift ------------------------------------------------------------------
