@@ -90,7 +90,6 @@ from anglesim.training import Phase, train
 from .._recipes import (
     CNN,
     OUTPUT_OFFSET,
-    SHIFT_SIZES,
     SPEC,
     ShiftTask,
     finetune_phase,
@@ -117,8 +116,9 @@ the head alone at its top)."""
 SEVERITY = {"blur": 2.0, "noise": 2.5}
 """The blur's σ (pixels) and the noise's factor, the same for every replicate."""
 
-PRETRAIN = {k: SHIFT_SIZES["full"][k] for k in ("pre_epochs", "pre_steps", "pre_batch",
-                                                 "pre_lr")}
+PRETRAIN = dict(pre_epochs=8, pre_steps=50, pre_batch=64, pre_lr=2e-3)
+"""The parent's pretraining: the shift studies' (``finetune_shift``'s full size), written out
+so that a change there does not change this study's parents."""
 SIZES = {
     "full": dict(PRETRAIN, n_train=[16, 64, 256], batch=16, min_steps=256, min_epochs=20,
                  lrs=LRS, severity=SEVERITY, test_angles=64, test_repeats=16, replicates=10),
