@@ -54,6 +54,8 @@ def _surgical_sweep(ds):
     assert ((ds["best_step_fraction"] > 0) & (ds["best_step_fraction"] <= 1)).all()
     assert (ds["log2_error_ratio"].sel(strategy="full") == 0).all()
     assert (ds["test_error"] > 0).all() and (ds["test_error"] < np.pi / 2).all()
+    assert not [k for k, v in ds.variables.items()
+                if not {"units", "long_name"} <= set(v.attrs)]  # issue 22's metadata
 
 
 CHECKS = {"signal_noise": _signal_noise, "anisotropy": _anisotropy, "bias_law": _bias_law,

@@ -109,7 +109,7 @@ def plot_surgical_sweep(ds: xr.Dataset) -> plt.Figure:
         ax.set_xlim(-0.6, len(shifts) - 0.4)
         ax.set_xlabel("shift")
         ax.set_ylabel("test error (deg)")
-        ax.set_title("errors on the shifted test set", loc="left")
+        ax.set_title("test error: parent, full fine-tuning, exact undo", loc="left")
 
         handles = [Line2D([], [], color=colours[n], marker="o", ls="", label=f"n = {n}")
                    for n in sizes]
