@@ -67,9 +67,10 @@ rates) cost 270 CPU s per shift and replicate, 3 CPU h for the full run; the ful
 20 minutes on 2 workers, so the sizes went (the shifts and the arms, what the claims are about,
 stay) and the budget halved: at rate 1e-3 and n = 64 the best checkpoints fell at 16% (full),
 31% (LP-FT) and 81% (conv1) of 256 steps, and each arm chooses its rate, up to 1e-1; the
-summary's share of best checkpoints in the budget's last 10% checks it. A pilot of 3 replicates
-took about 42 CPU s (user + sys) per shift and replicate, about 170 CPU s per replicate with
-its parent, so the full run (40 tasks) is about 30 CPU min: ≈ 15 min on 2 workers.
+summary's share of best checkpoints in the budget's last 10% checks it. In a pilot (3
+replicates, one worker) the first 8 of its 12 tasks took 333 CPU s (user + sys), about 41 CPU s
+per shift and replicate with the parent's pretraining and the start-up (about 165 CPU s per
+replicate), so the full run (40 tasks) is about 28 CPU min: ≈ 14 min on 2 workers.
 
 Run: ``anglesim run surgical_sweep [--quick]``.
 """
