@@ -1,7 +1,5 @@
 """The law studies (issue 17) run end to end in --quick mode and redraw from their files."""
 
-import math
-
 import numpy as np
 import pytest
 
@@ -24,11 +22,10 @@ LAW_STUDIES = {
                      {"fisher_terms", "delta_total", "delta_signal", "delta_noise",
                       "delta_interaction", "delta_total_prior", "delta_signal_prior",
                       "id_error", "parent_id_error", "failed"}),
-    "corruption_shift": ({"corruption", "replicate", "strategy", "n_train", "angle", "layer",
-                          "lr"},
-                         {"error_id", "error_source", "fisher", "val_loss", "chosen_lr",
-                          "parent_fisher", "source_fisher", "level", "reached", "id_error",
-                          "ood_error", "id_error_gain", "input_fisher_ratio", "failed"}),
+    "surgical_sweep": ({"shift", "replicate", "n_train", "strategy", "lr"},
+                       {"test_error", "chosen_lr", "best_step_fraction", "val_loss",
+                        "finetune_steps", "parent_error", "parent_source_error", "undo_error",
+                        "log2_error_ratio", "lr_interior", "failed"}),
 }
 
 
@@ -71,7 +68,17 @@ def _bias_law(ds):
         assert {"units", "long_name"} <= set(ds[name].attrs), name
 
 
-CHECKS = {"signal_noise": _signal_noise, "anisotropy": _anisotropy, "bias_law": _bias_law}
+def _surgical_sweep(ds):
+    assert set(np.unique(ds["chosen_lr"].values)) <= set(ds["lr"].values)
+    assert ((ds["best_step_fraction"] > 0) & (ds["best_step_fraction"] <= 1)).all()
+    assert (ds["log2_error_ratio"].sel(strategy="full") == 0).all()
+    assert (ds["test_error"] > 0).all() and (ds["test_error"] < np.pi / 2).all()
+    assert not [k for k, v in ds.variables.items()
+                if not {"units", "long_name"} <= set(v.attrs)]  # issue 22's metadata
+
+
+CHECKS = {"signal_noise": _signal_noise, "anisotropy": _anisotropy, "bias_law": _bias_law,
+          "surgical_sweep": _surgical_sweep}
 
 
 def test_the_law_studies_are_listed():
@@ -94,30 +101,6 @@ def test_law_study_quick_end_to_end(study, tmp_path):
     out = tmp_path / "figures"
     assert main(["figures", "--results", str(results), "--out", str(out)]) == 0
     assert (out / f"{study}_quick.pdf").stat().st_size > 1000
-
-
-def test_corruption_phases_and_ladder():
-    from anglesim.studies import corruption_shift as cs
-
-    sz = cs.SIZES["full"]
-    task = cs.task_for("blur", 1.5)
-    assert task.spec.blur == 1.5
-    ph = cs.phase_for(task, "surgical_fc", 64, 1e-3, sz)
-    assert ph.strategy == "surgical" and ph.strategy_params == {"blocks": ["fc"]}
-    assert ph.dataset_size * 8 == 64
-    ph = cs.phase_for(task, "ldifs", 64, 1e-3, sz)
-    assert ph.strategy == "ldifs"
-    assert cs.phase_for(task, "surgical", 64, 1e-3, sz).strategy_params == {"blocks": ["conv1"]}
-    # every ladder makes the stimulus harder in order: the pixels' FI falls rung by rung
-    from anglesim.fisher import propagated_fisher
-    from anglesim.models import reference_mlp
-
-    net = reference_mlp(image_size=32, hidden=(8, 4))
-    for kind, ladder in cs.LADDERS.items():
-        fi = [float(propagated_fisher(net, cs.corrupt(cs.SPEC, kind, v), [0.5],
-                                      ["input"]).mean()) for v in ladder]
-        assert all(a > b for a, b in zip(fi, fi[1:], strict=False)), (kind, fi)
-    assert math.isclose(fi[0] / fi[-1], (0.8 / 0.2) ** 2, rel_tol=1e-4)  # contrast: c²
 
 
 @pytest.mark.parametrize("n_rep", [2, 3, 8])
