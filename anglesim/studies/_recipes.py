@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import xarray as xr
 
 from anglesim.distributions import AnglePrior, Uniform, VonMises
 from anglesim.fisher import linear_fisher_from_samples, linear_fisher_variance
@@ -29,7 +30,7 @@ from anglesim.training import Phase, Task, train
 
 __all__ = ["APERTURE_TIES", "CNN", "DTHETA", "ERROR_FACTOR", "OUTPUT_OFFSET", "PRIOR_SHIFT",
            "SHIFTS", "SHIFT_SIZES", "SOURCE", "SPEC", "STRATEGIES", "ShiftTask",
-           "expects_aperture_ties", "finetune_phase", "output_fisher",
+           "RUN_LABELS", "expects_aperture_ties", "finetune_phase", "labelled", "output_fisher",
            "pretrain_phase", "pretrained_parent", "reference_spec", "shifted_task"]
 
 SPEC = GratingSpec.standard()
@@ -65,6 +66,38 @@ def expects_aperture_ties(replicate: Callable) -> Callable:
             return replicate(ctx)
 
     return quiet
+
+
+# ---- units and long names --------------------------------------------------------------------
+
+RUN_LABELS: dict[str, tuple[str, str]] = {
+    "failed": ("1", "the replicate's computation raised an error (1) or not (0)"),
+    "error": ("1", "error message of a failed replicate ('' if none)"),
+    "replicate_seed": ("1", "seed passed to the replicate's function"),
+    "layer": ("1", "layer (dotted module path, 'input' or 'output')"),
+    "phase": ("1", "training phase"),
+    "epoch_phase": ("1", "training phase of the epoch"),
+    "epoch_in_phase": ("1", "epoch within its training phase"),
+    "fisher_error": ("rad^-2", "bound on the numerical error of the propagated FI"),
+    "iterations": ("1", "Golub-Kahan iterations of the FI solver (0: exact)"),
+    "solver": ("1", "solver of the propagated FI"),
+    "error_kind": ("1", "what fisher_error is (a bound or an estimate)"),
+}
+"""Units and long names of the variables and coordinates the runner, training and the FI
+estimators add to a study's Dataset, for :func:`labelled` (categorical and count variables are
+dimensionless, units "1")."""
+
+
+def labelled(ds: xr.Dataset, labels: dict[str, tuple[str, str]]) -> xr.Dataset:
+    """``ds`` with ``units`` and ``long_name`` on each variable or coordinate named in
+    :data:`RUN_LABELS` or ``labels`` (``{name: (units, long_name)}``, which win over
+    RUN_LABELS), where it lacks them: attributes a variable already has are kept."""
+    out = ds.copy()
+    for name, (units, long_name) in {**RUN_LABELS, **labels}.items():
+        if name in out.variables:
+            attrs = out[name].attrs
+            out[name].attrs = {"units": units, "long_name": long_name, **attrs}
+    return out
 
 
 # ---- fine-tuning under shift ------------------------------------------------------------------
