@@ -40,8 +40,8 @@ EXPECTED = {
     ),
     "reference_replication": (
         {"prior", "dataset_size", "replicate", "angle", "concentrated"},
-        {"fisher", "fisher_stderr", "d_prime", "abs_error", "prior_density", "gain_near",
-         "gain_far", "gain_near_se", "gain_far_se", "failed"},
+        {"fisher", "fisher_stderr", "d_prime", "abs_error", "prior_density", "fisher_region",
+         "abs_error_region", "gain", "gain_ci", "failed"},
     ),
     "finetune_data_size": (
         {"shift", "replicate", "finetune_size", "frozen", "angle"},
