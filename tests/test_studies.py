@@ -45,8 +45,8 @@ EXPECTED = {
     ),
     "finetune_data_size": (
         {"shift", "replicate", "finetune_size", "frozen", "angle"},
-        {"fisher", "abs_error", "parent_fisher", "fisher_near_new", "fisher_near_old",
-         "error_near_new", "failed"},
+        {"fisher", "abs_error", "parent_fisher", "fisher_region", "abs_error_region",
+         "parent_fisher_region", "parent_abs_error_region", "failed"},
     ),
     "finetune_shift": (
         {"shift", "replicate", "strategy", "n_train", "angle", "layer", "block", "lr",
