@@ -39,6 +39,11 @@ LOSSES: dict[str, LossFactory] = {}
 LOSS_READOUTS: dict[str, tuple[str, ...] | None] = {}
 """Readouts each registered loss accepts (None: any)."""
 
+TARGET_READOUTS: dict[str, tuple[str, ...]] = {"angle": ANGLE_READOUTS,
+                                                "photograph": ("classes",)}
+"""The readouts a training target needs; any other target (a stimulus property regressed,
+e.g. "contrast") needs the "scalar" readout."""
+
 _LOG_PI = math.log(math.pi)
 
 
@@ -116,7 +121,8 @@ def check_loss(name: Any, params: Any = None, *, target: str | None = None,
                param: str = "loss") -> str:
     """Validate a loss choice before any model exists: ``name`` registered, ``params`` a dict
     of parameters the loss takes with valid values, and (``target`` "angle" or a scalar
-    property) a loss that supports an angle readout, or the "scalar" readout. Returns
+    property, or "photograph") a loss that supports an angle readout, the "scalar" readout,
+    or the "classes" readout (:data:`TARGET_READOUTS`). Returns
     ``name``; the ValueError names ``param`` (``"loss"``, ``"loss_params"``) and the value.
     """
     check.choice(param, name, loss_names())
@@ -126,10 +132,10 @@ def check_loss(name: Any, params: Any = None, *, target: str | None = None,
     allowed = LOSS_READOUTS.get(name) or READOUTS
     readouts = list(allowed)
     if target is not None:
-        wanted = ANGLE_READOUTS if target == "angle" else ("scalar",)
+        wanted = TARGET_READOUTS.get(target, ("scalar",))
         readouts = [r for r in allowed if r in wanted]
         if not readouts:
-            need = "an angle readout" if target == "angle" else "the 'scalar' readout"
+            need = "an angle readout" if target == "angle" else f"the {wanted[0]!r} readout"
             raise check.fail(param, f"a loss for {need} (target {target!r}); "
                              f"{name!r} supports {list(allowed)}", name)
     get_loss(name, readouts[0], **dict(params))  # unknown parameters and bad values raise
@@ -153,6 +159,18 @@ def _theta(output: torch.Tensor, theta: torch.Tensor, readout: str, n_bins: int 
             f"got {tuple(theta.shape)}"
         )
     return theta.to(dtype=output.dtype, device=output.device)
+
+
+def _labels(output: torch.Tensor, labels: torch.Tensor, n_bins: int | None) -> torch.Tensor:
+    """Validate class indices [N] for a "classes" output [N, K]; return them as long."""
+    check_output(output, "classes", n_bins)
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or \
+            labels.shape[0] != output.shape[0] or labels.is_floating_point() or \
+            labels.is_complex() or labels.dtype == torch.bool:
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"class labels must be an integer tensor [{output.shape[0]}], "
+                         f"got {shape}")
+    return labels.to(device=output.device, dtype=torch.long)
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,22 +272,26 @@ def vonmises_nll(readout: str, n_bins: int | None = None) -> LossFn:
     return loss
 
 
-@register_loss("cross_entropy", readouts=("bins",))
+@register_loss("cross_entropy", readouts=("bins", "classes"))
 def cross_entropy(
     readout: str, n_bins: int | None = None, label_smoothing: float = 0.0
 ) -> LossFn:
-    """Cross-entropy over K orientation bins: L = −mean_i log softmax(output_i)[k_i].
+    """Cross-entropy over K orientation bins or K classes: L = −mean_i log softmax(output_i)[k_i].
 
-    k_i = floor(θ_i K/π) (clipped to K − 1) is the true bin (:func:`angle_targets`); with
-    label smoothing α the target puts 1 − α on k_i and α/K on every bin (Szegedy et al. 2016).
-    bins readout only; K is the output width (it must equal ``n_bins`` when given).
+    bins readout: k_i = floor(θ_i K/π) (clipped to K − 1) is the true bin
+    (:func:`angle_targets`); classes readout: ``theta`` holds the class indices k_i themselves
+    (integers in [0, K)). With label smoothing α the target puts 1 − α on k_i and α/K on every
+    class (Szegedy et al. 2016). K is the output width (it must equal ``n_bins`` when given).
     """
     label_smoothing = check.real("label_smoothing", label_smoothing, minimum=0.0, maximum=1.0,
                                  max_open=True)
 
     def loss(output: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        theta = _theta(output, theta, readout, n_bins)
-        target = angle_targets(theta, "bins", output.shape[1])
+        if readout == "classes":
+            target = _labels(output, theta, n_bins)
+        else:
+            theta = _theta(output, theta, readout, n_bins)
+            target = angle_targets(theta, "bins", output.shape[1])
         return F.cross_entropy(output, target, label_smoothing=float(label_smoothing))
 
     return loss

@@ -22,7 +22,7 @@ from anglesim.models import (
     reference_mlp,
 )
 
-OUT_DIM = {"angle": 1, "cossin": 2, "bins": 7, "scalar": 1}
+OUT_DIM = {"angle": 1, "cossin": 2, "bins": 7, "scalar": 1, "classes": 7}
 SMALL = dict(image_size=16, channels=(3, 4), kernel_size=3, fc_units=8)
 
 

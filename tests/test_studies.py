@@ -19,24 +19,29 @@ EXPECTED = {
     "prior_specialisation": (
         {"kappa", "replicate", "stage", "layer", "angle", "prior", "epoch"},
         {"fisher", "abs_error", "prior_density", "measure_specialisation",
-         "measure_left_behind", "measure_spread", "measure_error_ratio", "failed"},
+         "measure_left_behind", "measure_spread", "measure_error_ratio", "failed",
+         "fisher_region", "abs_error_region", "region_angles"},
     ),
     "loss_concentration": (
         {"loss", "kappa", "replicate", "layer", "angle", "epoch"},
         {"fisher", "abs_error", "prior_density", "alpha", "alpha_predicted", "failed",
-         "fisher_at_uniform_level", "budget_ratio_predicted"},
+         "fisher_at_uniform_density", "fisher_at_uniform_level", "budget_ratio_predicted",
+         "fit_share", "error_limit"},
     ),
     "pretrain_imprint": (
         {"kappa", "replicate", "state", "child", "layer", "angle"},
         {"fisher", "parent_fisher", "imprint_within", "imprint_between", "imprint", "failed"},
     ),
     "model_choices": (
-        {"nonlinearity", "readout", "data", "replicate", "layer", "angle", "epoch"},
-        {"fisher", "abs_error", "roughness", "n_peaks", "train_fresh_log_ratio", "failed"},
+        {"nonlinearity", "readout", "data", "replicate", "layer", "angle", "epoch",
+         "angle_set", "comb"},
+        {"fisher", "abs_error", "roughness", "n_peaks", "fisher_comb", "fisher_comb_mean",
+         "error_comb", "failed"},
     ),
     "adapt_loop": (
         {"mode", "replicate", "round", "angle"},
-        {"fisher", "prior_density", "fisher_cv", "prior_kl", "stop_round", "failed"},
+        {"fisher", "prior_density", "fisher_cv", "prior_kl", "stop_round", "failed",
+         "fisher_cv_final", "fisher_cv_change"},
     ),
     "reference_replication": (
         {"prior", "dataset_size", "replicate", "angle", "concentrated"},
@@ -58,6 +63,12 @@ EXPECTED = {
          "severity_base_error", "shift_value", "shift_reached", "id_error", "ood_error",
          "parent_id_error", "parent_ood_error", "id_error_gain", "fisher_change",
          "id_error_rank", "failed"},
+    ),
+    "natural_statistics": (
+        {"rotation", "replicate", "network", "layer", "angle", "strategy", "peak"},
+        {"fisher", "energy", "photo_accuracy", "pretrain_loss", "finetune_error", "bias_index",
+         "bias_following", "energy_match_following", "phase_shift", "phase_shift_error",
+         "phase_lag_mean", "failed"},
     ),
     "multitask": (
         {"other", "regime", "replicate", "layer", "angle", "epoch"},

@@ -22,7 +22,7 @@ from anglesim.finetune import (
     strategy_names,
 )
 from anglesim.models import CNNConfig, build_model
-from anglesim.stimuli import GratingSpec
+from anglesim.stimuli import GratingSpec, render
 from anglesim.training import Phase, Task, train
 
 SPEC = GratingSpec(size=16, frequency=3.0, noise_std=0.3)
@@ -288,8 +288,7 @@ def test_surgical_trains_exactly_the_named_modules(make, params, trained):
         grads = key.endswith(("weight", "bias")) and "bn" not in key and "stem.1" not in key
         if key.startswith(trained) and grads:
             assert not torch.equal(before[key], after[key]), key
-        elif not key.startswith(trained) and not key.endswith(("running_mean", "running_var",
-                                                                 "num_batches_tracked")):
+        elif not key.startswith(trained):  # frozen batch norms keep their statistics too
             assert torch.equal(before[key], after[key]), key
 
 
@@ -403,6 +402,44 @@ def test_batch_norm_trains_in_train_mode_and_evaluates_in_eval_mode():
     a = evaluate_error(model, SPEC, 8, 2, torch.Generator().manual_seed(0))
     b = evaluate_error(model, SPEC, 8, 2, torch.Generator().manual_seed(0))
     assert a.equals(b)
+
+
+@pytest.mark.parametrize("strategy, params", [
+    ("surgical", {"blocks": ["layer2", "head"]}), ("linear_probe", {}), ("freeze",
+                                                                         {"blocks": ["stem"]})])
+def test_frozen_batch_norms_keep_their_statistics_and_function(strategy, params):
+    """A batch norm whose parameters are frozen trains in eval mode: its running statistics
+    stay, so the frozen stem computes the same function after fine-tuning as before."""
+    model = res_net()
+    run(model, [phase("pre", epochs=1)])
+    x = render(torch.linspace(0, 3, 6), SPEC, generator=torch.Generator().manual_seed(0))
+    stem = model.net.stem.eval()
+    with torch.no_grad():
+        out = stem(x)
+    before = state(model)
+    run(model, [phase("ft", prior=VonMises(0.5, 4.0), strategy=strategy,
+                      strategy_params=params)])
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("net.stem"))
+    with torch.no_grad():
+        assert torch.equal(stem(x), out)
+    moved = [k for k in before if k.endswith("running_mean") and
+             not torch.equal(before[k], after[k])]
+    assert moved == (["net.layer2.0.bn1.running_mean", "net.layer2.0.bn2.running_mean",
+                      "net.layer2.0.downsample.1.running_mean"] if strategy == "surgical" else
+                     [] if strategy == "linear_probe" else
+                     [k for k in before if k.endswith("running_mean") and "layer" in k])
+
+
+def test_lp_ft_probes_with_the_trunks_statistics_then_updates_them():
+    model = res_net()
+    run(model, [phase("pre", epochs=1)])
+    running = model.net.stem[1].running_mean.clone()
+    seen = []
+    train(model, [phase("ft", epochs=3, strategy="lp_ft", strategy_params={"probe_epochs": 1})],
+          seed=1, on_epoch=lambda record, m: seen.append(
+              torch.equal(m.net.stem[1].running_mean, running)))
+    assert seen[0] and not seen[-1]  # held during the probe epoch, moving once all trains
 
 
 def test_fisher_information_of_a_readout_net():

@@ -34,8 +34,10 @@ def strategy_generator(
 
 
 Batch = tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
-"""(images [N, C, P, P], angles [N], {varied property: values [N]}) — the values dict is empty
-unless the phase varies stimulus properties (``Phase.vary``)."""
+"""(images [N, C, P, P], angles [N], {name: values [N]}), what a phase draws. Gratings: their
+orientations θ and the varied stimulus properties (``Phase.vary``; the dict is empty unless
+the phase varies some); natural patches (``Phase.source``): their rotations φ (no task trains
+on them) and ``{"photograph": source photograph indices}``."""
 
 
 def subset_batch(batch: Batch, idx: torch.Tensor) -> Batch:

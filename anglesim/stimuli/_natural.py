@@ -232,9 +232,11 @@ class NaturalPatches:
         the photograph turned by φ about the patch centre (gratings of orientation θ become
         θ + φ), sampled with one ``grid_sample`` over all the photographs at once (at float
         positions good to ~10⁻⁴ pixel); with every angle 0 the pixels are copied. The
-        photographs and positions are drawn on the CPU from ``generator`` (torch's global
-        generator when None), in that order, so the same generator state gives the same
-        patches on every device, whatever the rotation.
+        photographs and positions are drawn from ``generator`` (torch's global CPU generator
+        when None), in that order, on the generator's device, so the same CPU generator state
+        gives the same patches on every device, whatever the rotation (a CUDA generator draws
+        CUDA's own numbers). The rotation is applied after the labels are drawn and does not
+        touch them: labels never depend on the rotation.
         """
         n = check.integer("n", n, minimum=1)
         generator = check.generator("generator", generator)
@@ -245,8 +247,10 @@ class NaturalPatches:
         if phi.numel() not in (1, n) or not torch.isfinite(phi).all():
             raise check.fail("rotation", f"one finite angle or {n} of them", rotation)
         phi = phi.expand(n).clone()
-        labels = torch.randint(len(self.photographs), (n,), generator=generator)
-        where = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+        drawn_on = generator.device if generator is not None else torch.device("cpu")
+        labels = torch.randint(len(self.photographs), (n,), generator=generator,
+                               device=drawn_on).cpu()
+        where = torch.rand(n, 2, generator=generator, dtype=torch.float64, device=drawn_on).cpu()
 
         atlas, column, sizes, grid, mask = self._atlas(device, dtype)
         side, size = self.crop, self.size

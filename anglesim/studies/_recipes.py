@@ -30,7 +30,8 @@ from anglesim.training import Phase, Task, train
 
 __all__ = ["APERTURE_TIES", "CNN", "DTHETA", "ERROR_FACTOR", "OUTPUT_OFFSET", "PRIOR_SHIFT",
            "SHIFTS", "SHIFT_SIZES", "SOURCE", "SPEC", "STRATEGIES", "ShiftTask",
-           "RUN_LABELS", "expects_aperture_ties", "finetune_phase", "labelled", "output_fisher",
+           "RUN_LABELS", "describe_variables", "expects_aperture_ties", "finetune_phase",
+           "labelled", "output_fisher",
            "pretrain_phase", "pretrained_parent", "reference_spec", "shifted_task"]
 
 SPEC = GratingSpec.standard()
@@ -82,6 +83,8 @@ RUN_LABELS: dict[str, tuple[str, str]] = {
     "iterations": ("1", "Golub-Kahan iterations of the FI solver (0: exact)"),
     "solver": ("1", "solver of the propagated FI"),
     "error_kind": ("1", "what fisher_error is (a bound or an estimate)"),
+    "train_loss": ("1", "training loss, in the loss's own units"),
+    "val_loss": ("1", "validation loss, in the loss's own units (finite-dataset phases only)"),
 }
 """Units and long names of the variables and coordinates the runner, training and the FI
 estimators add to a study's Dataset, for :func:`labelled` (categorical and count variables are
@@ -98,6 +101,17 @@ def labelled(ds: xr.Dataset, labels: dict[str, tuple[str, str]]) -> xr.Dataset:
             attrs = out[name].attrs
             out[name].attrs = {"units": units, "long_name": long_name, **attrs}
     return out
+
+
+def describe_variables(ds: xr.Dataset, attrs: dict[str, dict[str, str]]) -> xr.Dataset:
+    """``ds`` with ``attrs[name]`` (a study's own attributes, which replace any the variable
+    has) set on each variable or coordinate so named, then :func:`labelled`'s run labels where
+    a variable still lacks them."""
+    out = ds.copy()
+    for name, given in attrs.items():
+        if name in out.variables:
+            out[name].attrs = {**out[name].attrs, **given}
+    return labelled(out, {})
 
 
 # ---- fine-tuning under shift ------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Training: phases (pretrain, fine-tune, multitask) run in order on one model.
 
 A :class:`Phase` says what the network sees (a prior over angles and a grating spec, on the fly
-or as a finite dataset), what it learns (one or several :class:`Task`\\ s: a head, a loss, a
-weight), how (optimiser, rate, epochs, batch size, a fine-tuning strategy of
+or as a finite dataset, or natural patches at a rotation, ``Phase.source``), what it learns
+(one or several :class:`Task`\\ s: a head, a loss, a weight, a target such as θ or a patch's
+photograph), how (optimiser, rate, epochs, batch size, a fine-tuning strategy of
 :mod:`anglesim.finetune`) and which blocks may change. :func:`train` runs the phases in order
 and returns the per-epoch history. The conventions (freezing, finite data and early stopping,
 targets other than θ, devices, seed streams) are in the user guide

@@ -1,8 +1,9 @@
 """The training loop: :func:`train` runs phases in order and returns the per-epoch history.
 
 Each phase: freeze what ``Phase.trainable`` leaves out, let the phase's strategy choose the
-parameter groups and hook the step (:mod:`anglesim.finetune`), draw batches on the fly
-or from a finite split with early stopping, and record the loss and decoding error per epoch.
+parameter groups and hook the step (:mod:`anglesim.finetune`), draw batches (gratings or
+natural patches, :meth:`Phase.draw`) on the fly or from a finite split with early stopping, and
+record the loss and decoding error per epoch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import xarray as xr
+from torch import nn
 
 from .. import angles as ang
 from .. import seeding
@@ -30,7 +32,7 @@ from ..finetune import (
     make_context,
     strategy_generator,
 )
-from ..losses import get_loss
+from ..losses import TARGET_READOUTS, get_loss
 from ..models import AngleNet
 from ._labels import kept_fraction, relabel
 from ._phase import OPTIMIZERS, Phase, Task
@@ -87,9 +89,9 @@ def _batch_loss(
     labels: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Weighted sum of the tasks' losses; ``values`` holds the phase images' varied
-    properties (``Phase.vary``), the targets of non-angle tasks. The tasks on the phase's
-    images share one forward pass. ``labels`` draws the label noise of tasks with an
-    ``informative_prior`` (the phase's "labels" stream)."""
+    properties (``Phase.vary``) or their photographs (natural patches), the targets of
+    non-angle tasks. The tasks on the phase's images share one forward pass. ``labels`` draws
+    the label noise of tasks with an ``informative_prior`` (the phase's "labels" stream)."""
     total = images.new_zeros(())
     shared = None
     for task, loss_fn in zip(tasks, losses, strict=True):
@@ -107,7 +109,9 @@ def _batch_loss(
             images_prior = task.prior or phase.prior
             target = relabel(target, images_prior, task.informative_prior,
                              kept_fraction(images_prior, task.informative_prior), labels)
-        if task.target != "angle":
+        if task.target == "photograph":
+            target = own["photograph"]
+        elif task.target != "angle":
             target = standardise(own[task.target], *phase.vary[task.target])
         elif task.target_offset != 0:
             target = ang.wrap(target + task.target_offset)
@@ -137,7 +141,8 @@ def train(
     ``epoch_phase`` (the phase's name; not ``phase``, so the history merges with measurements
     that have a ``phase`` dimension) and ``epoch_in_phase``, and variables ``train_loss``,
     ``val_loss`` (NaN for on-the-fly phases) and ``eval_error`` (mean absolute angular error on
-    the phase's spec over a fixed angle grid; chance is π/4).
+    the phase's spec over a fixed angle grid; chance is π/4; NaN for a phase on natural patches
+    without a spec).
 
     ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``; default: where the
     model's parameters are) moves the model there in place (``model.to(device)``; it stays
@@ -224,10 +229,19 @@ def _task_losses(parts: Parts, phase: Phase) -> list[Callable]:
                 f"task head {task.head!r} of phase {phase.name!r} is not a head of the model; "
                 f"its heads are {parts.heads}"
             )
-        if task.target != "angle" and model.readout_of(task.head) != "scalar":
+        wanted = TARGET_READOUTS.get(task.target, ("scalar",))
+        if task.target != "angle" and model.readout_of(task.head) not in wanted:
             raise ValueError(
-                f"task target {task.target!r} needs a 'scalar' head; head {task.head!r} has "
-                f"readout {model.readout_of(task.head)!r}"
+                f"task target {task.target!r} needs a {wanted[0]!r} head; head {task.head!r} "
+                f"has readout {model.readout_of(task.head)!r}"
+            )
+        if task.target == "photograph" and \
+                model.n_bins_of(task.head) != len(phase.source.photographs):
+            raise ValueError(
+                f"head {task.head!r} of phase {phase.name!r} has {model.n_bins_of(task.head)} "
+                f"classes; the phase's source has {len(phase.source.photographs)} photographs "
+                f"{list(phase.source.photographs)} (add_head(..., readout='classes', "
+                f"n_bins={len(phase.source.photographs)}))"
             )
         losses.append(get_loss(task.loss, model.readout_of(task.head),
                                n_bins=model.n_bins_of(task.head), **task.loss_params))
@@ -257,7 +271,7 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
         phase,
         lambda x, t, v=None: _batch_loss(parts, tasks, losses, x, t, phase, sgen, v, sgen),
         sgen,
-        lambda n: draw_varied(phase.prior, phase.spec, n, phase.vary, sgen, device),
+        lambda n: phase.draw(n, sgen, device),
         finite,
         lambda: step_batch[0],
     )
@@ -269,9 +283,9 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
     for epoch in range(phase.epochs):
         model.train()
         strategy.epoch_start(epoch)
+        _hold_frozen_statistics(model)
         if finite is None:
-            batches = (draw_varied(phase.prior, phase.spec, phase.batch_size, phase.vary, gen,
-                                   device)
+            batches = (phase.draw(phase.batch_size, gen, device)
                        for _ in range(phase.steps_per_epoch))
         else:
             batches = ((x, t, {}) for x, t in finite[0].batches(phase.batch_size, gen))
@@ -301,15 +315,18 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
             else:
                 since_best += 1
         # The same evaluation images every epoch of the phase, so epochs are comparable.
-        err = evaluate_error(model, phase.spec, phase.eval_angles, phase.eval_repeats,
-                             seeding.torch_generator(seed, "eval", device=device),
-                             target_offset=eval_offset)
+        error = math.nan  # a phase on natural patches without a spec has no gratings to read
+        if phase.spec is not None:
+            error = float(evaluate_error(model, phase.spec, phase.eval_angles,
+                                         phase.eval_repeats,
+                                         seeding.torch_generator(seed, "eval", device=device),
+                                         target_offset=eval_offset).mean())
         record = {
             "phase": phase.name,
             "epoch_in_phase": epoch,
             "train_loss": total / count,
             "val_loss": val_loss,
-            "eval_error": float(err.mean()),
+            "eval_error": error,
         }
         records.append(record)
         strategy.epoch_end(record)
@@ -321,6 +338,23 @@ def _run_phase(model, phase, gen, previous_opt, seed, records, on_epoch):
         model.load_state_dict(best_state)
     strategy.finish()
     return opt, strategy
+
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def _hold_frozen_statistics(model: nn.Module) -> None:
+    """Put every batch-norm layer whose parameters are all frozen (``requires_grad`` off:
+    outside ``Phase.trainable`` or left out by the strategy) in eval mode for the epoch, so it
+    normalises with, and keeps, the running statistics it had: a frozen part of the network
+    stays as it was, buffers included, and computes the same function. (In train mode it would
+    normalise by each batch's statistics and move its running ones towards the new images.)
+    Layers without parameters (``affine=False``) follow the model's mode."""
+    for module in model.modules():
+        if isinstance(module, BATCH_NORMS):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
 
 
 @torch.no_grad()

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from .. import validation as check
-from ..data import RENDER_ARG
+from ..data import RENDER_ARG, draw_varied
 from ..distributions import AnglePrior
-from ..finetune import validate_strategy
+from ..finetune import Batch, validate_strategy
 from ..losses import check_loss
-from ..stimuli import GratingSpec
+from ..stimuli import GratingSpec, NaturalPatches
 from ._labels import kept_fraction
 
 __all__ = ["OPTIMIZERS", "PHASE_PARAMETERS", "TARGETS", "TASK_PARAMETERS", "Phase", "Task"]
@@ -31,11 +31,14 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
 }
 
-TARGETS = ("angle", "contrast", "frequency")
-"""What a Task predicts: the orientation θ, or a stimulus property varied per image."""
+TARGETS = ("angle", "contrast", "frequency", "photograph")
+"""What a Task predicts: the orientation θ, a stimulus property varied per image, or (on
+natural patches) the photograph a patch was cut from."""
 
 PRIOR = check.Instance(AnglePrior, "an AnglePrior (e.g. Uniform(), VonMises(loc, kappa))")
 SPEC = check.Instance(GratingSpec, "a GratingSpec")
+SOURCE = check.Instance(NaturalPatches, "a NaturalPatches")
+
 
 TASK_PARAMETERS: dict[str, check.Constraint] = {
     "head": check.Text(),
@@ -51,8 +54,10 @@ TASK_PARAMETERS: dict[str, check.Constraint] = {
 
 PHASE_PARAMETERS: dict[str, check.Constraint] = {
     "name": check.Text(),
-    "prior": PRIOR,
-    "spec": SPEC,
+    "prior": check.Optional(PRIOR),
+    "spec": check.Optional(SPEC),
+    "source": check.Optional(SOURCE),
+    "rotation": check.Real(),
     "optimizer": check.Choice(sorted(OPTIMIZERS)),
     "lr": check.Real(minimum=0, min_open=True),
     "weight_decay": check.Real(minimum=0),
@@ -63,7 +68,8 @@ PHASE_PARAMETERS: dict[str, check.Constraint] = {
     "reset_optimizer": check.Boolean(),
 }
 """The constraints on a :class:`Phase`'s scalar fields (its loss, tasks, ``vary`` and strategy
-are checked by their own rules)."""
+are checked by their own rules, and which of prior, spec, source and rotation go together by
+:meth:`Phase.check_source`)."""
 
 
 def _declared(obj: Any, constraints: dict[str, check.Constraint]) -> None:
@@ -82,9 +88,12 @@ class Task:
 
     ``prior``/``spec`` of None share the phase's images; a task with its own prior or spec
     draws its own batch each step (e.g. a second angle distribution on a second head).
-    ``target`` is what the head predicts: "angle" (θ, the default) or a stimulus property the
+    ``target`` is what the head predicts: "angle" (θ, the default), a stimulus property the
     phase varies per image ("contrast", "frequency"; see ``Phase.vary``), which needs a
-    "scalar" head and a loss for it (e.g. "mse") and is standardised by :func:`standardise`.
+    "scalar" head and a loss for it (e.g. "mse") and is standardised by :func:`standardise`,
+    or, in a phase on natural patches (``Phase.source``), "photograph": which of the source's
+    photographs a patch was cut from, learnt by a "classes" head with one unit per photograph
+    and the "cross_entropy" loss — a task without orientation labels.
     ``target_offset`` δ (radians, angle targets only) makes the head learn y = (θ + δ) mod π,
     a different function of θ (an output-level shift); 0 (the default) trains θ itself.
     ``informative_prior`` q (angle targets on on-the-fly data only) adds label noise: each
@@ -138,11 +147,15 @@ def _python_values(params: Any) -> Any:
 
 @dataclass
 class Phase:
-    """One stage of training (see the module docstring for the conventions)."""
+    """One stage of training (see the module docstring for the conventions).
+
+    A phase draws gratings (``prior`` and ``spec``, both needed) or, with ``source``, natural
+    patches turned by ``rotation``; :meth:`draw` draws either.
+    """
 
     name: str
-    prior: AnglePrior
-    spec: GratingSpec
+    prior: AnglePrior | None = None
+    spec: GratingSpec | None = None
     loss: str = "cosine"
     loss_params: dict = field(default_factory=dict)
     optimizer: str = "adam"
@@ -166,6 +179,18 @@ class Phase:
     of the ``trainable`` blocks at ``lr``, as before strategies existed."""
     strategy_params: dict = field(default_factory=dict)
     """The strategy's hyper-parameters, validated when the Phase is made."""
+    source: NaturalPatches | None = None
+    """Natural patches (:class:`~anglesim.stimuli.NaturalPatches`) to train on instead of
+    gratings; None (the default): gratings from ``prior`` and ``spec``. A phase on natural
+    patches has no prior (the patches carry no orientation labels) and lists its ``tasks``:
+    tasks on the patches learn the photograph each was cut from (target "photograph"), a task
+    with a prior of its own draws gratings beside them; its ``spec``, optional, sets the
+    gratings of the per-epoch evaluation (without one ``eval_error`` is NaN). Patches are drawn
+    on the fly (no ``dataset_size``, no ``vary``)."""
+    rotation: float = 0.0
+    """Every patch of ``source`` is the photograph turned by this angle (radians; a grating of
+    orientation θ in it becomes θ + rotation), as Henderson & Serences (2021, J Vision
+    21(8):10) rotated ImageNet; 0 for a phase on gratings."""
 
     def __post_init__(self) -> None:
         _declared(self, PHASE_PARAMETERS)
@@ -185,15 +210,16 @@ class Phase:
                     "tasks with their own prior or spec need on-the-fly data; "
                     f"got dataset_size={self.dataset_size!r}"
                 )
-            for task in self.tasks:
-                if task.informative_prior is None:
-                    continue
-                if self.dataset_size is not None:
-                    raise ValueError(
-                        "a task with informative_prior (label noise) needs on-the-fly data; "
-                        f"got dataset_size={self.dataset_size!r}"
-                    )
-                kept_fraction(task.prior or self.prior, task.informative_prior)
+        self.check_source()
+        for task in self.tasks or []:
+            if task.informative_prior is None:
+                continue
+            if self.dataset_size is not None:
+                raise ValueError(
+                    "a task with informative_prior (label noise) needs on-the-fly data; "
+                    f"got dataset_size={self.dataset_size!r}"
+                )
+            kept_fraction(task.prior or self.prior, task.informative_prior)
         self._check_vary()
         validate_strategy(self.strategy, self.strategy_params)  # ValueError: bad name/params
         # numpy scalars among the parameters become Python ones, so the config is JSON
@@ -226,11 +252,76 @@ class Phase:
                     f"vary needs on-the-fly data; got dataset_size={self.dataset_size!r}"
                 )
         for task in self.task_list():
-            if task.target != "angle" and task.target not in (self.vary or {}):
+            if task.target not in ("angle", "photograph") and task.target not in (
+                    self.vary or {}):
                 raise ValueError(
                     f"a task with target {task.target!r} needs the phase to vary it "
                     f"(vary={{{task.target!r}: (lo, hi)}}), got vary={self.vary!r}"
                 )
+
+    def check_source(self) -> None:
+        """Check which of prior, spec, source, rotation, tasks, ``vary`` and ``dataset_size``
+        go together (ValueError naming the first misfit): a phase on gratings needs a prior
+        and a spec and takes no rotation and no "photograph" task; a phase on natural patches
+        takes no prior, ``vary`` or ``dataset_size`` and lists its tasks, each either learning
+        the patches' photographs or drawing gratings of its own (a prior, and a spec of its
+        own or the phase's)."""
+        tasks = self.task_list()
+        if self.source is None:
+            if self.prior is None:
+                raise check.fail("prior", "an AnglePrior (e.g. Uniform(), VonMises(loc, kappa)) "
+                                 "for a phase on gratings (or source=NaturalPatches(...))", None)
+            if self.spec is None:
+                raise check.fail("spec", "a GratingSpec for a phase on gratings", None)
+            if self.rotation != 0:
+                raise ValueError("rotation turns a phase's natural patches; a phase on gratings "
+                                 f"(source=None) takes rotation 0, got rotation={self.rotation!r}")
+            for i, task in enumerate(tasks):
+                if task.target == "photograph":
+                    raise ValueError(f"tasks[{i}] has target 'photograph', which needs a phase "
+                                     "on natural patches (source=NaturalPatches(...)), got "
+                                     "source=None")
+            return
+        if self.prior is not None:
+            raise check.fail("prior", "None for a phase on natural patches (they carry no "
+                             "orientation labels; a task with its own prior draws gratings)",
+                             self.prior)
+        if self.vary is not None:
+            raise ValueError(f"vary needs a phase on gratings; got vary={self.vary!r} with "
+                             "a source of natural patches")
+        if self.dataset_size is not None:
+            raise ValueError("dataset_size needs a phase on gratings (natural patches are drawn "
+                             f"on the fly), got dataset_size={self.dataset_size!r}")
+        if self.tasks is None:
+            raise check.fail("tasks", "the tasks of a phase on natural patches, e.g. "
+                             "[Task(head='photo', target='photograph', loss='cross_entropy')] "
+                             "(the patches carry no orientation labels)", None)
+        for i, task in enumerate(tasks):
+            own = task.prior is not None or task.spec is not None
+            if task.target == "photograph" and own:
+                raise ValueError(f"tasks[{i}] (target 'photograph') learns the phase's patches "
+                                 f"and takes no prior or spec of its own, got prior="
+                                 f"{task.prior!r}, spec={task.spec!r}")
+            if task.target != "photograph" and (task.target != "angle" or task.prior is None
+                                                or (task.spec or self.spec) is None):
+                raise ValueError(
+                    f"tasks[{i}] (target {task.target!r}) on natural patches must learn their "
+                    "photographs (target 'photograph') or the orientation of gratings of its "
+                    "own (target 'angle', a prior and a spec, its own or the phase's): the "
+                    f"patches carry no orientation labels; got prior={task.prior!r}, "
+                    f"spec={task.spec!r}")
+
+    def draw(self, n: int, generator: torch.Generator | None = None,
+             device: torch.device | str | None = None) -> Batch:
+        """``n`` images of the phase, a :data:`~anglesim.finetune.Batch` (images, angles,
+        values): gratings with angles from the prior and the varied properties
+        (:func:`anglesim.data.draw_varied`, the same random numbers), or natural patches turned
+        by ``rotation`` (:meth:`~anglesim.stimuli.NaturalPatches.draw`) with their rotations and
+        ``{"photograph": labels}``, drawn from ``generator`` on ``device``."""
+        if self.source is None:
+            return draw_varied(self.prior, self.spec, n, self.vary, generator, device)
+        patches = self.source.draw(n, generator, rotation=self.rotation, device=device)
+        return patches.images, patches.rotations, {"photograph": patches.labels}
 
     def task_list(self) -> list[Task]:
         """The phase's tasks; a single-task phase trains ``head`` with the phase's loss."""
@@ -242,8 +333,8 @@ class Phase:
         """A JSON-able description (priors and specs by their own configs)."""
         return {
             "name": self.name,
-            "prior": self.prior.to_config(),
-            "spec": self.spec.to_config(),
+            "prior": None if self.prior is None else self.prior.to_config(),
+            "spec": None if self.spec is None else self.spec.to_config(),
             "loss": self.loss,
             "loss_params": dict(self.loss_params),
             "optimizer": self.optimizer,
@@ -279,5 +370,7 @@ class Phase:
             # only when not the default, so earlier configs (and cache hashes) keep their form
             **({} if self.strategy == "full" and not self.strategy_params else
                {"strategy": self.strategy, "strategy_params": dict(self.strategy_params)}),
+            **({} if self.source is None else
+               {"source": self.source.to_config(), "rotation": self.rotation}),
         }
 
