@@ -14,7 +14,7 @@ error draws come from the same two streams for the parent and each of its childr
 random numbers), so the freezing modes, the sizes and the parent are compared paired by
 parent (replicate). Regions follow :func:`anglesim.angles.near_far`: within 22.5° of the new
 peak (90°) or of the old one (0°), 9 of the 36 grid angles each. The declared claims
-(:data:`CLAIMS`, Holm over the family of 10), each a ratio tested on the log scale:
+(:data:`CLAIMS`, Holm over the family of 7), each a ratio tested on the log scale:
 
 * ``whole_error`` (per D_ft): fine-tuning the whole network leaves a lower error near the new
   peak than fine-tuning with ``fc1`` frozen;
@@ -25,17 +25,19 @@ peak (90°) or of the old one (0°), 9 of the 36 grid angles each. The declared 
   largest D_ft than on the smallest;
 * exploratory: FI near the old peak with ``fc1`` frozen against the parent's.
 
-**Sizes.** Full: parents trained on 512 images, D_ft ∈ {16, 64, 256}, 8 parents (≥ 8 pairs
-for every contrast). A replicate measures FI seven times (8 CPU s each), trains its parent
-and six children: about 85 CPU s estimated from
-its parts, so about 6 min on 2 workers. The earlier design (parents on 2048 images, whose training
-alone takes about 2 CPU min, and D_ft ∈ {16, 32, …, 512}) is an override
-(``parent_size=2048 sizes=[16,32,64,128,256,512]``). On its six parents the contrasts' MDEs at
-Holm's level were ×1.2–3.0 (a fold either way) against observed effects of ×0.23–0.62 on the
-error, ×22–27 on FI near the new peak and ×0.37–0.54 on FI near the old one: all but the error
-at D_ft = 16 (×0.62, MDE ×2.9) were beyond their MDE. Quick: a parent on 16 images of 33×33,
-D_ft ∈ {16, 32}, 2 replicates (a smoke test; its claims, declared for the full sizes, are "not
-in this run").
+**Sizes.** Full: parents trained on 512 images, D_ft ∈ {16, 256}, 8 parents (≥ 8 pairs for
+every contrast). A replicate measures FI once per network (8 CPU s each) and trains its parent
+and its children: 135 CPU s measured for one replicate with D_ft ∈ {16, 64, 256} (seven FI
+measurements, six children), so about 115 CPU s with two sizes (five, four): about 920 CPU s,
+7.7 min on 2 workers; a third size would take it to 9 min. The earlier design (parents on 2048
+images, whose training alone takes about 2 CPU min by the reference MLP's cost per epoch, and
+D_ft ∈ {16, 32, …, 512}) is an override (``parent_size=2048 sizes=[16,32,64,128,256,512]``).
+On its six parents (a guide only: those parents saw 2048 images) the MDEs at Holm's level over
+these 7 contrasts were ×1.2–2.7 (a fold either way) against observed effects of ×0.23–0.62 on
+the error, ×24–27 on FI near the new peak and ×0.37–0.54 on FI near the old one: all but the
+error at D_ft = 16 (×0.62, MDE ×2.6) were beyond their MDE. Quick: a parent on 16 images of
+33×33, D_ft ∈ {16, 32}, 2 replicates (a smoke test; its claims, declared for the full sizes,
+are "not in this run").
 
 Run: ``anglesim run finetune_data_size [--quick]``.
 """
@@ -78,7 +80,7 @@ NAME = "finetune_data_size"
 OLD, NEW = VonMises(0.0, 8.0), VonMises(math.pi / 2, 8.0)
 FROZEN = {"none": None, "fc1": ["fc2", "head"]}
 """Which blocks train: every one, or all but the first layer."""
-CLAIM_SIZES = [16, 64, 256]
+CLAIM_SIZES = [16, 256]
 """The fine-tuning sizes D_ft the claims are about (the full size's)."""
 SHIFT = "0->90"
 """The one shift of the grid: from the prior at 0° to the one at 90°."""
