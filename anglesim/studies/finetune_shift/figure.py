@@ -1,4 +1,4 @@
-"""The fine-tuning-under-shift study's figure."""
+"""The fine-tuning-under-shift study's figure (8 panels, double column) and its caption."""
 
 from __future__ import annotations
 
@@ -7,206 +7,142 @@ import numpy as np
 import xarray as xr
 
 from anglesim.plotting import (
-    STYLE,
-    band,
-    band_footnote,
-    fi_vs_angle_axis,
-    interval_bars,
-    log_band,
-    replicate_count,
+    caption,
+    paired_difference,
+    panel_letters,
+    print_figure,
+    print_style,
+    ratio_points,
     successful,
 )
-from anglesim.stats import mean_ci
 
-# ---- figure ----------------------------------------------------------------------------------
+from .analysis import REFERENCE, interior_share
+
+__all__ = ["FIGURE_TEXT", "figure_caption", "plot_finetune_shift"]
+
+SHIFT_TITLES = {"input": "input (frequency)", "prior": "prior (half circle)",
+                "output": "output (θ + 45°)"}
+LABELS = {"full": "full", "linear_probe": "LP", "lp_ft": "LP-FT", "surgical": "surgical",
+          "freeze": "freeze", "auto_rgn": "Auto-RGN", "discriminative": "discrim.",
+          "l2_sp": "L2-SP", "tpgm": "TPGM", "ldifs": "LDIFS", "lora": "LoRA"}
+"""Short tick labels of the strategies (the caption spells them out)."""
+SHIFT_COLOURS = {"input": "#1b9e77", "prior": "#d95f02", "output": "#7570b3"}
+REGION_TITLES = {"id": "ID", "ood": "OOD"}
+
+FIGURE_TEXT = (
+    "Fine-tuning on angles in [0°, 90°) only, tested there (ID) and on [90°, 180°) (OOD). "
+    "(a–f) Error of each strategy over full fine-tuning's on the same parent, per shift, ID "
+    "(a–c) and OOD (d–f), one colour per fine-tuning set size; below 1 the strategy errs "
+    "less (LP: linear probe; LP-FT: linear probe then fine-tuning; surgical: conv1 only; "
+    "freeze: all but conv1; discrim.: discriminative rates; L2-SP, TPGM, LoRA, Auto-RGN "
+    "as registered in anglesim.finetune). (g) Share of the learning-rate choices at each "
+    "rate of the grid, per strategy (all shifts, sizes and replicates). (h) Each strategy's "
+    "feature change of block fc on OOD images over that on ID images, largest set, per "
+    "shift (below 1: OOD features moved less; LP moves none).")
+"""What the figure shows; :func:`figure_caption` adds the intervals and their n."""
 
 
-_FS_SHIFT_LABELS = {"input": "input shift (spatial frequency)",
-                    "prior": "prior shift (uniform → von Mises at 90°)",
-                    "output": "output shift (target θ + 45°)"}
+def _size_colours(sizes: list[int]) -> dict[int, tuple]:
+    return dict(zip(sizes, plt.get_cmap("viridis")(np.linspace(0.1, 0.75, len(sizes))),
+                    strict=True))
 
 
-_FS_SHIFT_COLOURS = {"input": "#1b9e77", "prior": "#d95f02", "output": "#7570b3"}
-
-
-def _fs_plain_log(ax) -> None:
-    """A log y axis labelled with plain numbers (1, 2, 5, 10, …) instead of powers of ten."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-
-
-def _fs_strategy_colours(strategies: list[str]) -> dict[str, tuple]:
-    cmap = plt.get_cmap("tab10")
-    return {s: cmap(i % 10) for i, s in enumerate(strategies)}
-
-
-def _fs_by_strategy(ax, values: xr.DataArray, groups: list, colours: dict, labels: dict,
-                    group_dim: str, strategies: list[str], scale: float = 1.0,
-                    bounds: tuple[float | None, float | None] | None = None) -> None:
-    """Mean ± 95% CI over replicates of ``values`` per strategy (x), one marker per group
-    (no bar below 3 replicates: :func:`anglesim.plotting.interval_bars`)."""
+def _strategy_axis(ax, strategies: list[str], labels: bool = True) -> None:
+    """Strategies along x (short labels), or no tick labels where the panel below has them."""
     x = np.arange(len(strategies))
-    width = 0.7 / max(1, len(groups))
-    for k, g in enumerate(groups):
-        interval_bars(ax, x + (k - (len(groups) - 1) / 2) * width,
-                      scale * values.sel({group_dim: g}).sel(strategy=strategies), colours[g],
-                      labels[g], bounds=bounds, ms=3.5, lw=1)
-    ax.set_xticks(x, strategies, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_xticks(x, [LABELS.get(s, s) for s in strategies] if labels else [], rotation=90)
     ax.set_xlim(-0.6, len(strategies) - 0.4)
+    if labels:
+        ax.set_xlabel("strategy")
+
+
+def _contrast_panel(ax, ds: xr.Dataset, var: str, shift: str, strategies: list[str],
+                    colours: dict[int, tuple]) -> None:
+    """Per strategy (x), the paired ratio strategy / full of ``var`` for each n_train side by
+    side: one dot per replicate, the geometric mean and its paired t interval."""
+    d = ds[var].sel(shift=shift)
+    sizes = list(colours)
+    x = np.arange(len(strategies), dtype=float)
+    width = 0.8 / len(sizes)
+    for k, n in enumerate(sizes):
+        c = d.sel(n_train=n)
+        paired_difference(ax, c.sel(strategy=REFERENCE), c.sel(strategy=strategies), ratio=True,
+                          x=x + (k - (len(sizes) - 1) / 2) * width, colour=colours[n],
+                          label=f"{n} images", connect=False, spread=width * 0.3)
+
+
+def _rates_panel(ax, ds: xr.Dataset, fig) -> None:
+    """Share of the chosen rates at each grid rate, per strategy (an image)."""
+    lrs = ds["lr"].values
+    strategies = [str(s) for s in ds["strategy"].values]
+    chosen = ds["chosen_lr"]
+    share = np.array([[float((np.isclose(chosen.sel(strategy=s), lr)).sum())
+                       / max(1, int(chosen.sel(strategy=s).count())) for lr in lrs]
+                      for s in strategies])
+    image = ax.imshow(share, aspect="auto", cmap="Greys", vmin=0, vmax=1,
+                      interpolation="nearest")
+    ax.set_xticks(np.arange(len(lrs)), [f"{v:g}" for v in lrs], rotation=45)
+    ax.set_yticks(np.arange(len(strategies)), [LABELS.get(s, s) for s in strategies])
+    ax.set_xlabel("Adam learning rate")
+    ax.set_ylabel("strategy")
+    bar = fig.colorbar(image, ax=ax, shrink=0.9, pad=0.02)
+    bar.set_label("share of choices")
+    share_interior = interior_share(chosen, lrs)
+    ax.set_title(f"chosen rates ({100 * share_interior:.0f}% interior)")
+
+
+def _mechanism_panel(ax, ds: xr.Dataset, strategies: list[str]) -> None:
+    """Feature change of fc on OOD over ID images, per strategy, largest n_train, a series
+    per shift."""
+    n_max = int(ds["n_train"].max())
+    fc = ds["feature_change"].sel(block="fc", n_train=n_max)
+    ratio = fc.sel(region="ood") / fc.sel(region="id")
+    shifts = [str(s) for s in ds["shift"].values]
+    x = np.arange(len(strategies), dtype=float)
+    width = 0.8 / len(shifts)
+    for k, shift in enumerate(shifts):
+        ratio_points(ax, ratio.sel(shift=shift, strategy=strategies),
+                     x=x + (k - (len(shifts) - 1) / 2) * width, colour=SHIFT_COLOURS[shift],
+                     label=shift, spread=width * 0.5)
+    _strategy_axis(ax, strategies)
+    ax.set_ylabel("fc feature change, OOD / ID (ratio)")
+    ax.set_title(f"fc features, {n_max} images")
+    ax.legend(title="shift", loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def plot_finetune_shift(ds: xr.Dataset) -> plt.Figure:
-    """Fine-tuning under shift: error per strategy and shift, and what each strategy changed.
-
-    Rows 1–2, one panel per shift: the in-distribution error (on the fine-tuning task, weighted
-    by its prior) and the out-of-distribution error (the pretraining task) of every strategy,
-    mean ± 95% CI over replicates for each number of fine-tuning images, the parent's error
-    as a dashed line. (d) the input shift's calibration: the parent's error along the
-    frequency ladder and the doubling threshold; (h) the source information left in ``fc``
-    (ridge-probe error). Row 3, largest n_train: linear CKA of each block against the parent,
-    per strategy and shift, and (l) Auto-RGN's mean rate weight per block. Row 4: (m) TPGM's
-    learned radius per block over the block's pretrained norm, beside how far full
-    fine-tuning moved it; (n) the change of the output's FI, log₂(FI / parent FI) averaged
-    over θ; (o, p) FI curves of the decoded angle, parent and three strategies.
-    """
+    """The study's figure (:data:`FIGURE_TEXT` says what each panel shows): 8 panels at
+    double-column width, the paired ratios against full fine-tuning drawn as paired
+    contrasts (:func:`anglesim.plotting.paired_difference`)."""
     ds = successful(ds)
     shifts = [str(s) for s in ds["shift"].values]
-    strategies = [str(s) for s in ds["strategy"].values]
-    sizes = [int(n) for n in ds["n_train"].values]
-    n_max = max(sizes)
-    size_colours = dict(zip(sizes, plt.get_cmap("viridis")(np.linspace(0.15, 0.85,
-                                                                        len(sizes))),
-                            strict=True))
-    size_labels = {n: f"{n} images" for n in sizes}
-    s_colours = _fs_strategy_colours(strategies)
-    theta_deg = np.degrees(ds["angle"].values)
-    blocks = [str(b) for b in ds["block"].values]
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(4, 4, figsize=(14, 13.5))
-        fig.subplots_adjust(left=0.05, right=0.99, top=0.95, bottom=0.05, wspace=0.32,
-                            hspace=0.5)
-        letters = iter("abcdefghijklmnop")
-        for row, (var, parent_var, what) in enumerate([
-            ("id_error", "parent_id_error", "in-distribution error"),
-            ("ood_error", "parent_ood_error", "out-of-distribution (source) error"),
-        ]):
-            for col, shift in enumerate(shifts):
-                ax = axes[row, col]
-                d = ds.sel(shift=shift)
-                _fs_by_strategy(ax, d[var], sizes, size_colours, size_labels, "n_train",
-                                strategies, scale=180 / np.pi, bounds=(0, 90))
-                ax.axhline(float(np.degrees(d[parent_var].mean())), color="0.4", ls="--",
-                           lw=0.9, label="parent (no fine-tuning)")
-                _fs_plain_log(ax)
-                ax.set_ylabel(f"{what} (deg)")
-                if row == 1 and col == len(shifts) - 1:  # the emptiest panel: one legend
-                    ax.legend(frameon=False, fontsize=7, title="fine-tuning set (rows 1–2)",
-                              title_fontsize=7, loc="center")
-                label = _FS_SHIFT_LABELS.get(shift, shift)
-                if shift == "input" and "shift_value" in d:
-                    freqs = sorted({float(v) for v in d["shift_value"].values
-                                    if np.isfinite(v)})
-                    label = ("input shift: 4 → " + "/".join(f"{f:g}" for f in freqs)
-                             + " cycles per image")
-                ax.set_title(f"{next(letters)}  {label}", loc="left")
-            if row == 0:
-                ax = axes[0, 3]
-                if "input" in shifts:
-                    d = ds.sel(shift="input")
-                    freq = d["severity_frequency"].values
-                    err = d["severity_error"] / d["severity_base_error"]
-                    for r in range(err.sizes["replicate"]):
-                        ax.plot(freq, err.isel(replicate=r), "o-", ms=2.5, lw=0.8,
-                                color=_FS_SHIFT_COLOURS["input"], alpha=0.6)
-                    ax.axhline(2.0, color="0.4", ls="--", lw=0.9, label="2 × source error")
-                    ax.axvline(4.0, color="0.6", ls=":", lw=0.9, label="source (4 cycles)")
-                    ax.legend(frameon=False, fontsize=7)
-                ax.set_xlabel("spatial frequency (cycles per image)")
-                ax.set_ylabel("parent's error / its source error")
-                ax.set_title(f"{next(letters)}  input shift: severity ladder", loc="left")
-            else:
-                ax = axes[1, 3]
-                shift_labels = {s: s for s in shifts}
-                _fs_by_strategy(ax, ds["probe_error"].sel(n_train=n_max), shifts,
-                                _FS_SHIFT_COLOURS, shift_labels, "shift", strategies,
-                                scale=180 / np.pi, bounds=(0, 90))
-                ax.axhline(float(np.degrees(ds["parent_probe_error"].mean())), color="0.4",
-                           ls="--", lw=0.9, label="parent")
-                ax.set_ylabel("ridge probe of θ from fc, source task (deg)")
-                ax.legend(frameon=False, fontsize=7)
-                ax.set_title(f"{next(letters)}  source information in fc (n = {n_max})",
-                             loc="left")
-
-        xb = np.arange(len(blocks))
-        for col, shift in enumerate(shifts):
-            ax = axes[2, col]
-            d = ds["cka"].sel(shift=shift, n_train=n_max)
-            for s in strategies:
-                band(ax, xb, d.sel(strategy=s), s_colours[s], s, bounds=(None, 1), alpha=0.15,
-                     style="o-", ms=2.5, lw=1)
-            ax.set_xticks(xb, blocks)
-            ax.set_xlabel("block")
-            ax.set_ylabel("linear CKA, parent vs fine-tuned")
-            if col == 0:
-                ax.legend(frameon=False, fontsize=6.5, ncol=2)
-            ax.set_title(f"{next(letters)}  representation drift, {shift} (n = {n_max})",
-                         loc="left")
-
-        def per_block(ax, var, ylabel, title, reference=None):
+    strategies = [str(s) for s in ds["strategy"].values if str(s) != REFERENCE]
+    colours = _size_colours([int(n) for n in ds["n_train"].values])
+    mosaic = [[f"{r}_{s}" for s in shifts for _ in (0, 1)] for r in ("id", "ood")]
+    mosaic.append(["rates"] * len(shifts) + ["mechanism"] * len(shifts))
+    with print_style():
+        fig, axes = print_figure(mosaic=mosaic, width="double", height=8.6)
+        for region in ("id", "ood"):
             for shift in shifts:
-                values = ds[var].sel(shift=shift, n_train=n_max)
-                ok = values.count("replicate").values > 0
-                interval_bars(ax, xb[ok], values.isel(block=np.flatnonzero(ok)),
-                              _FS_SHIFT_COLOURS[shift], shift, bounds=(0, None), fmt="o-",
-                              ms=3, lw=1)
-                if reference is not None:
-                    ref, _ = mean_ci(reference.sel(shift=shift, n_train=n_max))
-                    ax.plot(xb, ref, ":", lw=1, color=_FS_SHIFT_COLOURS[shift])
-            ax.set_xticks(xb, blocks)
-            ax.set_xlabel("block")
-            ax.set_ylabel(ylabel)
-            ax.legend(frameon=False, fontsize=7)
-            ax.set_title(title, loc="left")
-
-        per_block(axes[2, 3], "rgn_weight", "Auto-RGN rate / phase rate",
-                  f"{next(letters)}  Auto-RGN per-block rates (n = {n_max})")
-        per_block(axes[3, 0], "tpgm_radius_rel", "TPGM radius / ‖θ₀‖ of the block",
-                  f"{next(letters)}  TPGM radii (dotted: full's ‖θ − θ₀‖/‖θ₀‖)",
-                  reference=ds["weight_change"].sel(strategy="full")
-                  if "full" in strategies else None)
-        axes[3, 0].set_ylim(bottom=0)
-
-        ax = axes[3, 1]
-        _fs_by_strategy(ax, ds["fisher_change"].sel(layer="output", n_train=n_max), shifts,
-                        _FS_SHIFT_COLOURS, {s: s for s in shifts}, "shift", strategies)
-        ax.axhline(0, color="0.6", lw=0.8)
-        ax.set_ylabel("log₂ FI of θ̂ / parent's, mean over θ")
-        ax.legend(frameon=False, fontsize=7)
-        ax.set_title(f"{next(letters)}  FI change at the output (n = {n_max})", loc="left")
-
-        for ax, shift in zip(axes[3, 2:], [s for s in ("prior", "input") if s in shifts] +
-                             [None] * 2, strict=False):
-            letter = next(letters)
-            if shift is None:
-                ax.set_visible(False)
-                continue
-            d = ds.sel(shift=shift)
-            log_band(ax, theta_deg, d["parent_fisher"].sel(layer="output"), "0.3", "parent")
-            mean_id = d["id_error"].sel(n_train=n_max).mean("replicate")
-            best = str(mean_id["strategy"].values[int(mean_id.argmin("strategy"))])
-            shown = list(dict.fromkeys([best, "full", "linear_probe"]))
-            for s in (s for s in shown if s in strategies):
-                log_band(ax, theta_deg, d["fisher"].sel(strategy=s, n_train=n_max,
-                                                         layer="output"),
-                          s_colours[s], s + (" (lowest ID error)" if s == best else ""))
-            fi_vs_angle_axis(ax)
-            ax.legend(frameon=False, fontsize=7)
-            ax.set_title(f"{letter}  FI curves, {shift} shift (n = {n_max})", loc="left")
-        fig.suptitle(f"fine-tuning under shift: {replicate_count(ds)}; each strategy at the "
-                     "learning rate its validation loss chose", fontsize=9)
-        band_footnote(fig)
+                ax = axes[f"{region}_{shift}"]
+                _contrast_panel(ax, ds, f"{region}_error", shift, strategies, colours)
+                _strategy_axis(ax, strategies, labels=region == "ood")
+                ax.set_ylabel(f"{REGION_TITLES[region]} error / full's (ratio)")
+                ax.set_title(f"{REGION_TITLES[region]}: {SHIFT_TITLES.get(shift, shift)}")
+        handles, labels = axes[f"id_{shifts[0]}"].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside upper center", ncol=len(labels),
+                   title=f"fine-tuning set (a–{chr(ord('a') + 2 * len(shifts) - 1)})")
+        _rates_panel(axes["rates"], ds, fig)
+        _mechanism_panel(axes["mechanism"], ds, [REFERENCE] + strategies)
+        panel_letters(fig)
     return fig
+
+
+def figure_caption(ds: xr.Dataset) -> str:
+    """The figure's caption: :data:`FIGURE_TEXT` and what its intervals are, over how many
+    replicates (:func:`anglesim.plotting.caption`, from the figure drawn)."""
+    fig = plot_finetune_shift(ds)
+    try:
+        return caption(fig, FIGURE_TEXT)
+    finally:
+        plt.close(fig)
