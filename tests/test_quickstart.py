@@ -48,6 +48,108 @@ def test_quickstart_quick_writes_dataset_and_figure(quick_run):
                                ds["prior_density"].isel(replicate=1))
 
 
+def test_quickstart_quick_stores_windows_claims_and_metadata(quick_run):
+    from anglesim.claims import claims_from_dataset
+    from anglesim.plotting import check_figure
+    from anglesim.studies import quickstart as qs
+
+    _, results, _ = quick_run
+    ds = load_dataset(results / "quickstart_quick.nc")
+    # 8 angles, every 22.5°: near 67.5°, 90°, 112.5° (boundaries included), far 5 of 8
+    assert ds["window_angles"].sel(window=["near", "far", "all"]).values.tolist() == [3, 5, 8]
+    fi = ds["fisher"].sel(layer="output")
+    near = fi.sel(angle=ds["angle"][[3, 4, 5]]).mean("angle")
+    np.testing.assert_allclose(ds["fisher_window"].sel(window="near", layer="output"), near,
+                               rtol=1e-6)
+    np.testing.assert_allclose(
+        ds["fisher_gain"].sel(window="near"),
+        np.log2(ds["fisher_window"].sel(window="near", phase="finetune")
+                / ds["fisher_window"].sel(window="near", phase="pretrain")), rtol=1e-12)
+    records = claims_from_dataset(ds)
+    declared = [r for r in records if not r.exploratory]
+    assert len(declared) == 8 and {r.contrast for r in records} == {c.name for c in qs.CLAIMS}
+    assert all(r.n == 2 for r in records)
+    for name in list(ds.data_vars) + list(ds.coords):
+        assert {"units", "long_name"} <= set(ds[name].attrs), name
+    assert ds["fisher_gain"].attrs["units"] == "1"
+    fig = qs.plot_quickstart(ds)
+    assert check_figure(fig, "double") == []
+    text = qs.figure_caption(ds)
+    assert "near, 3 of 8 angles" in text and "n = 2" in text
+
+
+def synthetic(angle: np.ndarray, near_fold: float, far_fold: float, n: int = 8,
+              seed: int = 0):
+    """A quickstart-shaped Dataset whose FI after fine-tuning is the FI before times
+    ``near_fold`` within 22.5° of 90° and ``far_fold`` beyond (log-normal replicate noise)."""
+    import xarray as xr
+
+    from anglesim.distributions import VonMises
+    from anglesim.studies import quickstart as qs
+
+    rng = np.random.default_rng(seed)
+    layers = ["input", "conv1", "conv2", "fc", "head", "output"]
+    dist = np.abs((angle - math.pi / 2 + math.pi / 2) % math.pi - math.pi / 2)
+    fold = np.where(dist <= math.pi / 8 + 1e-6, near_fold, far_fold)
+    depth = np.linspace(0, 1, len(layers))[:, None]  # the change grows with depth
+    before = 1000 * rng.lognormal(0, 0.1, (n, len(layers), angle.size))
+    after = before * fold ** depth * rng.lognormal(0, 0.05, before.shape)
+    density = VonMises(math.pi / 2, 4.0).pdf(angle)
+    error = 0.02 * rng.lognormal(0, 0.1, (n, 2, angle.size))
+    error[:, 1] *= np.where(dist >= math.pi / 4, 1 / far_fold, 1.0)
+    ds = xr.Dataset(
+        {"fisher": (("kappa", "replicate", "phase", "layer", "angle"),
+                    np.stack([before, after], 1)[None]),
+         "abs_error": (("kappa", "replicate", "phase", "angle"), error[None]),
+         "prior_density": (("kappa", "replicate", "phase", "angle"),
+                           np.broadcast_to(np.stack([np.full_like(density, 1 / math.pi),
+                                                     density]), (1, n, 2, angle.size))),
+         "failed": (("kappa", "replicate"), np.zeros((1, n), bool))},
+        coords={"kappa": [4.0], "replicate": np.arange(n), "phase": ["pretrain", "finetune"],
+                "layer": layers, "angle": angle})
+    return qs.add_windows(ds)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_quickstart_windows_on_the_full_grid_hold_13_and_25_angles(precision):
+    """The fixed boundary rule: on the 48-angle grid, float32 as the study stores it or
+    float64, ±22.5° around 90° holds 13 angles and ≥ 45° holds 25."""
+    from anglesim.data import evaluation_grid
+    from anglesim.studies import quickstart as qs
+
+    angle = (evaluation_grid(48).double().numpy() if precision == "float32"
+             else np.arange(48) * math.pi / 48)
+    ds = synthetic(angle, 3.0, 0.8)
+    masks = qs.window_masks(ds)
+    assert masks.sum("angle").values.tolist() == [13, 25, 48]
+    assert ds["window_angles"].values.tolist() == [13, 25, 48]
+    near = np.degrees(angle[masks.sel(window="near").values])
+    np.testing.assert_allclose(near[[0, -1]], [67.5, 112.5], rtol=1e-6)
+
+
+def test_quickstart_claims_on_known_answers():
+    """Declared claims decide as the data say: supported where FI moves to the peak,
+    contradicted where it moves away, unresolved where nothing changes."""
+    from anglesim.claims import evaluate_claims
+    from anglesim.studies import quickstart as qs
+
+    angle = np.arange(48) * math.pi / 48
+
+    def verdicts(near_fold, far_fold):
+        records = evaluate_claims(synthetic(angle, near_fold, far_fold), qs.CLAIMS)
+        return {r.name: r.verdict for r in records if not r.exploratory}
+
+    moved = verdicts(3.0, 0.7)
+    assert set(moved.values()) == {"supported"}, moved
+    assert len(moved) == 8
+    away = verdicts(0.4, 1.5)
+    assert away["near_gain[layer=output]"] == "contradicted"
+    assert away["far_loss"] == "contradicted" and away["gain_grows"] == "contradicted"
+    assert away["error_rises_far"] == "contradicted"
+    still = verdicts(1.0, 1.0)
+    assert still["near_gain[layer=output]"] == "unresolved" and still["far_loss"] == "unresolved"
+
+
 def test_rerun_uses_the_cache(quick_run, capsys):
     _, results, _ = quick_run
     before = load_dataset(results / "quickstart_quick.nc")

@@ -510,3 +510,32 @@ def test_workers_end_when_the_study_process_is_killed(tmp_path):
                             {"kappa": [1.0, 2.0]}, 4, cache_dir=tmp_path / "c", name="s",
                             progress=False)
     assert not resumed["failed"].any()
+
+
+def test_a_worker_rerunning_a_stored_task_returns_it_without_computing(tmp_path):
+    """dask reschedules every task of a worker that died, including one it finished and
+    stored but had not handed back: the rerun returns the stored result, fn is not called."""
+    from anglesim.replicates._cache import ReplicateCache
+    from anglesim.replicates._grid import StudySpec
+    from anglesim.replicates._worker import TaskSettings, run_task
+
+    calls = []
+
+    def fn(condition, replicate, seed):
+        calls.append(replicate)
+        return xr.Dataset({"x": ((), float(seed % 97))})
+
+    tasks = StudySpec.checked({"a": [1]}, 2, 0, "rerun", {}).tasks()
+    cache = ReplicateCache.open(tmp_path, "rerun")
+    settings = TaskSettings(threads=1, forbidden=frozenset(), cache=cache)
+    first = run_task(fn, tasks[0], settings)
+    assert calls == [0] and first.result is not None and not first.cached
+    again = run_task(fn, tasks[0], settings)  # the rerun after its worker died
+    assert calls == [0] and again.cached
+    xr.testing.assert_identical(again.result, first.result)
+    run_task(fn, tasks[1], settings)  # a task not stored is computed
+    assert calls == [0, 1]
+    # a stored file that is not this task's (another config) is recomputed, not returned
+    other = StudySpec.checked({"a": [1]}, 2, 0, "rerun", {"changed": 1}).tasks()[0]
+    run_task(fn, other, settings)
+    assert calls == [0, 1, 0]

@@ -19,7 +19,8 @@ EXPECTED = {
     "prior_specialisation": (
         {"kappa", "replicate", "stage", "layer", "angle", "prior", "epoch"},
         {"fisher", "abs_error", "prior_density", "measure_specialisation",
-         "measure_left_behind", "measure_spread", "measure_error_ratio", "failed"},
+         "measure_left_behind", "measure_spread", "measure_error_ratio", "failed",
+         "fisher_region", "abs_error_region", "region_angles"},
     ),
     "loss_concentration": (
         {"loss", "kappa", "replicate", "layer", "angle", "epoch"},
@@ -39,7 +40,8 @@ EXPECTED = {
     ),
     "adapt_loop": (
         {"mode", "replicate", "round", "angle"},
-        {"fisher", "prior_density", "fisher_cv", "prior_kl", "stop_round", "failed"},
+        {"fisher", "prior_density", "fisher_cv", "prior_kl", "stop_round", "failed",
+         "fisher_cv_final", "fisher_cv_change"},
     ),
     "reference_replication": (
         {"prior", "dataset_size", "replicate", "angle", "concentrated"},

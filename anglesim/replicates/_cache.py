@@ -226,6 +226,15 @@ class ReplicateCache:
             return None
         return Outcome(task.index, failure=failure, cached=True)
 
+    def stored_result(self, task: Task) -> Outcome | None:
+        """``task``'s stored result if a valid one is there, else None; changes nothing on disk
+        (a worker's check before computing: dask reruns a task whose worker died after
+        storing it but before its outcome reached the study)."""
+        if not self.data_path(task).exists():
+            return None
+        stored = self.load(task, CacheProblems(), inspect=True)
+        return stored if stored is not None and stored.result is not None else None
+
     def dump(self, task: Task, outcome: Outcome) -> None:
         """Write ``outcome`` (its result or its failure) as ``task``'s file, removing the
         other kind; a failed write sets ``outcome.cache_error`` instead of raising."""

@@ -138,6 +138,13 @@ def run_task(fn: Callable, task: Task, settings: TaskSettings) -> Outcome:
     import torch
 
     started = time.perf_counter()
+    if settings.cache is not None:
+        # a rerun of a task this run already stored: dask reschedules the tasks of a worker
+        # that died (a cancelled Slurm job) though it finished some whose outcome it had not
+        # handed back yet; the run holds the task's lock, so the file is from this run
+        stored = settings.cache.stored_result(task)
+        if stored is not None:
+            return stored
     outcome = Outcome(task.index, backend=settings.backend,
                       slurm_job=os.environ.get("SLURM_JOB_ID") or None)
     configure_malloc()

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import xarray as xr
 
 from anglesim.distributions import AnglePrior, Uniform, VonMises
 from anglesim.fisher import linear_fisher_from_samples, linear_fisher_variance
@@ -28,8 +29,9 @@ from anglesim.study import ReplicateContext
 from anglesim.training import Phase, Task, train
 
 __all__ = ["APERTURE_TIES", "CNN", "DTHETA", "ERROR_FACTOR", "OUTPUT_OFFSET", "PRIOR_SHIFT",
-           "SHIFTS", "SHIFT_SIZES", "SOURCE", "SPEC", "STRATEGIES", "SHARED_ATTRS", "ShiftTask",
-           "describe_variables", "expects_aperture_ties", "finetune_phase", "output_fisher",
+           "SHIFTS", "SHIFT_SIZES", "SOURCE", "SPEC", "STRATEGIES", "ShiftTask",
+           "RUN_LABELS", "describe_variables", "expects_aperture_ties", "finetune_phase",
+           "labelled", "output_fisher",
            "pretrain_phase", "pretrained_parent", "reference_spec", "shifted_task"]
 
 SPEC = GratingSpec.standard()
@@ -67,39 +69,49 @@ def expects_aperture_ties(replicate: Callable) -> Callable:
     return quiet
 
 
-# ---- metadata ------------------------------------------------------------------------------
+# ---- units and long names --------------------------------------------------------------------
 
-SHARED_ATTRS: dict[str, dict[str, str]] = {
-    "failed": {"units": "1"},
-    "error": {"units": "1"},
-    "replicate_seed": {"units": "1"},
-    "train_loss": {"units": "1", "long_name": "training loss, in the loss's own units"},
-    "val_loss": {"units": "1", "long_name": "validation loss, in the loss's own units "
-                                            "(finite-dataset phases only)"},
-    "fisher_error": {"units": "rad^-2", "long_name": "error bound of the propagated FI's "
-                                                     "Krylov solver (0 for exact values)"},
-    "iterations": {"units": "1", "long_name": "Golub–Kahan iterations of the propagated FI's "
-                                              "solver (0 for exact values)"},
-    "solver": {"units": "1", "long_name": "solver of the propagated FI per layer"},
-    "epoch_phase": {"units": "1", "long_name": "training phase of the epoch"},
-    "epoch_in_phase": {"units": "1", "long_name": "epoch within its phase"},
-    "layer": {"units": "1"},
+RUN_LABELS: dict[str, tuple[str, str]] = {
+    "failed": ("1", "the replicate's computation raised an error (1) or not (0)"),
+    "error": ("1", "error message of a failed replicate ('' if none)"),
+    "replicate_seed": ("1", "seed passed to the replicate's function"),
+    "layer": ("1", "layer (dotted module path, 'input' or 'output')"),
+    "phase": ("1", "training phase"),
+    "epoch_phase": ("1", "training phase of the epoch"),
+    "epoch_in_phase": ("1", "epoch within its training phase"),
+    "fisher_error": ("rad^-2", "bound on the numerical error of the propagated FI"),
+    "iterations": ("1", "Golub-Kahan iterations of the FI solver (0: exact)"),
+    "solver": ("1", "solver of the propagated FI"),
+    "error_kind": ("1", "what fisher_error is (a bound or an estimate)"),
+    "train_loss": ("1", "training loss, in the loss's own units"),
+    "val_loss": ("1", "validation loss, in the loss's own units (finite-dataset phases only)"),
 }
-"""Units and long names of variables the runner, ``train`` and the FI estimators add without
-them (a study's postprocess fills them with :func:`describe_variables`)."""
+"""Units and long names of the variables and coordinates the runner, training and the FI
+estimators add to a study's Dataset, for :func:`labelled` (categorical and count variables are
+dimensionless, units "1")."""
 
 
-def describe_variables(ds, attrs: dict[str, dict[str, str]]):
-    """``ds`` with ``attrs[name]`` set on each of its variables and coordinates so named
-    (a study's own), then :data:`SHARED_ATTRS` filled in where a variable lacks them."""
-    ds = ds.copy()
+def labelled(ds: xr.Dataset, labels: dict[str, tuple[str, str]]) -> xr.Dataset:
+    """``ds`` with ``units`` and ``long_name`` on each variable or coordinate named in
+    :data:`RUN_LABELS` or ``labels`` (``{name: (units, long_name)}``, which win over
+    RUN_LABELS), where it lacks them: attributes a variable already has are kept."""
+    out = ds.copy()
+    for name, (units, long_name) in {**RUN_LABELS, **labels}.items():
+        if name in out.variables:
+            attrs = out[name].attrs
+            out[name].attrs = {"units": units, "long_name": long_name, **attrs}
+    return out
+
+
+def describe_variables(ds: xr.Dataset, attrs: dict[str, dict[str, str]]) -> xr.Dataset:
+    """``ds`` with ``attrs[name]`` (a study's own attributes, which replace any the variable
+    has) set on each variable or coordinate so named, then :func:`labelled`'s run labels where
+    a variable still lacks them."""
+    out = ds.copy()
     for name, given in attrs.items():
-        if name in ds.variables:
-            ds[name].attrs = {**ds[name].attrs, **given}
-    for name, given in SHARED_ATTRS.items():
-        if name in ds.variables:
-            ds[name].attrs = {**given, **ds[name].attrs}
-    return ds
+        if name in out.variables:
+            out[name].attrs = {**out[name].attrs, **given}
+    return labelled(out, {})
 
 
 # ---- fine-tuning under shift ------------------------------------------------------------------
