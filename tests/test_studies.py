@@ -72,6 +72,7 @@ EXPECTED = {
     "multitask": (
         {"other", "regime", "replicate", "layer", "angle", "epoch"},
         {"fisher", "fisher_other_only", "abs_error", "other_error", "other_error_other_only",
+         "fisher_geomean",
          "other_chance", "probe_error", "log2_fisher", "fisher_log2_ratio",
          "fisher_log2_ratio_ci", "other_only_log2_ratio", "other_only_log2_ratio_ci",
          "angle_error", "other_error_rel", "other_error_other_only_rel", "probe_error_rel",
