@@ -335,7 +335,7 @@ def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
     x = np.arange(len(sizes), dtype=float)
     ticks = [str(int(d)) for d in sizes]
     with print_style():
-        fig, axes = print_figure(2, 3, width="double", aspect=0.68)
+        fig, axes = print_figure(2, 3, width="double", aspect=0.76)
         ax = axes[0, 0]
         log_band(ax, theta_deg, ds["parent_fisher"], "0.45", "parent")
         for mode in modes:
@@ -347,9 +347,9 @@ def plot_finetune_data_size(ds: xr.Dataset) -> plt.Figure:
         ax.set_ylabel("linear FI of output (rad⁻²)")
         angle_axis(ax)
         ax.set_title(f"FI, D_ft = {int(sizes[-1])}", loc="left")
-        low, high = ax.get_ylim()
-        ax.set_ylim(low / (high / low) ** 0.45, high)  # room for the legend below the data
-        ax.legend(loc="lower center", ncols=3, handlelength=1.0, columnspacing=0.8)
+        # one legend below the panels, off the data (the colours mean the same in every panel)
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3,
+                   frameon=False)
 
         for ax, var, scale, ylabel, title in [
                 (axes[0, 1], "abs_error_region", 180 / math.pi, "mean |θ̂ − θ| (deg)",
