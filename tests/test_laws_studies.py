@@ -1,7 +1,5 @@
 """The law studies (issue 17) run end to end in --quick mode and redraw from their files."""
 
-import math
-
 import numpy as np
 import pytest
 
@@ -13,18 +11,21 @@ from anglesim.study import available
 LAW_STUDIES = {
     "anisotropy": ({"prior", "replicate", "state", "layer", "angle"},
                    {"fisher", "abs_error", "cardinal_oblique", "failed"}),
-    "bias_law": ({"prior", "loss", "replicate", "angle"},
-                 {"fisher", "bias", "bias_stderr", "slope", "law_constant", "law_correlation",
-                  "law_explained", "law_n_angles", "law_agreement", "prior_density", "failed"}),
+    "bias_law": ({"kappa", "loss", "replicate", "angle"},
+                 {"fisher", "output_fisher", "bias", "bias_stderr", "squared_error", "slope",
+                  "law_constant", "law_constant_stderr", "law_correlation", "law_explained",
+                  "law_n_angles", "law_agreement", "prior_density", "control_fisher",
+                  "control_bias", "control_bias_stderr", "control_squared_error",
+                  "control_slope", "control_constant", "control_constant_stderr",
+                  "control_n_angles", "failed"}),
     "signal_noise": ({"shift", "replicate", "strategy", "layer", "split_angle", "term"},
                      {"fisher_terms", "delta_total", "delta_signal", "delta_noise",
                       "delta_interaction", "delta_total_prior", "delta_signal_prior",
                       "id_error", "parent_id_error", "failed"}),
-    "corruption_shift": ({"corruption", "replicate", "strategy", "n_train", "angle", "layer",
-                          "lr"},
-                         {"error_id", "error_source", "fisher", "val_loss", "chosen_lr",
-                          "parent_fisher", "source_fisher", "level", "reached", "id_error",
-                          "ood_error", "id_error_gain", "input_fisher_ratio", "failed"}),
+    "surgical_sweep": ({"shift", "replicate", "n_train", "strategy", "lr"},
+                       {"test_error", "chosen_lr", "best_step_fraction", "val_loss",
+                        "finetune_steps", "parent_error", "parent_source_error", "undo_error",
+                        "log2_error_ratio", "lr_interior", "failed"}),
 }
 
 
@@ -45,14 +46,39 @@ def _anisotropy(ds):
     assert (fi <= fi.sel(layer="input") * (1 + 1e-5)).all()
     assert (fi > 0).all()
     assert set(ds["cardinal_oblique"].dims) == {"prior", "replicate", "state", "layer"}
+    # the pixels' contrast is the same in every network; the claims cover every later layer
+    co = ds["cardinal_oblique"].sel(layer="input")
+    np.testing.assert_allclose(co.values, float(co.isel(prior=0, replicate=0, state=0)))
+    names = {r["name"].split("[")[0] for r in ds.attrs["claims"]}
+    assert names == {"untrained_obliques", "anisotropy"}
+    assert len(ds.attrs["claims"]) == 11
+    for name in list(ds.data_vars) + list(ds.coords):
+        assert {"units", "long_name"} <= set(ds[name].attrs), name
 
 
 def _bias_law(ds):
     assert (np.abs(ds["bias"]) <= np.pi / 2).all()
+    assert (np.abs(ds["control_bias"]) <= np.pi / 2).all()
     assert set(np.unique(ds["law_agreement"].values)) <= {-1.0, 0.0, 1.0}
+    # the fits use only angles whose MSE is within twice the Cramér-Rao bound
+    fitted = (ds["squared_error"] <= 2 / ds["fisher"]).sum("angle")
+    np.testing.assert_array_equal(ds["law_n_angles"].values, fitted.values)
+    assert len(ds.attrs["claims"]) == 24
+    for name in list(ds.data_vars) + list(ds.coords):
+        assert {"units", "long_name"} <= set(ds[name].attrs), name
 
 
-CHECKS = {"signal_noise": _signal_noise, "anisotropy": _anisotropy, "bias_law": _bias_law}
+def _surgical_sweep(ds):
+    assert set(np.unique(ds["chosen_lr"].values)) <= set(ds["lr"].values)
+    assert ((ds["best_step_fraction"] > 0) & (ds["best_step_fraction"] <= 1)).all()
+    assert (ds["log2_error_ratio"].sel(strategy="full") == 0).all()
+    assert (ds["test_error"] > 0).all() and (ds["test_error"] < np.pi / 2).all()
+    assert not [k for k, v in ds.variables.items()
+                if not {"units", "long_name"} <= set(v.attrs)]  # issue 22's metadata
+
+
+CHECKS = {"signal_noise": _signal_noise, "anisotropy": _anisotropy, "bias_law": _bias_law,
+          "surgical_sweep": _surgical_sweep}
 
 
 def test_the_law_studies_are_listed():
@@ -77,46 +103,41 @@ def test_law_study_quick_end_to_end(study, tmp_path):
     assert (out / f"{study}_quick.pdf").stat().st_size > 1000
 
 
-def test_corruption_phases_and_ladder():
-    from anglesim.studies import corruption_shift as cs
-
-    sz = cs.SIZES["full"]
-    task = cs.task_for("blur", 1.5)
-    assert task.spec.blur == 1.5
-    ph = cs.phase_for(task, "surgical_fc", 64, 1e-3, sz)
-    assert ph.strategy == "surgical" and ph.strategy_params == {"blocks": ["fc"]}
-    assert ph.dataset_size * 8 == 64
-    ph = cs.phase_for(task, "ldifs", 64, 1e-3, sz)
-    assert ph.strategy == "ldifs"
-    assert cs.phase_for(task, "surgical", 64, 1e-3, sz).strategy_params == {"blocks": ["conv1"]}
-    # every ladder makes the stimulus harder in order: the pixels' FI falls rung by rung
-    from anglesim.fisher import propagated_fisher
-    from anglesim.models import reference_mlp
-
-    net = reference_mlp(image_size=32, hidden=(8, 4))
-    for kind, ladder in cs.LADDERS.items():
-        fi = [float(propagated_fisher(net, cs.corrupt(cs.SPEC, kind, v), [0.5],
-                                      ["input"]).mean()) for v in ladder]
-        assert all(a > b for a, b in zip(fi, fi[1:], strict=False)), (kind, fi)
-    assert math.isclose(fi[0] / fi[-1], (0.8 / 0.2) ** 2, rel_tol=1e-4)  # contrast: c²
-
-
-@pytest.mark.parametrize("n_rep, bands", [(2, 0), (3, 1), (8, 1)])
-def test_replicate_band_draws_an_interval_only_from_three_replicates(n_rep, bands):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+@pytest.mark.parametrize("n_rep", [2, 3, 8])
+def test_band_note_says_whether_bands_are_drawn(n_rep):
     import xarray as xr
 
-    from anglesim.studies._laws_common import band_note, replicate_band
+    from anglesim.studies._laws_common import MIN_BAND_REPLICATES, band_note
 
-    rng = np.random.default_rng(n_rep)
-    da = xr.DataArray(rng.uniform(1, 2, (n_rep, 5)), dims=("replicate", "angle"))
-    fig, ax = plt.subplots()
-    replicate_band(ax, np.arange(5), da, "C0", "x", log=True)
-    assert len(ax.collections) == bands
-    np.testing.assert_allclose(ax.lines[0].get_ydata(), np.exp(np.log(da).mean("replicate")))
-    plt.close(fig)
     note = band_note(xr.Dataset(coords={"replicate": np.arange(n_rep)}))
-    assert ("no bands" in note) == (bands == 0)
+    assert ("no bands" in note) == (n_rep < MIN_BAND_REPLICATES)
+    assert str(n_rep) in note
+
+
+@pytest.mark.parametrize("c_true", [1.0, 0.4, -0.8])
+def test_bias_law_fit_uses_only_efficient_angles(c_true):
+    """law_fit recovers c from a bias c·d/dθ[1/J] at the angles whose MSE is within twice the
+    Cramér-Rao bound, ignoring the inefficient ones whatever their bias; a negative c (an
+    attraction, where the claim c > 0 must fail) comes out negative; the control's prefix."""
+    import xarray as xr
+
+    from anglesim.laws import inverse_fisher_slope
+    from anglesim.studies.bias_law import CRB_FACTOR, law_fit
+
+    theta = np.arange(48) * np.pi / 48
+    fisher = xr.DataArray(400 * (1.5 + np.cos(2 * theta - 0.3)), dims="angle",
+                          coords={"angle": theta})
+    slope = inverse_fisher_slope(fisher, 4, fit="inverse")
+    efficient = np.arange(48) % 3 != 0
+    mse = np.where(efficient, 1.2, 5 * CRB_FACTOR) / fisher
+    bias = xr.where(xr.DataArray(efficient, dims="angle"), c_true * slope, 0.3)
+    network = xr.Dataset({"bias": bias, "squared_error": mse,
+                          "bias_stderr": xr.full_like(fisher, 1e-4)})
+    sz = {"n_harmonics": 4}
+    fit = law_fit("", network, fisher, sz)
+    assert int(fit["law_n_angles"]) == int(efficient.sum())
+    np.testing.assert_allclose(float(fit["law_constant"]), c_true, rtol=1e-6)
+    assert float(fit["law_constant_stderr"]) < 1e-2
+    control = law_fit("control_", network, fisher, sz)
+    assert "control_constant" in control and "law_constant" not in control
+    assert control["control_constant"].attrs["long_name"].startswith("control: ")

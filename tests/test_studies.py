@@ -48,13 +48,13 @@ EXPECTED = {
     ),
     "reference_replication": (
         {"prior", "dataset_size", "replicate", "angle", "concentrated"},
-        {"fisher", "fisher_stderr", "d_prime", "abs_error", "prior_density", "gain_near",
-         "gain_far", "gain_near_se", "gain_far_se", "failed"},
+        {"fisher", "fisher_stderr", "d_prime", "abs_error", "prior_density", "fisher_region",
+         "abs_error_region", "gain", "gain_ci", "failed"},
     ),
     "finetune_data_size": (
         {"shift", "replicate", "finetune_size", "frozen", "angle"},
-        {"fisher", "abs_error", "parent_fisher", "fisher_near_new", "fisher_near_old",
-         "error_near_new", "failed"},
+        {"fisher", "abs_error", "parent_fisher", "fisher_region", "abs_error_region",
+         "parent_fisher_region", "parent_abs_error_region", "failed"},
     ),
     "finetune_shift": (
         {"shift", "replicate", "strategy", "n_train", "angle", "layer", "block", "region", "lr",
@@ -75,7 +75,7 @@ EXPECTED = {
     "multitask": (
         {"other", "regime", "replicate", "layer", "angle", "epoch"},
         {"fisher", "fisher_other_only", "fisher_error", "fisher_other_only_error", "abs_error",
-         "other_error", "other_error_other_only",
+         "other_error", "other_error_other_only", "fisher_geomean",
          "other_chance", "probe_error", "log2_fisher", "fisher_log2_ratio",
          "fisher_log2_ratio_ci", "other_only_log2_ratio", "other_only_log2_ratio_ci",
          "angle_error", "other_error_rel", "other_error_other_only_rel", "probe_error_rel",

@@ -1,18 +1,44 @@
 """Reference replication: the original research's setup, uniform against concentrated priors.
 
-The network, stimulus and protocol of the research anglesim grew from: the fully-connected
-reference MLP (P² → P → 20 → 2, ReLU) on 101×101 gratings with clamped Bernoulli–Gaussian pixel
-noise (``GratingSpec.reference()``), trained on finite datasets of D images (train/validation/
-test 8D/2D/2D, Adam, lr 1e−3, batch 32, early stopping on the validation loss) with a squared
-error on (cos 2θ, sin 2θ). Training angles come from a uniform prior or a von Mises prior on 2θ
-(κ = 4 or 8, centred at 0, π/3 or π/2).
+The network, stimulus and protocol of the research anglesim grew from (lrast/angleFinetuning):
+the fully-connected reference MLP (P² → P → 20 → 2, ReLU) on 101×101 gratings with clamped
+Bernoulli–Gaussian pixel noise (``GratingSpec.reference()``), trained on finite datasets of D
+images (train/validation/test 8D/2D/2D, Adam, lr 1e−3, batch 32, early stopping on the
+validation loss) with a squared error on (cos 2θ, sin 2θ). Training angles come from a uniform
+prior or a von Mises prior on 2θ (κ = 4 or 8, centred at 0, π/3 or π/2: :data:`PRIORS`).
 
 The stimulus noise is not additive Gaussian, so the propagated estimator does not apply: FI is
 the bias-corrected linear Fisher information of the network's 2-D output (Kanitscheider et al.
 2015) from T noisy images at θ ± Δθ/2, with its standard error, and d′ = √J·Δθ for the
-discrimination of θ − Δθ/2 from θ + Δθ/2. The question: does concentrated training raise
-sensitivity at likely angles, or mostly lower it at unlikely ones — and does the effect shrink as
-D grows?
+discrimination of θ − Δθ/2 from θ + Δθ/2 (the reference research's measure of sensitivity).
+The question: does concentrated training raise sensitivity at likely angles, or mostly lower it
+at unlikely ones?
+
+**Design.** Every (prior, D) cell trains its own networks from its own seeds, so a concentrated
+arm and the uniform arm are independent (Welch's test, not paired). Regions of the angle grid
+follow :func:`anglesim.angles.near_far` around each concentrated prior's peak: *near*, within
+22.5° (9 of the 36 grid angles), *far*, 45° or more from it (19 of 36); the uniform networks'
+FI and error are averaged over the same regions. The declared claims (:data:`CLAIMS`, at
+D = 512 for κ = 4 and κ = 8 centred at 90°, Holm over the family of 6), each a ratio of
+geometric means of concentrated over uniform networks, tested on the log scale:
+
+* ``near_gain``: the mean FI near the peak is higher after concentrated training;
+* ``far_loss``: the mean FI far from the peak is lower;
+* ``error_far``: the mean decoding error far from the peak is higher;
+* exploratory: the decoding error near the peak (either direction).
+
+**Sizes.** Full: priors uniform, κ = 4 and κ = 8 at 90°, D = 512, 8 replicates each (≥ 8 per
+arm for the Welch contrasts). A replicate costs about 24 CPU s (rendering the 12D images and
+FI's 18 000) plus 0.5 s an epoch, 26–36 CPU s measured (8–23 epochs; early stopping took 11–27
+epochs on average at D = 512 in the earlier runs): about 830 CPU s, 7 min on 2 workers. On the
+earlier runs' six replicates per arm the near gain's MDE at Holm's level was ×1.8 against
+observed ×1.05 (κ = 4) and ×1.37 (κ = 8): it may stay unresolved, while the far loss (×0.03–0.13,
+MDE ×1.7–2.6) and the far error (×20–65) were far beyond theirs. The earlier design (all
+seven priors × D ∈ {512, 1024, 2048}, 150 worker-minutes) stays available as an
+override, ``grid.prior=[uniform,vm4_0,vm4_60,vm4_90,vm8_0,vm8_60,vm8_90]
+grid.dataset_size=[512,1024,2048]``: a D = 2048 replicate costs about three times a D = 512
+one. Quick: uniform and κ = 8 at 90° on 33×33 images, D = 16, 2 replicates (a smoke test; its
+claims, declared at D = 512, are "not in this run").
 
 Run: ``anglesim run reference_replication [--quick]``.
 """
@@ -24,23 +50,33 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from anglesim import angles as ang
+from anglesim.claims import Contrast
 from anglesim.distributions import AnglePrior, Uniform, VonMises
 from anglesim.models import reference_mlp
 from anglesim.plotting import (
     PHASE_COLOURS,
-    STYLE,
-    band_footnote,
-    given_bars,
-    interval_bars,
-    replicate_count,
+    RatioLocator,
+    angle_axis,
+    band,
+    caption,
+    log_band,
+    mark_angle,
+    mean_ci,
+    panel_letters,
+    print_figure,
+    print_style,
+    radius_axis,
+    ratio_points,
     successful,
 )
+from anglesim.stats import welch_ci
 from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._recipes import DTHETA, output_fisher, reference_spec
+from ._recipes import DTHETA, labelled, output_fisher, reference_spec
 
 NAME = "reference_replication"
 
@@ -48,10 +84,16 @@ PRIORS: dict[str, AnglePrior] = {"uniform": Uniform()}
 for _kappa in (4, 8):
     for _deg in (0, 60, 90):
         PRIORS[f"vm{_kappa}_{_deg}"] = VonMises(math.radians(_deg), float(_kappa))
+CLAIM_PRIORS = ["vm4_90", "vm8_90"]
+"""The concentrated priors the claims are about (each against uniform training)."""
+CLAIM_SIZE = 512
+"""The dataset size D the claims are about."""
+REGIONS = ("near", "far")
+"""Regions of the angle grid around a concentrated prior's peak: within 22.5°, 45° or more."""
 
 SIZES = {
-    "full": dict(image_size=101, datasets=[512, 1024, 2048], priors=list(PRIORS), epochs=60,
-                 patience=5, n_angles=36, n_trials=250, replicates=6),
+    "full": dict(image_size=101, datasets=[CLAIM_SIZE], priors=["uniform", *CLAIM_PRIORS],
+                 epochs=60, patience=5, n_angles=36, n_trials=250, replicates=8),
     "quick": dict(image_size=33, datasets=[16], priors=["uniform", "vm8_90"], epochs=2,
                   patience=2, n_angles=8, n_trials=20, replicates=2),
 }
@@ -93,62 +135,6 @@ def replicate(ctx: ReplicateContext) -> xr.Dataset:
     return ds
 
 
-def effects(ds: xr.Dataset, near: float = math.pi / 8, far: float = math.pi / 4) -> xr.Dataset:
-    """Concentrated against uniform training, near and far from each prior's peak, per D.
-
-    Per replicate, FI is averaged over the angles within ``near`` of the prior's peak (or
-    beyond ``far``) — on a linear scale, since the bias-corrected estimate of a small FI can be
-    negative. ``gain_near`` / ``gain_far`` = log₂(mean over concentrated replicates / mean over
-    uniform replicates, same D); ``*_se`` its standard error by the delta method for
-    independent replicates, √((s_c/m_c)² + (s_u/m_u)²)/ln 2, s the standard errors of the means.
-    """
-
-    ok = successful(ds)
-    fi = ok["fisher"]
-    out = {}
-    labels = [p for p in ok["prior"].values if p != "uniform"]
-    dim = xr.DataArray(labels, dims="concentrated")
-    for region in ("near", "far"):
-        gains, ses = [], []
-        for label in labels:
-            peak = PRIORS[str(label)].to_config()["loc"]
-            masks = dict(zip(("near", "far"), ang.near_far(ok["angle"].values, peak, near, far),
-                             strict=True))
-            mask = xr.DataArray(masks[region], coords={"angle": ok["angle"]})
-            stats = []
-            for which in (label, "uniform"):
-                per_rep = fi.sel(prior=which).where(mask).mean("angle")
-                m = per_rep.mean("replicate")
-                se = per_rep.std("replicate", ddof=1) / np.sqrt(per_rep.count("replicate"))
-                stats.append((m.where(m > 0), se))
-            (mc, sc), (mu, su) = stats
-            gains.append(np.log2(mc / mu))
-            ses.append(np.sqrt((sc / mc) ** 2 + (su / mu) ** 2) / math.log(2))
-        out[f"gain_{region}"] = xr.concat(gains, dim=dim)
-        out[f"gain_{region}_se"] = xr.concat(ses, dim=dim)
-    return xr.Dataset(out)
-
-
-def add_effects(ds: xr.Dataset) -> xr.Dataset:
-    """The Dataset with :func:`effects` added (dims ``concentrated`` and ``dataset_size``)."""
-    return ds.assign(effects(ds).data_vars)
-
-
-
-
-def summarise(ds: xr.Dataset) -> str:
-    """Gain of log₂ FI near and far from the peak, concentrated vs uniform, per D."""
-    lines = ["log₂ FI, concentrated minus uniform training (± s.e.), near | far from the peak:"]
-    for label in ds["concentrated"].values:
-        cells = []
-        for d in ds["dataset_size"].values:
-            c = ds.sel(concentrated=label, dataset_size=d)
-            cells.append(f"D={int(d)}: {float(c['gain_near']):+.2f}±{float(c['gain_near_se']):.2f}"
-                         f" | {float(c['gain_far']):+.2f}±{float(c['gain_far_se']):.2f}")
-        lines.append(f"  {label:>8}: " + "; ".join(cells))
-    return "\n".join(lines)
-
-
 def describe(params: dict, grid: dict) -> dict:
     """What the Dataset's config records besides the sizes."""
     return {"spec": reference_spec(params["image_size"]).to_config(),
@@ -156,81 +142,284 @@ def describe(params: dict, grid: dict) -> dict:
             "priors": {k: p.to_config() for k, p in PRIORS.items()}, "dtheta": DTHETA}
 
 
-# ---- figure ----------------------------------------------------------------------------------
+# ---- derived measures ------------------------------------------------------------------------
+
+
+def peak(label: str) -> float:
+    """The peak (radians) of the concentrated prior ``label``."""
+    return float(PRIORS[label].to_config()["loc"])
+
+
+def region_masks(angle: xr.DataArray, labels: list[str], near: float = math.pi / 8,
+                 far: float = math.pi / 4) -> xr.DataArray:
+    """Boolean masks over ``angle`` (dims ``concentrated``, ``region``, ``angle``): within
+    ``near`` of each concentrated prior's peak and ``far`` or more from it
+    (:func:`anglesim.angles.near_far`'s one boundary rule)."""
+    masks = np.array([np.stack(ang.near_far(angle.values, peak(label), near, far))
+                      for label in labels]).reshape(len(labels), len(REGIONS), angle.size)
+    return xr.DataArray(masks, dims=("concentrated", "region", "angle"),
+                        coords={"concentrated": labels, "region": list(REGIONS),
+                                "angle": angle.values})
+
+
+LABELS = {
+    "prior": ("1", "training prior: uniform, or von Mises on 2θ as vm<κ>_<centre in deg>"),
+    "dataset_size": ("1", "training images D (8D train, 2D validation, 2D test)"),
+    "concentrated": ("1", "concentrated prior whose peak defines the regions"),
+    "region": ("1", "region of the angle grid: within 22.5° of the concentrated prior's peak "
+                    "(near) or 45° or more from it (far)"),
+    "angle": ("rad", "orientation θ"),
+    "replicate": ("1", "replicate index within the condition"),
+    "fisher": ("rad^-2", "bias-corrected linear FI of the 2-D network output"),
+    "fisher_stderr": ("rad^-2", "standard error of the bias-corrected linear FI"),
+    "d_prime": ("1", f"d′ = √J·Δθ for Δθ = {DTHETA:.5f} rad"),
+    "abs_error": ("rad", "mean absolute decoding error |θ̂ − θ|"),
+    "prior_density": ("1/rad", "training prior density"),
+    "epochs_run": ("1", "epochs trained before early stopping"),
+    "test_like_val_loss": ("1", "lowest validation loss (squared error on (cos 2θ, sin 2θ))"),
+    "region_angles": ("1", "grid angles in the region"),
+    "fisher_region": ("rad^-2", "FI, mean over the region's angles"),
+    "abs_error_region": ("rad", "mean absolute decoding error over the region's angles"),
+    "gain": ("1", "log2 ratio of geometric-mean region FI, concentrated over uniform training"),
+    "gain_ci": ("1", "half-width of the 95% Welch t interval of gain (log2)"),
+}
+"""Units and long names of the study's variables and coordinates."""
+
+
+def measures(ds: xr.Dataset) -> xr.Dataset:
+    """Region means per replicate, and the concentrated-over-uniform gain per region and D.
+
+    * ``fisher_region``, ``abs_error_region``: FI and error averaged over each region around
+      each concentrated prior's peak, for every prior's networks (on a linear scale: the
+      bias-corrected estimate of a small FI can be negative at single angles);
+    * ``gain``: log₂(geometric mean over the concentrated prior's replicates / geometric mean
+      over the uniform replicates) of ``fisher_region``, same D and region (the estimate of
+      the claims' Welch test on the log scale), and ``gain_ci`` the half-width of its 95%
+      Welch t interval (:func:`anglesim.stats.welch_ci`; Welch 1947).
+    """
+    ok = successful(ds)
+    labels = [str(p) for p in ok["prior"].values if p != "uniform"]
+    masks = region_masks(ok["angle"], labels)
+    fi = ok["fisher"].where(masks).mean("angle")
+    gains, halves = [], []
+    for label in labels:
+        log_fi = np.log2(fi.sel(concentrated=label, drop=True).where(lambda v: v > 0))
+        gain, half = welch_ci(log_fi.sel(prior=label, drop=True),
+                              log_fi.sel(prior="uniform", drop=True))
+        gains.append(gain)
+        halves.append(half)
+    dim = xr.DataArray(labels, dims="concentrated")
+    return xr.Dataset({
+        "fisher_region": fi,
+        "abs_error_region": ok["abs_error"].where(masks).mean("angle"),
+        "region_angles": masks.sum("angle"),
+        "gain": xr.concat(gains, dim=dim),
+        "gain_ci": xr.concat(halves, dim=dim),
+    })
+
+
+def add_measures(ds: xr.Dataset) -> xr.Dataset:
+    """The Dataset with :func:`measures` added, and units and long names on every variable."""
+    m = measures(ds)
+    out = ds.assign(m.data_vars)
+    for name in m.data_vars:
+        out[name].attrs = {}
+    return labelled(out, LABELS)
+
+
+# ---- the declared claims ---------------------------------------------------------------------
+
+
+def _against_uniform(name: str, measure: str, region: str, label: str, statement: str,
+                     direction: str, exploratory: bool = False) -> Contrast:
+    """The networks trained on ``label`` against uniformly trained ones, in ``region`` around
+    its peak, at D = :data:`CLAIM_SIZE`: Welch on the log scale (independent networks)."""
+    return Contrast(name=f"{name}_{label}", statement=statement, measure=measure,
+                    arm={"prior": label}, against={"prior": "uniform"}, paired=False,
+                    where={"concentrated": label, "region": region,
+                           "dataset_size": [CLAIM_SIZE]},
+                    over=["dataset_size"], scale="ratio", direction=direction,
+                    exploratory=exploratory)
+
+
+def _claims() -> list[Contrast]:
+    out = []
+    for label in CLAIM_PRIORS:
+        kappa, deg = label[2:].split("_")
+        prior = f"a von Mises prior at {deg}° (κ = {kappa})"
+        out += [
+            _against_uniform("near_gain", "fisher_region", "near", label, f"training on {prior} "
+                             "raises the mean FI within 22.5° of its peak above uniform "
+                             "training's", "greater"),
+            _against_uniform("far_loss", "fisher_region", "far", label, f"training on {prior} "
+                             "lowers the mean FI 45° or more from its peak below uniform "
+                             "training's", "less"),
+            _against_uniform("error_far", "abs_error_region", "far", label, f"training on "
+                             f"{prior} raises the decoding error 45° or more from its peak "
+                             "above uniform training's", "greater"),
+        ]
+    for label in CLAIM_PRIORS:
+        out.append(_against_uniform(
+            "error_near", "abs_error_region", "near", label, "the decoding error within 22.5° "
+            f"of the peak of {label}, concentrated over uniform training", "differs",
+            exploratory=True))
+    return out
+
+
+CLAIMS = _claims()
+"""The study's planned contrasts (module docstring)."""
+
+
+# ---- summary and figure ----------------------------------------------------------------------
+
+
+def summarise(ds: xr.Dataset) -> str:
+    """Region-mean FI per arm and the concentrated-over-uniform gain, with 95% t intervals,
+    the decoding errors, and the figure's caption (the claims table follows, from the runner)."""
+    if "gain" not in ds:
+        ds = add_measures(ds)
+    ok = successful(ds)
+    lines = ["log₂ FI, concentrated over uniform training (ratio of geometric means, 95% Welch "
+             "t interval), near (±22.5°) | far (≥ 45°) from the prior's peak:"]
+    for label in ok["concentrated"].values:
+        cells = []
+        for d in ok["dataset_size"].values:
+            c = ok.sel(concentrated=label, dataset_size=d)
+            cells.append(" | ".join(
+                f"{float(c['gain'].sel(region=r)):+.2f} ± {float(c['gain_ci'].sel(region=r)):.2f}"
+                for r in REGIONS))
+            cells[-1] = f"D = {int(d)}: {cells[-1]}"
+        lines.append(f"  {label:>8}: " + "; ".join(cells))
+    lines.append("mean decoding error over the grid (deg; mean and 95% t interval over "
+                 "replicates):")
+    for prior in ok["prior"].values:
+        cells = []
+        for d in ok["dataset_size"].values:
+            err = np.degrees(ok["abs_error"].sel(prior=prior, dataset_size=d).mean("angle"))
+            m, h = mean_ci(err)
+            cells.append(f"D = {int(d)}: {float(m):.2f} ± {float(h):.2f}° "
+                         f"({int(err.count())} replicates)")
+        lines.append(f"  {str(prior):>8}: " + "; ".join(cells))
+    lines.append("caption: " + figure_caption(ds))
+    return "\n".join(lines)
+
+
+def figure_caption(ds: xr.Dataset) -> str:
+    """The figure's caption: what it shows, then its intervals and n
+    (:func:`anglesim.plotting.caption`, from what the figure drew)."""
+    fig = plot_reference_replication(ds)
+    try:
+        counts = ds["region_angles"] if "region_angles" in ds else measures(ds)["region_angles"]
+        counts = counts.isel(concentrated=0)
+        near, far = int(counts.sel(region="near")), int(counts.sel(region="far"))
+        d_max = int(ds["dataset_size"].max())
+        return caption(fig, (
+            "Reference replication: the reference MLP trained on D images from a uniform or a "
+            f"von Mises prior (101×101 gratings at full size). (a) d′ for Δθ = 2° around the "
+            f"orientation circle (against 2θ), (b) linear FI of the output and (c) decoding "
+            f"error against θ, D = {d_max}; (d) mean FI within 22.5° of each concentrated "
+            f"prior's peak ({near} of {ds.sizes['angle']} angles), (e) 45° or more from it "
+            f"({far}) and (f) the mean error there, concentrated (colour) and uniform (grey) "
+            "networks, independent replicates."))
+    finally:
+        plt.close(fig)
 
 
 def plot_reference_replication(ds: xr.Dataset) -> plt.Figure:
-    """Reference replication: d′ and FI around the orientation circle, and the prior's effect.
+    """Reference replication: d′, FI and error around the circle, and the prior's effect.
 
-    Panels: (a, b) polar plots against 2θ (so the half-circle of orientations closes) of the
-    output's linear FI and of d′ for Δθ = 2°, uniform training against the most concentrated
-    prior, largest D (mean over replicates); (c) log₂ FI of concentrated over uniform networks
-    near the prior's peak (±22.5°) and far from it (>45°) against D, averaged over the priors'
-    centres, per κ, ± 1.96 s.e.; (d) mean absolute decoding error against D per prior.
+    Panels: (a) polar plot against 2θ (so the half-circle of orientations closes) of d′ for
+    Δθ = 2°, mean over replicates, per prior, largest D; (b) the output's linear FI against θ,
+    geometric mean and 95% t band of log FI, peaks marked; (c) mean absolute decoding error
+    against θ; (d, e) mean FI near each concentrated prior's peak (±22.5°) and far from it
+    (≥ 45°), concentrated networks beside uniform ones over the same angles, and (f) the
+    decoding error far from the peak: geometric means with the 95% t interval of the log, one
+    dot per replicate (independent networks: the claims compare them by Welch's test), one
+    point per (prior, D) cell.
     """
+    if "gain" not in ds:
+        ds = add_measures(ds)
     ds = successful(ds)
-    two_theta = 2 * ds["angle"].values
-    two_theta = np.append(two_theta, two_theta[:1] + 2 * np.pi)
-    d_max = ds["dataset_size"].values.max()
     priors = [str(p) for p in ds["prior"].values]
     conc = [p for p in priors if p != "uniform"]
-    show = ["uniform"] + ([conc[-1]] if conc else [])
-    sizes = ds["dataset_size"].values
-    with plt.rc_context(STYLE):
-        fig = plt.figure(figsize=(12, 3.3), constrained_layout=True)
-        for k, (var, label) in enumerate([("fisher", "linear FI (rad⁻²)"),
-                                          ("d_prime", "d′ (Δθ = 2°)")]):
-            ax = fig.add_subplot(1, 4, k + 1, projection="polar")
-            for i, prior in enumerate(show):
-                values = ds[var].sel(prior=prior, dataset_size=d_max).mean("replicate")
-                values = np.clip(np.append(values.values, values.values[:1]), 0, None)
-                ax.plot(two_theta, values, color=PHASE_COLOURS[i], label=prior)
-            ax.set_title(f"{'ab'[k]}  {label}, D = {int(d_max)}", loc="left", fontsize=8)
-            ax.set_xticks(np.radians([0, 90, 180, 270]), ["0°", "45°", "90°", "135°"])
-            ax.tick_params(labelsize=6)
-            if k == 0:
-                ax.legend(frameon=False, fontsize=6, loc="lower left",
-                          bbox_to_anchor=(-0.25, -0.2))
+    colours = {"uniform": "0.45"}
+    colours.update({p: PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)] for i, p in enumerate(conc)})
+    d_max = ds["dataset_size"].values.max()
+    theta_deg = np.degrees(ds["angle"].values)
+    at_max = ds.sel(dataset_size=d_max)
+    # the (concentrated prior, D) cells of panels d-f, in one dim
+    cells = [(c, d) for c in conc for d in ds["dataset_size"].values]
+    names = [f"{c}, D={int(d)}" if ds.sizes["dataset_size"] > 1 else c for c, d in cells]
+    x = np.arange(len(cells), dtype=float)
 
-        ax = fig.add_subplot(1, 4, 3)
-        kappas = sorted({p.split("_")[0] for p in conc})
-        n_valid = ds["fisher"].isel(angle=0).count("replicate")  # over (prior, dataset_size)
-        for i, kap in enumerate(kappas):
-            members = [p for p in conc if p.startswith(kap + "_")]
-            for region, marker, ls in (("near", "o", "-"), ("far", "s", "--")):
-                gain = ds[f"gain_{region}"].sel(concentrated=members)
-                se = ds[f"gain_{region}_se"].sel(concentrated=members)
-                mean = gain.mean("concentrated")
-                half = 1.96 * np.sqrt((se**2).sum("concentrated")) / len(members)
-                n = n_valid.sel(prior=members + ["uniform"]).min("prior")
-                given_bars(ax, sizes, mean.sel(dataset_size=sizes), half.sel(dataset_size=sizes),
-                           n.sel(dataset_size=sizes),
-                           PHASE_COLOURS[(i + 1) % len(PHASE_COLOURS)],
-                           f"κ = {kap[2:]}, {region} peak", fmt=marker + ls, ms=3)
-        ax.axhline(0, color="0.6", lw=0.8)
-        ax.set_xscale("log", base=2)
-        ax.set_xlim(sizes.min() / 1.4, sizes.max() * 1.4)  # also when every gain is NaN
-        ax.set_xlabel("dataset size D")
-        ax.set_ylabel("log₂ FI, concentrated / uniform")
-        ax.legend(frameon=False, fontsize=6)
-        ax.set_title("c  effect of the prior", loc="left")
+    def per_cell(var: str, region: str, arm: str | None) -> xr.DataArray:
+        values = [ds[var].sel(prior=arm or c, concentrated=c, region=region, dataset_size=d)
+                  for c, d in cells]
+        return xr.concat(values, dim="cell").assign_coords(cell=names).transpose("cell", ...)
 
-        ax = fig.add_subplot(1, 4, 4)
-        colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(priors)))
-        for colour, prior in zip(colours, priors, strict=True):
-            err = np.degrees(ds["abs_error"].sel(prior=prior)).mean("angle")
-            interval_bars(ax, sizes, err.sel(dataset_size=sizes), colour, prior, bounds=(0, 90),
-                          fmt="o-", ms=3)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("dataset size D")
-        ax.set_ylabel("mean |θ̂ − θ| over θ (deg)")
+    with print_style():
+        fig, axes = print_figure(2, 3, width="double", aspect=0.62)
+        spec = axes[0, 0].get_subplotspec()  # a: polar
+        axes[0, 0].remove()
+        ax = fig.add_subplot(spec, projection="polar")
+        two_theta = np.append(2 * ds["angle"].values, 2 * ds["angle"].values[:1] + 2 * np.pi)
+        for prior in priors:
+            values = at_max["d_prime"].sel(prior=prior).mean("replicate").values
+            ax.plot(two_theta, np.append(values, values[:1]), color=colours[prior], lw=1)
+        ax.set_xticks(np.radians([0, 90, 180, 270]), ["0°", "45°", "90°", "135°"])
+        radius_axis(ax, "d′ (Δθ = 2°)", angle=45.0)
+        ax.set_title(f"d′, D = {int(d_max)}", loc="left", pad=12)
+        polar = ax
+
+        ax = axes[0, 1]
+        for prior in priors:
+            log_band(ax, theta_deg, at_max["fisher"].sel(prior=prior), colours[prior], prior)
+        for c in conc:
+            mark_angle(ax, peak(c), "", colours[c])
+        ax.set_yscale("log")
+        ax.set_ylabel("linear FI of output (rad⁻²)")
+        angle_axis(ax)
+        ax.set_title(f"FI, D = {int(d_max)}", loc="left")
+
+        ax = axes[0, 2]
+        for prior in priors:
+            band(ax, theta_deg, np.degrees(at_max["abs_error"].sel(prior=prior)),
+                 colours[prior], prior, bounds=(0, 90))
+        ax.set_ylabel("mean |θ̂ − θ| (deg)")
         ax.set_ylim(bottom=0)
-        # beside the axes: the concentrated priors' points fill its upper left corner
-        ax.legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0),
-                  title="prior\n(vmκ_centre°)", title_fontsize=6)
-        ax.set_title("d  error on a uniform grid", loc="left")
-        fig.suptitle(f"reference replication: {replicate_count(ds)}", fontsize=9)
-        band_footnote(fig, "c: ±1.96 delta-method s.e. instead")
+        angle_axis(ax)
+        ax.set_title(f"error, D = {int(d_max)}", loc="left")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="prior")
+
+        for ax, var, region, ylabel, title in [
+                (axes[1, 0], "fisher_region", "near", "mean FI (rad⁻²)",
+                 "FI near the peak (grey: uniform)"),
+                (axes[1, 1], "fisher_region", "far", "mean FI (rad⁻²)", "FI far from the peak"),
+                (axes[1, 2], "abs_error_region", "far", "mean |θ̂ − θ| (deg)",
+                 "error far from the peak")]:
+            for offset, arm in ((-0.17, None), (0.17, "uniform")):
+                values = per_cell(var, region, arm)
+                if var == "abs_error_region":
+                    values = np.degrees(values)
+                colour = "0.45" if arm else None
+                if arm is None:
+                    for i, (c, _) in enumerate(cells):
+                        ratio_points(ax, values.isel(cell=[i]), x=x[[i]], offset=offset,
+                                     colour=colours[c], reference=None)
+                else:
+                    ratio_points(ax, values, x=x, offset=offset, colour=colour,
+                                 reference=None)
+            # ticks that read as numbers (no crowded minor labels over a narrow range)
+            ax.yaxis.set_major_locator(RatioLocator())
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_locator(NullLocator())
+            # many cells (a wider grid by override): names turned upright
+            ax.set_xticks(x, names, rotation=90 if len(cells) > 4 else 0)
+            ax.set_xlim(-0.6, len(cells) - 0.4)
+            ax.set_xlabel("concentrated prior")
+            ax.set_ylabel(ylabel)
+            ax.set_title(title, loc="left")
+        panel_letters([polar, *axes.ravel()[1:]])
     return fig
 
 
@@ -243,8 +432,9 @@ STUDY = Study(
     sizes=SIZES,
     grid=lambda params: {"prior": params["priors"], "dataset_size": params["datasets"]},
     describe=describe,
-    postprocess=add_effects,
+    postprocess=add_measures,
     figure=plot_reference_replication,
     summary=summarise,
     pair_axes=(),  # every (prior, D) trains its own networks from its own seeds
+    claims=CLAIMS,
 )
