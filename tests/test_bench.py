@@ -77,23 +77,27 @@ def test_smoke_run_writes_a_complete_report(smoke):
     goals = {(r["section"], r["goal"]["target"]) for r in rows if r["goal"] is not None}
     assert {("render", 50), ("render", 10), ("train", 0.4), ("fisher", 20),
             ("fisher_curve", 100), ("quickstart", 180), ("quickstart", 2.0),
-            ("solvers", 1.2), ("resnet", 180)} <= goals
+            ("solvers", 1.1), ("solvers", 1.0), ("resnet", 180)} <= goals
     details = report["details"]
     assert details["fisher"]["propagated_error"] < 1e-3
-    # the solver rows: exact where it fits, the sizes beyond it say why not
+    # the solver rows: auto at every size, the float32 exact solver where it fits, and no
+    # fisher_error below its true error (against the float64 network solved exactly)
     sizes = harness.SIZES["smoke"]
     for size in sizes.solver_sizes:
-        exact = [r for r in rows if r["measure"] == f"{size} px: exact, every layer"]
-        assert len(exact) == 1
-        if size <= sizes.solver_exact_max:
-            assert exact[0]["value"] > 0
-        else:
-            assert exact[0]["value"] is None and exact[0]["note"].startswith("not run")
+        auto = [r for r in rows if r["measure"] == f"{size} px: auto, every layer"]
+        assert len(auto) == 1 and auto[0]["value"] > 0
+        exact = [r for r in rows if r["measure"].startswith(f"{size} px: exact")
+                 and r["unit"] == "ms/angle"]
+        assert len(exact) == (1 if size <= sizes.solver_exact_max else 0)
+        ratios = [r for r in rows if r["measure"].startswith(f"{size} px:")
+                  and "true error" in r["measure"]]
+        assert ratios and all(r["value"] <= 1.0 for r in ratios), ratios
     # the ResNet rows: every layer, with the products of a Krylov iteration
     for layer in resnet_rows.LAYERS:
         assert any(r["section"] == "resnet" and r["measure"].endswith(f"up to {layer}")
                    and r["value"] > 0 for r in rows)
-    assert set(details["resnet"]["layers"]) == set(resnet_rows.LAYERS)
+    assert set(details["resnet"]["networks"]["trained"]) == set(resnet_rows.LAYERS)
+    assert set(details["resnet"]["warm_start"]["iterations"]) == {"warm", "cold"}
 
 
 def test_table_lists_every_row(smoke):

@@ -181,7 +181,8 @@ def test_thousand_units_on_a_64px_image_with_small_chunks():
     spec = GratingSpec(size=64, frequency=4.0, noise_std=1.0)
     w = torch.randn(1000, 64 * 64, generator=torch.Generator().manual_seed(5)) / 64
     angles = torch.arange(16) * math.pi / 16
-    fi = propagated_fisher(linear_net(w), spec, angles, layers=["input", "fc"], chunk_size=2)
+    fi = propagated_fisher(linear_net(w), spec, angles, layers=["input", "fc"], chunk_size=2,
+                           precision="model")  # the model's float32: memory, not rounding
     assert fi.shape == (2, 16) and np.isfinite(fi.values).all()
     assert (fi.sel(layer="fc") > 0).all()
     assert (fi.sel(layer="fc") <= fi.sel(layer="input") * (1 + 1e-4)).all()
@@ -198,7 +199,8 @@ w = torch.randn(1000, 64 * 64, generator=torch.Generator().manual_seed(5)) / 64
 net = linear_net(w)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 propagated_fisher(net, GratingSpec(size=64, frequency=4.0, noise_std=1.0),
-                  torch.arange(n) * math.pi / n, layers=["input", "fc"], chunk_size=2)
+                  torch.arange(n) * math.pi / n, layers=["input", "fc"], chunk_size=2,
+                  precision="model")
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
 """
 

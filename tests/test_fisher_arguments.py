@@ -73,8 +73,9 @@ BAD = {
     "maxiter": ("maxiter", lambda: fisher.propagated_fisher(NET, SPEC, [0.1], maxiter=0)),
     "decode": ("decode", lambda: fisher.propagated_fisher(NET, SPEC, [0.1], decode=3)),
     "force": ("force", lambda: fisher.propagated_fisher(NET, SPEC, [0.1], force="yes")),
-    "krylov_dtype": ("krylov_dtype", lambda: fisher.propagated_fisher(
-        NET, SPEC, [0.1], krylov_dtype=torch.int32)),
+    "precision": ("precision", lambda: fisher.propagated_fisher(NET, SPEC, [0.1],
+                                                                precision="float16")),
+    "certify": ("certify", lambda: fisher.propagated_fisher(NET, SPEC, [0.1], certify=None)),
     "pool_ties": ("pool_ties", lambda: fisher.propagated_fisher(NET, SPEC, [0.1],
                                                                 pool_ties="quiet")),
     # measure_fisher: every option checked before any method runs

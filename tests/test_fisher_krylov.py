@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from anglesim.fisher._krylov import N_PROBES, GaussRadau, krylov_fisher, probes
+from anglesim.fisher._krylov import N_PROBES, krylov_fisher, probes
+from anglesim.fisher._quadrature import GaussRadau
 
 
 def reference(w, x_dot, std, eps):
@@ -35,7 +36,8 @@ def test_bracket_contains_j(n_units, n_pix, decay, rtol):
     x = torch.randn(1, n_pix, generator=g, dtype=torch.float64)
     x_dot = torch.randn(1, n_pix, generator=g, dtype=torch.float64)
     eps = 1e-6
-    j, err, iters, ok = krylov_fisher(lambda z: z @ w.T, x, x_dot, std, eps, rtol, 2000)
+    res = krylov_fisher(lambda z: z @ w.T, x, x_dot, std, eps, rtol, 2000)
+    j, err, iters, ok = res.fisher, res.error, res.iterations, res.converged
     ref = reference(w, x_dot[0], std, eps)
     assert bool(ok[0]) and float(err[0]) <= rtol * float(j[0]) * (1 + 1e-9)
     assert abs(float(j[0]) - ref) <= float(err[0]) * (1 + 1e-6) + 1e-9 * ref
@@ -92,3 +94,77 @@ def test_linearized_products_give_the_plain_jvp_results(monkeypatch, size):
     lin, plain = runs[0], runs[10**9]
     np.testing.assert_allclose(lin.values, plain.values, rtol=1e-6)
     np.testing.assert_array_equal(lin["iterations"].values, plain["iterations"].values)
+
+
+def _problem(n_units=50, n_pix=60, decay=0.8, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(n_units, n_units, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n_pix, n_pix, generator=g, dtype=torch.float64))
+    k = min(n_units, n_pix)
+    w = u[:, :k] @ torch.diag(decay ** torch.arange(k, dtype=torch.float64)) @ v[:, :k].T
+    std = 0.5 + torch.rand(n_pix, generator=g, dtype=torch.float64)
+    x = torch.randn(2, n_pix, generator=g, dtype=torch.float64)
+    x_dot = torch.randn(2, n_pix, generator=g, dtype=torch.float64)
+    return w, std, x, x_dot
+
+
+def _pixel_solution(w, std, x_dot, eps):
+    """x = (B̃ᵀB̃ + εI)⁻¹u with the solver's own D̂, for each image."""
+    b = w * std
+    signs = probes(1, w.shape[1], torch.float64, w.device)[:, 0]
+    d_hat = ((signs @ b.T) ** 2).mean(0)
+    bt = b / d_hat.sqrt()[:, None]
+    m = bt.T @ bt + eps * torch.eye(w.shape[1], dtype=torch.float64)
+    u = x_dot / std
+    return torch.linalg.solve(m, u.T).T
+
+
+@pytest.mark.parametrize("start", ["exact", "near", "garbage"])
+def test_warm_start_keeps_the_bracket_and_saves_iterations(start):
+    w, std, x, x_dot = _problem()
+    eps, rtol = 1e-6, 1e-6
+    truth = torch.tensor([reference(w, x_dot[i], std, eps) for i in range(2)],
+                         dtype=torch.float64)
+    cold = krylov_fisher(lambda z: z @ w.T, x, x_dot, std, eps, rtol, 2000)
+    exact = _pixel_solution(w, std, x_dot, eps)
+    g = torch.Generator().manual_seed(9)
+    x0 = {"exact": exact, "near": exact * (1 + 1e-3 * torch.randn(exact.shape, generator=g,
+                                                                      dtype=torch.float64)),
+          "garbage": 1e3 * torch.randn(exact.shape, generator=g, dtype=torch.float64)}[start]
+    warm = krylov_fisher(lambda z: z @ w.T, x, x_dot, std, eps, rtol, 2000, start=x0)
+    assert bool(warm.converged.all())
+    assert ((warm.fisher - truth).abs() <= warm.error * (1 + 1e-6) + 1e-9 * truth).all()
+    if start != "garbage":
+        assert (warm.iterations <= cold.iterations).all()
+    if start == "exact":
+        assert (warm.iterations <= 2).all()
+    # the pixel-space solution it returns solves the system (to the tolerance's order)
+    rel = (warm.solution - exact).norm(dim=1) / exact.norm(dim=1)
+    assert (rel < 1e-2).all()
+
+
+def test_reorthogonalisation_and_estimate_mode_stay_within_their_claims():
+    w, std, x, x_dot = _problem(60, 60, 0.85, seed=2)
+    eps, rtol = 1e-6, 1e-4
+    truth = torch.tensor([reference(w, x_dot[i], std, eps) for i in range(2)],
+                         dtype=torch.float64)
+    plain = krylov_fisher(lambda z: z @ w.T, x, x_dot, std, eps, rtol, 3000)
+    kept = krylov_fisher(lambda z: z @ w.T, x, x_dot, std, eps, rtol, 3000, reorthogonalize=60)
+    assert ((kept.fisher - truth).abs() <= kept.error * (1 + 1e-6) + 1e-9 * truth).all()
+    assert (kept.iterations <= plain.iterations).all()
+    estimate = krylov_fisher(lambda z: z @ w.T, x, x_dot, std, eps, rtol, 3000, certify=False)
+    assert (estimate.iterations <= plain.iterations).all()
+    assert ((estimate.fisher - truth).abs() <= 10 * rtol * truth).all()  # an estimate: close
+
+
+def test_sensitivity_to_eps_matches_a_difference_quotient():
+    w, std, x, x_dot = _problem(30, 40, 0.7, seed=4)
+    eps = 1e-4
+    res = krylov_fisher(lambda z: z @ w.T, x, x_dot, std, eps, 1e-10, 2000, sensitivity=True)
+    h = 1e-3
+    up = torch.tensor([reference(w, x_dot[i], std, eps * (1 + h)) for i in range(2)],
+                      dtype=torch.float64)
+    down = torch.tensor([reference(w, x_dot[i], std, eps * (1 - h)) for i in range(2)],
+                        dtype=torch.float64)
+    quotient = (up - down) / (2 * h)  # dJ/d log ε
+    np.testing.assert_allclose(res.dlog_eps.numpy(), quotient.numpy(), rtol=1e-4)

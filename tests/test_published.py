@@ -52,7 +52,8 @@ def test_results_page_claims_tables_are_the_files_claims(published):
     records = claims_from_dataset(ds)
     assert records, f"{path.name} carries no declared claims"
     table = TABLES / f"{path.stem}.rst"
-    assert table.is_file(), f"{table} missing: anglesim claims --results figures/data --rst docs/claims"
+    assert table.is_file(), (f"{table} missing: anglesim claims --results figures/data "
+                             "--rst docs/claims")
     assert table.read_text(encoding="utf-8") == claims_table(records, "rst") + "\n"
     results = (ROOT / "docs" / "results.rst").read_text(encoding="utf-8")
     assert f"claims/{path.stem}.rst" in results, f"results page does not include {path.stem}"

@@ -18,24 +18,27 @@ from anglesim.io import load_dataset
 EXPECTED = {
     "prior_specialisation": (
         {"kappa", "replicate", "stage", "layer", "angle", "prior", "epoch"},
-        {"fisher", "abs_error", "prior_density", "measure_specialisation",
+        {"fisher", "fisher_error", "abs_error", "prior_density", "measure_specialisation",
          "measure_left_behind", "measure_spread", "measure_error_ratio", "failed",
          "fisher_region", "abs_error_region", "region_angles"},
     ),
     "loss_concentration": (
         {"loss", "kappa", "replicate", "layer", "angle", "epoch"},
-        {"fisher", "abs_error", "prior_density", "alpha", "alpha_predicted", "failed",
+        {"fisher", "fisher_error", "abs_error", "prior_density", "alpha", "alpha_predicted",
+         "failed",
          "fisher_at_uniform_density", "fisher_at_uniform_level", "budget_ratio_predicted",
          "fit_share", "error_limit"},
     ),
     "pretrain_imprint": (
         {"kappa", "replicate", "state", "child", "layer", "angle"},
-        {"fisher", "parent_fisher", "imprint_within", "imprint_between", "imprint", "failed"},
+        {"fisher", "parent_fisher", "fisher_error", "parent_fisher_error", "imprint_within",
+         "imprint_between", "imprint", "failed"},
     ),
     "model_choices": (
         {"nonlinearity", "readout", "data", "replicate", "layer", "angle", "epoch",
          "angle_set", "comb"},
-        {"fisher", "abs_error", "roughness", "n_peaks", "fisher_comb", "fisher_comb_mean",
+        {"fisher", "fisher_error", "abs_error", "roughness", "n_peaks", "fisher_comb",
+         "fisher_comb_mean",
          "error_comb", "failed"},
     ),
     "adapt_loop": (
@@ -71,8 +74,8 @@ EXPECTED = {
     ),
     "multitask": (
         {"other", "regime", "replicate", "layer", "angle", "epoch"},
-        {"fisher", "fisher_other_only", "abs_error", "other_error", "other_error_other_only",
-         "fisher_geomean",
+        {"fisher", "fisher_other_only", "fisher_error", "fisher_other_only_error", "abs_error",
+         "other_error", "other_error_other_only", "fisher_geomean",
          "other_chance", "probe_error", "log2_fisher", "fisher_log2_ratio",
          "fisher_log2_ratio_ci", "other_only_log2_ratio", "other_only_log2_ratio_ci",
          "angle_error", "other_error_rel", "other_error_other_only_rel", "probe_error_rel",
@@ -235,3 +238,36 @@ def test_every_study_takes_the_device_and_computes_the_same_on_the_cpu(name):
                                                     {**p.params, "device": "cpu"}))
     xr.testing.assert_identical(plain, on_cpu)
     assert st.plan(declared, quick=True, device="cpu").params == p.params
+
+
+def test_fisher_variables_keep_each_calls_diagnostics():
+    """Two networks' propagated FI in one Dataset: their per-call fisher_error (the float32
+    exact solver's rounding estimate) differ, so as coordinates they conflict; fisher_variables
+    keeps each as a variable named after its array, the FI values untouched."""
+    import torch
+    import xarray as xr
+
+    from anglesim.fisher import propagated_fisher
+    from anglesim.models import build_model
+    from anglesim.studies._recipes import CNN, SPEC, fisher_variables
+
+    angles = torch.tensor([0.3, 1.1, 2.0])
+    a, b, c = (propagated_fisher(build_model(CNN, generator=torch.Generator().manual_seed(s)),
+                                 SPEC, angles, layers=["fc", "output"], sigma=SPEC.noise_std,
+                                 pool_ties="record") for s in (0, 1, 2))
+    assert not np.array_equal(a["fisher_error"], b["fisher_error"])
+    with pytest.raises(xr.MergeError):
+        xr.Dataset({"fisher": a, "parent_fisher": c})
+
+    children = xr.concat([a, b], dim="child")
+    ds = xr.Dataset(fisher_variables(fisher=children, parent_fisher=c))
+    np.testing.assert_array_equal(ds["fisher"].values, np.stack([a.values, b.values]))
+    np.testing.assert_array_equal(ds["parent_fisher"].values, c.values)
+    np.testing.assert_array_equal(ds["fisher_error"].sel(child=1), b["fisher_error"])
+    np.testing.assert_array_equal(ds["parent_fisher_error"], c["fisher_error"])
+    assert list(ds["parent_fisher_error_kind"].values) == list(c["error_kind"].values)
+    assert list(ds["fisher_solver"].values) == list(a["solver"].values)
+    assert ds["parent_fisher_error"].dims == ("layer", "angle")
+    assert ds["parent_fisher_error"].attrs["units"] == "rad^-2"
+    assert not set(ds.coords) & {"fisher_error", "error_kind", "iterations", "solver"}
+    assert ds["fisher"].attrs == a.attrs

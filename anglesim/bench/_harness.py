@@ -56,11 +56,13 @@ class Sizes:
     n_replicates: int
     quickstart_args: tuple[str, ...]  # quickstart: options of `anglesim quickstart`
     solver_sizes: tuple[int, ...]  # solvers: image sizes P of the scaled default CNN
-    solver_exact_max: int  # solvers: the largest P the exact solver runs at (memory)
+    solver_exact_max: int  # solvers: the largest P the float32 exact solver runs at (memory)
+    solver_krylov_max: int  # solvers: the largest P every layer is also timed with Krylov
     solver_angles: int
     resnet_size: int  # resnet: image size P of the 3-channel gratings
     resnet_width: int  # resnet: channels of the first stage (64 for ResNet-18)
     resnet_angles: int
+    resnet_train_steps: int  # resnet: steps of the briefly trained network (batch 16)
     resnet_solver: str = "krylov"  # resnet: the propagated solver timed ("exact" only if tiny)
     unjudged: frozenset[str] = frozenset()  # sections whose sizes cannot judge their goals
 
@@ -75,8 +77,9 @@ SIZES: dict[str, Sizes] = {
         curve_truth_trials=2_000, curve_fast_trials=(25, 50, 100, 200, 400, 800),
         curve_train_steps=600, replicate_args=(), n_replicates=4,
         quickstart_args=(),
-        solver_sizes=(32, 64, 128), solver_exact_max=64, solver_angles=4,
-        resnet_size=224, resnet_width=64, resnet_angles=2,
+        solver_sizes=(32, 64, 96, 128, 224), solver_exact_max=64, solver_krylov_max=128,
+        solver_angles=1, resnet_size=224, resnet_width=64, resnet_angles=1,
+        resnet_train_steps=50,
     ),
     "quick": Sizes(
         render_batch=256, render_sizes=(32, 64), rounds=4, min_seconds=0.02, matmul_n=1024,
@@ -87,8 +90,9 @@ SIZES: dict[str, Sizes] = {
         curve_truth_trials=1_000, curve_fast_trials=(10, 25, 50, 100),
         curve_train_steps=100, replicate_args=("--quick",), n_replicates=4,
         quickstart_args=("--quick",),
-        solver_sizes=(32, 64, 128), solver_exact_max=64, solver_angles=1,
-        resnet_size=224, resnet_width=64, resnet_angles=1,
+        solver_sizes=(32, 64, 128), solver_exact_max=64, solver_krylov_max=64,
+        solver_angles=1, resnet_size=64, resnet_width=64, resnet_angles=1,
+        resnet_train_steps=10,
         unjudged=frozenset({"replicates", "quickstart", "fisher_curve"}),
     ),
     "smoke": Sizes(
@@ -100,8 +104,9 @@ SIZES: dict[str, Sizes] = {
         curve_truth_trials=100, curve_fast_trials=(10, 25),
         curve_train_steps=5, replicate_args=("--quick",), n_replicates=2,
         quickstart_args=("--quick", "--replicates", "1"),
-        solver_sizes=(12, 16), solver_exact_max=12, solver_angles=1,
-        resnet_size=32, resnet_width=4, resnet_angles=1, resnet_solver="exact",
+        solver_sizes=(12, 16), solver_exact_max=12, solver_krylov_max=16, solver_angles=1,
+        resnet_size=32, resnet_width=4, resnet_angles=1, resnet_train_steps=2,
+        resnet_solver="exact",
         unjudged=frozenset({"replicates", "quickstart", "fisher_curve", "solvers", "resnet"}),
     ),
 }
@@ -181,6 +186,7 @@ class Context:
     threads: int
     cores: int
     rows: list[Row] = field(default_factory=list)
+    device: str = "cpu"  # where the solvers and resnet sections compute
     details: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = print
 
@@ -417,7 +423,9 @@ def machine_info(threads: int) -> dict[str, Any]:
 def format_table(report: Mapping[str, Any]) -> str:
     """The report's rows as an aligned text table, with a header naming the machine."""
     m = report["machine"]
-    head = (f"anglesim bench ({report['mode']}) — {m['date']}, {m['cores']} cores ({m['cpu']}), "
+    gpu = f", device {report['device']} ({m['gpu']})" if m.get("gpu") else ""
+    head = (f"anglesim bench ({report['mode']}{gpu}) — {m['date']}, {m['cores']} cores "
+            f"({m['cpu']}), "
             f"torch {m['torch']}, {m['torch_threads']} torch thread(s) in process, "
             f"load average {m['load_average_at_start']} at start, "
             f"{report.get('load_average_at_end')} at end")

@@ -45,14 +45,16 @@ subprocesses with their own workers)."""
 
 
 def run_benchmarks(mode: str = "full", only: Sequence[str] | None = None,
-                   threads: int = 1, log: Callable[[str], None] = print) -> dict[str, Any]:
+                   threads: int = 1, log: Callable[[str], None] = print,
+                   device: str = "cpu") -> dict[str, Any]:
     """Run the benchmark's sections (all, or ``only``) in ``mode``; return the report dict.
 
     The report holds ``machine`` (:func:`~anglesim.bench._harness.machine_info`), ``mode``,
     ``rows`` (one dict per table line: section, measure, value, unit, goal, met, verdict,
     note), ``details`` (raw timings, errors and profiles per section), ``seconds`` per section
-    and the load average at the end. The in-process sections (:data:`IN_PROCESS`) run with
-    ``threads`` torch threads (1, as each study worker does, by default).
+    and the load average at the end. The in-process sections (`IN_PROCESS`) run with
+    ``threads`` torch threads (1, as each study worker does, by default); the solvers and
+    resnet sections compute on ``device`` ("cpu", or e.g. "cuda" for the GPU rows).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
@@ -65,10 +67,16 @@ def run_benchmarks(mode: str = "full", only: Sequence[str] | None = None,
     from ..replicates import configure_malloc
 
     configure_malloc()  # as every study worker does
+    from ..data import resolve_device
+
     ctx = Context(mode=mode, sizes=SIZES[mode], threads=threads, cores=joblib.cpu_count(),
-                  log=log)
-    report: dict[str, Any] = {"benchmark": "anglesim bench", "mode": mode,
+                  log=log, device=str(resolve_device(device)))
+    report: dict[str, Any] = {"benchmark": "anglesim bench", "mode": mode, "device": ctx.device,
                               "machine": machine_info(threads), "seconds": {}}
+    if ctx.device.startswith("cuda"):
+        import torch
+
+        report["machine"]["gpu"] = torch.cuda.get_device_name(torch.device(ctx.device))
     for name in SECTIONS:
         if name not in chosen:
             continue
@@ -102,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the numbers, with the machine's description, as JSON")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=None, metavar="SECTION",
                    help=f"run only these sections ({', '.join(SECTIONS)})")
+    p.add_argument("--device", default="cpu",
+                   help="device of the solvers and resnet sections (default cpu; e.g. cuda)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for the in-process sections (default 1, as each "
                         "study worker uses)")
@@ -114,7 +124,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     report = run_benchmarks(mode, args.only, args.threads,
-                            log=lambda s: print(s, file=sys.stderr, flush=True))
+                            log=lambda s: print(s, file=sys.stderr, flush=True),
+                            device=args.device)
     print(format_table(report))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +145,8 @@ def _json_default(value: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``anglesim bench [--quick | --smoke] [--json PATH] [--only …] [--threads N]``."""
+    """``anglesim bench [--quick | --smoke] [--json PATH] [--only …] [--threads N]
+    [--device D]``."""
     args = build_parser().parse_args(argv)
     try:
         return run_from_args(args)

@@ -8,6 +8,7 @@ J = g̃ᵀ(B̃B̃ᵀ + εI)⁻¹g̃ with B̃ = D^{-1/2} A Σ_x^{1/2}, D = diag(A
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.func import jvp, vjp, vmap
@@ -70,12 +71,16 @@ def _gram(b: torch.Tensor, rows: bool) -> torch.Tensor:
     return torch.stack([torch.sparse.mm(m.to_sparse(), m.T.contiguous()) for m in factors])
 
 
-def ridge_fisher(b: torch.Tensor, u: torch.Tensor, eps: float) -> torch.Tensor:
+def ridge_fisher(b: torch.Tensor, u: torch.Tensor, eps: float,
+                 solutions: bool = False) -> Any:
     """J = g̃ᵀ(B̃B̃ᵀ + εI)⁻¹g̃ for b [C, N, P] (= A Σ_x^{1/2}), u [C, P] (= Σ_x^{-1/2} ẋ).
 
     B̃ = D^{-1/2}B with D = diag(BBᵀ) (rows of dead units, D_i = 0, stay 0 and add nothing),
-    g̃ = B̃u. Formed in place on ``b``. The smaller Gram matrix is used: N ≤ P the N × N
-    B̃B̃ᵀ; N > P the P × P B̃ᵀB̃ with J = uᵀ(B̃ᵀB̃ + εI)⁻¹B̃ᵀB̃u (push-through identity).
+    g̃ = B̃u. Formed in place on ``b`` (which then holds B̃). The smaller Gram matrix is used:
+    N ≤ P the N × N B̃B̃ᵀ; N > P the P × P B̃ᵀB̃ with J = uᵀ(B̃ᵀB̃ + εI)⁻¹B̃ᵀB̃u (push-through
+    identity). With ``solutions`` also the unit-space solution z = (B̃B̃ᵀ + εI)⁻¹g̃ [C, N] and
+    the pixel-space one x = (B̃ᵀB̃ + εI)⁻¹u [C, P] (z = B̃x), from the same factorisation:
+    (J, z, x).
     """
     n_units, n_pix = b.shape[1], b.shape[2]
     norms = (b * b).sum(2)
@@ -89,14 +94,24 @@ def ridge_fisher(b: torch.Tensor, u: torch.Tensor, eps: float) -> torch.Tensor:
         left, right = u, torch.einsum("cnp,cn->cp", b, g)  # u and B̃ᵀB̃ u
     dead = ~(norms > 0).any(1)  # no unit responds to the image: A = 0, J = 0
     ridge = torch.full_like(norms[:, 0], float(eps))
-    j = _quadratic(gram, ridge, left, right)
-    return torch.where(dead, 0.0, j)
+    j, left_solved = _quadratic(gram, ridge, left, right)
+    j = torch.where(dead, 0.0, j)
+    if not solutions:
+        return j
+    if n_units <= n_pix:  # left = g̃: z = (B̃B̃ᵀ + εI)⁻¹g̃, x = (u − B̃ᵀz)/ε
+        z = left_solved
+        x = (u - torch.einsum("cnp,cn->cp", b, z)) / eps
+    else:  # left = u: x = (B̃ᵀB̃ + εI)⁻¹u, z = B̃x
+        x = left_solved
+        z = torch.einsum("cnp,cp->cn", b, x)
+    return j, z, x
 
 
 def _quadratic(
     gram: torch.Tensor, ridge: torch.Tensor, left: torch.Tensor, right: torch.Tensor
-) -> torch.Tensor:
-    """leftᵀ (gram + ridge I)⁻¹ right, batched; Cholesky, eigh fallback for failures."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """leftᵀ (gram + ridge I)⁻¹ right and (gram + ridge I)⁻¹ left, batched; Cholesky, eigh
+    fallback for failures."""
     n = gram.shape[-1]
     eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
     shifted = gram + ridge[:, None, None] * eye
@@ -104,6 +119,7 @@ def _quadratic(
     wl = torch.linalg.solve_triangular(chol, left[..., None], upper=False)
     wr = torch.linalg.solve_triangular(chol, right[..., None], upper=False)
     result = (wl * wr).sum((-2, -1))
+    solved = torch.linalg.solve_triangular(chol.transpose(-2, -1), wl, upper=True)[..., 0]
     bad = info != 0
     if bad.any():
         evals, evecs = torch.linalg.eigh(gram[bad])
@@ -111,4 +127,5 @@ def _quadratic(
         pl = (evecs.transpose(1, 2) @ left[bad][..., None])[..., 0]
         pr = (evecs.transpose(1, 2) @ right[bad][..., None])[..., 0]
         result[bad] = (pl * pr / evals).sum(-1)
-    return result
+        solved[bad] = (evecs @ (pl / evals)[..., None])[..., 0]
+    return result, solved

@@ -68,6 +68,7 @@ class Network:
         self.layers = list_layers(model)
         self.modules = dict(model.named_modules())
         self.units: dict[str, int] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}  # one image's activations, per layer
         self.calls: dict[str, int] = {}
         self.rank: dict[str, int] = {}  # order of each layer's last call in a forward pass
         self._first: dict[str, int] = {}  # order of each layer's first call
@@ -76,6 +77,7 @@ class Network:
         """The same layers (probe results shared) on another copy of the model."""
         other = Network(model, self._user_decode)
         other.units, other.calls, other.rank = self.units, self.calls, self.rank
+        other.shapes = self.shapes
         other._first = self._first
         return other
 
@@ -142,6 +144,7 @@ class Network:
             for name in self.model.block_names:
                 h = self.model.run_blocks(h, start=name, stop=name)
                 self.units[name] = int(h[0].numel())
+                self.shapes[name] = tuple(h[0].shape)
         else:
             counter = [0]
             first: dict[str, int] = {}
@@ -154,6 +157,7 @@ class Network:
                     self.rank[name] = counter[0]
                     if isinstance(out, torch.Tensor):
                         self.units[name] = int(out[0].numel())
+                        self.shapes[name] = tuple(out[0].shape)
                 return hook
 
             self.calls.clear()
@@ -168,6 +172,7 @@ class Network:
             if not isinstance(out, torch.Tensor):
                 raise ValueError(f"model must return a tensor, got {type(out).__name__}")
         self.units[INPUT] = int(x[0].numel())
+        self.shapes[INPUT] = tuple(x[0].shape)
         self.units[OUTPUT] = 1 if self.decoded else int(self._final(x).reshape(n, -1).shape[1])
         return dict(self.units)
 

@@ -31,7 +31,7 @@ from anglesim.training import Phase, Task, train
 __all__ = ["APERTURE_TIES", "CNN", "DTHETA", "ERROR_FACTOR", "OUTPUT_OFFSET", "PRIOR_SHIFT",
            "SHIFTS", "SHIFT_SIZES", "SOURCE", "SPEC", "STRATEGIES", "ShiftTask",
            "RUN_LABELS", "describe_variables", "expects_aperture_ties", "finetune_phase",
-           "labelled", "output_fisher",
+           "fisher_variables", "labelled", "output_fisher",
            "pretrain_phase", "pretrained_parent", "reference_spec", "shifted_task"]
 
 SPEC = GratingSpec.standard()
@@ -112,6 +112,53 @@ def describe_variables(ds: xr.Dataset, attrs: dict[str, dict[str, str]]) -> xr.D
         if name in out.variables:
             out[name].attrs = {**out[name].attrs, **given}
     return labelled(out, {})
+
+
+# ---- FI results of several calls in one Dataset -----------------------------------------------
+
+SOLVER_DIAGNOSTICS: dict[str, tuple[str, str, str]] = {
+    "fisher_error": ("{}_error", "rad^-2", "numerical error of {} (a bound or an estimate: see "
+                     "{}_error_kind)"),
+    "error_kind": ("{}_error_kind", "1", "what {}_error is ('exact', 'bound' or 'estimate')"),
+    "iterations": ("{}_iterations", "1", "Golub-Kahan iterations of the solver of {} (0: exact)"),
+    "solver": ("{}_solver", "1", "route of the solver of {}"),
+    "dfisher_dlog_eps": ("d{}_dlog_eps", "rad^-2", "derivative of {} with respect to the log "
+                         "of the Krylov solver's ridge"),
+}
+"""The per-call coordinates of :func:`anglesim.fisher.propagated_fisher`'s result: for each,
+the name (a format of the FI variable's name), units and long name it takes as a variable of
+its own in :func:`fisher_variables`."""
+
+
+def fisher_variables(**arrays: xr.DataArray) -> dict[str, xr.DataArray]:
+    """Data variables for one Dataset from FI DataArrays of several calls of
+    :func:`~anglesim.fisher.propagated_fisher` (``name=array``): each array without its
+    per-call solver diagnostics (the coordinates fisher_error, error_kind, iterations, solver,
+    dfisher_dlog_eps), and each diagnostic as a variable of its own named after the array
+    (``fisher_error`` of ``parent_fisher`` → ``parent_fisher_error``; ``error_kind`` →
+    ``parent_fisher_error_kind``, ``iterations`` → ``parent_fisher_iterations``, ``solver`` →
+    ``parent_fisher_solver``, ``dfisher_dlog_eps`` → ``dparent_fisher_dlog_eps``), with units and
+    a long name.
+
+    The diagnostics belong to one call: the float32 exact solver's rounding estimate and a
+    Krylov solve's iterations differ between networks, so as coordinates of two arrays in one
+    Dataset they conflict (xarray's MergeError), and a coordinate would not say which array it
+    describes. An array concatenated from several calls (``xr.concat``) keeps each call's
+    diagnostics along the new dimension.
+    """
+    out: dict[str, xr.DataArray] = {}
+    for name, array in arrays.items():
+        present = [c for c in SOLVER_DIAGNOSTICS if c in array.coords]
+        values = array.drop_vars(present)
+        out[name] = values
+        for coord in present:
+            var = array.coords[coord].variable
+            pattern, units, long_name = SOLVER_DIAGNOSTICS[coord]
+            out[pattern.format(name)] = xr.DataArray(
+                var.copy(), dims=var.dims,
+                coords={k: v for k, v in values.coords.items() if set(v.dims) <= set(var.dims)},
+                attrs={"units": units, "long_name": long_name.format(name, name)})
+    return out
 
 
 # ---- fine-tuning under shift ------------------------------------------------------------------

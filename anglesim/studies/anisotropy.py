@@ -53,7 +53,7 @@ from anglesim.stats import mean_ci
 from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._recipes import CNN, SPEC, describe_variables, expects_aperture_ties
+from ._recipes import CNN, SPEC, describe_variables, expects_aperture_ties, fisher_variables
 
 NAME = "anisotropy"
 STATES = ("untrained", "trained")
@@ -106,7 +106,8 @@ def replicate(ctx: ReplicateContext) -> xr.Dataset:
     history = train(model, [phase(sz)], ctx.stream_seed("data"))
     measure(model)
     ds = xr.Dataset({
-        "fisher": xr.concat(fisher, dim="state").assign_coords(state=list(STATES)),
+        **fisher_variables(
+            fisher=xr.concat(fisher, dim="state").assign_coords(state=list(STATES))),
         "abs_error": (("state", "angle"), np.stack(errors)),
     })
     ds["fisher"].attrs = {"units": "rad^-2", "method": "propagated",

@@ -82,7 +82,7 @@ from anglesim.stimuli import render
 from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._recipes import CNN, SPEC, describe_variables, expects_aperture_ties
+from ._recipes import CNN, SPEC, describe_variables, expects_aperture_ties, fisher_variables
 
 NAME = "model_choices"
 LOSS_FOR_READOUT = {"angle": "cosine", "cossin": "cosine", "bins": "cross_entropy"}
@@ -260,7 +260,7 @@ def replicate(ctx: ReplicateContext) -> xr.Dataset:
 
     ds = xr.Dataset(
         {
-            "fisher": fisher.assign_coords(angle=grid.double().numpy()),
+            **fisher_variables(fisher=fisher.assign_coords(angle=grid.double().numpy())),
             "abs_error": error.assign_coords(angle=grid.double().numpy()),
             "roughness": ((), roughness(log_fi)),
             "n_peaks": ((), float(n_peaks(log_fi))),

@@ -84,7 +84,7 @@ from anglesim.training import (
     train,
 )
 
-from ._recipes import CNN, SPEC, expects_aperture_ties, labelled
+from ._recipes import CNN, SPEC, expects_aperture_ties, fisher_variables, labelled
 
 NAME = "multitask"
 OTHER_HEAD = "other"
@@ -190,10 +190,14 @@ def replicate(ctx: ReplicateContext) -> xr.Dataset:
 
     fi = fisher(model)
     nan_like = xr.full_like
+    measured = fisher_variables(fisher=fi, fisher_other_only=first.get("fisher", fi))
+    if "fisher" not in first:  # no other-task-only phase: its FI and diagnostics are missing
+        measured.update({k: nan_like(v, "") if v.dtype.kind == "O" else
+                         nan_like(v, np.nan, dtype=np.float64)
+                         for k, v in measured.items() if k.startswith("fisher_other_only")})
     ds = xr.Dataset(
         {
-            "fisher": fi,
-            "fisher_other_only": first.get("fisher", nan_like(fi, np.nan)),
+            **measured,
             "abs_error": evaluate_error(model, SPEC, sz["n_angles"], sz["error_repeats"],
                                         generator=ctx.generator("eval")
                                         ).assign_coords(angle=angle),
@@ -588,6 +592,7 @@ STUDY = Study(
     claims=CLAIMS,
     # NaN by design: stream phases have no validation loss, the history is padded to the
     # sequential regime's epochs, and the other task's measures are NaN where a regime has none
-    allow_nan=("val_loss", "train_loss", "eval_error", "fisher_other_only", "other_error",
+    allow_nan=("val_loss", "train_loss", "eval_error", "fisher_other_only",
+               "fisher_other_only_error", "fisher_other_only_iterations", "other_error",
                "other_error_other_only"),
 )

@@ -62,7 +62,7 @@ from anglesim.seeding import root_generator
 from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, train
 
-from ._recipes import CNN, SPEC, expects_aperture_ties, labelled
+from ._recipes import CNN, SPEC, expects_aperture_ties, fisher_variables, labelled
 
 NAME = "pretrain_imprint"
 FINETUNE_LOC = math.pi / 2
@@ -132,12 +132,8 @@ def replicate(ctx: ReplicateContext) -> xr.Dataset:
     fisher = xr.concat(
         [xr.concat(curves[s], dim="child") for s in STATES], dim="state"
     ).assign_coords(state=list(STATES), child=np.arange(sz["children"]), angle=angle)
-    return xr.Dataset(
-        {
-            "fisher": fisher,
-            "parent_fisher": parent_fisher.assign_coords(angle=angle),
-        }
-    )
+    return xr.Dataset(fisher_variables(fisher=fisher,
+                                       parent_fisher=parent_fisher.assign_coords(angle=angle)))
 
 
 def imprint(ds: xr.Dataset, layer: str = "output") -> xr.Dataset:

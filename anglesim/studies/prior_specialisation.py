@@ -66,7 +66,7 @@ from anglesim.plotting import (
 from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from ._recipes import CNN, SPEC, expects_aperture_ties, labelled
+from ._recipes import CNN, SPEC, expects_aperture_ties, fisher_variables, labelled
 
 NAME = "prior_specialisation"
 LOC_A, LOC_B = math.pi / 4, 3 * math.pi / 4
@@ -122,7 +122,7 @@ def replicate(ctx: ReplicateContext) -> xr.Dataset:
 
     ds = xr.Dataset(
         {
-            "fisher": xr.concat([fisher[s] for s in STAGES], dim="stage"),
+            **fisher_variables(fisher=xr.concat([fisher[s] for s in STAGES], dim="stage")),
             "abs_error": xr.concat([errors[s] for s in STAGES], dim="stage"),
             "prior_density": (("prior", "angle"),
                               np.stack([plan["first"].prior.pdf(angle),

@@ -69,7 +69,7 @@ from anglesim.stats import interval
 from anglesim.study import ReplicateContext, Study
 from anglesim.training import Phase, evaluate_error, train
 
-from .._recipes import SPEC, expects_aperture_ties
+from .._recipes import SPEC, expects_aperture_ties, fisher_variables
 from .figure import figure_caption, plot_loss_concentration
 from .measures import (
     ALPHA_MARGIN,
@@ -194,7 +194,7 @@ def replicate(ctx: ReplicateContext) -> xr.Dataset:
     angle = grid.double().numpy()
     ds = xr.Dataset(
         {
-            "fisher": fisher.assign_coords(angle=angle),
+            **fisher_variables(fisher=fisher.assign_coords(angle=angle)),
             "abs_error": error.assign_coords(angle=angle),
             "prior_density": ("angle", plan.prior.pdf(angle)),
             "error_limit": ((), math.radians(sz["error_limit_deg"])),
