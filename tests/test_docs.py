@@ -166,37 +166,6 @@ def _signed(x: float) -> str:
     return f"{x:+.2f}".replace("-", "−")
 
 
-def finetune_shift_table(ds) -> list[list[str]]:
-    """The rows of the results page's finetune_shift table, recomputed from its Dataset: per
-    shift and size, the parent's ID error, the strategy with the lowest mean ID error, the
-    next one with the paired difference, and full fine-tuning with its paired difference."""
-    from anglesim.stats import mean_ci, paired_ci
-
-    def ci(x) -> str:
-        m, h = mean_ci(np.degrees(x))
-        return f"{float(m):.2f} ± {float(h):.2f}°"
-
-    def paired(a, b) -> str:
-        d, h = paired_ci(np.degrees(a), np.degrees(b))
-        return f"{_signed(float(d))} ± {float(h):.2f}°"
-
-    rows = []
-    for shift in ds["shift"].values:
-        for n in ds["n_train"].values:
-            c = ds.sel(shift=shift, n_train=n)
-            mean = c["id_error"].mean("replicate")
-            first, second = (str(s) for s in mean.sortby(mean)["strategy"].values[:2])
-            err = c["id_error"]
-            full = "—" if first == "full" else (
-                f"{ci(err.sel(strategy='full'))} "
-                f"({paired(err.sel(strategy=first), err.sel(strategy='full'))})")
-            runner_up = paired(err.sel(strategy=first), err.sel(strategy=second))
-            rows.append([str(shift), str(int(n)), ci(c["parent_id_error"]),
-                         f"``{first}`` {ci(err.sel(strategy=first))}",
-                         f"``{second}`` ({runner_up})", full])
-    return rows
-
-
 def rst_table_rows(text: str, header: str) -> list[list[str]]:
     """The body rows of the first ``list-table`` in ``text`` whose first column is ``header``."""
     start = text.index(f".. list-table::\n   :header-rows: 1\n\n   * - {header}\n")
@@ -204,15 +173,6 @@ def rst_table_rows(text: str, header: str) -> list[list[str]]:
     rows = [[cell.strip() for cell in row.split("\n     - ")]
             for row in block.split("   * - ")[1:]]
     return rows[1:]  # without the header
-
-
-def test_results_finetune_shift_table_follows_from_the_stored_dataset():
-    from anglesim.io import load_dataset
-
-    ds = load_dataset(ROOT / "figures" / "data" / "finetune_shift.nc")
-    results = (ROOT / "docs" / "results.rst").read_text(encoding="utf-8")
-    quoted = rst_table_rows(results, "shift")
-    assert quoted == finetune_shift_table(ds)
 
 
 def test_rst_table_rows_reads_a_list_table():
