@@ -486,3 +486,11 @@ def test_write_text_atomic_replaces_whole_or_not_at_all(tmp_path):
     assert target.read_text() == "new"
     with pytest.raises(ValueError, match="text must be a str, got bytes"):
         io.write_text_atomic(target, b"x")
+
+
+def test_unlabelled_names_each_missing_units_or_long_name():
+    ds = xr.Dataset({"a": ("x", [1.0], {"units": "rad", "long_name": "an angle"}),
+                     "b": ("x", [2.0], {"units": " "})}, coords={"x": [0]})
+    assert io.unlabelled(ds) == ["b: units", "b: long_name", "x: units", "x: long_name"]
+    assert io.unlabelled(io.describe(ds, {"x": {"units": "1", "long_name": "index"}})) == [
+        "b: units", "b: long_name"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from anglesim.claims import claims_from_dataset, claims_table
-from anglesim.io import load_dataset
+from anglesim.io import load_dataset, unlabelled
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "figures" / "data"
@@ -24,9 +24,7 @@ def published(request):
 
 def test_every_variable_and_coordinate_has_units_and_a_long_name(published):
     path, ds = published
-    missing = [f"{name}: {key}" for name, var in ds.variables.items()
-               for key in ("units", "long_name") if not str(var.attrs.get(key, "")).strip()]
-    assert missing == [], f"{path.name}: {missing}"
+    assert unlabelled(ds) == [], path.name
 
 
 def test_no_ratio_or_log_ratio_is_labelled_in_radians(published):

@@ -246,6 +246,8 @@ def test_assembled_dataset_dims_coords_and_seeds():
     assert ds["angle"].attrs == {"units": "rad", "long_name": "grating orientation θ"}
     assert ds["replicate"].attrs == {"units": "1", "long_name": "replicate index"}
     assert ds["kappa"].attrs == {"long_name": "grid axis kappa"}
+    for var in META:  # the runner labels what it adds (test_published asks it of every file)
+        assert ds[var].attrs["units"] == "1" and ds[var].attrs["long_name"]
 
 
 def test_same_seed_same_dataset_other_seed_differs():

@@ -12,7 +12,7 @@ import pytest
 
 from anglesim import study as st
 from anglesim.cli import main
-from anglesim.io import load_dataset
+from anglesim.io import load_dataset, unlabelled
 
 # study: (dims the Dataset must have, variables it must hold)
 EXPECTED = {
@@ -107,6 +107,7 @@ def test_study_quick_end_to_end(study, tmp_path):
     assert dims <= set(ds.dims), set(ds.dims)
     assert variables <= set(ds.data_vars), set(ds.data_vars)
     assert not ds["failed"].any()
+    assert unlabelled(ds) == []  # what test_published asks of the full run's file
     assert np.isfinite(ds["fisher"]).all()
     if ds["fisher"].attrs.get("method") != "linear_bias_corrected":  # unbiased: may be < 0
         assert (ds["fisher"] >= 0).all()

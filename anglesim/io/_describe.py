@@ -13,8 +13,8 @@ DEFAULT_TITLE = "anglesim Dataset"
 
 KNOWN_COORDS: dict[str, dict[str, str]] = {
     "angle": {"units": "rad", "long_name": "grating orientation θ"},
-    "layer": {"long_name": "layer (dotted module path, 'input' or 'output')"},
-    "phase": {"long_name": "training phase"},
+    "layer": {"units": "1", "long_name": "layer (dotted module path, 'input' or 'output')"},
+    "phase": {"units": "1", "long_name": "training phase"},
     "replicate": {"units": "1", "long_name": "replicate index"},
     "epoch": {"units": "1", "long_name": "training epoch"},
 }
@@ -51,6 +51,14 @@ def describe(ds: xr.Dataset,
             if missing:
                 out.coords[name].attrs = {**var.attrs, **missing}
     return out
+
+
+def unlabelled(ds: xr.Dataset) -> list[str]:
+    """``"name: key"`` for each variable or coordinate of ``ds`` without a non-empty ``units``
+    or ``long_name`` attribute (a published Dataset has none: dimensionless and categorical
+    quantities say units "1")."""
+    return [f"{name}: {key}" for name, var in ds.variables.items()
+            for key in ("units", "long_name") if not str(var.attrs.get(key, "")).strip()]
 
 
 def check_dim_names(ds: xr.Dataset, stacklevel: int = 2) -> list[str]:

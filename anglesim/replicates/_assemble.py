@@ -87,9 +87,11 @@ def assemble(outcomes: Sequence[Outcome], seeds: Sequence[int], axes: dict[str, 
     ds["failed"] = (dims, failed)
     ds["error"] = (dims, errors)
     ds["replicate_seed"] = (dims, seed_array)
-    ds["failed"].attrs = {"long_name": "the replicate's computation raised an error"}
-    ds["error"].attrs = {"long_name": "error message of a failed replicate ('' if none)"}
-    ds["replicate_seed"].attrs = {"long_name": "seed passed to the replicate's function"}
+    ds["failed"].attrs = {"units": "1", "long_name": "the replicate's computation raised an error"}
+    ds["error"].attrs = {"units": "1", "long_name": "error message of a failed replicate ('' if "
+                         "none)"}
+    ds["replicate_seed"].attrs = {"units": "1", "long_name": "seed passed to the replicate's "
+                                  "function"}
     coords = {name: np.asarray(values) for name, values in axes.items()}
     coords["replicate"] = np.arange(n_replicates, dtype=np.int64)
     return ds.assign_coords(coords)

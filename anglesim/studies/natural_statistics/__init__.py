@@ -173,28 +173,8 @@ def replicate(ctx: ReplicateContext) -> xr.Dataset:
                 "angle": angles.double().numpy(), "strategy": list(STRATEGIES),
                 "pretrain_epoch": np.arange(history.sizes["epoch"])},
     )
-    describe_variables(ds)
+    ds["photo_accuracy"].attrs["chance"] = 1 / len(PATCHES.photographs)
     return ds
-
-
-def describe_variables(ds: xr.Dataset) -> None:
-    """Units and long names of a replicate's variables and its own coordinates."""
-    ds["fisher"].attrs = {"units": "rad^-2", "method": "output_noise_gaussian",
-                          "long_name": "FI about grating orientation with unit-variance "
-                          "Gaussian noise on the layer's units, mean over 8 grating phases"}
-    ds["energy"].attrs = {"units": "rad^-1", "long_name": "orientation energy density of the "
-                          "training patches (whitened Fourier power, 1/16–3/8 cycles/pixel)"}
-    ds["photo_accuracy"].attrs = {"units": "1", "chance": 1 / len(PATCHES.photographs),
-                                  "long_name": "photograph classification accuracy on fresh "
-                                  "patches after pretraining"}
-    ds["pretrain_loss"].attrs = {"units": "nat", "long_name": "photograph cross-entropy per "
-                                 "pretraining epoch"}
-    ds["finetune_error"].attrs = {"units": "rad", "long_name": "mean absolute decoding error "
-                                  "|θ̂ − θ| after fine-tuning, standard gratings"}
-    ds["network"].attrs = {"long_name": "the pretrained network, or the strategy that "
-                           "fine-tuned it on gratings"}
-    ds["strategy"].attrs = {"long_name": "fine-tuning strategy"}
-    ds["pretrain_epoch"].attrs = {"units": "1", "long_name": "pretraining epoch"}
 
 
 def describe(sz: dict, grid: dict) -> dict:

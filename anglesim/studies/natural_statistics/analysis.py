@@ -40,6 +40,8 @@ from anglesim.plotting import successful
 from anglesim.stats import mean_ci
 from anglesim.stimuli import orientation_harmonic
 
+from .._recipes import describe_variables
+
 __all__ = ["BIN_HALF_WIDTH", "FLANK", "add_measures", "bias_index", "circular_mean90",
            "harmonic", "summarise", "wrap90"]
 
@@ -197,11 +199,33 @@ ATTRS = {
 }
 
 
+REPLICATE_ATTRS: dict[str, dict[str, str]] = {
+    "fisher": {"units": "rad^-2", "method": "output_noise_gaussian",
+               "long_name": "FI about grating orientation with unit-variance Gaussian noise on "
+               "the layer's units, mean over 8 grating phases"},
+    "energy": {"units": "rad^-1", "long_name": "orientation energy density of the training "
+               "patches (whitened Fourier power, 1/16–3/8 cycles/pixel)"},
+    "photo_accuracy": {"units": "1", "long_name": "photograph classification accuracy on fresh "
+                       "patches after pretraining"},
+    "pretrain_loss": {"units": "nat", "long_name": "photograph cross-entropy per pretraining "
+                      "epoch"},
+    "finetune_error": {"units": "rad", "long_name": "mean absolute decoding error |θ̂ − θ| "
+                       "after fine-tuning, standard gratings"},
+    "network": {"units": "1", "long_name": "the pretrained network, or the strategy that "
+                "fine-tuned it on gratings"},
+    "strategy": {"units": "1", "long_name": "fine-tuning strategy"},
+    "pretrain_epoch": {"units": "1", "long_name": "pretraining epoch"},
+    "rotation": {"units": "deg", "long_name": "rotation of the training patches"},
+}
+"""Units and long names of what a replicate returns and of the grid's coordinate (the
+replicate sets ``photo_accuracy``'s ``chance``; the runner's own variables, such as ``failed``
+and ``layer``, are labelled by :func:`~anglesim.studies._recipes.describe_variables`)."""
+
+
 def add_measures(ds: xr.Dataset) -> xr.Dataset:
-    """The Dataset with :func:`measures` added, and units on the grid's coordinate."""
-    ds = ds.assign(measures(ds).data_vars)
-    ds["rotation"].attrs = {"units": "deg", "long_name": "rotation of the training patches"}
-    return ds
+    """The Dataset with :func:`measures` added, and units and long names on every variable and
+    coordinate."""
+    return describe_variables(ds.assign(measures(ds).data_vars), REPLICATE_ATTRS)
 
 
 # ---- summary ----------------------------------------------------------------------------------
