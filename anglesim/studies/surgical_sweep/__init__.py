@@ -36,16 +36,17 @@ under inversion and 45° under the output shift, against 1.3° on the source ima
 the rate for up to half the epochs, as in ``finetune_shift``); L2-SP (Li et al. 2018,
 α = 0.01).
 
-**Data and budget.** A fine-tuning set of n = 64 images comes with n/4 = 16 validation
+**Data and budget.** A fine-tuning set of n = 16, 64 or 256 images comes with n/4 validation
 images from the same shifted task (``Phase(dataset_size=n/8)``: 8D training, 2D validation
-images), the same for every arm and rate of a replicate. Adam, batches of 16, for
-max(128 steps, 20 epochs) — 32 epochs at n = 64 — with the best validation checkpoint kept (no
-early stop). Rates: 1e-4 … 1e-1 in half decades (3 decades, ``lrs``); the arm's rate is the one
-whose best checkpoint has the lowest validation loss (a rate whose loss diverges is never
-chosen). The chosen rate is stored (``chosen_lr``, with ``lr_interior``: 1 where it is neither
-end of the grid; the summary reports the interior share), with the validation loss at every
-rate (``val_loss``) and where in the budget the checkpoint fell (``best_step_fraction``; the
-summary reports the share in the budget's last 10%).
+images), the same for every arm and rate of a replicate. Adam, batches of 16, for max(128
+steps, 20 epochs) — 128 epochs at n = 16, 32 at n = 64, 20 (320 steps) at n = 256 — with the
+best validation checkpoint kept (no early stop). Rates: 1e-4 … 1e-1 in half decades (3 decades,
+``lrs``); the arm's rate is the one whose best checkpoint has the lowest validation loss (a
+rate whose loss diverges is never chosen). The chosen rate is stored (``chosen_lr``, with
+``lr_interior``: 1 where it is neither end of the grid; the summary reports the interior
+share), with the validation loss at every rate (``val_loss``) and where in the budget the
+checkpoint fell (``best_step_fraction``; the summary reports the share in the budget's last
+10%).
 
 **Measured.** ``test_error``: the mean |θ̂ − y| of the chosen network on a separate test set of
 the shifted task (64 orientations × 16 noise draws = 1,024 images, the same for every arm of
@@ -55,22 +56,22 @@ parent's (``undo_error``), the error a perfect one-block fix reaches.
 
 **Primary contrasts** (declared in :data:`CLAIMS`, before the full run; every arm against
 full fine-tuning, never against a winner picked afterwards; paired by replicate, the ratio of
-test errors on the log scale, one member per shift × n, Holm over the whole family of 24):
+test errors on the log scale, one member per shift × n, Holm over the whole family of 72):
 ``conv1`` lower than ``full`` under each input shift (Lee et al.'s input half, 3 members),
 ``head`` lower than ``full`` under the output shift (the output half, 1), and two-sided: conv1
 under the output shift (1), the head under each input shift (3), conv2, fc, LP-FT and L2-SP
 under every shift (4 each). conv1 against the head under the input shifts is exploratory.
 
-**Sizes.** 10 paired replicates (issue 23 asks for ≥ 10), each 4 shifts × 1 n × 7 arms × 7
-rates = 196 fine-tunings of one parent. The earlier design (n = 16, 64, 256; 256 steps; 6
-rates) cost 270 CPU s per shift and replicate, 3 CPU h for the full run; the full run must fit
-20 minutes on 2 workers, so the sizes went (the shifts and the arms, what the claims are about,
-stay) and the budget halved: at rate 1e-3 and n = 64 the best checkpoints fell at 16% (full),
-31% (LP-FT) and 81% (conv1) of 256 steps, and each arm chooses its rate, up to 1e-1; the
-summary's share of best checkpoints in the budget's last 10% checks it. In a pilot (3
-replicates, one worker) the first 8 of its 12 tasks took 333 CPU s (user + sys), about 41 CPU s
-per shift and replicate with the parent's pretraining and the start-up (about 165 CPU s per
-replicate), so the full run (40 tasks) is about 28 CPU min: ≈ 14 min on 2 workers.
+**Sizes.** 10 paired replicates (issue 23 asks for ≥ 10), each 4 shifts × 3 n × 7 arms × 7
+rates = 588 fine-tunings of one parent. A first full run at n = 64 alone (published first,
+13 min on 2 workers: about 39 CPU s per shift and replicate with the parent's pretraining)
+left the issue's 16 and 256 images untested; with all three sizes the fine-tunings take
+128 + 128 + 320 steps against 128, so the full run (40 tasks) is about 4.5 times as long,
+≈ 100 CPU min, ≈ 50 min on 2 workers. An earlier design (n = 16, 64, 256; 256 steps at every
+n; 6 rates) cost 270 CPU s per shift and replicate; the budget was halved from it after the
+best checkpoints at rate 1e-3 and n = 64 fell at 16% (full), 31% (LP-FT) and 81% (conv1) of
+256 steps, and each arm chooses its rate, up to 1e-1; the summary's share of best checkpoints
+in the budget's last 10% checks it.
 
 Run: ``anglesim run surgical_sweep [--quick]``.
 """
@@ -128,7 +129,7 @@ PRETRAIN = dict(pre_epochs=8, pre_steps=50, pre_batch=64, pre_lr=2e-3)
 """The parent's pretraining: the shift studies' (``finetune_shift``'s full size), written out
 so that a change there does not change this study's parents."""
 SIZES = {
-    "full": dict(PRETRAIN, n_train=[64], batch=16, min_steps=128, min_epochs=20, lrs=LRS,
+    "full": dict(PRETRAIN, n_train=[16, 64, 256], batch=16, min_steps=128, min_epochs=20, lrs=LRS,
                  severity=SEVERITY, test_angles=64, test_repeats=16, replicates=10),
     "quick": dict(pre_epochs=1, pre_steps=4, pre_batch=16, pre_lr=2e-3, n_train=[16], batch=16,
                   min_steps=4, min_epochs=2, lrs=[1e-3, 3e-3, 1e-2], severity=SEVERITY,

@@ -64,9 +64,9 @@ CLAIMS = [
              paired=True, where={"shift": INPUT}, over=["shift", "n_train"], scale="ratio",
              direction="less", exploratory=True),
 ]
-"""The declared family (24 members at full size, one per shift × n: conv1 and the head
+"""The declared family (72 members at full size, one per shift × n: conv1 and the head
 against full fine-tuning in the direction Lee et al. predict, the other blocks, LP-FT and
-L2-SP two-sided; Holm over all 24), then one exploratory comparison outside it."""
+L2-SP two-sided; Holm over all 72), then one exploratory comparison outside it."""
 
 
 ATTRS = {"shift": {"units": "1", "long_name": "distribution shift of the fine-tuning task"}}
