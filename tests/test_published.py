@@ -55,3 +55,21 @@ def test_results_page_claims_tables_are_the_files_claims(published):
     assert table.read_text(encoding="utf-8") == claims_table(records, "rst") + "\n"
     results = (ROOT / "docs" / "results.rst").read_text(encoding="utf-8")
     assert f"claims/{path.stem}.rst" in results, f"results page does not include {path.stem}"
+
+
+def test_published_figure_meets_the_figure_standard(published):
+    """The study's figure, redrawn from the stored file as ``make figures`` draws it, passes
+    the written figure standard's automatic checks (docs: user guide, "Figures fit to print")."""
+    import matplotlib.pyplot as plt
+
+    from anglesim.plotting import check_figure
+    from anglesim.study import load
+
+    path, ds = published
+    fig = load(ds.attrs["study"]).figure(ds)
+    try:
+        width = "double" if fig.get_size_inches()[0] > 3.5 else "single"
+        assert check_figure(fig, width) == [], path.name
+        assert (ROOT / "figures" / f"{path.stem}.png").is_file(), path.name
+    finally:
+        plt.close(fig)
