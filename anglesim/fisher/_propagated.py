@@ -128,11 +128,12 @@ def propagated_fisher(
     (unit space) and J = ‖u‖² − ε uᵀ(B̃ᵀB̃ + εI)⁻¹u (pixel space), bracketing J from both
     sides, D estimated from 16 fixed Rademacher probes, stopped when the bracket's half-width
     is ≤ ``rtol`` · J (:mod:`anglesim.fisher._krylov`); each layer's bidiagonalisation starts
-    from the previous layer's pixel-space solution (``warm_start``, the bounds shifted so they
-    stay rigorous), reorthogonalises where memory and the cost of a product allow
-    (``reorthogonalize``), and with ``certify=False`` stops on an error estimate instead of
-    the bracket. "auto" keeps small layers on the exact solver and otherwise picks the route
-    of the smallest predicted cost (:mod:`anglesim.fisher._cost`).
+    from the previous layer's pixel-space solution where the layer has at least as many units
+    as that one (``warm_start``, the bounds shifted so they stay rigorous), reorthogonalises
+    where memory and the cost of a product allow (``reorthogonalize``), and with
+    ``certify=False`` stops on an error estimate instead of the bracket. "auto" keeps small
+    layers on the exact solver and otherwise picks the route of the smallest predicted cost
+    (:mod:`anglesim.fisher._cost`).
 
     Precision (``precision``): where float32 rounding could exceed ``rtol`` ("auto": from
     4,096 noisy inputs, i.e. 64² pixels, for a float32 model; "float64" always; "model"
@@ -203,7 +204,8 @@ def propagated_fisher(
         force: run even when the cost guard estimates more memory than is free or hours.
         precision: "auto", "model" (the model's dtype) or "float64": the products' dtype.
         certify: True: Krylov stops on the certified bracket; False: on an error estimate.
-        warm_start: start each Krylov solve from the previous layer's pixel-space solution.
+        warm_start: start each Krylov solve from the previous layer's pixel-space solution
+            (where the layer has at least as many units as that one).
         reorthogonalize: reorthogonalise Krylov vectors where memory and cost allow.
         sensitivity: also give dJ/d log ε (coordinate ``dfisher_dlog_eps``).
         pool_ties: "warn" (default): a `~anglesim.pool_ties.PoolTieWarning` when tied max-pool

@@ -9,8 +9,10 @@ plan gave it (:mod:`._cost`):
   estimate of what that rounding costs (below), not 0;
 * ``"sparse"`` — the coloured sparse Jacobian and a sparse factorisation (:mod:`._sparse`);
 * ``"krylov"`` — the Golub–Kahan bidiagonalisation (:mod:`._krylov`), warm-started from the
-  previous layer's pixel-space solution (with float64 products: the start's offsets computed
-  by float32 products would carry rounding the estimate below does not cover).
+  previous layer's pixel-space solution where the layer has at least as many units as that
+  one (a layer with fewer is lossy relative to it, and the start measurably costs it a few
+  percent more iterations), and only with float64 products (the start's offsets computed by
+  float32 products would carry rounding the estimate below does not cover).
 
 **Products in float64.** Where float32 rounding could exceed the tolerance (``precision``,
 decided by the plan), the sparse and Krylov products, and the exact solver's Jacobian, are
@@ -141,6 +143,7 @@ class Solver:
         nan = torch.full_like(zeros, float("nan"))
         rows = []
         start: torch.Tensor | None = None  # the last pixel-space solution (full length)
+        start_units = 0  # units per image of the layer it solves
         for name in self.names:
             if name == site:
                 self.kinds[name] = "exact"
@@ -157,16 +160,20 @@ class Solver:
                 rows.append(torch.stack([j, zeros, zeros, zeros]))
                 continue
             route = self.routes[name]
+            units = net.units.get(name, 0)
             if route == "sparse":
                 row, start = self._sparse(name, fn, x, hi, start)
                 if row is not None:
                     rows.append(row)
+                    start_units = units
                     continue
                 route = "krylov"  # not local after all: the matrix-free solver
             if route == "exact":
                 row, start = self._exact(name, fn, x, u, keep, all_pixels, v, hi)
-            else:
-                row, start = self._krylov(name, fn, x, xdot, hi, start, nan)
+            else:  # warm only from a layer with no more units (one with more it is lossy to)
+                warm = start if units >= start_units else None
+                row, start = self._krylov(name, fn, x, xdot, hi, warm, nan)
+            start_units = units
             rows.append(row)
         return torch.stack(rows, dim=1)
 
