@@ -143,15 +143,20 @@ def test_warm_start_keeps_the_bracket_and_saves_iterations(start):
     assert (rel < 1e-2).all()
 
 
-def test_a_start_with_a_negative_unit_offset_is_taken_and_keeps_the_bracket():
+@pytest.mark.parametrize("n_stem, n_pix, n_units, seed, rtol", [
+    (80, 80, 80, 3, 1e-6), (60, 90, 120, 4, 1e-5), (100, 70, 50, 5, 1e-5),
+    (40, 100, 40, 6, 1e-5)])
+def test_a_start_with_a_negative_unit_offset_is_taken_and_keeps_the_bracket(
+        n_stem, n_pix, n_units, seed, rtol):
     """Layer 1 = F · stem: the stem's pixel-space solution has components up to 1/ε in the
     directions the stem loses, which F mixes into layer 1's kept ones, so the unit-space offset
-    c₀ᵤ is hugely negative (about −1e7 against ‖u‖² ≈ 100 here); the start is still taken and
-    the shifted bracket still holds."""
-    w_s, std, x, x_dot = _problem(80, 80, 0.85, seed=3)
-    g = torch.Generator().manual_seed(3)
-    w1 = torch.randn(80, 80, generator=g, dtype=torch.float64) @ w_s
-    eps, rtol = 1e-6, 1e-6
+    c₀ᵤ is hugely negative (about −1e7 against ‖u‖² ≈ 100 in the first case); the start is
+    still taken and the shifted bracket still holds, with more, as many or fewer units than
+    the stem and than pixels."""
+    w_s, std, x, x_dot = _problem(n_stem, n_pix, 0.85, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    w1 = torch.randn(n_units, n_stem, generator=g, dtype=torch.float64) @ w_s
+    eps = 1e-6
     stem = krylov_fisher(lambda z: z @ w_s.T, x, x_dot, std, eps, 1e-10, 5000)
     truth = torch.tensor([reference(w1, x_dot[i], std, eps) for i in range(2)],
                          dtype=torch.float64)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._krylov import N_PROBES
+from ._krylov import MAXITER, N_PROBES
 
 __all__ = ["EXACT_CHEAP", "HOUR", "LayerCost", "available_memory", "choose", "estimate",
            "guard", "krylov_iterations", "reorthogonalize_steps"]
@@ -107,7 +107,7 @@ class LayerCost:
 def estimate(name: str, units: int, inputs: int, through: int, n_img: int, n_chunks: int,
              t_pass: float, itemsize: int, *, pass_flops: float = 0.0,
              products64: bool = False, window: tuple[int, int] | None = None,
-             first: bool = False, maxiter: int = 20000) -> LayerCost:
+             first: bool = False, maxiter: int = MAXITER) -> LayerCost:
     """The cost of layer ``name`` over all chunks. ``through``: activations per image up to
     it; ``pass_flops``: multiply–adds of one image's forward pass up to it (0: unknown, then
     ``through``·10 stands in); ``window``: (w, channels) of a local layer, else None;

@@ -33,6 +33,7 @@ from ._base import (
     sliced,
     to_numpy,
 )
+from ._krylov import MAXITER
 from ._network import Network
 from ._plan import make_plan, pass_seconds, pixel_variance
 from ._solve import Solver
@@ -84,7 +85,7 @@ def propagated_fisher(
     *,
     solver: str = "auto",
     rtol: float = 1e-3,
-    maxiter: int = 20000,
+    maxiter: int = MAXITER,
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     force: bool = False,
     precision: str = "auto",
@@ -199,8 +200,8 @@ def propagated_fisher(
         noise_at: "input" (pixels, default) or the layer whose activations receive the noise.
         solver: "exact", "sparse", "krylov" or "auto".
         rtol: Krylov's relative tolerance on J, in (0, 1).
-        maxiter: most Golub–Kahan iterations per layer and chunk (20,000: the deepest solves
-            measured, ResNet layer2 and layer3 at 224 px, took 5,079 and 3,677).
+        maxiter: most Golub–Kahan iterations per layer and chunk (`MAXITER`, 20,000: the
+            deepest solves measured, ResNet layer2 and layer3 at 224 px, took 5,079 and 3,677).
         decode: callable from the model's outputs to θ̂ [N], for "output".
         force: run even when the cost guard estimates more memory than is free or hours.
         precision: "auto", "model" (the model's dtype) or "float64": the products' dtype.
